@@ -1,0 +1,97 @@
+"""Command line: python -m bot {run,chat,classify} [--config config.yaml]."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from bot.config import Settings, load_settings
+from bot.errors import MoodbotError
+
+log = logging.getLogger("bot")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bot", description="moodbot: a sentiment-aware chat bot")
+    parser.add_argument("--config", default="config.yaml", help="settings file (default: config.yaml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="start the bot on the channel named in the config")
+    sub.add_parser("chat", help="talk to the bot in the terminal (or pipe one message a line)")
+    classify = sub.add_parser("classify", help="classify every message of a .txt, .jsonl or .csv file")
+    classify.add_argument("file", type=Path)
+    classify.add_argument("-o", "--output", type=Path, help="JSONL output (default: FILE.moods.jsonl)")
+    classify.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def _settings(path: str) -> Settings:
+    config = Path(path)
+    return load_settings(config if config.exists() or path != "config.yaml" else None)
+
+
+async def _chat(settings: Settings) -> int:
+    from bot.app import Application, build_engine
+    from bot.channels.console import run_console
+
+    app = Application(settings, build_engine(settings))
+    try:
+        return await run_console(app)
+    finally:
+        app.engine.close()
+
+
+async def _run(settings: Settings) -> int:
+    if settings.channel == "console":
+        return await _chat(settings)
+    from bot.channels.wechaty import run_wechaty
+
+    return await run_wechaty(settings)
+
+
+def _classify(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.batch import classify_file
+    from bot.engine import ModelEngine
+    from bot.model_loader import load_model
+
+    if not args.file.is_file():
+        raise MoodbotError(f"{args.file}: no such file")
+    target = args.output or args.file.with_name(args.file.name + ".moods.jsonl")
+    engine = ModelEngine(load_model(settings.model), settings.model, settings.sentiment)
+    summary = classify_file(
+        engine, args.file, target, settings.reply.max_input_chars, settings.model.classify_batch_size,
+        progress=not args.no_progress,
+    )
+    print(summary.report())
+    print(f"wrote {target}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # the libraries' own progress bars and advice would drown the bot's output
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    try:
+        settings = _settings(args.config)
+        if args.command == "classify":
+            return _classify(settings, args)
+        if args.command == "chat":
+            return asyncio.run(_chat(settings))
+        return asyncio.run(_run(settings))
+    except MoodbotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

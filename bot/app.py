@@ -1,0 +1,84 @@
+"""The Application: builds the services, owns start and stop, and processes each message."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, AsyncIterator
+
+from bot.clock import Clock, SystemClock
+from bot.config import Settings
+from bot.domain import InboundMessage, Turn
+from bot.memory import ConversationMemory
+from bot.outbound import Outbound, Sender
+from handlers import build_pipeline
+from handlers.engine_protocol import Engine
+
+log = logging.getLogger(__name__)
+
+
+def build_engine(settings: Settings) -> Any:
+    """Load the one model and wrap it for async use (imports torch, so it is done only when needed)."""
+    from bot.engine import AsyncEngine, ModelEngine
+    from bot.model_loader import load_model
+
+    loaded = load_model(settings.model)
+    return AsyncEngine(ModelEngine(loaded, settings.model, settings.sentiment), settings.model.timeout_s)
+
+
+class _ChatLocks:
+    """One lock per chat, so a chat's messages are handled in order; idle locks are dropped."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, chat_id: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(chat_id, (asyncio.Lock(), 0))
+        self._locks[chat_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[chat_id]
+            if users <= 1:
+                del self._locks[chat_id]
+            else:
+                self._locks[chat_id] = (lock, users - 1)
+
+
+class Application:
+    def __init__(self, settings: Settings, engine: Engine, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.clock = clock or SystemClock()
+        self.memory = ConversationMemory(self.clock, settings.reply.memory_turns, settings.reply.memory_ttl_minutes)
+        self.pipeline = build_pipeline(settings, engine, self.memory, self.clock)
+        self.outbound: Outbound | None = None
+        self._chat_locks = _ChatLocks()
+        self._inflight = asyncio.Semaphore(settings.outbound.max_inflight)
+        self._pending = 0
+        self.refused = 0
+        self.started_at = self.clock.now()
+
+    def attach(self, sender: Sender) -> None:
+        self.outbound = Outbound(sender, self.settings.outbound)
+
+    async def process(self, message: InboundMessage) -> Turn | None:
+        """Run the pipeline for one message; None when the queue is full and the message is refused."""
+        if self._pending >= self.settings.outbound.queue_size:
+            self.refused += 1
+            log.warning("queue full (%d pending): refused message %s from %s (refused so far: %d)",
+                        self._pending, message.message_id, message.sender_id, self.refused)
+            return None
+        self._pending += 1
+        try:
+            # chat lock first: turns of one chat run in order; the semaphore bounds chats in flight
+            async with self._chat_locks.hold(message.chat_id), self._inflight:
+                turn = await self.pipeline.run(Turn(message=message, text=message.text))
+                if self.outbound is not None and turn.outbox:
+                    await self.outbound.deliver(turn.outbox)
+                return turn
+        finally:
+            self._pending -= 1

@@ -1,0 +1,1 @@
+"""Chat channels: each turns platform messages into InboundMessage and sends the outbox back."""

@@ -1,0 +1,165 @@
+"""Typed settings: config.yaml validated once at start, with environment overrides.
+
+Any key can be overridden from the environment as MOODBOT__SECTION__KEY=value
+(double underscores separate levels; the value is read as YAML, so numbers,
+booleans and lists work). Unknown keys and bad values are refused with a
+message that names the key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bot.errors import ConfigError
+
+ENV_PREFIX = "MOODBOT__"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSettings(Section):
+    # null means the embedded Gemma 3 270M GGUF shipped on PyPI
+    path: str | None = None
+    cache_dir: str = "~/.cache/moodbot"
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    threads: int = Field(default=0, ge=0, le=256)  # 0: all cores
+    timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    max_new_tokens: int = Field(default=64, ge=1, le=1024)
+    max_reply_chars: int = Field(default=400, ge=20, le=10_000)
+    classify_batch_size: int = Field(default=16, ge=1, le=256)
+
+
+class SentimentSettings(Section):
+    # below this calibrated confidence a message counts as neutral
+    min_confidence: float = Field(default=0.55, ge=0.0, le=1.0)
+
+
+class ReplySettings(Section):
+    prompts: dict[Literal["comfort", "celebrate", "plain", "crisis"], str] = Field(default_factory=dict)
+    memory_turns: int = Field(default=6, ge=0, le=100)
+    memory_ttl_minutes: float = Field(default=60.0, gt=0)
+    max_input_chars: int = Field(default=1000, ge=10, le=100_000)
+    fallback: dict[Literal["zh", "en"], str] = Field(
+        default_factory=lambda: {
+            "zh": "抱歉，我刚才走神了，能再说一遍吗？",
+            "en": "Sorry, I lost my train of thought. Could you say that again?",
+        }
+    )
+
+
+class WechatySettings(Section):
+    token: str | None = None  # else WECHATY_PUPPET_SERVICE_TOKEN
+    endpoint: str | None = None  # else WECHATY_PUPPET_SERVICE_ENDPOINT
+    plugin_port: int = Field(default=18789, ge=1, le=65535)
+    connect_timeout_s: float = Field(default=30.0, gt=0)
+    reconnect_delay_s: float = Field(default=2.0, ge=0)
+
+
+class TriggerSettings(Section):
+    private_prefix: str = ""  # empty: answer every private message
+    group_prefix: str = "#bot"
+    allow_contacts: list[str] = Field(default_factory=list)  # empty: everyone
+    block_contacts: list[str] = Field(default_factory=list)
+    allow_rooms: list[str] = Field(default_factory=list)
+    all_rooms: bool = False
+    max_age_s: float = Field(default=300.0, gt=0)
+    non_text_reply: str = ""  # empty: ignore images, voice, files...
+
+
+class OutboundSettings(Section):
+    split_chars: int = Field(default=300, ge=20, le=10_000)
+    per_contact_per_minute: float = Field(default=20.0, gt=0)
+    global_per_minute: float = Field(default=120.0, gt=0)
+    human_delay_s: float = Field(default=0.0, ge=0, le=30)
+    retries: int = Field(default=3, ge=0, le=10)
+    max_inflight: int = Field(default=8, ge=1, le=1000)
+    queue_size: int = Field(default=100, ge=1, le=100_000)
+
+
+class Settings(Section):
+    channel: Literal["console", "wechaty"] = "console"
+    bot_name: str = "moodbot"
+    model: ModelSettings = ModelSettings()
+    sentiment: SentimentSettings = SentimentSettings()
+    reply: ReplySettings = ReplySettings()
+    wechaty: WechatySettings = WechatySettings()
+    triggers: TriggerSettings = TriggerSettings()
+    outbound: OutboundSettings = OutboundSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_shorthand(cls, data: Any) -> Any:
+        # `model: embedded` or `model: /path/to/ckpt` is accepted as well as the full mapping
+        if isinstance(data, dict) and isinstance(data.get("model"), str):
+            value = data["model"]
+            data = {**data, "model": {"path": None if value == "embedded" else value}}
+        return data
+
+    @field_validator("bot_name")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    for name, raw in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__") if k]
+        if not keys:
+            continue
+        node = data
+        for key in keys[:-1]:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = {}
+                node[key] = child
+            node = child
+        try:
+            node[keys[-1]] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{name}: not a valid value ({exc.__class__.__name__})") from exc
+    return data
+
+
+def _format(error: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        msg = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read, merge and validate the settings; raise ConfigError naming the bad key."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys")
+        data = loaded or {}
+    data = _apply_env(data, env)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc, source)) from None

@@ -1,0 +1,94 @@
+"""Frozen domain types that flow one way through the pipeline."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class Label(str, enum.Enum):
+    POSITIVE = "positive"
+    NEGATIVE = "negative"
+    NEUTRAL = "neutral"
+
+
+LABEL_EMOJI = {Label.POSITIVE: "😊", Label.NEGATIVE: "😟", Label.NEUTRAL: "😐"}
+
+
+class Strategy(str, enum.Enum):
+    COMFORT = "comfort"
+    CELEBRATE = "celebrate"
+    PLAIN = "plain"
+    CRISIS = "crisis"
+
+
+@dataclass(frozen=True)
+class Sentiment:
+    label: Label
+    confidence: float
+    scores: dict[str, float]
+
+    @property
+    def emoji(self) -> str:
+        return LABEL_EMOJI[self.label]
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """One platform message, already turned into the bot's own type by a channel."""
+
+    message_id: str
+    chat_id: str
+    sender_id: str
+    text: str
+    sent_at: datetime
+    sender_name: str = ""
+    is_group: bool = False
+    mentions_me: bool = False
+    is_self: bool = False
+    kind: str = "text"  # text | image | voice | file | emoticon | link | system | other
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    role: str  # "user" | "assistant"
+    text: str
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    chat_id: str
+    text: str
+    mention_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Alert:
+    contact_id: str
+    chat_id: str
+    severity: str  # "warning" | "high" | "critical"
+    reason: str
+    excerpts: tuple[str, ...]
+    trend: tuple[str, ...]
+    created_at: datetime
+    contact_name: str = ""
+    alert_id: int | None = None
+
+
+@dataclass
+class Turn:
+    """What the pipeline learned and decided about one inbound message."""
+
+    message: InboundMessage
+    text: str = ""
+    lang: str = "en"
+    sentiment: Sentiment | None = None
+    strategy: Strategy | None = None
+    reply: str | None = None
+    crisis: bool = False
+    record_only: bool = False  # mood is recorded but the bot does not answer
+    stopped: str | None = None  # why the pipeline ended early, if it did
+    outbox: list[OutboundMessage] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)

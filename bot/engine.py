@@ -1,0 +1,212 @@
+"""The one model, shared by mood classification and reply generation.
+
+`ModelEngine` is synchronous and must be called from one thread; `AsyncEngine` runs it on
+a single worker thread with a timeout on every call, so the event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
+
+import torch
+
+from bot import prompts
+from bot.config import ModelSettings, SentimentSettings
+from bot.domain import ChatTurn, Label, Sentiment, Strategy
+from bot.errors import EngineError, EngineTimeout
+from bot.model_loader import LoadedModel
+from bot.text import clean_reply
+
+log = logging.getLogger(__name__)
+
+LABELS = (Label.POSITIVE, Label.NEGATIVE, Label.NEUTRAL)
+MAX_PROMPT_TOKENS = 1536
+
+
+class _Deadline:
+    """A generation stopping criterion: stop when the wall clock passes the deadline."""
+
+    def __init__(self, deadline: float | None) -> None:
+        self.deadline = deadline
+        self.hit = False
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        self.hit = self.deadline is not None and time.monotonic() > self.deadline
+        return torch.full((input_ids.shape[0],), self.hit, dtype=torch.bool, device=input_ids.device)
+
+
+class ModelEngine:
+    def __init__(self, loaded: LoadedModel, settings: ModelSettings, sentiment: SentimentSettings) -> None:
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.name = loaded.name
+        self.settings = settings
+        self.min_confidence = sentiment.min_confidence
+        self.label_ids = self._label_token_ids()
+        self._label_rows = self._output_rows(self.label_ids)
+        self._softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        self._prefix_ids = self._encode(prompts.CLASSIFY_PREFIX, special=True)
+        with torch.inference_mode():
+            self._prefix_cache = self.model(torch.tensor([self._prefix_ids]), use_cache=True).past_key_values
+        self._bias = torch.zeros(len(LABELS))
+        self._bias = self._content_free_bias()
+
+    # --- classification -------------------------------------------------------------
+
+    def _encode(self, text: str, special: bool = False) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+
+    def _label_token_ids(self) -> list[int]:
+        ids = [self._encode(prompts.LABEL_WORDS[label])[0] for label in LABELS]
+        if len(set(ids)) != len(ids):
+            raise EngineError(f"the tokenizer maps two mood labels to one token: {ids}")
+        return ids
+
+    def _output_rows(self, ids: list[int]) -> torch.Tensor:
+        # only the three label rows of the output layer are ever needed: skip the full-vocabulary matmul
+        weight = self.model.get_output_embeddings().weight
+        return weight[ids].detach().clone()
+
+    def _label_logits(self, texts: Sequence[str]) -> torch.Tensor:
+        """Log-probabilities over the three label tokens, one row per text, from one forward pass."""
+        items = [self._encode(prompts.CLASSIFY_ITEM.format(text=t)) for t in texts]
+        lengths = torch.tensor([len(i) for i in items])
+        width = int(lengths.max())
+        pad = self.tokenizer.pad_token_id or 0
+        # right padding: with causal attention, pads after the last real token cannot change it
+        ids = torch.tensor([i + [pad] * (width - len(i)) for i in items])
+        mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
+        prefix_len = len(self._prefix_ids)
+        cache = copy.deepcopy(self._prefix_cache)
+        if len(texts) > 1:
+            cache.batch_repeat_interleave(len(texts))
+        full_mask = torch.cat([torch.ones(len(texts), prefix_len, dtype=torch.long), mask], dim=1)
+        with torch.inference_mode():
+            out = self.model.model(input_ids=ids, attention_mask=full_mask, past_key_values=cache, use_cache=True)
+            hidden = out.last_hidden_state[torch.arange(len(texts)), lengths - 1]
+            logits = hidden.float() @ self._label_rows.float().T
+        if self._softcap:
+            logits = torch.tanh(logits / self._softcap) * self._softcap
+        return torch.log_softmax(logits, dim=-1)
+
+    def _content_free_bias(self) -> torch.Tensor:
+        # contextual calibration (Zhao et al. 2021): the prompt's own preference on empty inputs is removed
+        return self._label_logits(prompts.CONTENT_FREE).exp().mean(dim=0).log()
+
+    def classify_batch(self, texts: Sequence[str]) -> list[Sentiment]:
+        if not texts:
+            return []
+        results: list[Sentiment] = []
+        size = self.settings.classify_batch_size
+        for start in range(0, len(texts), size):
+            chunk = [t.replace("\n", " ") for t in texts[start : start + size]]
+            probs = torch.softmax(self._label_logits(chunk) - self._bias, dim=-1)
+            results.extend(self._to_sentiment(row) for row in probs)
+        return results
+
+    def classify(self, text: str) -> Sentiment:
+        return self.classify_batch([text])[0]
+
+    def _to_sentiment(self, probs: torch.Tensor) -> Sentiment:
+        scores = {label.value: round(float(p), 4) for label, p in zip(LABELS, probs)}
+        best = int(torch.argmax(probs))
+        label, confidence = LABELS[best], float(probs[best])
+        if label is not Label.NEUTRAL and confidence < self.min_confidence:
+            label, confidence = Label.NEUTRAL, 1.0 - confidence + float(probs[2])
+        return Sentiment(label, round(min(confidence, 1.0), 4), scores)
+
+    # --- generation -----------------------------------------------------------------
+
+    def _prompt(self, system: str, strategy: Strategy, lang: str, history: list[ChatTurn]) -> tuple[list[int], str]:
+        while True:
+            if getattr(self.tokenizer, "chat_template", None):
+                text = self.tokenizer.apply_chat_template(
+                    prompts.chat_messages(system, history),
+                    add_generation_prompt=True,
+                    tokenize=False,
+                    enable_thinking=False,  # Qwen3: answer directly; other templates ignore it
+                )
+                ids = self._encode(text)
+            else:
+                text = prompts.transcript(system, strategy, lang, history)
+                ids = self._encode(text, special=True)
+            if len(ids) <= MAX_PROMPT_TOKENS or len(history) <= 1:
+                return ids[-MAX_PROMPT_TOKENS:], text
+            history = history[1:]  # drop the oldest turn until the prompt fits
+
+    def generate(
+        self,
+        history: list[ChatTurn],
+        strategy: Strategy,
+        lang: str,
+        system: str,
+        deadline: float | None = None,
+    ) -> str:
+        ids, _ = self._prompt(system, strategy, lang, history)
+        stopper = _Deadline(deadline)
+        input_ids = torch.tensor([ids])
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                max_new_tokens=self.settings.max_new_tokens,
+                do_sample=False,
+                repetition_penalty=1.1,
+                stop_strings=prompts.stop_strings(lang),
+                tokenizer=self.tokenizer,
+                stopping_criteria=[stopper],
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        if stopper.hit:
+            raise EngineTimeout("generation ran past its deadline")
+        raw = self.tokenizer.decode(out[0][len(ids):], skip_special_tokens=True)
+        return clean_reply(raw, max_chars=self.settings.max_reply_chars)
+
+
+class AsyncEngine:
+    """Runs a ModelEngine on one worker thread; every call has a timeout."""
+
+    def __init__(self, engine: ModelEngine, timeout_s: float) -> None:
+        self.engine = engine
+        self.timeout_s = timeout_s
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self.engine.name
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._pool, fn, *args)
+        try:
+            return await asyncio.wait_for(future, self.timeout_s)
+        except asyncio.TimeoutError as exc:
+            raise EngineTimeout(f"the model did not answer within {self.timeout_s:g} s") from exc
+        except EngineError:
+            raise
+        except (RuntimeError, ValueError, IndexError) as exc:
+            raise EngineError(f"the model failed: {exc}") from exc
+
+    async def classify(self, text: str) -> Sentiment:
+        result: Sentiment = await self._run(self.engine.classify, text)
+        return result
+
+    async def classify_batch(self, texts: Sequence[str]) -> list[Sentiment]:
+        result: list[Sentiment] = await self._run(self.engine.classify_batch, list(texts))
+        return result
+
+    async def generate(self, history: list[ChatTurn], strategy: Strategy, lang: str, system: str) -> str:
+        # the deadline also stops the worker thread, so a slow reply cannot hold the model after its timeout
+        deadline = time.monotonic() + self.timeout_s
+        result: str = await self._run(self.engine.generate, history, strategy, lang, system, deadline)
+        return result
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

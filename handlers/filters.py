@@ -1,0 +1,122 @@
+"""Small predicates over inbound messages that compose with &, | and ~, and the stage that applies them."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from datetime import timedelta
+from typing import Callable
+
+from bot.clock import Clock
+from bot.config import TriggerSettings
+from bot.domain import InboundMessage, Turn
+from bot.errors import StopPipeline
+
+
+class Filter:
+    def __init__(self, name: str, check: Callable[[InboundMessage], bool]) -> None:
+        self.name = name
+        self.check = check
+
+    def __call__(self, message: InboundMessage) -> bool:
+        return self.check(message)
+
+    def __and__(self, other: Filter) -> Filter:
+        return Filter(f"({self.name} & {other.name})", lambda m: self(m) and other(m))
+
+    def __or__(self, other: Filter) -> Filter:
+        return Filter(f"({self.name} | {other.name})", lambda m: self(m) or other(m))
+
+    def __invert__(self) -> Filter:
+        return Filter(f"~{self.name}", lambda m: not self(m))
+
+    def __repr__(self) -> str:
+        return f"Filter({self.name})"
+
+
+from_self = Filter("from_self", lambda m: m.is_self)
+is_text = Filter("is_text", lambda m: m.kind == "text")
+has_text = Filter("has_text", lambda m: bool(m.text.strip()))
+is_group = Filter("is_group", lambda m: m.is_group)
+mentions_me = Filter("mentions_me", lambda m: m.mentions_me)
+
+
+def starts_with(prefix: str) -> Filter:
+    return Filter(f"starts_with({prefix!r})", lambda m: bool(prefix) and m.text.lstrip().startswith(prefix))
+
+
+def sender_in(ids: list[str]) -> Filter:
+    wanted = set(ids)
+    return Filter("sender_in", lambda m: m.sender_id in wanted)
+
+
+def chat_in(ids: list[str]) -> Filter:
+    wanted = set(ids)
+    return Filter("chat_in", lambda m: m.chat_id in wanted)
+
+
+class SeenIds:
+    """Remembers recent message ids, so a redelivered message is handled once."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def first_time(self, message: InboundMessage) -> bool:
+        if message.message_id in self._ids:
+            return False
+        self._ids[message.message_id] = None
+        if len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+        return True
+
+
+def fresh(clock: Clock, max_age_s: float) -> Filter:
+    # messages replayed on start-up can be hours old; answering them now would confuse people
+    limit = timedelta(seconds=max_age_s)
+    return Filter("fresh", lambda m: clock.now() - m.sent_at <= limit)
+
+
+class FilterStage:
+    """Stops the turn unless the message passes `accept`."""
+
+    def __init__(self, name: str, accept: Filter | Callable[[InboundMessage], bool]) -> None:
+        self.name = name
+        self.accept = accept
+
+    async def __call__(self, turn: Turn) -> None:
+        if not self.accept(turn.message):
+            raise StopPipeline(f"{self.name}: rejected")
+
+
+class TriggerStage:
+    """Decides whether the bot answers, or only records the mood (group messages not addressed to it)."""
+
+    name = "trigger"
+
+    def __init__(self, settings: TriggerSettings) -> None:
+        self.settings = settings
+        allowed = ~sender_in(settings.block_contacts)
+        if settings.allow_contacts:
+            allowed = allowed & sender_in(settings.allow_contacts)
+        self.allowed_sender = allowed
+        self.room_allowed = Filter("room_allowed", lambda m: settings.all_rooms) | chat_in(settings.allow_rooms)
+        self.private_trigger = (
+            starts_with(settings.private_prefix) if settings.private_prefix else Filter("always", lambda m: True)
+        )
+        self.group_trigger = mentions_me | starts_with(settings.group_prefix)
+
+    async def __call__(self, turn: Turn) -> None:
+        message = turn.message
+        if not self.allowed_sender(message):
+            raise StopPipeline("sender not allowed")
+        if message.is_group:
+            if not self.room_allowed(message):
+                raise StopPipeline("room not allowed")
+            turn.record_only = not self.group_trigger(message)
+            prefix = self.settings.group_prefix
+        else:
+            if not self.private_trigger(message):
+                raise StopPipeline("no private prefix")
+            prefix = self.settings.private_prefix
+        if prefix and turn.text.startswith(prefix):
+            turn.text = turn.text[len(prefix):].strip()

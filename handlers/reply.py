@@ -1,0 +1,56 @@
+"""Generate the reply with the same model, in the sender's language, and put it in the outbox."""
+
+from __future__ import annotations
+
+import logging
+
+from bot import prompts
+from bot.config import ReplySettings
+from bot.domain import ChatTurn, OutboundMessage, Strategy, Turn
+from bot.errors import EngineError
+from bot.memory import ConversationMemory
+from bot.text import detect_lang
+from handlers.engine_protocol import Engine
+
+log = logging.getLogger(__name__)
+
+
+class ReplyStage:
+    name = "reply"
+
+    def __init__(self, engine: Engine, memory: ConversationMemory, settings: ReplySettings) -> None:
+        self.engine = engine
+        self.memory = memory
+        self.settings = settings
+
+    def fallback(self, lang: str) -> str:
+        return self.settings.fallback.get(lang) or self.settings.fallback.get("en") or "Sorry, please say that again."
+
+    async def _generate(self, history: list[ChatTurn], strategy: Strategy, lang: str, system: str, mid: str) -> str:
+        try:
+            return await self.engine.generate(history, strategy, lang, system)
+        except EngineError as exc:
+            log.warning("reply to message %s fell back: %s", mid, exc)
+            return ""
+
+    async def __call__(self, turn: Turn) -> None:
+        if turn.record_only:
+            return
+        strategy = turn.strategy or Strategy.PLAIN
+        message = turn.message
+        user_turn = ChatTurn("user", turn.text)
+        history = self.memory.history(message.chat_id) + [user_turn]
+        system = prompts.system_prompt(strategy, turn.lang, dict(self.settings.prompts))
+        reply = await self._generate(history, strategy, turn.lang, system, message.message_id)
+        if reply and detect_lang(reply) != turn.lang and len(history) > 1:
+            # a small model follows an earlier turn's language; answer this message on its own
+            reply = await self._generate([user_turn], strategy, turn.lang, system, message.message_id)
+        if detect_lang(reply) != turn.lang:
+            reply = ""
+        if not reply.strip():
+            reply = self.fallback(turn.lang)
+        else:
+            self.memory.add(message.chat_id, user_turn, ChatTurn("assistant", reply))
+        turn.reply = reply
+        mention = (message.sender_id,) if message.is_group else ()
+        turn.outbox.append(OutboundMessage(message.chat_id, reply, mention))

@@ -1,0 +1,87 @@
+"""Test doubles: message factory, a scripted fake engine and a recording sender."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from datetime import datetime, timezone
+from typing import Sequence
+
+from bot.domain import ChatTurn, InboundMessage, Label, OutboundMessage, Sentiment, Strategy
+from bot.errors import EngineError, EngineTimeout
+
+_ids = itertools.count(1)
+
+
+def make_message(text: str = "hello", **fields: object) -> InboundMessage:
+    defaults: dict[str, object] = {
+        "message_id": f"m{next(_ids)}",
+        "chat_id": "alice",
+        "sender_id": "alice",
+        "sender_name": "Alice",
+        "text": text,
+        "sent_at": datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc),
+    }
+    defaults.update(fields)
+    return InboundMessage(**defaults)  # type: ignore[arg-type]
+
+
+class FakeEngine:
+    """Labels by keyword; replies name the strategy so tests can check which one was used."""
+
+    name = "fake"
+
+    def __init__(self, fail: Exception | None = None, reply: str | None = None, delay: float = 0.0) -> None:
+        self.fail = fail
+        self.reply = reply
+        self.delay = delay
+        self.generated: list[tuple[list[ChatTurn], Strategy, str]] = []
+        self.classified: list[str] = []
+
+    def _label(self, text: str) -> Sentiment:
+        lowered = text.lower()
+        if any(w in lowered for w in ("sad", "awful", "难过", "低落", "糟糕")):
+            return Sentiment(Label.NEGATIVE, 0.9, {"positive": 0.05, "negative": 0.9, "neutral": 0.05})
+        if any(w in lowered for w in ("great", "happy", "开心", "太棒")):
+            return Sentiment(Label.POSITIVE, 0.9, {"positive": 0.9, "negative": 0.05, "neutral": 0.05})
+        if "unsure" in lowered:
+            return Sentiment(Label.POSITIVE, 0.3, {"positive": 0.3, "negative": 0.3, "neutral": 0.4})
+        return Sentiment(Label.NEUTRAL, 0.8, {"positive": 0.1, "negative": 0.1, "neutral": 0.8})
+
+    async def classify(self, text: str) -> Sentiment:
+        if isinstance(self.fail, EngineError):
+            raise self.fail
+        self.classified.append(text)
+        return self._label(text)
+
+    async def classify_batch(self, texts: Sequence[str]) -> list[Sentiment]:
+        return [await self.classify(t) for t in texts]
+
+    async def generate(self, history: list[ChatTurn], strategy: Strategy, lang: str, system: str) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fail is not None:
+            raise self.fail
+        self.generated.append((history, strategy, lang))
+        if self.reply is not None:
+            return self.reply
+        return f"[{strategy.value}] 好的，我明白。" if lang == "zh" else f"[{strategy.value}] I hear you."
+
+
+class TimeoutEngine(FakeEngine):
+    def __init__(self) -> None:
+        super().__init__(fail=EngineTimeout("too slow"))
+
+
+class RecordingSender:
+    def __init__(self, failures: int = 0) -> None:
+        self.sent: list[OutboundMessage] = []
+        self.failures = failures
+        self.attempts = 0
+
+    async def send(self, message: OutboundMessage) -> None:
+        self.attempts += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("gateway hiccup")
+        self.sent.append(message)
