@@ -1,0 +1,96 @@
+"""The real embedded Gemma 3 270M model (marked `model`): loading, mood and a clean reply."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot import prompts
+from bot.config import ModelSettings, SentimentSettings, load_settings
+from bot.domain import ChatTurn, Label, Strategy
+from bot.engine import ModelEngine
+from bot.model_loader import load_model
+from bot.text import detect_lang
+from tests.conftest import EVAL_DIR, ROOT
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def engine() -> ModelEngine:
+    settings = load_settings(ROOT / "config.yaml", env={})
+    return ModelEngine(load_model(settings.model), settings.model, settings.sentiment)
+
+
+CLEAR = [
+    ("今天考试没考好，心情很低落", Label.NEGATIVE),
+    ("太好了，我拿到offer了，超级开心！", Label.POSITIVE),
+    ("I hate this, worst day ever.", Label.NEGATIVE),
+    ("I just got engaged, so happy!", Label.POSITIVE),
+    ("What time does the store open tomorrow?", Label.NEUTRAL),
+]
+
+
+@pytest.mark.parametrize(("text", "label"), CLEAR)
+def test_clear_messages_are_classified_correctly(engine: ModelEngine, text: str, label: Label) -> None:
+    assert engine.classify(text).label is label
+
+
+def test_classification_is_deterministic(engine: ModelEngine) -> None:
+    texts = [t for t, _ in CLEAR]
+    assert engine.classify_batch(texts) == engine.classify_batch(texts)
+
+
+@pytest.mark.parametrize(
+    ("text", "strategy", "lang"),
+    [("今天考试没考好，心情很低落", Strategy.COMFORT, "zh"), ("I got promoted today!", Strategy.CELEBRATE, "en")],
+)
+def test_generates_a_clean_reply_in_the_senders_language(
+    engine: ModelEngine, text: str, strategy: Strategy, lang: str
+) -> None:
+    reply = engine.generate([ChatTurn("user", text)], strategy, lang, prompts.system_prompt(strategy, lang, {}))
+    assert reply and len(reply) <= engine.settings.max_reply_chars
+    assert detect_lang(reply) == lang
+    for label in ("User:", "Assistant:", "用户:", "助手:", "Message:", "Mood:"):
+        assert label not in reply
+
+
+def test_chat_command_end_to_end() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "--config", "config.yaml", "chat"],
+        cwd=ROOT, input="今天考试没考好，心情很低落\n", capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    mood, reply = lines[1], lines[2]
+    assert "negative" in mood and "comfort" in mood
+    assert reply.startswith("bot> ") and detect_lang(reply[5:]) == "zh"
+
+
+def test_classify_command_on_the_zh_dev_set(tmp_path: Path) -> None:
+    source = EVAL_DIR / "zh_short.dev.jsonl"
+    if not source.exists():
+        pytest.skip("../shared/eval is not beside this checkout")
+    target = tmp_path / "out.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "classify", str(source), "-o", str(target), "--no-progress"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+    assert len(records) == 500 and all(r["label"] in ("positive", "negative", "neutral") for r in records)
+    assert "accuracy (three labels)" in result.stdout and "messages/s" in result.stdout
+
+
+def test_model_path_to_a_gguf_file() -> None:
+    # a GGUF file named in model.path takes the same conversion-and-cache path a Qwen GGUF would
+    from bot.model_loader import embedded_gguf
+
+    settings = ModelSettings(path=str(embedded_gguf(Path(ModelSettings().cache_dir).expanduser())))
+    loaded = load_model(settings)
+    engine = ModelEngine(loaded, settings, SentimentSettings())
+    assert engine.classify("太糟糕了，气死我了").label is Label.NEGATIVE
