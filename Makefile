@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run chat test test-fast install install-dev clean
+.PHONY: run chat demo test test-fast install install-dev gateway clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
@@ -22,6 +22,14 @@ $(DEV_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# the mock Wechaty gateway for the end-to-end tests and the demo (pinned by package-lock.json)
+GATEWAY := tests/gateway
+GATEWAY_STAMP := $(GATEWAY)/node_modules/.installed
+$(GATEWAY_STAMP): $(GATEWAY)/package.json $(GATEWAY)/package-lock.json
+	cd $(GATEWAY) && npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+gateway: $(GATEWAY_STAMP)
 install: $(STAMP)
 install-dev: $(DEV_STAMP)
 
@@ -31,11 +39,14 @@ run: $(STAMP)
 chat: $(STAMP)
 	$(PY) -m bot --config config.yaml chat
 
-test: $(DEV_STAMP)
+demo: $(STAMP) $(GATEWAY_STAMP)
+	$(PY) -m bot --config config.yaml demo
+
+test: $(DEV_STAMP) $(GATEWAY_STAMP)
 	$(PY) -m pytest -q -rs
 
 test-fast: $(DEV_STAMP)
 	$(PY) -m pytest -q -m "not model and not gateway"
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache $(GATEWAY)/node_modules

@@ -1,4 +1,4 @@
-"""Command line: python -m bot {run,chat,classify} [--config config.yaml]."""
+"""Command line: python -m bot {run,chat,classify,demo} [--config config.yaml]."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="start the bot on the channel named in the config")
     sub.add_parser("chat", help="talk to the bot in the terminal (or pipe one message a line)")
+    sub.add_parser("demo", help="play a scripted WeChat conversation through the mock puppet-service gateway")
     classify = sub.add_parser("classify", help="classify every message of a .txt, .jsonl or .csv file")
     classify.add_argument("file", type=Path)
     classify.add_argument("-o", "--output", type=Path, help="JSONL output (default: FILE.moods.jsonl)")
@@ -83,12 +84,16 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings(args.config)
         if args.command == "classify":
             return _classify(settings, args)
+        if args.command == "demo":
+            from bot.demo import run_demo
+
+            return asyncio.run(run_demo(settings))
         if args.command == "chat":
             return asyncio.run(_chat(settings))
         return asyncio.run(_run(settings))
     except MoodbotError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return int(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         return 130
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
@@ -61,6 +61,7 @@ class Application:
         self._pending = 0
         self.refused = 0
         self.started_at = self.clock.now()
+        self.observers: list[Callable[[Turn], None]] = []  # told about every finished turn (demo, stats)
 
     def attach(self, sender: Sender) -> None:
         self.outbound = Outbound(sender, self.settings.outbound)
@@ -77,6 +78,8 @@ class Application:
             # chat lock first: turns of one chat run in order; the semaphore bounds chats in flight
             async with self._chat_locks.hold(message.chat_id), self._inflight:
                 turn = await self.pipeline.run(Turn(message=message, text=message.text))
+                for observer in self.observers:
+                    observer(turn)
                 if self.outbound is not None and turn.outbox:
                     await self.outbound.deliver(turn.outbox)
                 return turn

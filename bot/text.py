@@ -85,12 +85,14 @@ def split_message(text: str, limit: int) -> list[str]:
     pieces: list[str] = []
     current = ""
     for sentence in (s for s in _SENTENCE_END.split(text) if s):
-        while len(sentence) > limit:  # one sentence longer than the limit: hard cut
+        while len(sentence) > limit:  # one sentence longer than the limit: cut at a space if there is one
             if current:
                 pieces.append(current.strip())
                 current = ""
-            pieces.append(sentence[:limit].strip())
-            sentence = sentence[limit:]
+            cut = sentence.rfind(" ", 0, limit + 1)
+            cut = cut if cut > limit // 2 else limit
+            pieces.append(sentence[:cut].strip())
+            sentence = sentence[cut:]
         if len(current) + len(sentence) > limit:
             pieces.append(current.strip())
             current = ""

@@ -48,3 +48,6 @@ def test_split_message_at_sentence_boundaries() -> None:
     assert split_message("short", 20) == ["short"]
     assert split_message("", 20) == []
     assert all(len(p) <= 10 for p in split_message("x" * 35, 10))
+    words = "one two three four five six seven eight nine ten"
+    assert " ".join(split_message(words, 12)) == words
+    assert all(len(p) <= 12 for p in split_message(words, 12))

@@ -1,0 +1,220 @@
+"""End to end over the real Wechaty protocol: the Node puppet-service gateway on 127.0.0.1, the
+bot's wechaty channel and Application, with a fake engine for speed (marked `gateway`)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, AsyncIterator, Callable
+
+import pytest
+
+from bot.app import Application
+from bot.channels.wechaty import EXIT_TOKEN_REJECTED, EXIT_UNREACHABLE, ChannelError, WechatyChannel
+from bot.config import Settings
+from tests.fakes import FakeEngine
+from bot.mock_gateway import Gateway, free_port
+
+pytestmark = pytest.mark.gateway
+
+ROOM = "room1@chatroom"
+
+
+async def wait_until(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Running:
+    def __init__(self, gateway: Gateway, app: Application, channel: WechatyChannel, stop: asyncio.Event, task: asyncio.Task[int]) -> None:
+        self.gateway, self.app, self.channel, self.stop, self.task = gateway, app, channel, stop, task
+
+    async def replies_after(self, count: int, n: int = 1, timeout: float = 20.0) -> list[dict[str, Any]]:
+        def enough() -> list[dict[str, Any]] | None:
+            sent = self.gateway.sent()
+            return sent if len(sent) >= count + n else None
+
+        return list((await wait_until(enough, timeout, f"{n} replies"))[count:])
+
+    async def quiet(self, seconds: float = 1.0) -> list[dict[str, Any]]:
+        await asyncio.sleep(seconds)
+        return self.gateway.sent()
+
+
+def settings_for(gateway: Gateway, **overrides: Any) -> Settings:
+    data: dict[str, Any] = {
+        "channel": "wechaty",
+        "wechaty": {"token": gateway.token, "endpoint": gateway.endpoint, "plugin_port": free_port(), "reconnect_delay_s": 0.2},
+        "triggers": {"allow_rooms": [ROOM], "max_age_s": 60},
+        "outbound": {"retries": 5},
+    }
+    for key, value in overrides.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    return Settings.model_validate(data)
+
+
+@pytest.fixture
+async def running(request: pytest.FixtureRequest) -> AsyncIterator[Running]:
+    overrides = getattr(request, "param", {})
+    gateway = Gateway()
+    gateway.start()
+    settings = settings_for(gateway, **overrides)
+    app = Application(settings, FakeEngine())
+    channel = WechatyChannel(app, settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(channel.run(stop))
+    try:
+        await wait_until(lambda: channel.bot is not None and channel.bot.logged_in.is_set(), 30, "login")
+        yield Running(gateway, app, channel, stop, task)
+    finally:
+        stop.set()
+        try:
+            assert await asyncio.wait_for(task, 10) == 0
+        finally:
+            gateway.close()
+
+
+async def test_private_message_gets_a_reply_that_fits_its_mood(running: Running) -> None:
+    running.gateway.say(**{"from": "alice", "text": "I feel so sad today"})
+    [reply] = await running.replies_after(0)
+    assert reply["listenerId"] == "alice_id" and reply["roomId"] is None
+    assert reply["text"].startswith("[comfort]")
+    running.gateway.say(**{"from": "bob", "text": "今天太棒了，好开心！"})
+    [reply] = await running.replies_after(1)
+    assert reply["listenerId"] == "bob_id" and reply["text"].startswith("[celebrate] 好的")
+
+
+async def test_room_mention_gets_a_reply_that_mentions_the_sender(running: Running) -> None:
+    running.gateway.say(**{"from": "alice", "room": ROOM, "text": "@TestBot what time do you open?", "mentions": ["bot"]})
+    [reply] = await running.replies_after(0)
+    assert reply["roomId"] == ROOM and "alice_id" in reply["mentionIdList"]
+    assert "@Alice" in reply["text"] and "[plain]" in reply["text"]
+    engine = running.app.engine
+    assert engine.generated[-1][0][-1].text == "what time do you open?"  # type: ignore[attr-defined]
+
+
+async def test_room_message_without_mention_gets_no_reply_but_a_mood(running: Running) -> None:
+    running.gateway.say(**{"from": "bob", "room": ROOM, "text": "this is awful"})
+    running.gateway.say(**{"from": "bob", "room": "room2@chatroom", "text": "@TestBot hi", "mentions": ["bot"]})
+    engine: FakeEngine = running.app.engine  # type: ignore[assignment]
+    await wait_until(lambda: "this is awful" in engine.classified, what="mood recorded")
+    assert await running.quiet() == []
+    assert engine.classified == ["this is awful"]  # the room that is not allowed is never classified
+
+
+async def test_own_duplicate_stale_and_image_messages_get_no_reply(running: Running) -> None:
+    gw = running.gateway
+    gw.say(**{"from": "bot", "to": "alice", "text": "a message the bot itself sent"})
+    first = gw.say(**{"from": "alice", "text": "hello there"})
+    await running.replies_after(0, n=2)  # the bot's own line, then its reply
+    gw.redeliver(first)
+    gw.say(**{"from": "alice", "text": "an old message from before the start", "ageSeconds": 3600})
+    gw.say(**{"from": "alice", "image": True})
+    sent = await running.quiet(1.5)
+    assert len([s for s in sent if s["listenerId"] == "alice_id"]) == 1 + 1  # the bot's own line, one reply
+    assert running.app.pipeline.errors == 0
+    # the channel still answers afterwards
+    gw.say(**{"from": "alice", "text": "still there?"})
+    await running.replies_after(len(sent))
+
+
+@pytest.mark.parametrize("running", [{"outbound": {"split_chars": 60}}], indirect=True)
+async def test_long_reply_arrives_as_several_messages_in_order(running: Running) -> None:
+    long_reply = " ".join(f"This is sentence number {i} of a long answer." for i in range(6))
+    running.app.engine.reply = long_reply  # type: ignore[attr-defined]
+    running.gateway.say(**{"from": "carol", "text": "tell me everything"})
+    await running.replies_after(0, n=6)
+    sent = await running.quiet(0.5)
+    assert [s["listenerId"] for s in sent] == ["carol_id"] * len(sent)
+    assert " ".join(s["text"] for s in sent) == long_reply
+    assert [s["text"] for s in sent] == [f"This is sentence number {i} of a long answer." for i in range(6)]
+
+
+async def test_gateway_restart_and_the_bot_carries_on(running: Running) -> None:
+    running.gateway.say(**{"from": "alice", "text": "before the restart"})
+    await running.replies_after(0)
+    running.gateway.stop()
+    await asyncio.sleep(0.5)
+    running.gateway.start()  # a fresh gateway on the same port: a new fake world
+    await wait_until(lambda: running.channel.reconnects >= 1, 30, "reconnect")
+    running.gateway.say(**{"from": "alice", "text": "after the restart"})
+    [reply] = await running.replies_after(0)
+    assert reply["text"].startswith("[plain]")
+
+
+async def test_rejected_token_is_a_clear_error() -> None:
+    gateway = Gateway()
+    gateway.start()
+    try:
+        settings = settings_for(gateway, wechaty={"token": "insecure_wrong_token", "connect_timeout_s": 10})
+        channel = WechatyChannel(Application(settings, FakeEngine()), settings)
+        with pytest.raises(ChannelError) as info:
+            await asyncio.wait_for(channel.run(asyncio.Event()), 30)
+        assert info.value.exit_code in (EXIT_TOKEN_REJECTED, EXIT_UNREACHABLE)
+        assert "token" in str(info.value)
+    finally:
+        gateway.close()
+
+
+async def test_unreachable_endpoint_is_a_clear_error() -> None:
+    settings = Settings.model_validate(
+        {"channel": "wechaty", "wechaty": {"token": "t", "endpoint": f"127.0.0.1:{free_port()}"}}
+    )
+    channel = WechatyChannel(Application(settings, FakeEngine()), settings)
+    with pytest.raises(ChannelError, match="cannot reach") as info:
+        await channel.run(asyncio.Event())
+    assert info.value.exit_code == EXIT_UNREACHABLE
+
+
+def test_missing_token_is_a_clear_error() -> None:
+    settings = Settings.model_validate({"channel": "wechaty"})
+    with pytest.raises(ChannelError, match="WECHATY_PUPPET_SERVICE_TOKEN"):
+        WechatyChannel(Application(settings, FakeEngine()), settings, env={})
+
+
+@pytest.mark.model
+async def test_real_model_bot_process_replies_and_stops_on_sigterm() -> None:
+    """`python -m bot run` as a user starts it: the embedded model, the wechaty channel from the
+    usual environment variables, a comfort reply in Chinese, then a graceful stop on SIGTERM."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from bot.text import detect_lang
+    from tests.conftest import ROOT
+
+    gateway = Gateway()
+    gateway.start()
+    env = {
+        **os.environ,
+        "MOODBOT__CHANNEL": "wechaty",
+        "MOODBOT__WECHATY__PLUGIN_PORT": str(free_port()),
+        "WECHATY_PUPPET_SERVICE_TOKEN": gateway.token,
+        "WECHATY_PUPPET_SERVICE_ENDPOINT": gateway.endpoint,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "--config", "config.yaml", "run"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        await wait_until(lambda: gateway.health()["clients"] > 0 or proc.poll() is not None, 300, "bot connected")
+        assert proc.poll() is None
+        gateway.say(**{"from": "alice", "text": "今天考试没考好，心情很低落"})
+        sent = await wait_until(lambda: gateway.sent(), 120, "reply from the real model")
+        assert sent[0]["listenerId"] == "alice_id" and detect_lang(sent[0]["text"]) == "zh"
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        assert time.monotonic() - started < 10
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        output = proc.communicate()[0].decode(errors="replace")
+        gateway.close()
+    assert "Traceback" not in output, output
