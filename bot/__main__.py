@@ -22,6 +22,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="start the bot on the channel named in the config")
     sub.add_parser("chat", help="talk to the bot in the terminal (or pipe one message a line)")
     sub.add_parser("demo", help="play a scripted WeChat conversation through the mock puppet-service gateway")
+    report = sub.add_parser("report", help="per-contact mood table and a PNG trend chart")
+    report.add_argument("--days", type=int, default=7)
+    report.add_argument("--contact", help="one contact (name or id); default: all")
+    report.add_argument("--chart", type=Path, default=Path("mood-trend.png"), help="PNG to write")
     classify = sub.add_parser("classify", help="classify every message of a .txt, .jsonl or .csv file")
     classify.add_argument("file", type=Path)
     classify.add_argument("-o", "--output", type=Path, help="JSONL output (default: FILE.moods.jsonl)")
@@ -42,7 +46,7 @@ async def _chat(settings: Settings) -> int:
     try:
         return await run_console(app)
     finally:
-        app.engine.close()
+        await app.stop()
 
 
 async def _run(settings: Settings) -> int:
@@ -71,6 +75,25 @@ def _classify(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.clock import SystemClock
+    from bot.report import report
+    from bot.store import Store
+
+    if args.days < 1:
+        raise MoodbotError("--days must be at least 1")
+    store = Store.from_settings(settings.store)
+    try:
+        text, png = report(store, SystemClock(), args.days, args.contact, args.chart)
+    except LookupError as exc:
+        raise MoodbotError(str(exc)) from None
+    finally:
+        store.close()
+    print(text)
+    print(f"chart written to {png}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -84,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings(args.config)
         if args.command == "classify":
             return _classify(settings, args)
+        if args.command == "report":
+            return _report(settings, args)
         if args.command == "demo":
             from bot.demo import run_demo
 

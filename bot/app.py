@@ -7,11 +7,16 @@ import contextlib
 import logging
 from typing import Any, AsyncIterator, Callable
 
+from bot.alerts import Alerter
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
 from bot.domain import InboundMessage, Turn
 from bot.memory import ConversationMemory
 from bot.outbound import Outbound, Sender
+from bot.scheduler import Scheduler
+from bot.services import Services
+from bot.state import BotState
+from bot.store import Store
 from handlers import build_pipeline
 from handlers.engine_protocol import Engine
 
@@ -49,22 +54,40 @@ class _ChatLocks:
 
 
 class Application:
-    def __init__(self, settings: Settings, engine: Engine, clock: Clock | None = None) -> None:
+    def __init__(self, settings: Settings, engine: Engine, clock: Clock | None = None, store: Store | None = None) -> None:
         self.settings = settings
         self.engine = engine
         self.clock = clock or SystemClock()
-        self.memory = ConversationMemory(self.clock, settings.reply.memory_turns, settings.reply.memory_ttl_minutes)
-        self.pipeline = build_pipeline(settings, engine, self.memory, self.clock)
+        self.store = store or Store.from_settings(settings.store)
+        memory = ConversationMemory(self.store, self.clock, settings.reply.memory_turns, settings.reply.memory_ttl_minutes)
+        self.state = BotState(started_at=self.clock.now(), model_name=engine.name)
+        self.services = Services(settings, engine, self.store, self.clock, self.state, memory)
+        self.pipeline = build_pipeline(self.services)
+        self.alerter = Alerter(self.store, settings.alerts, settings.admin.ids, self.clock)
+        self.scheduler = Scheduler(self.services, self.alerter)
         self.outbound: Outbound | None = None
         self._chat_locks = _ChatLocks()
         self._inflight = asyncio.Semaphore(settings.outbound.max_inflight)
         self._pending = 0
         self.refused = 0
-        self.started_at = self.clock.now()
         self.observers: list[Callable[[Turn], None]] = []  # told about every finished turn (demo, stats)
 
     def attach(self, sender: Sender) -> None:
         self.outbound = Outbound(sender, self.settings.outbound)
+        self.alerter.outbound = self.outbound
+
+    async def start(self) -> None:
+        """Once a channel is attached and connected: re-send alerts a crash left undelivered, start jobs."""
+        await self.alerter.redeliver_pending()
+        if self.settings.schedule.enabled:
+            self.scheduler.start()
+
+    async def stop(self) -> None:
+        await self.scheduler.shutdown()
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
+        self.store.close()
 
     async def process(self, message: InboundMessage) -> Turn | None:
         """Run the pipeline for one message; None when the queue is full and the message is refused."""
@@ -82,6 +105,8 @@ class Application:
                     observer(turn)
                 if self.outbound is not None and turn.outbox:
                     await self.outbound.deliver(turn.outbox)
+                for alert in turn.alerts:
+                    await self.alerter.dispatch(alert)
                 return turn
         finally:
             self._pending -= 1

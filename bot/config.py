@@ -83,6 +83,62 @@ class OutboundSettings(Section):
     queue_size: int = Field(default=100, ge=1, le=100_000)
 
 
+DEFAULT_CRISIS_PHRASES = [
+    "想死", "不想活", "活不下去", "自杀", "轻生", "结束生命", "割腕", "跳楼", "活着没意思", "活着没有意义",
+    "kill myself", "suicide", "end my life", "want to die", "don't want to live", "self harm", "self-harm",
+    "hurt myself", "no reason to live",
+]
+
+
+class StoreSettings(Section):
+    url: str | None = None  # default: a SQLite file in data_dir; or postgresql+psycopg://user:pw@host/db
+    data_dir: str = "~/.local/share/moodbot"
+    keep_text: bool = False  # privacy: by default only a short excerpt of each message is kept
+    excerpt_chars: int = Field(default=40, ge=0, le=500)
+    retention_days: float = Field(default=90, gt=0)
+
+
+class EscalationSettings(Section):
+    negative_count: int = Field(default=3, ge=1, le=100)
+    window_minutes: float = Field(default=30, gt=0)
+    score_points: int = Field(default=8, ge=2, le=200)  # the rolling score averages this many recent moods
+    score_threshold: float = Field(default=-0.6, ge=-1, le=1)
+    recover_score: float = Field(default=0.0, ge=-1, le=1)
+    cooldown_minutes: float = Field(default=60, ge=0)
+    crisis_phrases: list[str] = Field(default_factory=lambda: list(DEFAULT_CRISIS_PHRASES))
+    model_crisis_check: bool = True  # also ask the model about negative messages without a listed phrase
+    crisis_threshold: float = Field(default=0.9, gt=0, le=1)
+
+
+class AdminSettings(Section):
+    ids: list[str] = Field(default_factory=list)  # contact ids allowed to run #commands; alerts go to them
+
+
+class AlertSettings(Section):
+    to_admins: bool = True
+    rooms: list[str] = Field(default_factory=list)
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_timeout_s: float = Field(default=5, gt=0, le=120)
+    webhook_retries: int = Field(default=3, ge=0, le=10)
+    excerpts: int = Field(default=3, ge=0, le=20)
+    remind_after_minutes: float = Field(default=60, gt=0)
+
+    @model_validator(mode="after")
+    def _secret_with_webhook(self) -> "AlertSettings":
+        if self.webhook_url and not self.webhook_secret:
+            raise ValueError("webhook_secret is required when webhook_url is set (alerts are signed)")
+        return self
+
+
+class ScheduleSettings(Section):
+    enabled: bool = True
+    timezone: str | None = None  # None: the machine's local time zone
+    digest_time: str = Field(default="09:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    prune_time: str = Field(default="03:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    reminder_every_minutes: float = Field(default=10, gt=0)
+
+
 class Settings(Section):
     channel: Literal["console", "wechaty"] = "console"
     bot_name: str = "moodbot"
@@ -92,6 +148,11 @@ class Settings(Section):
     wechaty: WechatySettings = WechatySettings()
     triggers: TriggerSettings = TriggerSettings()
     outbound: OutboundSettings = OutboundSettings()
+    store: StoreSettings = StoreSettings()
+    escalation: EscalationSettings = EscalationSettings()
+    admin: AdminSettings = AdminSettings()
+    alerts: AlertSettings = AlertSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
 
     @model_validator(mode="before")
     @classmethod

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 from bot.app import Application, build_engine
@@ -35,6 +37,9 @@ def demo_settings(base: Settings, gateway: Gateway) -> Settings:
     data["channel"] = "wechaty"
     data["wechaty"].update(token=gateway.token, endpoint=gateway.endpoint, plugin_port=free_port())
     data["triggers"].update(allow_rooms=[ROOM], non_text_reply="(I can only read text messages for now.)")
+    # the demo's fake people must not end up in the real mood history
+    data["store"].update(url=f"sqlite:///{Path(tempfile.mkdtemp(prefix='moodbot-demo-')) / 'demo.db'}")
+    data["schedule"].update(enabled=False)
     return Settings.model_validate(data)
 
 
@@ -44,35 +49,42 @@ async def run_demo(base: Settings, engine: Engine | None = None, out: TextIO = s
     try:
         settings = demo_settings(base, gateway)
         app = Application(settings, engine or build_engine(settings))
-        turns: list[Turn] = []
-        app.observers.append(turns.append)
-        channel = WechatyChannel(app, settings)
-        stop = asyncio.Event()
-        task = asyncio.create_task(channel.run(stop))
-        deadline = time.monotonic() + 30
-        while channel.bot is None or not channel.bot.logged_in.is_set():
-            if task.done() or time.monotonic() > deadline:
-                await task  # raises the channel's own error
-                return 1
-            await asyncio.sleep(0.05)
-        print(f"bot connected to the mock gateway at {gateway.endpoint} over the Wechaty protocol\n", file=out)
-        for step in SCRIPT:
-            where = f" in {NAMES[ROOM]}" if "room" in step else ""
-            what = "[an image]" if step.get("image") else step["text"]
-            print(f"{step['from'].capitalize()}{where}: {what}", file=out, flush=True)
-            before, seen = len(gateway.sent()), len(turns)
-            gateway.say(**step)
-            until = time.monotonic() + wait_s
-            while len(turns) == seen and time.monotonic() < until:
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.3)  # a split reply arrives as several messages
-            if len(turns) > seen:
-                print(f"    {describe(turns[seen])}", file=out)
-            for sent in gateway.sent()[before:]:
-                target = NAMES.get(sent["roomId"] or sent["listenerId"], "?")
-                print(f"  bot -> {target}: {sent['text']}", file=out, flush=True)
-            print(file=out)
-        stop.set()
-        return await task
+        try:
+            return await _play(app, settings, gateway, out, wait_s)
+        finally:
+            await app.stop()
     finally:
         gateway.close()
+
+
+async def _play(app: Application, settings: Settings, gateway: Gateway, out: TextIO, wait_s: float) -> int:
+    turns: list[Turn] = []
+    app.observers.append(turns.append)
+    channel = WechatyChannel(app, settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(channel.run(stop))
+    deadline = time.monotonic() + 30
+    while channel.bot is None or not channel.bot.logged_in.is_set():
+        if task.done() or time.monotonic() > deadline:
+            await task  # raises the channel's own error
+            return 1
+        await asyncio.sleep(0.05)
+    print(f"bot connected to the mock gateway at {gateway.endpoint} over the Wechaty protocol\n", file=out)
+    for step in SCRIPT:
+        where = f" in {NAMES[ROOM]}" if "room" in step else ""
+        what = "[an image]" if step.get("image") else step["text"]
+        print(f"{step['from'].capitalize()}{where}: {what}", file=out, flush=True)
+        before, seen = len(gateway.sent()), len(turns)
+        gateway.say(**step)
+        until = time.monotonic() + wait_s
+        while len(turns) == seen and time.monotonic() < until:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # a split reply arrives as several messages
+        if len(turns) > seen:
+            print(f"    {describe(turns[seen])}", file=out)
+        for sent in gateway.sent()[before:]:
+            target = NAMES.get(sent["roomId"] or sent["listenerId"], "?")
+            print(f"  bot -> {target}: {sent['text']}", file=out, flush=True)
+        print(file=out)
+    stop.set()
+    return await task

@@ -92,3 +92,34 @@ class Turn:
     outbox: list[OutboundMessage] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MoodPoint:
+    contact_id: str
+    chat_id: str
+    at: datetime
+    label: Label
+    confidence: float
+    message_id: str
+    excerpt: str
+    contact_name: str = ""
+    is_group: bool = False
+    text: str | None = None  # only when store.keep_text is on
+
+    @property
+    def score(self) -> float:
+        """+1 for positive, -1 for negative, 0 for neutral, weighted by confidence."""
+        sign = {Label.POSITIVE: 1.0, Label.NEGATIVE: -1.0, Label.NEUTRAL: 0.0}[self.label]
+        return sign * self.confidence
+
+
+@dataclass(frozen=True)
+class ContactState:
+    """Escalation bookkeeping for one contact."""
+
+    contact_id: str
+    armed: bool = True
+    last_alert_at: datetime | None = None
+    muted_until: datetime | None = None
+    last_severity: str | None = None

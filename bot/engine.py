@@ -41,6 +41,53 @@ class _Deadline:
         return torch.full((input_ids.shape[0],), self.hit, dtype=torch.bool, device=input_ids.device)
 
 
+class _Scorer:
+    """Scores a fixed set of answer words after a few-shot prefix, in one forward pass per batch.
+
+    The prefix's key/value cache is computed once and reused; only the answer words' rows of the
+    output layer are multiplied. Contextual calibration removes the prefix's own preference.
+    """
+
+    def __init__(self, engine: ModelEngine, prefix: str, item: str, words: Sequence[str]) -> None:
+        self.engine = engine
+        self.item = item
+        self.token_ids = [engine._encode(word)[0] for word in words]
+        if len(set(self.token_ids)) != len(self.token_ids):
+            raise EngineError(f"the tokenizer maps two answer words {list(words)} to one token")
+        weight = engine.model.get_output_embeddings().weight
+        self.rows = weight[self.token_ids].detach().float().clone()
+        self.prefix_ids = engine._encode(prefix, special=True)
+        with torch.inference_mode():
+            self.prefix_cache = engine.model(torch.tensor([self.prefix_ids]), use_cache=True).past_key_values
+        self.bias = torch.zeros(len(words))
+        self.bias = self.log_probs(prompts.CONTENT_FREE).exp().mean(dim=0).log()
+
+    def log_probs(self, texts: Sequence[str]) -> torch.Tensor:
+        """Uncalibrated log-probabilities over the answer words, one row per text."""
+        engine = self.engine
+        items = [engine._encode(self.item.format(text=t.replace("\n", " "))) for t in texts]
+        lengths = torch.tensor([len(i) for i in items])
+        width = int(lengths.max())
+        pad = engine.tokenizer.pad_token_id or 0
+        # right padding: with causal attention, pads after the last real token cannot change it
+        ids = torch.tensor([i + [pad] * (width - len(i)) for i in items])
+        mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
+        cache = copy.deepcopy(self.prefix_cache)
+        if len(texts) > 1:
+            cache.batch_repeat_interleave(len(texts))
+        full_mask = torch.cat([torch.ones(len(texts), len(self.prefix_ids), dtype=torch.long), mask], dim=1)
+        with torch.inference_mode():
+            out = engine.model.model(input_ids=ids, attention_mask=full_mask, past_key_values=cache, use_cache=True)
+            hidden = out.last_hidden_state[torch.arange(len(texts)), lengths - 1]
+            logits = hidden.float() @ self.rows.T
+        if engine.softcap:
+            logits = torch.tanh(logits / engine.softcap) * engine.softcap
+        return torch.log_softmax(logits, dim=-1)
+
+    def probs(self, texts: Sequence[str]) -> torch.Tensor:
+        return torch.softmax(self.log_probs(texts) - self.bias, dim=-1)
+
+
 class ModelEngine:
     def __init__(self, loaded: LoadedModel, settings: ModelSettings, sentiment: SentimentSettings) -> None:
         self.model = loaded.model
@@ -48,56 +95,15 @@ class ModelEngine:
         self.name = loaded.name
         self.settings = settings
         self.min_confidence = sentiment.min_confidence
-        self.label_ids = self._label_token_ids()
-        self._label_rows = self._output_rows(self.label_ids)
-        self._softcap = getattr(self.model.config, "final_logit_softcapping", None)
-        self._prefix_ids = self._encode(prompts.CLASSIFY_PREFIX, special=True)
-        with torch.inference_mode():
-            self._prefix_cache = self.model(torch.tensor([self._prefix_ids]), use_cache=True).past_key_values
-        self._bias = torch.zeros(len(LABELS))
-        self._bias = self._content_free_bias()
-
-    # --- classification -------------------------------------------------------------
+        self.softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        words = [prompts.LABEL_WORDS[label] for label in LABELS]
+        self.mood = _Scorer(self, prompts.CLASSIFY_PREFIX, prompts.CLASSIFY_ITEM, words)
+        self.crisis = _Scorer(self, prompts.CRISIS_PREFIX, prompts.CRISIS_ITEM, prompts.CRISIS_WORDS)
 
     def _encode(self, text: str, special: bool = False) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
 
-    def _label_token_ids(self) -> list[int]:
-        ids = [self._encode(prompts.LABEL_WORDS[label])[0] for label in LABELS]
-        if len(set(ids)) != len(ids):
-            raise EngineError(f"the tokenizer maps two mood labels to one token: {ids}")
-        return ids
-
-    def _output_rows(self, ids: list[int]) -> torch.Tensor:
-        # only the three label rows of the output layer are ever needed: skip the full-vocabulary matmul
-        weight = self.model.get_output_embeddings().weight
-        return weight[ids].detach().clone()
-
-    def _label_logits(self, texts: Sequence[str]) -> torch.Tensor:
-        """Log-probabilities over the three label tokens, one row per text, from one forward pass."""
-        items = [self._encode(prompts.CLASSIFY_ITEM.format(text=t)) for t in texts]
-        lengths = torch.tensor([len(i) for i in items])
-        width = int(lengths.max())
-        pad = self.tokenizer.pad_token_id or 0
-        # right padding: with causal attention, pads after the last real token cannot change it
-        ids = torch.tensor([i + [pad] * (width - len(i)) for i in items])
-        mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
-        prefix_len = len(self._prefix_ids)
-        cache = copy.deepcopy(self._prefix_cache)
-        if len(texts) > 1:
-            cache.batch_repeat_interleave(len(texts))
-        full_mask = torch.cat([torch.ones(len(texts), prefix_len, dtype=torch.long), mask], dim=1)
-        with torch.inference_mode():
-            out = self.model.model(input_ids=ids, attention_mask=full_mask, past_key_values=cache, use_cache=True)
-            hidden = out.last_hidden_state[torch.arange(len(texts)), lengths - 1]
-            logits = hidden.float() @ self._label_rows.float().T
-        if self._softcap:
-            logits = torch.tanh(logits / self._softcap) * self._softcap
-        return torch.log_softmax(logits, dim=-1)
-
-    def _content_free_bias(self) -> torch.Tensor:
-        # contextual calibration (Zhao et al. 2021): the prompt's own preference on empty inputs is removed
-        return self._label_logits(prompts.CONTENT_FREE).exp().mean(dim=0).log()
+    # --- classification -------------------------------------------------------------
 
     def classify_batch(self, texts: Sequence[str]) -> list[Sentiment]:
         if not texts:
@@ -105,13 +111,15 @@ class ModelEngine:
         results: list[Sentiment] = []
         size = self.settings.classify_batch_size
         for start in range(0, len(texts), size):
-            chunk = [t.replace("\n", " ") for t in texts[start : start + size]]
-            probs = torch.softmax(self._label_logits(chunk) - self._bias, dim=-1)
-            results.extend(self._to_sentiment(row) for row in probs)
+            results.extend(self._to_sentiment(row) for row in self.mood.probs(texts[start : start + size]))
         return results
 
     def classify(self, text: str) -> Sentiment:
         return self.classify_batch([text])[0]
+
+    def crisis_score(self, text: str) -> float:
+        """Calibrated probability that the message talks about harming oneself."""
+        return float(self.crisis.probs([text])[0, 0])
 
     def _to_sentiment(self, probs: torch.Tensor) -> Sentiment:
         scores = {label.value: round(float(p), 4) for label, p in zip(LABELS, probs)}
@@ -200,6 +208,10 @@ class AsyncEngine:
 
     async def classify_batch(self, texts: Sequence[str]) -> list[Sentiment]:
         result: list[Sentiment] = await self._run(self.engine.classify_batch, list(texts))
+        return result
+
+    async def crisis_score(self, text: str) -> float:
+        result: float = await self._run(self.engine.crisis_score, text)
         return result
 
     async def generate(self, history: list[ChatTurn], strategy: Strategy, lang: str, system: str) -> str:

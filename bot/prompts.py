@@ -26,6 +26,17 @@ LABEL_WORDS: dict[Label, str] = {
     Label.NEGATIVE: " negative",
     Label.NEUTRAL: " neutral",
 }
+# Crisis judgement: the same one-pass scoring, over " yes" and " no".
+CRISIS_PREFIX = (
+    "Does the message say that the writer may harm or kill themselves? Answer yes or no.\n\n"
+    "Message: I can't take it anymore, I just want to end it all.\nAnswer: yes\n\n"
+    "Message: 今天工作好累，烦死了\nAnswer: no\n\n"
+    "Message: 我真的不想活了，太痛苦了\nAnswer: yes\n\n"
+    "Message: I failed my exam and I'm really upset.\nAnswer: no\n\n"
+)
+CRISIS_ITEM = "Message: {text}\nAnswer:"
+CRISIS_WORDS = (" yes", " no")
+
 # Inputs with no content, used to measure and remove the prompt's own label bias.
 CONTENT_FREE = ("N/A", "", "[MASK]", "…")
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from bot.clock import Clock
-from bot.config import Settings
-from bot.memory import ConversationMemory
+from bot.services import Services
 from handlers.base import Pipeline
-from handlers.engine_protocol import Engine
+from handlers.commands import CommandStage
+from handlers.escalation import CrisisStage, EscalationStage
 from handlers.filters import FilterStage, SeenIds, TriggerStage, fresh, from_self
 from handlers.hygiene import CleanTextStage, NonTextStage
 from handlers.reply import ReplyStage
@@ -14,20 +13,25 @@ from handlers.sentiment import SentimentStage
 from handlers.strategy import StrategyStage
 
 
-def build_pipeline(settings: Settings, engine: Engine, memory: ConversationMemory, clock: Clock) -> Pipeline:
+def build_pipeline(services: Services) -> Pipeline:
+    settings = services.settings
     seen = SeenIds()
     return Pipeline(
         [
             # cheap rejections first, so the model only sees messages that may matter
             FilterStage("not_self", ~from_self),  # the bot receives its own replies
             FilterStage("not_duplicate", seen.first_time),
-            FilterStage("fresh", fresh(clock, settings.triggers.max_age_s)),
+            FilterStage("fresh", fresh(services.clock, settings.triggers.max_age_s)),
             # non-text before the trigger: an image in a room is never classified
             NonTextStage(settings.triggers),
             CleanTextStage(settings.reply),
+            # admin commands before the trigger: they work without the prefix and are never classified
+            CommandStage(services),
             TriggerStage(settings.triggers),  # after clean-up: prefixes are matched on clean text
-            SentimentStage(engine),  # every allowed message, replied to or not, gets a mood
-            StrategyStage(settings.sentiment.min_confidence),
-            ReplyStage(engine, memory, settings.reply),
+            SentimentStage(services.engine),  # every allowed message, replied to or not, gets a mood
+            CrisisStage(services.engine, settings.escalation),  # needs the mood: the model check is for negatives
+            EscalationStage(services.store, services.clock, settings.escalation, settings.alerts),
+            StrategyStage(settings.sentiment.min_confidence),  # after crisis: a crisis overrides the mood
+            ReplyStage(services.engine, services.memory, settings.reply, services.state),
         ]
     )

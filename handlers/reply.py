@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from bot import prompts
@@ -9,6 +10,7 @@ from bot.config import ReplySettings
 from bot.domain import ChatTurn, OutboundMessage, Strategy, Turn
 from bot.errors import EngineError
 from bot.memory import ConversationMemory
+from bot.state import BotState
 from bot.text import detect_lang
 from handlers.engine_protocol import Engine
 
@@ -18,10 +20,11 @@ log = logging.getLogger(__name__)
 class ReplyStage:
     name = "reply"
 
-    def __init__(self, engine: Engine, memory: ConversationMemory, settings: ReplySettings) -> None:
+    def __init__(self, engine: Engine, memory: ConversationMemory, settings: ReplySettings, state: BotState) -> None:
         self.engine = engine
         self.memory = memory
         self.settings = settings
+        self.state = state
 
     def fallback(self, lang: str) -> str:
         return self.settings.fallback.get(lang) or self.settings.fallback.get("en") or "Sorry, please say that again."
@@ -34,12 +37,12 @@ class ReplyStage:
             return ""
 
     async def __call__(self, turn: Turn) -> None:
-        if turn.record_only:
-            return
+        if turn.record_only or (self.state.paused and not turn.crisis):
+            return  # a crisis is always answered, even while auto-replies are paused
         strategy = turn.strategy or Strategy.PLAIN
         message = turn.message
         user_turn = ChatTurn("user", turn.text)
-        history = self.memory.history(message.chat_id) + [user_turn]
+        history = await asyncio.to_thread(self.memory.history, message.chat_id) + [user_turn]
         system = prompts.system_prompt(strategy, turn.lang, dict(self.settings.prompts))
         reply = await self._generate(history, strategy, turn.lang, system, message.message_id)
         if reply and detect_lang(reply) != turn.lang and len(history) > 1:
@@ -50,7 +53,7 @@ class ReplyStage:
         if not reply.strip():
             reply = self.fallback(turn.lang)
         else:
-            self.memory.add(message.chat_id, user_turn, ChatTurn("assistant", reply))
+            await asyncio.to_thread(self.memory.add, message.chat_id, user_turn, ChatTurn("assistant", reply))
         turn.reply = reply
         mention = (message.sender_id,) if message.is_group else ()
         turn.outbox.append(OutboundMessage(message.chat_id, reply, mention))

@@ -8,6 +8,7 @@ import pytest
 
 from bot.clock import ManualClock
 from bot.config import Settings
+from bot.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL_DIR = ROOT.parent / "shared" / "eval"
@@ -37,9 +38,56 @@ def settings() -> Settings:
     return Settings()
 
 
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    db = Store(f"sqlite:///{tmp_path / 'test.db'}")
+    yield db
+    db.close()
+
+
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     from tests.tiny_models import build_tiny
 
     base = tmp_path_factory.mktemp("tiny")
     yield {family: build_tiny(family, base / family) for family in ("qwen2", "gemma3")}
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server: MOODBOT_TEST_PG_URL if set, else a throwaway one on 127.0.0.1.
+
+    Skipped only where no server can be had and MOODBOT_REQUIRE_PG is unset; CI sets it."""
+    import os
+
+    url = os.environ.get("MOODBOT_TEST_PG_URL")
+    if url:
+        yield url
+        return
+    from tests.postgres import TempPostgres
+
+    try:
+        server = TempPostgres()
+        url = server.start()
+    except Exception as exc:  # no binaries, no postgres user...
+        if os.environ.get("MOODBOT_REQUIRE_PG"):
+            raise
+        pytest.skip(f"no PostgreSQL server available: {exc}")
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        db = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    else:
+        from sqlalchemy import text
+
+        db = Store(request.getfixturevalue("postgres_url"))
+        with db.engine.begin() as conn:  # each test starts from empty tables
+            conn.execute(text("TRUNCATE mood_points, memory, alerts, contacts RESTART IDENTITY"))
+    yield db
+    db.close()

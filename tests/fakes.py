@@ -57,6 +57,11 @@ class FakeEngine:
     async def classify_batch(self, texts: Sequence[str]) -> list[Sentiment]:
         return [await self.classify(t) for t in texts]
 
+    async def crisis_score(self, text: str) -> float:
+        if isinstance(self.fail, EngineError):
+            raise self.fail
+        return 0.95 if "end it all" in text.lower() else 0.05
+
     async def generate(self, history: list[ChatTurn], strategy: Strategy, lang: str, system: str) -> str:
         if self.delay:
             await asyncio.sleep(self.delay)

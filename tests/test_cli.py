@@ -11,6 +11,7 @@ from bot.app import Application
 from bot.channels.console import run_console
 from bot.clock import ManualClock
 from bot.config import Settings
+from bot.store import Store
 from tests.fakes import FakeEngine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,8 +45,8 @@ def test_missing_model_path_is_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-async def test_console_chat_with_piped_input() -> None:
-    app = Application(Settings(), FakeEngine(), ManualClock())
+async def test_console_chat_with_piped_input(store: Store) -> None:
+    app = Application(Settings.model_validate({"schedule": {"enabled": False}}), FakeEngine(), ManualClock(), store)
     stdin = io.StringIO("今天心情很低落\n\n\x00\nI'm so happy!\n")
     out = io.StringIO()
     assert await run_console(app, stdin, out) == 0

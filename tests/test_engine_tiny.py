@@ -46,19 +46,26 @@ def test_classify_is_deterministic_and_batch_matches_single(engine: ModelEngine)
 
 def test_prefix_cache_matches_a_full_forward_pass(engine: ModelEngine) -> None:
     text = "the weather is fine today"
-    ids = engine._prefix_ids + engine._encode(prompts.CLASSIFY_ITEM.format(text=text))
-    with torch.inference_mode():
-        logits = engine.model(torch.tensor([ids])).logits[0, -1, engine.label_ids].float()
-    if engine._softcap:
-        logits = torch.tanh(logits / engine._softcap) * engine._softcap
-    expected = torch.log_softmax(logits, dim=-1)
-    assert torch.allclose(engine._label_logits([text])[0], expected, atol=1e-4)
+    for scorer in (engine.mood, engine.crisis):
+        ids = scorer.prefix_ids + engine._encode(scorer.item.format(text=text))
+        with torch.inference_mode():
+            logits = engine.model(torch.tensor([ids])).logits[0, -1, scorer.token_ids].float()
+        if engine.softcap:
+            logits = torch.tanh(logits / engine.softcap) * engine.softcap
+        expected = torch.log_softmax(logits, dim=-1)
+        assert torch.allclose(scorer.log_probs([text])[0], expected, atol=1e-4)
 
 
 def test_content_free_input_is_not_biased(engine: ModelEngine) -> None:
     # after calibration the mean over content-free inputs is uniform across the three labels
-    mean = (engine._label_logits(prompts.CONTENT_FREE).exp().mean(0).log() - engine._bias).exp()
+    mean = (engine.mood.log_probs(prompts.CONTENT_FREE).exp().mean(0).log() - engine.mood.bias).exp()
     assert torch.allclose(mean, torch.ones(3), atol=1e-4)
+
+
+def test_crisis_score_is_a_probability(engine: ModelEngine) -> None:
+    score = engine.crisis_score("I want to end it all")
+    assert 0.0 <= score <= 1.0
+    assert score == engine.crisis_score("I want to end it all")
 
 
 def test_prompt_injection_cannot_change_the_label_set(engine: ModelEngine) -> None:

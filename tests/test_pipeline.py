@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -15,8 +17,15 @@ from bot.errors import EngineError
 from tests.fakes import FakeEngine, RecordingSender, TimeoutEngine, make_message
 
 
+@pytest.fixture(autouse=True)
+def _store_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # every Application built here keeps its database in the test's own folder
+    monkeypatch.setenv("MOODBOT_TEST_DATA", str(tmp_path))
+
+
 def make_app(clock: ManualClock, engine: FakeEngine | None = None, **sections: object) -> tuple[Application, RecordingSender]:
-    settings = Settings.model_validate(sections)
+    data = {"store": {"data_dir": os.environ["MOODBOT_TEST_DATA"]}, "schedule": {"enabled": False}, **sections}
+    settings = Settings.model_validate(data)
     app = Application(settings, engine or FakeEngine(), clock)
     sender = RecordingSender()
     app.attach(sender)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -59,10 +60,11 @@ def test_generates_a_clean_reply_in_the_senders_language(
         assert label not in reply
 
 
-def test_chat_command_end_to_end() -> None:
+def test_chat_command_end_to_end(tmp_path: Path) -> None:
+    env = {**os.environ, "MOODBOT__STORE__DATA_DIR": str(tmp_path)}
     result = subprocess.run(
         [sys.executable, "-m", "bot", "--config", "config.yaml", "chat"],
-        cwd=ROOT, input="今天考试没考好，心情很低落\n", capture_output=True, text=True, timeout=600,
+        cwd=ROOT, input="今天考试没考好，心情很低落\n", capture_output=True, text=True, timeout=600, env=env,
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()

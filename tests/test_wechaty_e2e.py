@@ -4,6 +4,7 @@ bot's wechaty channel and Application, with a fake engine for speed (marked `gat
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from typing import Any, AsyncIterator, Callable
 
@@ -52,9 +53,11 @@ def settings_for(gateway: Gateway, **overrides: Any) -> Settings:
         "wechaty": {"token": gateway.token, "endpoint": gateway.endpoint, "plugin_port": free_port(), "reconnect_delay_s": 0.2},
         "triggers": {"allow_rooms": [ROOM], "max_age_s": 60},
         "outbound": {"retries": 5},
+        "store": {"url": f"sqlite:///{tempfile.mkdtemp(prefix='moodbot-e2e-')}/e2e.db"},
+        "schedule": {"enabled": False},
     }
     for key, value in overrides.items():
-        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value  # type: ignore[dict-item]
     return Settings.model_validate(data)
 
 
@@ -135,6 +138,25 @@ async def test_long_reply_arrives_as_several_messages_in_order(running: Running)
     assert [s["text"] for s in sent] == [f"This is sentence number {i} of a long answer." for i in range(6)]
 
 
+@pytest.mark.parametrize("running", [{"admin": {"ids": ["admin_id"]}}], indirect=True)
+async def test_three_negatives_alert_the_admin_once_and_a_fourth_does_not(running: Running) -> None:
+    gw = running.gateway
+    for n in range(3):
+        gw.say(**{"from": "alice", "text": f"I feel so sad, day {n}"})
+        await running.replies_after(n)  # one reply each, so the messages arrive in order
+    to_admin = await wait_until(lambda: [s for s in gw.sent() if s["listenerId"] == "admin_id"], what="alert")
+    assert len(to_admin) == 1 and "Mood alert #1" in to_admin[0]["text"] and "Alice" in to_admin[0]["text"]
+    count = len(gw.sent())
+    gw.say(**{"from": "alice", "text": "I feel so sad, still"})
+    await running.replies_after(count)
+    sent = await running.quiet(1.0)
+    assert len([s for s in sent if s["listenerId"] == "admin_id"]) == 1
+    # the admin acknowledges it over WeChat
+    gw.say(**{"from": "admin", "text": "#ack 1"})
+    ack = await running.replies_after(len(sent))
+    assert ack[0]["listenerId"] == "admin_id" and ack[0]["text"] == "Alert #1 acknowledged."
+
+
 async def test_gateway_restart_and_the_bot_carries_on(running: Running) -> None:
     running.gateway.say(**{"from": "alice", "text": "before the restart"})
     await running.replies_after(0)
@@ -197,6 +219,7 @@ async def test_real_model_bot_process_replies_and_stops_on_sigterm() -> None:
         "MOODBOT__WECHATY__PLUGIN_PORT": str(free_port()),
         "WECHATY_PUPPET_SERVICE_TOKEN": gateway.token,
         "WECHATY_PUPPET_SERVICE_ENDPOINT": gateway.endpoint,
+        "MOODBOT__STORE__DATA_DIR": tempfile.mkdtemp(prefix="moodbot-e2e-"),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "bot", "--config", "config.yaml", "run"],

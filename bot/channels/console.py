@@ -40,6 +40,7 @@ async def run_console(app: Application, stdin: TextIO = sys.stdin, out: TextIO =
     """Read one message a line until end of input; print mood, strategy and reply for each."""
     sender = ConsoleSender()
     app.attach(sender)
+    await app.start()
     interactive = stdin.isatty()
     loop = asyncio.get_running_loop()
     if interactive:

@@ -236,6 +236,7 @@ class WechatyChannel:
         if not await self._reachable():
             raise ChannelError(f"cannot reach the puppet service at {self.endpoint}", EXIT_UNREACHABLE)
         bot, task = await self._connect()
+        await self.app.start()
         delay = self.settings.reconnect_delay_s
         while True:
             stopping = asyncio.create_task(stop.wait())
@@ -292,6 +293,4 @@ async def run_wechaty(settings: Settings, app: Application | None = None) -> int
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
     finally:
-        close = getattr(app.engine, "close", None)
-        if close:
-            close()
+        await app.stop()

@@ -1,0 +1,136 @@
+"""Alert delivery: admin contacts and rooms through the chat channel, a signed webhook, the log.
+
+An alert is written to the store before anything is sent and marked delivered afterwards, so an
+alert interrupted by a crash is sent again after the restart instead of being lost. Webhook
+requests use httpx, with tenacity retrying failures with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+from dataclasses import replace
+from typing import Awaitable, Callable
+
+import httpx
+from tenacity import AsyncRetrying, RetryError, stop_after_attempt, wait_exponential
+
+from bot.clock import Clock
+from bot.config import AlertSettings
+from bot.domain import Alert, OutboundMessage
+from bot.outbound import Outbound
+from bot.store import Store
+from handlers.escalation import trend_line
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Moodbot-Signature"
+SEVERITY_MARK = {"warning": "⚠️", "high": "🚨", "critical": "🆘"}
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def alert_text(alert: Alert) -> str:
+    who = f"{alert.contact_name or alert.contact_id} ({alert.contact_id})"
+    where = f" in {alert.chat_id}" if alert.chat_id != alert.contact_id else ""
+    lines = [
+        f"{SEVERITY_MARK.get(alert.severity, '⚠️')} Mood alert #{alert.alert_id} [{alert.severity}]",
+        f"Who: {who}{where}",
+        f"Why: {alert.reason}",
+        f"Trend: {trend_line(alert.trend)}",
+    ]
+    lines += [f"  “{excerpt}”" for excerpt in alert.excerpts]
+    lines.append(f"Reply #ack {alert.alert_id} to acknowledge.")
+    return "\n".join(lines)
+
+
+def alert_json(alert: Alert) -> dict[str, object]:
+    return {
+        "id": alert.alert_id, "severity": alert.severity, "reason": alert.reason,
+        "contact_id": alert.contact_id, "contact_name": alert.contact_name, "chat_id": alert.chat_id,
+        "excerpts": list(alert.excerpts), "trend": list(alert.trend), "created_at": alert.created_at.isoformat(),
+    }
+
+
+class Alerter:
+    def __init__(
+        self,
+        store: Store,
+        settings: AlertSettings,
+        admin_ids: list[str],
+        clock: Clock,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        retry_wait_s: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.admin_ids = admin_ids
+        self.clock = clock
+        self.sleep = sleep
+        self.retry_wait_s = retry_wait_s
+        self.outbound: Outbound | None = None
+
+    def recipients(self) -> list[str]:
+        return (list(self.admin_ids) if self.settings.to_admins else []) + list(self.settings.rooms)
+
+    async def notify_admins(self, text: str) -> bool:
+        """Send a text to every admin contact and alert room; False if any send failed."""
+        if self.outbound is None:
+            log.warning("no channel attached; not sent to admins: %s", text)
+            return False
+        failed_before = self.outbound.failed
+        await self.outbound.deliver([OutboundMessage(chat_id, text) for chat_id in self.recipients()])
+        return self.outbound.failed == failed_before
+
+    async def dispatch(self, alert: Alert) -> Alert:
+        """Store the alert first, then deliver it."""
+        alert_id = await asyncio.to_thread(self.store.create_alert, alert)
+        stored = replace(alert, alert_id=alert_id)
+        await self.deliver(stored)
+        return stored
+
+    async def deliver(self, alert: Alert) -> bool:
+        log.warning("ALERT #%s [%s] %s (%s): %s", alert.alert_id, alert.severity, alert.contact_name,
+                    alert.contact_id, alert.reason)
+        delivered = True
+        if self.recipients():
+            delivered = await self.notify_admins(alert_text(alert))
+        if self.settings.webhook_url:
+            delivered = await self._webhook(alert) and delivered
+        if delivered and alert.alert_id is not None:
+            await asyncio.to_thread(self.store.mark_delivered, alert.alert_id, self.clock.now())
+        return delivered
+
+    async def redeliver_pending(self) -> int:
+        """Deliver alerts stored but never marked delivered (a crash or an outage came between)."""
+        pending = await asyncio.to_thread(self.store.undelivered_alerts)
+        delivered = 0
+        for alert in pending:
+            log.info("re-sending alert #%s, stored but not delivered", alert.alert_id)
+            delivered += await self.deliver(alert)
+        return delivered
+
+    async def _webhook(self, alert: Alert) -> bool:
+        assert self.settings.webhook_url and self.settings.webhook_secret
+        body = json.dumps(alert_json(alert), ensure_ascii=False).encode()
+        headers = {"content-type": "application/json", SIGNATURE_HEADER: sign(self.settings.webhook_secret, body)}
+        try:
+            async with httpx.AsyncClient(timeout=self.settings.webhook_timeout_s) as client:
+                async for attempt in AsyncRetrying(
+                    stop=stop_after_attempt(self.settings.webhook_retries + 1),
+                    wait=wait_exponential(multiplier=self.retry_wait_s, max=60),
+                    sleep=self.sleep,
+                ):
+                    with attempt:
+                        response = await client.post(self.settings.webhook_url, content=body, headers=headers)
+                        response.raise_for_status()
+            return True
+        except RetryError as exc:
+            log.error("webhook for alert #%s failed after %d attempts: %s", alert.alert_id,
+                      self.settings.webhook_retries + 1, exc.last_attempt.exception())
+            return False

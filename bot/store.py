@@ -1,0 +1,308 @@
+"""Mood history, conversation memory and alerts behind one store (SQLite by default, or PostgreSQL).
+
+SQLAlchemy Core gives one code path for both databases. The schema is versioned: each entry of
+MIGRATIONS moves it one version up, inside a transaction. Calls are synchronous; async callers
+run them off the event loop with asyncio.to_thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from sqlalchemy import (
+    Boolean, Column, DateTime, Float, Integer, MetaData, String, Table, Text, create_engine, event, func,
+    select,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot.config import StoreSettings
+from bot.domain import Alert, ChatTurn, ContactState, Label, MoodPoint
+from bot.errors import MoodbotError
+
+log = logging.getLogger(__name__)
+
+metadata = MetaData()
+schema_version = Table("schema_version", metadata, Column("version", Integer, nullable=False))
+mood_points = Table(
+    "mood_points", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("contact_id", String(128), nullable=False, index=True),
+    Column("contact_name", String(256), nullable=False, default=""),
+    Column("chat_id", String(128), nullable=False),
+    Column("is_group", Boolean, nullable=False, default=False),
+    Column("at", DateTime(timezone=True), nullable=False, index=True),
+    Column("label", String(16), nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("message_id", String(128), nullable=False),
+    Column("excerpt", Text, nullable=False, default=""),
+    Column("text", Text, nullable=True),
+)
+memory = Table(
+    "memory", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("chat_id", String(128), nullable=False, index=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("text", Text, nullable=False),
+)
+alerts = Table(
+    "alerts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("contact_id", String(128), nullable=False, index=True),
+    Column("contact_name", String(256), nullable=False, default=""),
+    Column("chat_id", String(128), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("excerpts", Text, nullable=False),  # JSON list
+    Column("trend", Text, nullable=False),  # JSON list
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    Column("acked_at", DateTime(timezone=True), nullable=True),
+    Column("reminded_at", DateTime(timezone=True), nullable=True),
+)
+contacts = Table(
+    "contacts", metadata,
+    Column("contact_id", String(128), primary_key=True),
+    Column("name", String(256), nullable=False, default=""),
+    Column("armed", Boolean, nullable=False, default=True),
+    Column("last_alert_at", DateTime(timezone=True), nullable=True),
+    Column("muted_until", DateTime(timezone=True), nullable=True),
+    Column("last_severity", String(16), nullable=True),
+)
+
+
+def _v1(conn: Connection) -> None:
+    for table in (mood_points, memory, alerts, contacts):
+        table.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+
+
+class StoreError(MoodbotError):
+    """The database cannot be opened or written."""
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything the store returns is UTC-aware
+    if value is None:
+        return None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def database_url(settings: StoreSettings) -> str:
+    if settings.url:
+        return settings.url
+    directory = Path(settings.data_dir).expanduser()
+    directory.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{directory / 'moodbot.db'}"
+
+
+class Store:
+    def __init__(self, url: str, keep_text: bool = False, excerpt_chars: int = 40) -> None:
+        self.url = url
+        self.keep_text = keep_text
+        self.excerpt_chars = excerpt_chars
+        try:
+            self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise StoreError(f"cannot open the database {url!r}: {exc}") from exc
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.migrate()
+
+    @classmethod
+    def from_settings(cls, settings: StoreSettings) -> Store:
+        return cls(database_url(settings), settings.keep_text, settings.excerpt_chars)
+
+    def migrate(self) -> int:
+        try:
+            with self.engine.begin() as conn:
+                schema_version.create(conn, checkfirst=True)
+                current = conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
+                for version in range(current + 1, len(MIGRATIONS) + 1):
+                    MIGRATIONS[version - 1](conn)
+                    conn.execute(schema_version.insert().values(version=version))
+                    log.info("database schema migrated to version %d", version)
+            return len(MIGRATIONS)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot prepare the database {self.engine.url!r}: {exc}") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- mood points ---------------------------------------------------------------------
+
+    def add_mood(self, point: MoodPoint) -> None:
+        excerpt = point.excerpt[: self.excerpt_chars]
+        with self.engine.begin() as conn:
+            conn.execute(mood_points.insert().values(
+                contact_id=point.contact_id, contact_name=point.contact_name, chat_id=point.chat_id,
+                is_group=point.is_group, at=point.at, label=point.label.value, confidence=point.confidence,
+                message_id=point.message_id, excerpt=excerpt, text=point.text if self.keep_text else None,
+            ))
+            self._upsert_name(conn, point.contact_id, point.contact_name)
+
+    def _upsert_name(self, conn: Connection, contact_id: str, name: str) -> None:
+        row = conn.execute(select(contacts.c.name).where(contacts.c.contact_id == contact_id)).first()
+        if row is None:
+            conn.execute(contacts.insert().values(contact_id=contact_id, name=name, armed=True))
+        elif name and row.name != name:
+            conn.execute(contacts.update().where(contacts.c.contact_id == contact_id).values(name=name))
+
+    def moods(self, contact_id: str | None = None, since: datetime | None = None, limit: int | None = None) -> list[MoodPoint]:
+        """Mood points, newest last."""
+        query = select(mood_points)
+        if contact_id is not None:
+            query = query.where(mood_points.c.contact_id == contact_id)
+        if since is not None:
+            query = query.where(mood_points.c.at >= since)
+        query = query.order_by(mood_points.c.at.desc(), mood_points.c.id.desc())
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            MoodPoint(
+                contact_id=r.contact_id, chat_id=r.chat_id, at=_utc(r.at) or r.at, label=Label(r.label),
+                confidence=r.confidence, message_id=r.message_id, excerpt=r.excerpt,
+                contact_name=r.contact_name, is_group=r.is_group, text=r.text,
+            )
+            for r in reversed(rows)
+        ]
+
+    def mood_counts(self, since: datetime) -> dict[str, int]:
+        query = select(mood_points.c.label, func.count()).where(mood_points.c.at >= since).group_by(mood_points.c.label)
+        with self.engine.connect() as conn:
+            return {label: int(count) for label, count in conn.execute(query).all()}
+
+    # --- contacts ----------------------------------------------------------------------------
+
+    def find_contact(self, name_or_id: str) -> tuple[str, str] | None:
+        """(contact_id, name) for an id or a (case-insensitive) name."""
+        wanted = name_or_id.strip().lstrip("@")
+        with self.engine.connect() as conn:
+            row = conn.execute(select(contacts.c.contact_id, contacts.c.name).where(contacts.c.contact_id == wanted)).first()
+            if row is None:
+                row = conn.execute(
+                    select(contacts.c.contact_id, contacts.c.name).where(func.lower(contacts.c.name) == wanted.lower())
+                ).first()
+        return (row.contact_id, row.name) if row else None
+
+    def contact_ids(self) -> list[tuple[str, str]]:
+        with self.engine.connect() as conn:
+            return [(r.contact_id, r.name) for r in conn.execute(select(contacts.c.contact_id, contacts.c.name).order_by(contacts.c.name))]
+
+    def state(self, contact_id: str) -> ContactState:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(contacts).where(contacts.c.contact_id == contact_id)).first()
+        if row is None:
+            return ContactState(contact_id)
+        return ContactState(
+            contact_id, bool(row.armed), _utc(row.last_alert_at), _utc(row.muted_until), row.last_severity
+        )
+
+    def save_state(self, state: ContactState) -> None:
+        with self.engine.begin() as conn:
+            self._upsert_name(conn, state.contact_id, "")
+            conn.execute(contacts.update().where(contacts.c.contact_id == state.contact_id).values(
+                armed=state.armed, last_alert_at=state.last_alert_at, muted_until=state.muted_until,
+                last_severity=state.last_severity,
+            ))
+
+    # --- conversation memory ------------------------------------------------------------------
+
+    def add_memory(self, chat_id: str, at: datetime, turns: list[ChatTurn], keep: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(memory.insert(), [{"chat_id": chat_id, "at": at, "role": t.role, "text": t.text} for t in turns])
+            ids = conn.execute(
+                select(memory.c.id).where(memory.c.chat_id == chat_id).order_by(memory.c.id.desc()).offset(keep)
+            ).scalars().all()
+            if ids:
+                conn.execute(memory.delete().where(memory.c.id.in_(ids)))
+
+    def memory(self, chat_id: str, since: datetime) -> list[ChatTurn]:
+        query = select(memory.c.role, memory.c.text, memory.c.at).where(memory.c.chat_id == chat_id).order_by(memory.c.id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        # a conversation silent for longer than the expiry starts afresh
+        if not rows or (_utc(rows[-1].at) or since) < since:
+            return []
+        return [ChatTurn(r.role, r.text) for r in rows]
+
+    # --- alerts ------------------------------------------------------------------------------
+
+    def create_alert(self, alert: Alert) -> int:
+        with self.engine.begin() as conn:
+            result = conn.execute(alerts.insert().values(
+                contact_id=alert.contact_id, contact_name=alert.contact_name, chat_id=alert.chat_id,
+                severity=alert.severity, reason=alert.reason, excerpts=json.dumps(list(alert.excerpts), ensure_ascii=False),
+                trend=json.dumps(list(alert.trend)), created_at=alert.created_at,
+            ))
+            return int(result.inserted_primary_key[0])
+
+    def mark_delivered(self, alert_id: int, at: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(alerts.update().where(alerts.c.id == alert_id).values(delivered_at=at))
+
+    def mark_reminded(self, alert_id: int, at: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(alerts.update().where(alerts.c.id == alert_id).values(reminded_at=at))
+
+    def ack(self, alert_id: int, at: datetime) -> bool:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                alerts.update().where(alerts.c.id == alert_id, alerts.c.acked_at.is_(None)).values(acked_at=at)
+            )
+            return bool(result.rowcount)
+
+    def _alerts(self, *where: Any) -> list[Alert]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(alerts).where(*where).order_by(alerts.c.id)).all()
+        return [
+            Alert(
+                contact_id=r.contact_id, chat_id=r.chat_id, severity=r.severity, reason=r.reason,
+                excerpts=tuple(json.loads(r.excerpts)), trend=tuple(json.loads(r.trend)),
+                created_at=_utc(r.created_at) or r.created_at, contact_name=r.contact_name, alert_id=r.id,
+            )
+            for r in rows
+        ]
+
+    def undelivered_alerts(self) -> list[Alert]:
+        return self._alerts(alerts.c.delivered_at.is_(None))
+
+    def open_alerts(self) -> list[Alert]:
+        return self._alerts(alerts.c.acked_at.is_(None))
+
+    def alerts_to_remind(self, older_than: datetime) -> list[Alert]:
+        """Unacknowledged alerts created before `older_than` and not reminded since then."""
+        return self._alerts(
+            alerts.c.acked_at.is_(None),
+            alerts.c.created_at < older_than,
+            (alerts.c.reminded_at.is_(None)) | (alerts.c.reminded_at < older_than),
+        )
+
+    # --- retention ----------------------------------------------------------------------------
+
+    def prune(self, before: datetime) -> int:
+        """Delete mood points, memory and acknowledged alerts older than `before`."""
+        with self.engine.begin() as conn:
+            removed = conn.execute(mood_points.delete().where(mood_points.c.at < before)).rowcount
+            removed += conn.execute(memory.delete().where(memory.c.at < before)).rowcount
+            removed += conn.execute(
+                alerts.delete().where(alerts.c.created_at < before, alerts.c.acked_at.is_not(None))
+            ).rowcount
+        return int(removed)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets the report command read while the bot writes; a busy timeout rides out short locks
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()

@@ -1,0 +1,129 @@
+"""Crisis detection, the mood record, and the escalation rules that raise alerts.
+
+Rules (config `escalation`): N negative messages from one contact within a window, or a rolling
+mood score under a threshold, raise one alert per episode; the contact is re-armed once the mood
+recovers, and a cooldown separates alerts. A crisis phrase (or the model's judgement on a
+negative message) alerts at once with the highest severity. Moods are per speaker, not per room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from bot.clock import Clock
+from bot.config import AlertSettings, EscalationSettings
+from bot.domain import LABEL_EMOJI, Alert, ContactState, Label, MoodPoint, Turn
+from bot.errors import EngineError
+from bot.store import Store
+from handlers.engine_protocol import Engine
+
+log = logging.getLogger(__name__)
+
+
+class CrisisStage:
+    name = "crisis"
+
+    def __init__(self, engine: Engine, settings: EscalationSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.phrases = [p.lower() for p in settings.crisis_phrases if p.strip()]
+
+    async def __call__(self, turn: Turn) -> None:
+        lowered = turn.text.lower()
+        if any(phrase in lowered for phrase in self.phrases):
+            turn.crisis = True
+            return
+        sentiment = turn.sentiment
+        if not self.settings.model_crisis_check or sentiment is None or sentiment.label is not Label.NEGATIVE:
+            return
+        try:
+            turn.crisis = await self.engine.crisis_score(turn.text) >= self.settings.crisis_threshold
+        except EngineError as exc:
+            log.warning("crisis check of message %s failed: %s", turn.message.message_id, exc)
+
+
+def decide(
+    state: ContactState,
+    recent: list[MoodPoint],
+    in_window: list[MoodPoint],
+    crisis: bool,
+    now: datetime,
+    settings: EscalationSettings,
+) -> tuple[ContactState, str | None, str]:
+    """The escalation rules as a pure function: (new state, severity or None, reason)."""
+    current = recent[-1]
+    score = sum(p.score for p in recent) / len(recent)
+    negatives = sum(p.label is Label.NEGATIVE for p in in_window)
+    if not state.armed and current.label is not Label.NEGATIVE and score >= settings.recover_score:
+        state = replace(state, armed=True)  # the mood recovered: the next episode may alert again
+    muted = state.muted_until is not None and now < state.muted_until
+    cooling = state.last_alert_at is not None and now - state.last_alert_at < timedelta(minutes=settings.cooldown_minutes)
+    if muted:
+        return state, None, "muted"
+    if crisis:
+        if cooling and state.last_severity == "critical":
+            return state, None, "crisis already alerted"
+        return replace(state, armed=False, last_alert_at=now, last_severity="critical"), "critical", "crisis language"
+    by_count = negatives >= settings.negative_count
+    by_score = len(recent) >= settings.negative_count and score < settings.score_threshold
+    if not (by_count or by_score) or not state.armed or cooling:
+        return state, None, ""
+    reasons = []
+    if by_count:
+        reasons.append(f"{negatives} negative messages in {settings.window_minutes:g} min")
+    if by_score:
+        reasons.append(f"mood score {score:+.2f} over the last {len(recent)} messages")
+    severity = "high" if by_count and by_score else "warning"
+    return replace(state, armed=False, last_alert_at=now, last_severity=severity), severity, "; ".join(reasons)
+
+
+class EscalationStage:
+    """Records the mood point of every classified message, then applies the rules."""
+
+    name = "escalation"
+
+    def __init__(self, store: Store, clock: Clock, settings: EscalationSettings, alerts: AlertSettings) -> None:
+        self.store = store
+        self.clock = clock
+        self.settings = settings
+        self.alerts = alerts
+
+    def _evaluate(self, turn: Turn) -> Alert | None:
+        message, sentiment = turn.message, turn.sentiment
+        assert sentiment is not None
+        now = self.clock.now()
+        point = MoodPoint(
+            contact_id=message.sender_id, chat_id=message.chat_id, at=now, label=sentiment.label,
+            confidence=sentiment.confidence, message_id=message.message_id, excerpt=turn.text,
+            contact_name=message.sender_name, is_group=message.is_group, text=turn.text,
+        )
+        self.store.add_mood(point)
+        recent = self.store.moods(message.sender_id, limit=self.settings.score_points)
+        in_window = self.store.moods(message.sender_id, since=now - timedelta(minutes=self.settings.window_minutes))
+        state = self.store.state(message.sender_id)
+        new_state, severity, reason = decide(state, recent, in_window, turn.crisis, now, self.settings)
+        if new_state != state:
+            self.store.save_state(new_state)
+        if severity is None:
+            return None
+        shown = recent[-self.alerts.excerpts :] if self.alerts.excerpts else []
+        return Alert(
+            contact_id=message.sender_id, chat_id=message.chat_id, severity=severity, reason=reason,
+            excerpts=tuple(p.excerpt for p in shown), trend=tuple(p.label.value for p in recent),
+            created_at=now, contact_name=message.sender_name,
+        )
+
+    async def __call__(self, turn: Turn) -> None:
+        if turn.sentiment is None or turn.sentiment.confidence == 0.0 and not turn.crisis:
+            return  # the model failed: an unknown mood is not evidence either way
+        alert = await asyncio.to_thread(self._evaluate, turn)
+        if alert is not None:
+            log.info("escalation for %s: %s (%s)", alert.contact_id, alert.severity, alert.reason)
+            turn.alerts.append(alert)
+
+
+def trend_line(trend: tuple[str, ...]) -> str:
+    return " ".join(LABEL_EMOJI[Label(label)] for label in trend)
