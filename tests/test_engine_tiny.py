@@ -63,9 +63,9 @@ def test_content_free_input_is_not_biased(engine: ModelEngine) -> None:
 
 
 def test_crisis_score_is_a_probability(engine: ModelEngine) -> None:
-    score = engine.crisis_score("I want to end it all")
+    score = engine.crisis_score("lately I just want to end it all")
     assert 0.0 <= score <= 1.0
-    assert score == engine.crisis_score("I want to end it all")
+    assert score == engine.crisis_score("lately I just want to end it all")
 
 
 def test_prompt_injection_cannot_change_the_label_set(engine: ModelEngine) -> None:

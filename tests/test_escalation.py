@@ -86,7 +86,7 @@ async def test_no_rearm_without_recovery(clock: ManualClock, store: Store) -> No
 
 async def test_crisis_phrase_alerts_at_once_and_switches_the_reply(clock: ManualClock, store: Store) -> None:
     app, sender = build(clock, store)
-    turn = await say(app, clock, "我真的不想活了")
+    turn = await say(app, clock, "我觉得自己真的不想活了")
     assert turn.crisis and turn.strategy is Strategy.CRISIS
     [text] = alerts_sent(sender)
     assert "[critical]" in text

@@ -1,0 +1,32 @@
+"""A small run of the benchmark (a few messages per set, no llama.cpp), so that it cannot rot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EVAL_DIR, ROOT
+
+pytestmark = pytest.mark.model
+
+
+def test_benchmark_smoke_run(tmp_path: Path) -> None:
+    if not EVAL_DIR.exists():
+        pytest.skip("../shared/eval is not beside this checkout")
+    result = subprocess.run([sys.executable, "-m", "bench.run", "--smoke", "--out", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    data = json.loads((tmp_path / "results.json").read_text())
+    sets = {r["set"] for r in data["accuracy"]}
+    assert {"zh_short", "en_tweets_cf", "chat (ours)"} <= sets
+    methods = {r["method"] for r in data["accuracy"]}
+    assert {"seed prompt (generate + search)", "SnowNLP (retrained)", "VADER"} <= methods
+    assert data["speed"]["classify"]["ours_p50_ms"] > 0 and data["startup"]["ours_warm_ready_s"] > 0
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "## Targets" in report and "## Mood accuracy" in report
+    for chart in ("accuracy.png", "latency.png"):
+        assert (tmp_path / chart).read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from bot.config import ModelSettings
+from bot.model_loader import load_model
+from bot.quant import DENSE_ABOVE_ROWS, Int4Linear, Int8Embedding, Int8Linear, quantize
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_quantized_linear_layers_stay_close_to_dense(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    dense = nn.Linear(256, 128, bias=True).to(dtype)
+    x = torch.randn(1, 3, 256, dtype=dtype)  # one row at a time: the quantized path
+    expected = dense(x).float()
+    for layer, tolerance in ((Int8Linear(dense, dtype), 0.02), (Int4Linear(dense, dtype, keep_dense=False), 0.15)):
+        got = layer(x[:, :1]).float()
+        error = (got - expected[:, :1]).norm() / expected[:, :1].norm()
+        assert error < tolerance, (type(layer).__name__, float(error))
+    many = torch.randn(DENSE_ABOVE_ROWS + 1, 256, dtype=dtype)
+    assert torch.equal(Int4Linear(dense, dtype)(many), dense(many))  # many rows: the dense weight
+
+
+def test_quantize_swaps_layers_and_ties_the_embedding(tiny_dirs: dict[str, Path]) -> None:
+    loaded = load_model(ModelSettings(path=str(tiny_dirs["gemma3"]), dtype="float32", quantize="none"))
+    model = loaded.model
+    ids = torch.tensor([[1, 5, 9, 14]])
+    with torch.inference_mode():
+        before = model(ids).logits
+    assert "int4" in quantize(model, "int4")
+    assert isinstance(model.lm_head, Int8Linear)
+    assert isinstance(model.get_decoder().embed_tokens, Int8Embedding)
+    assert any(isinstance(m, Int4Linear) for m in model.modules())
+    with torch.inference_mode():
+        after = model(ids).logits
+        out = model.generate(ids, max_new_tokens=3, do_sample=False)
+    # random weights use the whole int4 grid, so this is a loose bound; real GGUF blocks fit it closely
+    assert float((after - before).norm() / before.norm()) < 0.25
+    assert out.shape[1] == ids.shape[1] + 3
+
+
+def test_quantize_none_keeps_dense_weights(tiny_dirs: dict[str, Path]) -> None:
+    loaded = load_model(ModelSettings(path=str(tiny_dirs["qwen2"]), dtype="float32", quantize="none"))
+    assert loaded.quantization == "dense weights"
+    assert not any(isinstance(m, (Int4Linear, Int8Linear)) for m in loaded.model.modules())
