@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run chat demo test test-fast install install-dev gateway clean
+.PHONY: run chat demo bench test test-fast install install-dev gateway clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
@@ -41,6 +41,10 @@ chat: $(STAMP)
 
 demo: $(STAMP) $(GATEWAY_STAMP)
 	$(PY) -m bot --config config.yaml demo
+
+# accuracy and speed against the baselines; writes bench/REPORT.md, bench/*.png and README's table
+bench: $(DEV_STAMP)
+	$(PY) -m bench.run
 
 test: $(DEV_STAMP) $(GATEWAY_STAMP)
 	$(PY) -m pytest -q -rs

@@ -38,7 +38,9 @@ def main() -> None:
         from bot.model_loader import load_model
         from bot import prompts
 
-        settings = load_settings(None)
+        from pathlib import Path
+
+        settings = load_settings(Path(__file__).resolve().parent.parent / "config.yaml")
         engine = ModelEngine(load_model(settings.model), settings.model, settings.sentiment)
         ready = time.perf_counter() - STARTED
         _reset_peak()

@@ -152,3 +152,51 @@ def write_report(data: dict[str, Any], path: Path) -> None:
     if notes.exists():
         lines.append(notes.read_text(encoding="utf-8"))
     path.write_text("\n".join(lines), encoding="utf-8")
+
+
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def headline(data: dict[str, Any]) -> list[str]:
+    """The README's table: accuracy and speed beside the peers, from one benchmark run."""
+    acc, sp, st = data["accuracy"], data["speed"], data["startup"]
+    ours = "moodbot (readout)" if any(r["method"] == "moodbot (readout)" for r in acc) else "moodbot"
+
+    def cell(name: str, prefix: str, key: str = "accuracy") -> str:
+        value = _get(acc, name, prefix, key)
+        return _fmt(value)
+
+    c, g = sp["classify"], sp["generate"]
+    lines = [
+        f"Measured by `make bench` on {data['machine']['date']} ({data['machine']['cpu']}, 2 threads; "
+        f"load average {sp['load_avg_start']:.2f}). Full tables: [bench/REPORT.md](bench/REPORT.md).",
+        "",
+        "| mood accuracy | moodbot | seed prompt | SnowNLP (retrained) | VADER |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("zh_short", "zh_reviews", "en_tweets_cf", "en_reviews"):
+        lines.append(f"| {name} | {cell(name, ours)} | {cell(name, 'seed')} | {cell(name, 'SnowNLP')} | {cell(name, 'VADER')} |")
+    lines.append(f"| chat, ours (macro-F1, 3 classes) | {cell('chat (ours)', ours, 'macro_f1')} | "
+                 f"{cell('chat (ours)', 'seed', 'macro_f1')} | {cell('chat (ours)', 'SnowNLP', 'macro_f1')} (zh rows) | "
+                 f"{cell('chat (ours)', 'VADER', 'macro_f1')} (en rows) |")
+    lines += [
+        "",
+        "| speed and memory | moodbot | llama.cpp, same GGUF |",
+        "|---|---|---|",
+        f"| classify a short message, p50 | {c['ours_p50_ms']:.1f} ms | {_fmt(c.get('llama_full_p50_ms'), 1)} ms "
+        f"(whole prompt) / {_fmt(c.get('llama_prefix_p50_ms'), 1)} ms (cached prefix) |",
+        f"| decode, greedy | {g['ours_tok_s']:.1f} tok/s | {_fmt(g.get('llama_tok_s'), 1)} tok/s |",
+        f"| warm start to ready | {st['ours_warm_ready_s']:.2f} s | {_fmt(st.get('llama_ready_s'), 2)} s |",
+        f"| peak memory while serving | {st['ours_serving_peak_mib']:.0f} MiB | "
+        f"{_fmt(st.get('llama_serving_peak_mib'), 0)} MiB |",
+    ]
+    return lines
+
+
+def update_readme(data: dict[str, Any], readme: Path) -> None:
+    text = readme.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        return
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(head + START + "\n" + "\n".join(headline(data)) + "\n" + END + tail, encoding="utf-8")

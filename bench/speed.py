@@ -58,7 +58,6 @@ class LlamaCpp:
         self.prefix = self.llm.tokenize(prompts.CLASSIFY_PREFIX.encode(), add_bos=True, special=True)
         self.llm.reset()
         self.llm.eval(self.prefix)
-        self.prefix_state = self.llm.save_state()
 
     def tokens(self, text: str) -> list[int]:
         return self.prefix + self.llm.tokenize(prompts.CLASSIFY_ITEM.format(text=text).encode(), add_bos=False, special=False)
@@ -72,8 +71,13 @@ class LlamaCpp:
         return int(max(range(3), key=lambda i: logits[self.label_ids[i]]))
 
     def classify_prefix(self, text: str) -> int:
-        """Fairer to llama.cpp: restore the evaluated prefix, evaluate only the message."""
-        self.llm.load_state(self.prefix_state)
+        """Fairer to llama.cpp: keep the evaluated prefix in its KV cache, evaluate only the message.
+
+        Llama.eval() drops the cache past n_tokens first, so rewinding n_tokens reuses the prefix."""
+        if self.llm.n_tokens < len(self.prefix) or self.llm.input_ids[: len(self.prefix)].tolist() != self.prefix:
+            self.llm.reset()
+            self.llm.eval(self.prefix)
+        self.llm.n_tokens = len(self.prefix)
         self.llm.eval(self.tokens(text)[len(self.prefix):])
         logits = self.llm.scores[self.llm.n_tokens - 1]
         return int(max(range(3), key=lambda i: logits[self.label_ids[i]]))
@@ -81,15 +85,16 @@ class LlamaCpp:
     def generate(self, prompt: str, n: int = REPLY_TOKENS) -> tuple[float, float]:
         """(seconds to the complete reply, decode tokens/s) for n greedy tokens, EOS ignored."""
         tokens = self.llm.tokenize(prompt.encode(), add_bos=True, special=True)
-        self.llm.reset()
         started = time.perf_counter()
-        self.llm.eval(tokens)
         first = None
-        for i in range(n):
-            token = int(self.llm.scores[self.llm.n_tokens - 1].argmax())
-            if i == 0:
+        count = 0
+        # llama.cpp's own greedy sampler; EOS is not checked, so exactly n tokens come out
+        for _ in self.llm.generate(tokens, temp=0.0, top_k=1, reset=True):
+            count += 1
+            if count == 1:
                 first = time.perf_counter()
-            self.llm.eval([token])
+            if count == n:
+                break
         total = time.perf_counter() - started
         assert first is not None
         return total, (n - 1) / (total - (first - started))

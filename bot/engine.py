@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import hashlib
+import json
+import os
 import logging
 import threading
 import time
@@ -33,16 +36,24 @@ LABELS = (Label.POSITIVE, Label.NEGATIVE, Label.NEUTRAL)
 MAX_PROMPT_TOKENS = 1536
 
 
-class _Deadline:
-    """A generation stopping criterion: stop when the wall clock passes the deadline."""
+class _Stop:
+    """Stops generation at a stop string or when the wall clock passes the deadline.
 
-    def __init__(self, deadline: float | None) -> None:
+    transformers' own stop_strings criterion preprocesses the whole vocabulary (262k entries for
+    Gemma): seconds and hundreds of MB on a CPU. Decoding the last few tokens is enough here."""
+
+    def __init__(self, tokenizer: Any, prompt_len: int, stops: list[str], deadline: float | None) -> None:
+        self.tokenizer = tokenizer
+        self.prompt_len = prompt_len
+        self.stops = stops
         self.deadline = deadline
-        self.hit = False
+        self.hit = False  # the deadline, not a stop string, ended it
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         self.hit = self.deadline is not None and time.monotonic() > self.deadline
-        return torch.full((input_ids.shape[0],), self.hit, dtype=torch.bool, device=input_ids.device)
+        tail = self.tokenizer.decode(input_ids[0, max(self.prompt_len, input_ids.shape[1] - 8) :])
+        done = self.hit or any(stop in tail for stop in self.stops)
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
 
 @contextlib.contextmanager
@@ -84,18 +95,21 @@ class _Scorer:
             raise EngineError(f"the tokenizer maps two answer words {list(words)} to one token")
         self.rows = _output_rows(engine.model, self.token_ids)
         self.prefix_ids = engine._encode(prefix, special=True)
-        with torch.inference_mode():
-            self.prefix_cache = engine.model(torch.tensor([self.prefix_ids]), use_cache=True).past_key_values
-        self.bias = torch.zeros(len(words))
-        self.bias = self.log_probs(prompts.CONTENT_FREE).exp().mean(dim=0).log()
+        self.prefix_cache = engine.prefix_cache(self.prefix_ids)
+        self._bias: torch.Tensor | None = None
 
-    def hidden(self, texts: Sequence[str], layers: Sequence[int] = (), normed_last: bool = True) -> torch.Tensor:
+    @property
+    def bias(self) -> torch.Tensor:
+        """The prefix's own preference, measured on content-free inputs (computed on first use)."""
+        if self._bias is None:
+            self._bias = self.log_probs(prompts.CONTENT_FREE).exp().mean(dim=0).log()
+        return self._bias
+
+    def hidden(self, texts: Sequence[str], layers: Sequence[int] = ()) -> torch.Tensor:
         """Hidden states at the answer position, float32, shaped (texts, layers or 1, hidden size).
 
-        With no `layers`: the model's last hidden state. With `layers` and normed_last: the forward
-        stops after the deepest requested layer (a shallower readout costs fewer layers) and its
-        final-normed output is returned. With normed_last=False: the raw outputs of those layers
-        (0-based layer indices), for training readouts.
+        With no `layers`: the model's last (normed) hidden state. With `layers`: the raw outputs of
+        those decoder layers (0-based), and the forward stops soon after the deepest of them.
         """
         engine = self.engine
         items = [engine._encode(self.item.format(text=t.replace("\n", " "))) for t in texts]
@@ -112,14 +126,22 @@ class _Scorer:
         body = engine.model.get_decoder()
         rows = torch.arange(len(texts))
         with torch.inference_mode():
-            if layers and not normed_last:
+            if not layers:
+                out = body(input_ids=ids, attention_mask=full_mask, past_key_values=cache, use_cache=True)
+                return out.last_hidden_state[rows, lengths - 1].float()[:, None, :]
+            # one layer past the deepest asked for, so that none of them is the (normed) last state
+            with _stop_after(body, max(layers) + 2):
                 out = body(input_ids=ids, attention_mask=full_mask, past_key_values=cache, use_cache=True,
                            output_hidden_states=True)
-                # hidden_states[0] is the embedding output; [i + 1] the output of layer i
-                return torch.stack([out.hidden_states[i + 1][rows, lengths - 1].float() for i in layers], dim=1)
-            with _stop_after(body, max(layers) if layers else None):
-                out = body(input_ids=ids, attention_mask=full_mask, past_key_values=cache, use_cache=True)
-            return out.last_hidden_state[rows, lengths - 1].float()[:, None, :]
+            # hidden_states[0] is the embedding output; [i + 1] the output of layer i
+            return torch.stack([out.hidden_states[i + 1][rows, lengths - 1].float() for i in layers], dim=1)
+
+    def normed(self, texts: Sequence[str], layers: Sequence[int]) -> torch.Tensor:
+        """The final norm applied to the outputs after each of `layers` layers: (texts, len(layers) * hidden)."""
+        raw = self.hidden(texts, [layer - 1 for layer in layers])
+        with torch.inference_mode():
+            out = self.engine.model.get_decoder().norm(raw.to(self.engine.model.dtype)).float()
+        return out.reshape(len(texts), -1)
 
     def log_probs(self, texts: Sequence[str]) -> torch.Tensor:
         """Uncalibrated log-probabilities over the answer words, one row per text."""
@@ -140,6 +162,7 @@ class ModelEngine:
         self.settings = settings
         self.min_confidence = sentiment.min_confidence
         self.softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        self.cache_key = loaded.cache_key
         words = [prompts.LABEL_WORDS[label] for label in LABELS]
         self.mood = _Scorer(self, prompts.CLASSIFY_PREFIX, prompts.CLASSIFY_ITEM, words)
         self.crisis = _Scorer(self, prompts.CRISIS_PREFIX, prompts.CRISIS_ITEM, prompts.CRISIS_WORDS)
@@ -147,6 +170,35 @@ class ModelEngine:
 
     def _encode(self, text: str, special: bool = False) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+
+    def prefix_cache(self, ids: list[int]) -> Any:
+        """The key/value cache of a fixed prompt prefix; kept on disk beside the serving snapshot,
+        so that a warm start does not evaluate the prefixes again."""
+        from transformers import DynamicCache
+
+        path = None
+        window = getattr(self.model.config, "sliding_window", None)
+        # a sliding-window layer keeps only its window, and a restored cache would lose the count
+        if self.cache_key and not (window and len(ids) >= window):
+            digest = hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16]
+            path = Path(self.settings.cache_dir).expanduser() / "prefix" / f"{self.cache_key}-{digest}.pt"
+            if path.exists():
+                try:
+                    layers = torch.load(path, weights_only=True)
+                    cache = DynamicCache(config=self.model.config)
+                    for index, (keys, values) in enumerate(layers):
+                        cache.update(keys, values, index)
+                    return cache
+                except (OSError, RuntimeError, ValueError) as exc:
+                    log.warning("prefix cache %s unusable (%s); recomputing", path.name, exc)
+        with torch.inference_mode():
+            cache = self.model(torch.tensor([ids]), use_cache=True).past_key_values
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(path.name + f".tmp{os.getpid()}")
+            torch.save([(layer.keys, layer.values) for layer in cache.layers], partial)
+            partial.replace(path)
+        return cache
 
     # --- classification -------------------------------------------------------------
 
@@ -163,8 +215,7 @@ class ModelEngine:
         """(texts, 3) probabilities in LABELS order: the trained readout where there is one."""
         if self.readout is None:
             return self.mood.probs(texts)
-        hidden = self.mood.hidden(texts, (self.readout.layer,))[:, 0, :]  # layer = layers run
-        probs = self.readout.probs(hidden)
+        probs = self.readout.probs(self.mood.normed(texts, self.readout.layers))
         order = [self.readout.labels.index(label) for label in LABELS]
         return probs[:, order]
 
@@ -211,7 +262,7 @@ class ModelEngine:
         deadline: float | None = None,
     ) -> str:
         ids, _ = self._prompt(system, strategy, lang, history)
-        stopper = _Deadline(deadline)
+        stopper = _Stop(self.tokenizer, len(ids), prompts.stop_strings(lang), deadline)
         input_ids = torch.tensor([ids])
         with torch.inference_mode():
             out = self.model.generate(
@@ -220,8 +271,6 @@ class ModelEngine:
                 max_new_tokens=self.settings.max_new_tokens,
                 do_sample=False,
                 repetition_penalty=1.1,
-                stop_strings=prompts.stop_strings(lang),
-                tokenizer=self.tokenizer,
                 stopping_criteria=[stopper],
                 pad_token_id=self.tokenizer.pad_token_id,
             )
@@ -243,9 +292,9 @@ def _pick_readout(choice: str, fingerprint: str | None, hidden_size: int) -> Rea
         if not path.exists():
             raise EngineError(f"sentiment.readout {path} does not exist")
     readout = Readout.load(path)
-    if readout.mean.shape[-1] != hidden_size:
+    if readout.mean.shape[-1] != hidden_size * len(readout.layers):
         raise EngineError(f"the readout {path} was trained for another model (hidden size {readout.mean.shape[-1]})")
-    log.info("mood readout: %s (layer %d)", path.name, readout.layer)
+    log.info("mood readout: %s (layers %s)", path.name, readout.layers)
     return readout
 
 

@@ -39,8 +39,16 @@ def _int8(weight: torch.Tensor, chunk: int = 16384) -> tuple[torch.Tensor, torch
 
 
 class Int8Linear(nn.Module):
-    def __init__(self, linear: nn.Linear, dtype: torch.dtype) -> None:
+    def __init__(self, linear: nn.Linear | None, dtype: torch.dtype, shape: tuple[int, int, bool] | None = None) -> None:
         super().__init__()
+        if linear is None:  # an empty shell for a snapshot to fill (see bot/snapshot.py)
+            assert shape is not None
+            out_f, in_f, has_bias = shape
+            self.register_buffer("weight_q", torch.empty(out_f, in_f, dtype=torch.int8, device="meta"))
+            self.register_buffer("scales", torch.empty(out_f, dtype=dtype, device="meta"))
+            self.bias = nn.Parameter(torch.empty(out_f, dtype=dtype, device="meta"), requires_grad=False) if has_bias else None
+            self.in_features, self.out_features = in_f, out_f
+            return
         q, scales = _int8(linear.weight)
         self.register_buffer("weight_q", q)
         self.register_buffer("scales", scales.to(dtype))
@@ -59,8 +67,20 @@ class Int4Linear(nn.Module):
     """int4 weights for decoding; the dense weight stays for many rows at once (a prompt, a batch),
     where torch's dense matmul beats the int4 kernel."""
 
-    def __init__(self, linear: nn.Linear, dtype: torch.dtype, keep_dense: bool = True) -> None:
+    def __init__(
+        self, linear: nn.Linear | None, dtype: torch.dtype, keep_dense: bool = True,
+        shape: tuple[int, int, bool] | None = None,
+    ) -> None:
         super().__init__()
+        if linear is None:  # an empty shell for a snapshot to fill
+            assert shape is not None
+            n, k, has_bias = shape
+            self.dense = nn.Parameter(torch.empty(n, k, dtype=dtype, device="meta"), requires_grad=False) if keep_dense else None
+            self.register_buffer("weight_q", torch.empty(n, k // 2, dtype=torch.uint8, device="meta"))
+            self.register_buffer("scale_zero", torch.empty(k // GROUP, n, 2, dtype=dtype, device="meta"))
+            self.bias = nn.Parameter(torch.empty(n, dtype=dtype, device="meta"), requires_grad=False) if has_bias else None
+            self.in_features, self.out_features = k, n
+            return
         self.dense = linear.weight if keep_dense else None
         n, k = linear.weight.shape
         w = linear.weight.detach().float().reshape(n, k // GROUP, GROUP)
@@ -88,16 +108,15 @@ class Int4Linear(nn.Module):
 class Int8Embedding(nn.Module):
     """An embedding lookup over the int8 output matrix (the two are tied), scaled as the model's was."""
 
-    def __init__(self, head: Int8Linear, original: nn.Module) -> None:
+    def __init__(self, head: Int8Linear, embed_scale: float | None) -> None:
         super().__init__()
         self.head = head
-        self.embed_scale = getattr(original, "embed_scale", None)
-        self.padding_idx = getattr(original, "padding_idx", None)
+        self.embed_scale = embed_scale
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         rows = self.head.weight_q[ids].to(self.head.scales.dtype) * self.head.scales[ids].unsqueeze(-1)
         if self.embed_scale is not None:
-            rows = rows * self.embed_scale.to(rows.dtype)
+            rows = rows * self.embed_scale
         return rows
 
 
@@ -111,28 +130,65 @@ def _kernel_works(mode: Mode, dtype: torch.dtype) -> bool:
         return False
 
 
-def quantize(model: nn.Module, mode: Mode) -> str:
+Plan = list[tuple[str, str, int, int, bool]]  # (module path, kind, out, in, bias)
+
+
+def _set(model: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, name, module)
+
+
+def quantize(model: nn.Module, mode: Mode, keep_dense: bool = False) -> tuple[str, Plan]:
     """Swap the decoder's linear layers (and the tied output matrix) for quantized ones, in place.
 
-    Returns what was done, for the log. Falls back to the dense model where the kernels are missing.
+    Returns what was done, for the log, and the plan of swapped modules (a snapshot replays it).
+    Falls back to the dense model where the kernels are missing.
     """
+    plan: Plan = []
     if mode == "none":
-        return "dense weights"
+        return "dense weights", plan
     dtype = next(model.parameters()).dtype
     if dtype not in (torch.bfloat16, torch.float32) or not _kernel_works(mode, dtype) or not _kernel_works("int8", dtype):
         log.warning("weight-only %s kernels are not available here; keeping dense weights", mode)
-        return "dense weights (quantized kernels unavailable)"
+        return "dense weights (quantized kernels unavailable)", plan
     body = model.get_decoder() if hasattr(model, "get_decoder") else model.model
-    for name, module in list(body.named_modules()):
-        for child_name, child in list(module.named_children()):
-            if isinstance(child, nn.Linear) and child.in_features % GROUP == 0 and child.out_features % 16 == 0:
-                replacement = Int4Linear(child, dtype) if mode == "int4" else Int8Linear(child, dtype)
-                setattr(module, child_name, replacement)
+    prefix = next(name for name, module in model.named_modules() if module is body)
+    for name, child in list(body.named_modules()):
+        if isinstance(child, nn.Linear) and child.in_features % GROUP == 0 and child.out_features % 16 == 0:
+            replacement = Int4Linear(child, dtype, keep_dense) if mode == "int4" else Int8Linear(child, dtype)
+            path = f"{prefix}.{name}"
+            _set(model, path, replacement)
+            kind = "int4+dense" if mode == "int4" and keep_dense else mode
+            plan.append((path, kind, child.out_features, child.in_features, child.bias is not None))
     head = model.get_output_embeddings()
     if isinstance(head, nn.Linear):
+        embeddings = model.get_input_embeddings()
+        tied = embeddings.weight.data_ptr() == head.weight.data_ptr()
         quantized_head = Int8Linear(head, dtype)
         model.lm_head = quantized_head
-        embeddings = model.get_input_embeddings()
-        if embeddings.weight.data_ptr() == head.weight.data_ptr():
-            body.embed_tokens = Int8Embedding(quantized_head, embeddings)  # tied: one int8 copy serves both
-    return f"weight-only {mode} (groups of {GROUP}), output matrix int8"
+        plan.append(("lm_head", "int8", head.out_features, head.in_features, head.bias is not None))
+        if tied:  # one int8 copy serves the lookup and the output layer; the dense copy is freed
+            scale = getattr(embeddings, "embed_scale", None)
+            scale_value = float(scale) if scale is not None else None
+            body.embed_tokens = Int8Embedding(quantized_head, scale_value)
+            plan.append((f"{prefix}.embed_tokens", "embed", 0, 0, False))
+            plan.append(("embed_scale", repr(scale_value), 0, 0, False))
+    dense = ", dense copy for prompts" if mode == "int4" and keep_dense else ""
+    return f"weight-only {mode} (groups of {GROUP}){dense}, output matrix int8", plan
+
+
+def apply_plan(model: nn.Module, plan: Plan, dtype: torch.dtype) -> None:
+    """Replay a quantization plan with empty modules, for a snapshot's state dict to fill."""
+    scale = next((eval_float(kind) for path, kind, *_ in plan if path == "embed_scale"), None)
+    for path, kind, out_f, in_f, bias in plan:
+        if kind in ("int4", "int4+dense"):
+            _set(model, path, Int4Linear(None, dtype, keep_dense=kind == "int4+dense", shape=(out_f, in_f, bias)))
+        elif kind == "int8":
+            _set(model, path, Int8Linear(None, dtype, shape=(out_f, in_f, bias)))
+    for path, kind, *_ in plan:
+        if kind == "embed":
+            _set(model, path, Int8Embedding(model.get_submodule("lm_head"), scale))  # type: ignore[arg-type]
+
+
+def eval_float(text: str) -> float | None:
+    return None if text == "None" else float(text)

@@ -18,7 +18,7 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "readouts"
 
 @dataclass
 class Readout:
-    layer: int
+    layers: tuple[int, ...]  # features: the final norm after each of these many layers, concatenated
     mean: torch.Tensor
     std: torch.Tensor
     weight: torch.Tensor  # (labels, hidden)
@@ -28,14 +28,14 @@ class Readout:
     note: str = ""
 
     def probs(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(n, hidden) -> (n, labels) probabilities in the order of `labels`."""
+        """(n, features) -> (n, labels) probabilities in the order of `labels`."""
         return torch.softmax(((hidden - self.mean) / self.std) @ self.weight.T + self.bias, dim=-1)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(
             {
-                "layer": self.layer, "mean": self.mean, "std": self.std, "weight": self.weight, "bias": self.bias,
+                "layers": list(self.layers), "mean": self.mean, "std": self.std, "weight": self.weight, "bias": self.bias,
                 "labels": [label.value for label in self.labels], "fingerprint": self.fingerprint, "note": self.note,
             },
             path,
@@ -45,7 +45,7 @@ class Readout:
     def load(cls, path: Path) -> Readout:
         data = torch.load(path, map_location="cpu", weights_only=True)
         return cls(
-            layer=int(data["layer"]), mean=data["mean"].float(), std=data["std"].float(),
+            layers=tuple(int(x) for x in data["layers"]), mean=data["mean"].float(), std=data["std"].float(),
             weight=data["weight"].float(), bias=data["bias"].float(),
             labels=tuple(Label(v) for v in data["labels"]), fingerprint=str(data["fingerprint"]),
             note=str(data.get("note", "")),

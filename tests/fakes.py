@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from datetime import datetime, timezone
-from typing import Sequence
+from typing import Any, Sequence
 
 from bot.domain import ChatTurn, InboundMessage, Label, OutboundMessage, Sentiment, Strategy
 from bot.errors import EngineError, EngineTimeout
@@ -90,3 +90,15 @@ class RecordingSender:
             self.failures -= 1
             raise ConnectionError("gateway hiccup")
         self.sent.append(message)
+
+
+def build_app(clock: Any, db: Any, **sections: Any) -> tuple[Any, RecordingSender]:
+    """An Application on a fake engine with admin 'boss', no scheduler, and a recording sender."""
+    from bot.app import Application
+    from bot.config import Settings
+
+    data = {"admin": {"ids": ["boss"]}, "schedule": {"enabled": False}, **sections}
+    app = Application(Settings.model_validate(data), FakeEngine(), clock, db)
+    sender = RecordingSender()
+    app.attach(sender)
+    return app, sender

@@ -10,17 +10,12 @@ from bot.clock import ManualClock
 from bot.config import Settings
 from bot import jobs
 from bot.store import Store
-from tests.fakes import FakeEngine, RecordingSender, make_message
+from tests.fakes import FakeEngine, RecordingSender, build_app, make_message
 
 SAD = "I feel so sad"
 
 
-def build(clock: ManualClock, db: Store, **sections: Any) -> tuple[Application, RecordingSender]:
-    data = {"admin": {"ids": ["boss"]}, "schedule": {"enabled": False}, **sections}
-    app = Application(Settings.model_validate(data), FakeEngine(), clock, db)
-    sender = RecordingSender()
-    app.attach(sender)
-    return app, sender
+build = build_app
 
 
 async def send(app: Application, clock: ManualClock, text: str, who: str = "boss", **kw: Any) -> list[str]:

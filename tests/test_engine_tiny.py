@@ -20,8 +20,9 @@ FAMILIES = ("qwen2", "gemma3")
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
-def engine(request: pytest.FixtureRequest, tiny_dirs: dict[str, Path]) -> ModelEngine:
-    settings = ModelSettings(path=str(tiny_dirs[request.param]), dtype="float32", max_new_tokens=12)
+def engine(request: pytest.FixtureRequest, tiny_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> ModelEngine:
+    settings = ModelSettings(path=str(tiny_dirs[request.param]), dtype="float32", max_new_tokens=12,
+                             cache_dir=str(tmp_path_factory.mktemp("cache")))
     return ModelEngine(load_model(settings), settings, SentimentSettings())
 
 
@@ -109,6 +110,18 @@ async def test_async_engine_times_out_and_keeps_serving(engine: ModelEngine) -> 
     await asyncio.sleep(0)
     slow.close()
     ok.close()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_second_start_loads_the_serving_snapshot(family: str, tiny_dirs: dict[str, Path], tmp_path: Path) -> None:
+    settings = ModelSettings(path=str(tiny_dirs[family]), dtype="float32", cache_dir=str(tmp_path))
+    first = ModelEngine(load_model(settings), settings, SentimentSettings())
+    assert list((tmp_path / "serving").glob("*.pt"))
+    second = ModelEngine(load_model(settings), settings, SentimentSettings())
+    texts = ["I love it", "太糟糕了", "what time is it"]
+    assert first.classify_batch(texts) == second.classify_batch(texts)
+    prompt = [ChatTurn("user", "hello")]
+    assert first.generate(prompt, Strategy.PLAIN, "en", "be brief") == second.generate(prompt, Strategy.PLAIN, "en", "be brief")
 
 
 def test_missing_model_path_says_how_to_get_weights(tmp_path: Path) -> None:

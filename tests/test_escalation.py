@@ -14,18 +14,13 @@ from bot.config import EscalationSettings, Settings
 from bot.domain import ContactState, Label, MoodPoint, Strategy
 from bot.store import Store
 from handlers.escalation import decide
-from tests.fakes import FakeEngine, RecordingSender, make_message
+from tests.fakes import FakeEngine, RecordingSender, build_app, make_message
 
 SAD = "I feel so sad"
 FINE = "I'm happy, great day"
 
 
-def build(clock: ManualClock, store: Store, **sections: Any) -> tuple[Application, RecordingSender]:
-    data = {"admin": {"ids": ["boss"]}, "schedule": {"enabled": False}, **sections}
-    app = Application(Settings.model_validate(data), FakeEngine(), clock, store)
-    sender = RecordingSender()
-    app.attach(sender)
-    return app, sender
+build = build_app
 
 
 async def say(app: Application, clock: ManualClock, text: str, who: str = "alice", minutes: float = 1, **kw: Any) -> Any:

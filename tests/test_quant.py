@@ -25,13 +25,13 @@ def test_quantized_linear_layers_stay_close_to_dense(dtype: torch.dtype) -> None
     assert torch.equal(Int4Linear(dense, dtype)(many), dense(many))  # many rows: the dense weight
 
 
-def test_quantize_swaps_layers_and_ties_the_embedding(tiny_dirs: dict[str, Path]) -> None:
-    loaded = load_model(ModelSettings(path=str(tiny_dirs["gemma3"]), dtype="float32", quantize="none"))
+def test_quantize_swaps_layers_and_ties_the_embedding(tiny_dirs: dict[str, Path], tmp_path: Path) -> None:
+    loaded = load_model(ModelSettings(path=str(tiny_dirs["gemma3"]), dtype="float32", quantize="none", cache_dir=str(tmp_path)))
     model = loaded.model
     ids = torch.tensor([[1, 5, 9, 14]])
     with torch.inference_mode():
         before = model(ids).logits
-    assert "int4" in quantize(model, "int4")
+    assert "int4" in quantize(model, "int4")[0]
     assert isinstance(model.lm_head, Int8Linear)
     assert isinstance(model.get_decoder().embed_tokens, Int8Embedding)
     assert any(isinstance(m, Int4Linear) for m in model.modules())
@@ -43,7 +43,7 @@ def test_quantize_swaps_layers_and_ties_the_embedding(tiny_dirs: dict[str, Path]
     assert out.shape[1] == ids.shape[1] + 3
 
 
-def test_quantize_none_keeps_dense_weights(tiny_dirs: dict[str, Path]) -> None:
-    loaded = load_model(ModelSettings(path=str(tiny_dirs["qwen2"]), dtype="float32", quantize="none"))
+def test_quantize_none_keeps_dense_weights(tiny_dirs: dict[str, Path], tmp_path: Path) -> None:
+    loaded = load_model(ModelSettings(path=str(tiny_dirs["qwen2"]), dtype="float32", quantize="none", cache_dir=str(tmp_path)))
     assert loaded.quantization == "dense weights"
     assert not any(isinstance(m, (Int4Linear, Int8Linear)) for m in loaded.model.modules())
