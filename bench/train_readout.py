@@ -98,7 +98,7 @@ def main() -> None:
     print("training rows:", len(rows), Counter((r["lang"], r["label"]) for r in rows))
     texts = [sanitize(r["text"], 120) for r in rows]
     y = torch.tensor([LABELS.index(Label(r["label"])) for r in rows])
-    cache = sources.CACHE_DIR / f"readout-features-{len(rows)}.pt"
+    cache = sources.CACHE_DIR / f"readout-features-{len(rows)}-{loaded.quantization.split()[1]}.pt"
     if cache.exists():
         x = torch.load(cache)
     else:

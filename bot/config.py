@@ -29,7 +29,7 @@ class ModelSettings(Section):
     path: str | None = None
     cache_dir: str = "~/.cache/moodbot"
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"
-    # weight-only quantization for decoding speed: auto = int4 where torch has the CPU kernels
+    # weight-only quantization for decoding speed: auto = int8 where torch has the CPU kernels
     quantize: Literal["auto", "none", "int8", "int4"] = "auto"
     # with int4: also keep the dense weights for prompts and batches (faster batch classification,
     # about 200 MB more memory for the embedded model)

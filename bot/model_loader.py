@@ -208,7 +208,9 @@ def load_model(settings: ModelSettings) -> LoadedModel:
         weights = cache_dir / "converted" / _cache_key(source, dtype)
     else:
         raise ModelNotFoundError(f"model.path {source} is neither a folder nor a .gguf file. {HOW_TO_GET_WEIGHTS}")
-    mode = "int4" if settings.quantize == "auto" else settings.quantize
+    # auto: int8. int4 halves the bytes again and decodes faster, but re-quantizing the GGUF's
+    # weights to int4 moved the hidden states enough to cost 20 points of mood accuracy (measured).
+    mode = "int8" if settings.quantize == "auto" else settings.quantize
     if mode == "int4" and settings.keep_dense:
         mode = "int4+dense"
     converted = False

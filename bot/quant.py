@@ -1,13 +1,13 @@
 """Weight-only quantization of the model's linear layers for faster decoding on a CPU.
 
 Decoding one token at a time is bound by how many weight bytes are read per token, not by
-arithmetic. Weights kept as int4 (groups of 32, with a scale and zero per group) or int8 (one
-scale per output row) are read 4x or 2x faster than bfloat16, and torch ships CPU kernels that
-multiply with them directly (aten._weight_int4pack_mm_for_cpu, aten._weight_int8pack_mm).
+arithmetic. Weights kept as int8 (one scale per output row) or int4 (groups of 32, with a scale
+and zero per group) are read 2x or 4x faster than bfloat16, and torch ships CPU kernels that
+multiply with them directly (aten._weight_int8pack_mm, aten._weight_int4pack_mm_for_cpu).
 
-The embedded model's GGUF stores most weights as Q4_K: 4-bit values on an affine grid per block
-of 32, so int4 groups of 32 hold them almost exactly. The tied output/embedding matrix becomes
-int8, shared by the embedding lookup and the output layer, which also frees the bf16 copy.
+int8 is the default: re-quantizing the GGUF's weights to int4 moved the hidden states enough to
+cost mood accuracy (see bench/NOTES.md). The tied output/embedding matrix becomes int8, shared by
+the embedding lookup and the output layer, which also frees the bf16 copy.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 GROUP = 32
 # measured here: the int4 kernel wins for one row (a decode step), dense bf16 from a few rows on
 DENSE_ABOVE_ROWS = 4
+# int8: unpack and use the dense matmul from this many rows on (a long prompt, a batch of messages)
+INT8_DEQUANT_ABOVE_ROWS = 64
 Mode = Literal["none", "int8", "int4"]
 
 
@@ -57,6 +59,11 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).to(self.scales.dtype)
+        if flat.shape[0] > INT8_DEQUANT_ABOVE_ROWS:
+            # the int8 kernel is slow for many rows; unpacking the weight once and using the dense
+            # matmul is faster there, and computes the same product
+            weight = self.weight_q.to(self.scales.dtype) * self.scales[:, None]
+            return nn.functional.linear(x.to(self.scales.dtype), weight, self.bias)
         out = torch.ops.aten._weight_int8pack_mm(flat, self.weight_q, self.scales)
         if self.bias is not None:
             out = out + self.bias
@@ -173,8 +180,9 @@ def quantize(model: nn.Module, mode: Mode, keep_dense: bool = False) -> tuple[st
             body.embed_tokens = Int8Embedding(quantized_head, scale_value)
             plan.append((f"{prefix}.embed_tokens", "embed", 0, 0, False))
             plan.append(("embed_scale", repr(scale_value), 0, 0, False))
+    layout = f"groups of {GROUP}" if mode == "int4" else "one scale per row"
     dense = ", dense copy for prompts" if mode == "int4" and keep_dense else ""
-    return f"weight-only {mode} (groups of {GROUP}){dense}, output matrix int8", plan
+    return f"weight-only {mode} ({layout}){dense}, output matrix int8", plan
 
 
 def apply_plan(model: nn.Module, plan: Plan, dtype: torch.dtype) -> None:

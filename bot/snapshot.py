@@ -19,7 +19,7 @@ from bot.quant import Plan, apply_plan
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2
+FORMAT = 3
 
 
 def snapshot_path(cache_dir: Path, weights: Path, dtype: torch.dtype, mode: str) -> Path:
