@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Callable, Protocol, Sequence
+from typing import Protocol, Sequence
 
 import torch
 
@@ -15,7 +15,7 @@ Labels = list["str | None"]
 class Method(Protocol):
     name: str
 
-    def __call__(self, texts: Sequence[str]) -> Labels: ...
+    def __call__(self, texts: Sequence[str], binary: bool = False) -> Labels: ...
 
 
 class Moodbot:
@@ -115,5 +115,3 @@ def score(expected: Sequence[str], got: Labels, labels: Sequence[str]) -> dict[s
         f1s.append(2 * tp / max(2 * tp + fp + fn, 1))
     return {"accuracy": acc, "macro_f1": sum(f1s) / len(f1s), "no_label": sum(g is None for g in got) / n}
 
-
-Runner = Callable[[Sequence[str], bool], Labels]

@@ -10,11 +10,11 @@ import pytest
 
 from bot.app import Application
 from bot.clock import ManualClock
-from bot.config import EscalationSettings, Settings
+from bot.config import EscalationSettings
 from bot.domain import ContactState, Label, MoodPoint, Strategy
 from bot.store import Store
 from handlers.escalation import decide
-from tests.fakes import FakeEngine, RecordingSender, build_app, make_message
+from tests.fakes import RecordingSender, build_app, make_message
 
 SAD = "I feel so sad"
 FINE = "I'm happy, great day"
