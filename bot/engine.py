@@ -11,8 +11,9 @@ import contextlib
 import copy
 import hashlib
 import json
-import os
 import logging
+import os
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -262,6 +263,14 @@ class ModelEngine:
         deadline: float | None = None,
     ) -> str:
         ids, _ = self._prompt(system, strategy, lang, history)
+        reply = self._complete(ids, lang, deadline, penalty=1.1)
+        user_text = history[-1].text if history else ""
+        if echoes(reply, user_text):
+            # a small base model often just repeats the message; ask again, away from its words
+            reply = self._complete(ids, lang, deadline, penalty=1.3, no_repeat=4)
+        return reply
+
+    def _complete(self, ids: list[int], lang: str, deadline: float | None, penalty: float, no_repeat: int = 0) -> str:
         stopper = _Stop(self.tokenizer, len(ids), prompts.stop_strings(lang), deadline)
         input_ids = torch.tensor([ids])
         with torch.inference_mode():
@@ -270,7 +279,8 @@ class ModelEngine:
                 attention_mask=torch.ones_like(input_ids),
                 max_new_tokens=self.settings.max_new_tokens,
                 do_sample=False,
-                repetition_penalty=1.1,
+                repetition_penalty=penalty,
+                no_repeat_ngram_size=no_repeat,
                 stopping_criteria=[stopper],
                 pad_token_id=self.tokenizer.pad_token_id,
             )
@@ -278,6 +288,17 @@ class ModelEngine:
             raise EngineTimeout("generation ran past its deadline")
         raw = self.tokenizer.decode(out[0][len(ids):], skip_special_tokens=True)
         return clean_reply(raw, max_chars=self.settings.max_reply_chars)
+
+
+def echoes(reply: str, message: str) -> bool:
+    """True when the reply is mostly the sender's own words back."""
+    def core(text: str) -> str:
+        return re.sub(r"[\W_]+", "", text.lower())
+
+    a, b = core(reply), core(message)
+    if not a or not b:
+        return False
+    return a in b or (b in a and len(b) >= 0.6 * len(a))
 
 
 def _pick_readout(choice: str, fingerprint: str | None, hidden_size: int) -> Readout | None:
