@@ -170,8 +170,9 @@ def speed_section(engine: Any, smoke: bool, runs: int, with_llama: bool) -> dict
         lg = [llama.generate(prompt, n) for _ in range(runs)]
         out["generate"].update(llama_total_s=statistics.median(g[0] for g in lg),
                                llama_tok_s=statistics.median(g[1] for g in lg))
-    batch = short_messages(50 if smoke else 1000, seed=2)
-    batch = (batch * (len(batch) and (1000 // len(batch) + 1)))[: (50 if smoke else 1000)]
+    pool = short_messages(10**6, seed=2)  # every short message; repeated if fewer than asked
+    wanted = 50 if smoke else 1000
+    batch = (pool * (wanted // len(pool) + 1))[:wanted]
     started = time.perf_counter()
     engine.classify_batch(batch)
     out["batch"] = {"messages": len(batch), "ours_msg_s": len(batch) / (time.perf_counter() - started)}

@@ -21,6 +21,10 @@ class EngineTimeout(EngineError):
     """The model did not answer within the configured time."""
 
 
+class StoreError(MoodbotError):
+    """The database cannot be opened or written."""
+
+
 class InputError(MoodbotError):
     """An input file or message cannot be read."""
 

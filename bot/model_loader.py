@@ -132,9 +132,8 @@ def _tokenizer(directory: Path, cached: Path) -> Any:
     return tokenizer
 
 
-def _serving_model(weights: Path, cache_dir: Path, dtype: torch.dtype, mode: str) -> tuple[Any, str]:
-    """The quantized model from its snapshot, or from the checkpoint (then snapshotted)."""
-    path = snapshot.snapshot_path(cache_dir, weights, dtype, mode)
+def _serving_model(weights: Path, path: Path, dtype: torch.dtype, mode: str) -> tuple[Any, str]:
+    """The quantized model from its snapshot at `path`, or from the checkpoint (then snapshotted)."""
     if path.exists():
         try:
             return snapshot.load(path, weights, dtype)
@@ -145,7 +144,7 @@ def _serving_model(weights: Path, cache_dir: Path, dtype: torch.dtype, mode: str
     model = AutoModelForCausalLM.from_pretrained(str(weights), dtype=dtype, local_files_only=True)
     model.eval()
     quantization, plan = _quantize(model, mode)
-    return _with_snapshot(model, plan, quantization, weights, cache_dir, dtype, mode), quantization
+    return _with_snapshot(model, plan, quantization, path), quantization
 
 
 def _quantize(model: Any, mode: str) -> tuple[str, Any]:
@@ -153,10 +152,9 @@ def _quantize(model: Any, mode: str) -> tuple[str, Any]:
     return quantize(model, "int4" if mode == "int4+dense" else mode, keep_dense=mode == "int4+dense")  # type: ignore[arg-type]
 
 
-def _with_snapshot(model: Any, plan: Any, quantization: str, weights: Path, cache_dir: Path,
-                   dtype: torch.dtype, mode: str) -> Any:
+def _with_snapshot(model: Any, plan: Any, quantization: str, path: Path) -> Any:
     if plan:  # a dense model loads fast enough from its checkpoint
-        snapshot.save(model, plan, quantization, snapshot.snapshot_path(cache_dir, weights, dtype, mode))
+        snapshot.save(model, plan, quantization, path)
     return model
 
 
@@ -228,14 +226,16 @@ def load_model(settings: ModelSettings) -> LoadedModel:
         if weights is not source and not _is_complete(weights):
             model, tokenizer = _convert_gguf(source, weights, dtype)
             converted = True
+            # the snapshot's name depends on the converted checkpoint, so it is known only now
+            serving = snapshot.snapshot_path(cache_dir, weights, dtype, mode)
             quantization, plan = _quantize(model, mode)
-            model = _with_snapshot(model, plan, quantization, weights, cache_dir, dtype, mode)
+            model = _with_snapshot(model, plan, quantization, serving)
         else:
+            serving = snapshot.snapshot_path(cache_dir, weights, dtype, mode)
             # the tokenizer's large vocabulary loads on a second thread while the weights load
             with ThreadPoolExecutor(max_workers=1) as pool:
-                tokenizer_cache = snapshot.snapshot_path(cache_dir, weights, dtype, mode).with_suffix(".tokenizer.pkl")
-                pending = pool.submit(_tokenizer, weights, tokenizer_cache)
-                model, quantization = _serving_model(weights, cache_dir, dtype, mode)
+                pending = pool.submit(_tokenizer, weights, serving.with_suffix(".tokenizer.pkl"))
+                model, quantization = _serving_model(weights, serving, dtype, mode)
                 tokenizer = pending.result()
     except (ModelNotFoundError, EngineError):
         raise
@@ -245,9 +245,8 @@ def load_model(settings: ModelSettings) -> LoadedModel:
         tokenizer.pad_token = tokenizer.eos_token
     seconds = time.perf_counter() - started
     log.info("model %s loaded in %.1f s (%s, %s)", name, seconds, dtype, quantization)
-    key = snapshot.snapshot_path(cache_dir, weights, dtype, mode).stem
     _release_freed_memory()
-    return LoadedModel(model, tokenizer, name, dtype, seconds, converted, fingerprint, quantization, key)
+    return LoadedModel(model, tokenizer, name, dtype, seconds, converted, fingerprint, quantization, serving.stem)
 
 
 def _release_freed_memory() -> None:

@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.config import StoreSettings
 from bot.domain import Alert, ChatTurn, ContactState, Label, MoodPoint
-from bot.errors import MoodbotError
+from bot.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +82,6 @@ def _v1(conn: Connection) -> None:
 
 
 MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
-
-
-class StoreError(MoodbotError):
-    """The database cannot be opened or written."""
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -4,8 +4,8 @@ bot's wechaty channel and Application, with a fake engine for speed (marked `gat
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
+from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 import pytest
@@ -47,13 +47,13 @@ class Running:
         return self.gateway.sent()
 
 
-def settings_for(gateway: Gateway, **overrides: Any) -> Settings:
+def settings_for(gateway: Gateway, data_dir: Path, **overrides: Any) -> Settings:
     data: dict[str, Any] = {
         "channel": "wechaty",
         "wechaty": {"token": gateway.token, "endpoint": gateway.endpoint, "plugin_port": free_port(), "reconnect_delay_s": 0.2},
         "triggers": {"allow_rooms": [ROOM], "max_age_s": 60},
         "outbound": {"retries": 5},
-        "store": {"url": f"sqlite:///{tempfile.mkdtemp(prefix='moodbot-e2e-')}/e2e.db"},
+        "store": {"url": f"sqlite:///{data_dir / 'e2e.db'}"},
         "schedule": {"enabled": False},
     }
     for key, value in overrides.items():
@@ -62,11 +62,11 @@ def settings_for(gateway: Gateway, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-async def running(request: pytest.FixtureRequest) -> AsyncIterator[Running]:
+async def running(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Running]:
     overrides = getattr(request, "param", {})
     gateway = Gateway()
     gateway.start()
-    settings = settings_for(gateway, **overrides)
+    settings = settings_for(gateway, tmp_path, **overrides)
     app = Application(settings, FakeEngine())
     channel = WechatyChannel(app, settings)
     stop = asyncio.Event()
@@ -169,11 +169,11 @@ async def test_gateway_restart_and_the_bot_carries_on(running: Running) -> None:
     assert reply["text"].startswith("[plain]")
 
 
-async def test_rejected_token_is_a_clear_error() -> None:
+async def test_rejected_token_is_a_clear_error(tmp_path: Path) -> None:
     gateway = Gateway()
     gateway.start()
     try:
-        settings = settings_for(gateway, wechaty={"token": "insecure_wrong_token", "connect_timeout_s": 10})
+        settings = settings_for(gateway, tmp_path, wechaty={"token": "insecure_wrong_token", "connect_timeout_s": 10})
         channel = WechatyChannel(Application(settings, FakeEngine()), settings)
         with pytest.raises(ChannelError) as info:
             await asyncio.wait_for(channel.run(asyncio.Event()), 30)
@@ -200,7 +200,7 @@ def test_missing_token_is_a_clear_error() -> None:
 
 
 @pytest.mark.model
-async def test_real_model_bot_process_replies_and_stops_on_sigterm() -> None:
+async def test_real_model_bot_process_replies_and_stops_on_sigterm(tmp_path: Path) -> None:
     """`python -m bot run` as a user starts it: the embedded model, the wechaty channel from the
     usual environment variables, a comfort reply in Chinese, then a graceful stop on SIGTERM."""
     import os
@@ -219,7 +219,7 @@ async def test_real_model_bot_process_replies_and_stops_on_sigterm() -> None:
         "MOODBOT__WECHATY__PLUGIN_PORT": str(free_port()),
         "WECHATY_PUPPET_SERVICE_TOKEN": gateway.token,
         "WECHATY_PUPPET_SERVICE_ENDPOINT": gateway.endpoint,
-        "MOODBOT__STORE__DATA_DIR": tempfile.mkdtemp(prefix="moodbot-e2e-"),
+        "MOODBOT__STORE__DATA_DIR": str(tmp_path),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "bot", "--config", "config.yaml", "run"],
