@@ -125,3 +125,40 @@ def transcript(system: str, strategy: Strategy, lang: str, history: list[ChatTur
 
 def stop_strings(lang: str) -> list[str]:
     return ["\n\n", f"\n{USER_TAG.get(lang, 'User')}:", "\nUser:", "\n用户:", "\nMessage:"]
+
+
+# --- the fine-tuned format --------------------------------------------------------------
+# The embedded model's adapter (train/finetune.py) was trained on exactly these prompts, so the
+# runtime prompt and the training prompt come from the same functions. Gemma's turn markers are
+# single tokens in its vocabulary, and <end_of_turn> ends a reply, so no stop strings are needed.
+TURN_USER = "<start_of_turn>user\n"
+TURN_MODEL = "<start_of_turn>model\n"
+END_TURN = "<end_of_turn>"
+# training showed at most two earlier exchanges; more memory than that is cut at run time
+TUNED_MEMORY_TURNS = 4
+TUNED_MOOD_PREFIX = "Judge the mood of the chat message: positive, negative or neutral.\n\n"
+TUNED_MOOD_ITEM = "Message: {text}\nMood:"
+
+
+def tuned_control(strategy: Strategy, lang: str) -> str:
+    """The control line the adapter learned: which strategy to follow and which language to answer in."""
+    return f"[{strategy.value} {lang}]"
+
+
+def tuned_reply_prompt(
+    strategy: Strategy, lang: str, history: list[ChatTurn], knowledge: tuple[str, ...] | list[str] = ()
+) -> str:
+    """The prompt for a fine-tuned reply; `history` ends with the message being answered."""
+    history = history[-(TUNED_MEMORY_TURNS + 1):]
+    while history and history[0].role != "user":
+        history = history[1:]
+    parts: list[str] = []
+    for turn in history[:-1]:
+        tag = TURN_USER if turn.role == "user" else TURN_MODEL
+        parts.append(f"{tag}{turn.text}{END_TURN}\n")
+    last = history[-1].text if history else ""
+    head = tuned_control(strategy, lang)
+    if knowledge:
+        head += "\nFacts:\n" + "\n".join(f"- {fact}" for fact in knowledge)
+    parts.append(f"{TURN_USER}{head}\n{last}{END_TURN}\n{TURN_MODEL}")
+    return "".join(parts)

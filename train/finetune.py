@@ -1,0 +1,312 @@
+"""Fine-tune the one model for replies, mood and crisis: one LoRA adapter, three losses.
+
+    .venv/bin/python -m train.finetune                 # the shipped adapter (about an hour on 2 cores)
+    .venv/bin/python -m train.finetune --smoke         # seconds, on a tiny random model (make test)
+
+- Replies: the loss covers only the reply tokens (and the <end_of_turn> that ends them); the
+  prompt is `bot.prompts.tuned_reply_prompt`, the very function the bot uses at run time, memory
+  and knowledge included. The output layer is multiplied only at reply positions, because the
+  262k-row vocabulary would otherwise cost more than the whole body.
+- Mood and crisis: two small heads on the normed hidden states after two middle layers, at the
+  answer position of the mood prompt (the same forward pass serves both at run time). Training
+  them jointly moves the body's features towards mood and crisis; after the adapter is merged,
+  `python -m train.heads` refits both heads on the served weights.
+
+Checkpoints go to --out every --save-every steps; a run resumes from the last one. Knobs are
+chosen on validation rows carved from the training data (train/data.py), never on a scored set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from bot import prompts
+from bot.domain import ChatTurn, Strategy
+from train import data as tdata
+
+log = logging.getLogger("train")
+MOODS = ("positive", "negative", "neutral")
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+MAX_PROMPT = 224
+MAX_REPLY = 96
+MAX_ITEM = 64
+
+
+def head_layers(num_layers: int) -> tuple[int, ...]:
+    """The layers whose outputs the mood and crisis heads read: 8 and 12 of Gemma 3 270M's 18."""
+    return tuple(sorted({max(1, num_layers * 4 // 9), max(1, num_layers * 2 // 3)}))
+
+
+class Heads(torch.nn.Module):
+    """Mood (3 classes) and crisis (1 logit) over the concatenated normed states of `layers`."""
+
+    def __init__(self, hidden: int, layers: Sequence[int]) -> None:
+        super().__init__()
+        self.layers = tuple(layers)
+        self.mood = torch.nn.Linear(hidden * len(self.layers), len(MOODS))
+        self.crisis = torch.nn.Linear(hidden * len(self.layers), 1)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Gemma's normed states are large (hundreds); a parameter-free norm keeps the heads' logits sane
+        features = F.layer_norm(features, features.shape[-1:])
+        return self.mood(features), self.crisis(features)[:, 0]
+
+
+@dataclass
+class Encoded:
+    ids: list[int]
+    labels: list[int]  # -100 where no loss is taken
+
+
+def encode_reply(tokenizer: Any, ex: tdata.ReplyExample) -> Encoded:
+    history = [ChatTurn("user" if role == "user" else "assistant", text) for role, text in ex.history]
+    history.append(ChatTurn("user", ex.message))
+    text = prompts.tuned_reply_prompt(Strategy(ex.strategy), ex.lang, history, ex.knowledge)
+    prompt = tokenizer(text, add_special_tokens=True)["input_ids"]
+    end = tokenizer.convert_tokens_to_ids(prompts.END_TURN)
+    reply = tokenizer(ex.reply, add_special_tokens=False)["input_ids"][:MAX_REPLY] + [end]
+    if len(prompt) > MAX_PROMPT:  # keep the beginning-of-text token and the newest turns
+        prompt = prompt[:1] + prompt[-(MAX_PROMPT - 1):]
+    return Encoded(prompt + reply, [-100] * len(prompt) + reply)
+
+
+def mood_ids(tokenizer: Any, prefix_ids: list[int], text: str) -> list[int]:
+    """Prefix and item tokenized apart, exactly as the engine does with its cached prefix."""
+    item = tokenizer(prompts.TUNED_MOOD_ITEM.format(text=" ".join(text.split())[:300]), add_special_tokens=False)["input_ids"]
+    return prefix_ids + item[-MAX_ITEM:]
+
+
+def pad(rows: list[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [value] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    return ids, mask
+
+
+def reply_loss(model: Any, batch: list[Encoded], pad_id: int) -> torch.Tensor:
+    ids, mask = pad([b.ids for b in batch], pad_id)
+    labels, _ = pad([b.labels for b in batch], -100)
+    hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    # position t predicts token t + 1: keep only positions whose next token is a reply token
+    target = labels[:, 1:]
+    keep = target != -100
+    chosen = hidden[:, :-1][keep]
+    logits = chosen @ model.get_output_embeddings().weight.T
+    softcap = getattr(model.config, "final_logit_softcapping", None)
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return F.cross_entropy(logits.float(), target[keep])
+
+
+def features(model: Any, rows: list[list[int]], layers: Sequence[int], pad_id: int) -> torch.Tensor:
+    """Normed hidden states after each of `layers` at each row's last token: (rows, len(layers) * hidden)."""
+    ids, mask = pad(rows, pad_id)
+    body = model.model
+    full = body.config.num_hidden_layers
+    body.config.num_hidden_layers = max(layers)  # stop after the deepest layer the heads read
+    try:
+        out = body(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    finally:
+        body.config.num_hidden_layers = full
+    last = mask.sum(1) - 1
+    index = torch.arange(len(rows))
+    states = [body.norm(out.hidden_states[layer][index, last]) for layer in layers]
+    return torch.cat(states, dim=-1).float()
+
+
+def head_loss(heads: Heads, feats: torch.Tensor, moods: list[str | None], crisis: list[int | None],
+              crisis_weight: float) -> torch.Tensor:
+    mood_logits, crisis_logits = heads(feats)
+    loss = torch.zeros(())
+    known = [i for i, m in enumerate(moods) if m is not None]
+    if known:
+        y = torch.tensor([MOODS.index(moods[i]) for i in known])  # type: ignore[arg-type]
+        loss = loss + F.cross_entropy(mood_logits[known], y)
+    flagged = [i for i, c in enumerate(crisis) if c is not None]
+    if flagged:
+        y = torch.tensor([float(crisis[i]) for i in flagged])  # type: ignore[misc]
+        # crisis rows are rare; weigh them up so recall is learned, not traded away
+        loss = loss + F.binary_cross_entropy_with_logits(
+            crisis_logits[flagged], y, pos_weight=torch.tensor(crisis_weight))
+    return loss
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def load_base(model_dir: Path, dtype: torch.dtype) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, local_files_only=True)
+    return model, tokenizer
+
+
+def embedded_checkpoint() -> Path:
+    """The dense checkpoint converted from the embedded GGUF (converted once, as the bot does)."""
+    from bot.config import ModelSettings
+    from bot import model_loader as ml
+
+    settings = ModelSettings()
+    cache_dir = Path(settings.cache_dir).expanduser()
+    gguf = ml.embedded_gguf(cache_dir)
+    dtype = ml.pick_dtype(settings.dtype)
+    target = cache_dir / "converted" / ml._cache_key(gguf, dtype)
+    if not ml._is_complete(target):
+        ml._convert_gguf(gguf, target, dtype)
+    return target
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="a few steps on a tiny model and tiny data")
+    parser.add_argument("--model-dir", type=Path, help="a transformers checkpoint (default: the embedded model)")
+    parser.add_argument("--out", type=Path, default=Path("train/out/run"))
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--reply-batch", type=int, default=8)
+    parser.add_argument("--mood-batch", type=int, default=12)
+    parser.add_argument("--crisis-batch", type=int, default=4)
+    parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--head-lr", type=float, default=2e-3)
+    parser.add_argument("--mood-weight", type=float, default=0.5)
+    parser.add_argument("--per-group", type=int, default=2500, help="rows per (source, label) of packaged corpora")
+    parser.add_argument("--save-every", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0)
+    # float32: on this CPU (torch 2.13) bf16 matmuls in the backward pass ran ~50x slower than float32
+    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="float32")
+    parser.add_argument("--measure", type=int, default=0, help="run this many steps, print the time of each, stop")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from peft.utils import get_peft_model_state_dict
+
+    dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
+    model_dir = args.model_dir or embedded_checkpoint()
+    model, tokenizer = load_base(model_dir, dtype)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    pad_id = tokenizer.pad_token_id
+    layers = head_layers(model.config.num_hidden_layers)
+    replies = tdata.reply_examples()
+    mood_train, mood_val = tdata.mood_training_mix(args.per_group, args.seed) if not args.smoke else smoke_mood()
+    crisis_train = tdata.crisis_rows("train")
+    if args.smoke:
+        replies, crisis_train = replies[:16], crisis_train[:8]
+        args.steps, args.save_every = min(args.steps, 3), 2
+        args.reply_batch, args.mood_batch, args.crisis_batch = 2, 4, 2
+    reply_train = [r for r in replies if not tdata.is_validation(r.message)]
+    reply_val = [r for r in replies if tdata.is_validation(r.message)]
+    log.info("data: %d reply (%d validation), %d mood (%d validation), %d crisis; head layers %s",
+             len(reply_train), len(reply_val), len(mood_train), len(mood_val), len(crisis_train), layers)
+    enc_train = [encode_reply(tokenizer, r) for r in reply_train]
+    enc_val = [encode_reply(tokenizer, r) for r in reply_val]
+    prefix_ids = tokenizer(prompts.TUNED_MOOD_PREFIX, add_special_tokens=True)["input_ids"]
+
+    lora = LoraConfig(r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.05, target_modules=TARGETS,
+                      bias="none", task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, lora)
+    heads = Heads(model.config.hidden_size, layers)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW([{"params": params, "lr": args.lr, "weight_decay": 0.0},
+                             {"params": heads.parameters(), "lr": args.head_lr, "weight_decay": 1e-4}])
+    args.out.mkdir(parents=True, exist_ok=True)
+    state_path = args.out / "state.pt"
+    step = 0
+    if state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        set_peft_model_state_dict(peft_model, state["adapter"])
+        heads.load_state_dict(state["heads"])
+        opt.load_state_dict(state["opt"])
+        step, rng = state["step"], state["rng"]
+        log.info("resumed at step %d", step)
+    crisis_weight = max(1.0, sum(1 - r.crisis for r in crisis_train) / max(1, sum(r.crisis for r in crisis_train)))  # type: ignore[operator]
+    peft_model.train()
+    started, first = time.perf_counter(), step
+    while step < args.steps:
+        t0 = time.perf_counter()
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, args.steps, args.lr if group is opt.param_groups[0] else args.head_lr, 30)
+        batch = rng.sample(enc_train, args.reply_batch)
+        mood_batch = rng.sample(mood_train, args.mood_batch) + rng.sample(crisis_train, args.crisis_batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            loss_reply = reply_loss(model, batch, pad_id)
+            feats = features(model, [mood_ids(tokenizer, prefix_ids, r.text) for r in mood_batch], layers, pad_id)
+        loss_heads = head_loss(heads, feats, [r.mood for r in mood_batch], [r.crisis for r in mood_batch], crisis_weight)
+        loss = loss_reply + args.mood_weight * loss_heads
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        if args.measure:
+            log.info("step %d: %.2f s (reply %.3f, heads %.3f)", step, time.perf_counter() - t0,
+                     loss_reply.item(), loss_heads.item())
+            if step >= args.measure:
+                return
+        elif step % 10 == 0 or step == args.steps:
+            rate = (time.perf_counter() - started) / max(1, step - first)
+            log.info("step %d/%d reply %.3f heads %.3f (%.1f s/step, %.0f min left)", step, args.steps,
+                     loss_reply.item(), loss_heads.item(), rate, rate * (args.steps - step) / 60)
+        if step % args.save_every == 0 or step == args.steps:
+            torch.save({"adapter": get_peft_model_state_dict(peft_model), "heads": heads.state_dict(),
+                        "opt": opt.state_dict(), "step": step, "rng": rng}, state_path.with_suffix(".tmp"))
+            state_path.with_suffix(".tmp").replace(state_path)
+            log.info("checkpoint at step %d; validation: %s", step,
+                     json.dumps(validate(model, heads, tokenizer, enc_val, mood_val, prefix_ids, layers, pad_id)))
+    peft_model.eval()
+    peft_model.save_pretrained(str(args.out / "adapter"))
+    torch.save({"layers": list(layers), "state": heads.state_dict()}, args.out / "joint_heads.pt")
+    (args.out / "train_meta.json").write_text(json.dumps({
+        "steps": args.steps, "rank": args.rank, "lr": args.lr, "reply_examples": len(reply_train),
+        "mood_rows": len(mood_train), "crisis_rows": len(crisis_train), "head_layers": list(layers),
+        "minutes": round((time.perf_counter() - started) / 60, 1), "base": str(model_dir),
+    }, indent=2))
+    log.info("saved %s", args.out / "adapter")
+
+
+@torch.no_grad()
+def validate(model: Any, heads: Heads, tokenizer: Any, enc_val: list[Encoded], mood_val: list[tdata.MoodRow],
+             prefix_ids: list[int], layers: Sequence[int], pad_id: int, limit: int = 200) -> dict[str, float]:
+    model.eval()
+    try:
+        losses = [reply_loss(model, enc_val[i:i + 8], pad_id).item() for i in range(0, min(len(enc_val), 64), 8)]
+        rows = [r for r in mood_val if r.mood is not None][:limit]
+        correct = 0
+        for i in range(0, len(rows), 32):
+            chunk = rows[i:i + 32]
+            logits, _ = heads(features(model, [mood_ids(tokenizer, prefix_ids, r.text) for r in chunk], layers, pad_id))
+            correct += sum(int(MOODS[int(k)] == r.mood) for k, r in zip(logits.argmax(1), chunk))
+        return {"reply_loss": round(sum(losses) / max(1, len(losses)), 4), "mood_acc": round(correct / max(1, len(rows)), 4)}
+    finally:
+        model.train()
+
+
+def smoke_mood() -> tuple[list[tdata.MoodRow], list[tdata.MoodRow]]:
+    rows = [tdata.MoodRow(t, "en", m) for t, m in
+            [("great day", "positive"), ("awful news", "negative"), ("the shop opens at nine", "neutral")] * 4]
+    return rows, rows[:3]
+
+
+if __name__ == "__main__":
+    main()
