@@ -93,8 +93,9 @@ flags = Table(
     Column("value", String(256), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
-# the dashboard's contact page and trend queries read one contact's points in time order
-mood_contact_at = Index("ix_mood_points_contact_at", mood_points.c.contact_id, mood_points.c.at)
+# covers the dashboard's per-day and per-contact trend aggregates, so they never read the table itself
+mood_at_cover = Index("ix_mood_points_at_cover", mood_points.c.at, mood_points.c.label, mood_points.c.contact_id,
+                      mood_points.c.confidence)
 
 
 def _v1(conn: Connection) -> None:
@@ -105,7 +106,7 @@ def _v1(conn: Connection) -> None:
 def _v2(conn: Connection) -> None:
     for table in (audit, flags):
         table.create(conn, checkfirst=True)
-    mood_contact_at.create(conn, checkfirst=True)  # v1's create_all already made it on a fresh database
+    mood_at_cover.create(conn, checkfirst=True)  # v1's create() already made it on a fresh database
 
 
 MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]

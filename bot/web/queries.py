@@ -85,6 +85,7 @@ class Queries:
         self.store = store
         self.tz = tz
         self._kind_tables: list[tuple[Table, ColumnElement[Any] | None]] | None = None
+        self._closed_days: dict[datetime, dict[str, int]] = {}  # a day that has ended keeps its counts
 
     def start_of_day(self, now: datetime, days_back: int = 0) -> datetime:
         """Local midnight `days_back` days ago, as UTC: SQLite compares stored UTC wall times as text."""
@@ -166,20 +167,30 @@ class Queries:
         return self.store.mood_counts(since)
 
     def daily_counts(self, now: datetime, days: int = 14) -> list[DayCounts]:
-        """Messages per local day and mood for the last `days` days, today included, oldest first."""
+        """Messages per local day and mood for the last `days` days, today included, oldest first.
+
+        Days that have ended are counted once and remembered (mood points are only ever added with
+        the current time), so a page view usually counts only today's rows."""
         starts = [self.start_of_day(now, back) for back in range(days - 1, -1, -1)]
+        table = [DayCounts(start, {label.value: 0 for label in Label}) for start in starts]
+        first = next((i for i, start in enumerate(starts[:-1]) if start not in self._closed_days), days - 1)
+        for i in range(first):
+            table[i].counts.update(self._closed_days[starts[i]])
         # newest boundary first: CASE takes the first match
-        bucket = case(*((mood_points.c.at >= start, index) for index, start in reversed(list(enumerate(starts)))), else_=-1)
+        bucket = case(*((mood_points.c.at >= starts[i], i) for i in range(days - 1, first - 1, -1)), else_=-1)
         query = (
             select(bucket.label("bucket"), mood_points.c.label, func.count())
-            .where(mood_points.c.at >= starts[0])
+            .where(mood_points.c.at >= starts[first])
             .group_by(bucket, mood_points.c.label)
         )
-        table = [DayCounts(start, {label.value: 0 for label in Label}) for start in starts]
         with self.store.engine.connect() as conn:
             for index, label, count in conn.execute(query):
-                if 0 <= index < days and label in table[index].counts:
+                if first <= index < days and label in table[index].counts:
                     table[index].counts[label] += int(count)
+        for i in range(first, days - 1):
+            self._closed_days[starts[i]] = dict(table[i].counts)
+        for stale in [day for day in self._closed_days if day < starts[0]]:
+            del self._closed_days[stale]
         return table
 
     def trending_down(self, now: datetime, limit: int = 10) -> list[Trend]:
