@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Sequence
 
 import httpx
+from sqlalchemy import select
 
 from bot.clock import SystemClock
 from bot.config import Settings
 from bot.domain import Label
 from bot.state import BotState
-from bot.store import Store, alerts, contacts, mood_points
+from bot.store import Store, alerts, audit, contacts, mood_points
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench-password-not-secret"
@@ -62,8 +63,9 @@ def fill(store: Store, contacts_n: int, points_n: int, alerts_n: int, now: datet
     alert_rows = []
     for n in range(alerts_n):
         cid = rng.choice(sorted(sliding))
-        created = now - timedelta(seconds=rng.uniform(0, days * 86400))
-        acked = created + timedelta(minutes=rng.uniform(5, 120)) if n < alerts_n * 0.9 and created < now - timedelta(hours=2) else None
+        still_open = n >= alerts_n * 0.75  # a quarter still open, raised in the last hours
+        created = now - timedelta(seconds=rng.uniform(0, 6 * 3600 if still_open else days * 86400))
+        acked = None if still_open else created + timedelta(minutes=rng.uniform(5, 120))
         alert_rows.append({
             "contact_id": cid, "contact_name": names[cid], "chat_id": cid,
             "severity": rng.choice(["warning", "warning", "high", "critical"]),
@@ -76,6 +78,10 @@ def fill(store: Store, contacts_n: int, points_n: int, alerts_n: int, now: datet
             conn.execute(mood_points.insert(), rows[start: start + 10_000])
         if alert_rows:
             conn.execute(alerts.insert(), sorted(alert_rows, key=lambda r: r["created_at"]))
+            acked = conn.execute(select(alerts.c.id, alerts.c.acked_at).where(alerts.c.acked_at.is_not(None))).all()
+            if acked:  # who acknowledged them, as the dashboard records it
+                conn.execute(audit.insert(), [{"at": at, "actor": rng.choice(["Sue", "李主管"]), "action": "ack",
+                                               "target": str(alert_id), "detail": ""} for alert_id, at in acked])
     return ids
 
 

@@ -64,7 +64,7 @@ def timeline_chart(points: list[MoodPoint], names: dict[str, str], title: str, t
     for value in (1, 0, -1):
         y = top + plot_h * (1 - value) / 2
         parts.append(f'<line class="grid{" zero" if value == 0 else ""}" x1="{left}" y1="{y:.1f}" x2="{width - 4}" y2="{y:.1f}"/>')
-        parts.append(f'<text class="axis" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{value:+d}</text>')
+        parts.append(f'<text class="axis" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{f"{value:+d}" if value else "0"}</text>')
     if points:
         first, last = points[0].at, points[-1].at
         span = max((last - first).total_seconds(), 1.0)

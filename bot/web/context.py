@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from datetime import tzinfo
 from pathlib import Path
 from typing import Any, Callable
@@ -38,6 +39,7 @@ class Dashboard:
     queries: Queries
     templates: Jinja2Templates
     t: Callable[..., str]
+    stopping: threading.Event = field(default_factory=threading.Event)  # set on shutdown: live streams end
 
     @property
     def tz(self) -> tzinfo | None:

@@ -28,6 +28,14 @@ def _event(name: str, data: object, event_id: int | None = None) -> str:
     return f"{head}event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
+async def _pause(dash: Dashboard) -> None:
+    """Wait one poll interval, in short steps, so that a shutdown ends the stream promptly."""
+    left = dash.settings.dashboard.live_poll_s
+    while left > 0 and not dash.stopping.is_set():
+        await asyncio.sleep(min(left, 0.25))
+        left -= 0.25
+
+
 def register(app: FastAPI, dash: Dashboard) -> None:
     row_template = dash.templates.env.get_template("_alert_row.html")
 
@@ -42,7 +50,7 @@ def register(app: FastAPI, dash: Dashboard) -> None:
         async def stream() -> AsyncIterator[str]:
             last_id, last_count, quiet = after, -1, 0.0
             yield "retry: 3000\n\n"
-            while True:
+            while not dash.stopping.is_set():
                 # a session that expires while the page stays open ends the stream too
                 if dash.sessions.read(request.cookies.get(Sessions.cookie)) is None:
                     yield _event("logout", {})
@@ -59,7 +67,7 @@ def register(app: FastAPI, dash: Dashboard) -> None:
                 elif quiet >= KEEPALIVE_S:
                     yield ": keep-alive\n\n"  # proxies close idle streams
                     quiet = 0.0
-                await asyncio.sleep(dash.settings.dashboard.live_poll_s)
+                await _pause(dash)
                 quiet += dash.settings.dashboard.live_poll_s
 
         return StreamingResponse(stream(), media_type="text/event-stream",

@@ -74,6 +74,7 @@ class DashboardServer:
         await self.server.serve(sockets=[self.sock])
 
     async def stop(self) -> None:
+        self.app.state.dashboard.stopping.set()  # open live streams end, so the graceful shutdown is quick
         self.server.should_exit = True
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):

@@ -9,7 +9,10 @@
 
   function setCount(n) {
     document.title = (n > 0 ? "(" + n + ") " : "") + baseTitle;
-    document.querySelectorAll("[data-live-count]").forEach(function (el) { el.textContent = String(n); });
+    document.querySelectorAll("[data-live-count]").forEach(function (el) {
+      el.textContent = String(n);
+      if (el.classList.contains("badge")) el.classList.toggle("zero", n === 0);
+    });
   }
 
   source.addEventListener("count", function (e) {
