@@ -20,7 +20,7 @@ import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import httpx
 from sqlalchemy import select
@@ -91,15 +91,20 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 async def measure(store: Store, ids: list[str], requests: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {}
+    pages = {"overview `/`": lambda i: "/", "alerts queue `/alerts`": lambda i: "/alerts",
+             "contact `/contact/{id}`": lambda i: f"/contact/{ids[(i * 37) % len(ids)]}",
+             "summary `/api/summary`": lambda i: "/api/summary"}
+    await _measure(store, pages, requests, times)
+    return times
+
+
+async def _measure(store: Store, pages: dict[str, Callable[[int], str]], requests: int, times: dict[str, list[float]]) -> None:
     from bot.web.app import create_app
 
     settings = Settings.model_validate({"dashboard": {"password": PASSWORD}})
     clock = SystemClock()
     app = create_app(settings, store, BotState(clock.now(), "bench", flags=store), clock)
-    pages = {"overview `/`": lambda i: "/", "alerts queue `/alerts`": lambda i: "/alerts",
-             "contact `/contact/{id}`": lambda i: f"/contact/{ids[(i * 37) % len(ids)]}",
-             "summary `/api/summary`": lambda i: "/api/summary"}
-    times: dict[str, list[float]] = {}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
         form = (await client.get("/login")).text
         token = re.search(r'name="csrf" value="([^"]+)"', form)
@@ -116,7 +121,6 @@ async def measure(store: Store, ids: list[str], requests: int) -> dict[str, list
                 samples.append((time.perf_counter() - start) * 1000)
                 response.raise_for_status()
             times[page] = samples
-    return times
 
 
 def table(times: dict[str, list[float]], load_start: str, load_end: str, args: argparse.Namespace) -> str:
@@ -127,7 +131,8 @@ def table(times: dict[str, list[float]], load_start: str, load_end: str, args: a
         f"Measured by `python -m bench.dashboard` on {now}: a fresh SQLite store with {args.points:,} mood points "
         f"over 30 days, {args.contacts:,} contacts and {args.alerts:,} alerts; each page rendered server-side through "
         f"the ASGI app (httpx ASGITransport, logged in), {args.requests} requests per page after 3 warm-up requests, "
-        f"one at a time. {os.cpu_count()} CPU cores.",
+        f"one at a time. {os.cpu_count()} CPU cores. Every request runs its queries; the overview keeps only the "
+        f"counts of days that have ended (they cannot change), so its first render also counts 13 closed days.",
         "",
         f"Load average at start: {load_start}; at end: {load_end} (`uptime`; the machine was also training a model).",
         "",

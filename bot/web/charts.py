@@ -17,10 +17,13 @@ ORDER = (Label.NEGATIVE, Label.NEUTRAL, Label.POSITIVE)  # stacked bottom-up: th
 
 
 def _nice_max(value: int) -> int:
-    for step in (5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000):
-        if value <= step:
-            return step
-    return value
+    """The smallest round number at or above `value` whose quarters are whole: the gridlines' top."""
+    scale = 1
+    while True:
+        for base in (4, 8, 12, 16, 20, 24, 32, 40, 60, 80):
+            if value <= base * scale:
+                return base * scale
+        scale *= 10
 
 
 def daily_chart(days: list[DayCounts], names: dict[str, str], title: str, tz: tzinfo | None) -> Markup:

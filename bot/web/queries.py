@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
-from sqlalchemy import MetaData, Table, and_, case, func, inspect, literal, select
+from sqlalchemy import MetaData, Table, case, func, inspect, literal, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from bot.domain import ContactState, Label, MoodPoint
@@ -197,20 +197,28 @@ class Queries:
         """Contacts whose mean mood of the last 48 h is well under their mean of the days before."""
         cut = now - timedelta(hours=TREND_RECENT_HOURS)
         score = _score()
-        recent = func.avg(case((mood_points.c.at >= cut, score)))
-        before = func.avg(case((mood_points.c.at < cut, score)))
-        drop = recent - before
-        query = (
-            select(mood_points.c.contact_id, func.max(mood_points.c.contact_name), recent, before, func.count())
+        # grouping by an expression, not the bare column: otherwise SQLite walks the whole contact_id
+        # index to save a sort (10x slower) instead of reading one week of the covering `at` index;
+        # the name is looked up afterwards for the few rows shown, so the scan never reads the table
+        contact = mood_points.c.contact_id.concat("").label("contact")
+        per_contact = (
+            select(contact, func.avg(case((mood_points.c.at >= cut, score))).label("recent"),
+                   func.avg(case((mood_points.c.at < cut, score))).label("before"), func.count().label("points"))
             .where(mood_points.c.at >= now - timedelta(days=TREND_DAYS), mood_points.c.at <= now)
-            .group_by(mood_points.c.contact_id)
-            .having(and_(recent.is_not(None), before.is_not(None), drop <= -TREND_MIN_DROP))
-            .order_by(drop, mood_points.c.contact_id)
+            .group_by(contact)
+            .subquery()
+        )
+        drop = per_contact.c.recent - per_contact.c.before
+        query = (
+            select(per_contact, contacts.c.name)
+            .join(contacts, contacts.c.contact_id == per_contact.c.contact, isouter=True)
+            .where(per_contact.c.recent.is_not(None), per_contact.c.before.is_not(None), drop <= -TREND_MIN_DROP)
+            .order_by(drop, per_contact.c.contact)
             .limit(limit)
         )
         with self.store.engine.connect() as conn:
             rows = conn.execute(query).all()
-        return [Trend(r[0], r[1] or r[0], float(r[2]), float(r[3]), int(r[4])) for r in rows]
+        return [Trend(r.contact, r.name or r.contact, float(r.recent), float(r.before), int(r.points)) for r in rows]
 
     # --- one contact ----------------------------------------------------------------------------
 
