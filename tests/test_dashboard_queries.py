@@ -84,3 +84,19 @@ def test_pause_flag_and_audit_round_trip(db: Store) -> None:
     assert db.flag("paused") == "0"
     db.record_action(NOW, "sue", "pause")
     assert db.actions()[0]["actor"] == "sue" and db.actions()[0]["at"] == NOW
+
+
+def test_an_existing_first_version_database_gains_the_dashboard_tables(tmp_path) -> None:
+    from sqlalchemy import inspect
+
+    store = Store(f"sqlite:///{tmp_path / 'old.db'}")
+    with store.engine.begin() as conn:  # back to what the first version left behind
+        conn.execute(text("DROP TABLE audit"))
+        conn.execute(text("DROP TABLE flags"))
+        conn.execute(text("DROP INDEX ix_mood_points_at_cover"))
+        conn.execute(text("DELETE FROM schema_version WHERE version = 2"))
+    assert store.migrate() == 2
+    inspector = inspect(store.engine)
+    assert {"audit", "flags"} <= set(inspector.get_table_names())
+    assert "ix_mood_points_at_cover" in {i["name"] for i in inspector.get_indexes("mood_points")}
+    store.close()

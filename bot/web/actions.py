@@ -14,7 +14,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from bot.web.auth import Session, csrf_ok
-from bot.web.context import Dashboard
+from bot.web.context import Dashboard, safe_next
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +31,8 @@ async def checked(request: Request, dash: Dashboard) -> tuple[Session, dict[str,
     return session, form
 
 
-def _back(form: dict[str, str], default: str = "/alerts") -> Response:
-    target = form.get("next") or default
-    # only paths of this site, like the login redirect
-    if not target.startswith("/") or target.startswith("//") or "\\" in target:
-        target = default
-    return RedirectResponse(target, status_code=303)
+def _back(form: dict[str, str]) -> Response:
+    return RedirectResponse(safe_next(form.get("next"), "/alerts"), status_code=303)
 
 
 def register(app: FastAPI, dash: Dashboard) -> None:

@@ -23,7 +23,7 @@ from bot.state import BotState
 from bot.store import Store
 from bot.web import actions, live, pages
 from bot.web.auth import Sessions, require_password
-from bot.web.context import HERE, Dashboard, LoginRequired, build_dashboard
+from bot.web.context import HERE, Dashboard, LoginRequired, build_dashboard, safe_next
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +60,6 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
-
-
-def safe_next(value: str | None) -> str:
-    """Only a path on this site: an open redirect would turn the login form into a phishing aid."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
-        return "/"
-    return value
 
 
 def create_app(settings: Settings, store: Store, state: BotState, clock: Clock) -> FastAPI:

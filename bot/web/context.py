@@ -23,6 +23,13 @@ from bot.web.queries import Queries
 HERE = Path(__file__).resolve().parent
 
 
+def safe_next(value: str | None, default: str = "/") -> str:
+    """Only a path on this site: an open redirect would turn the login form into a phishing aid."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return default
+    return value
+
+
 class LoginRequired(Exception):
     """No valid session: a page redirects to the login form, anything else answers 401."""
 
@@ -43,8 +50,7 @@ class Dashboard:
 
     @property
     def tz(self) -> tzinfo | None:
-        name = self.settings.schedule.timezone
-        return ZoneInfo(name) if name else None
+        return self.queries.tz
 
     def session(self, request: Request) -> Session:
         session = self.sessions.read(request.cookies.get(Sessions.cookie))

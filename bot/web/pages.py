@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -93,4 +92,4 @@ def register(app: FastAPI, dash: Dashboard) -> None:
         open_count, last_id = await asyncio.to_thread(q.live_state)
         kinds = await asyncio.to_thread(q.open_by_kind)
         return JSONResponse({"open_alerts": open_count, "last_alert_id": last_id, "open_by_kind": kinds,
-                             "paused": dash.state.paused, "at": (dash.clock.now() + timedelta(0)).isoformat()})
+                             "paused": dash.state.paused, "at": dash.clock.now().isoformat()})
