@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from bot.errors import ConfigError
 
 ENV_PREFIX = "MOODBOT__"
+# secrets from the environment are taken as they are, not read as YAML: a password such as
+# "123456789", "yes" or "pass: word" must not turn into a number, a boolean or a mapping
+LITERAL_ENV_KEYS = {"password", "password_hash", "session_secret", "webhook_secret", "token"}
 
 
 class Section(BaseModel):
@@ -212,6 +215,9 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
                 child = {}
                 node[key] = child
             node = child
+        if keys[-1] in LITERAL_ENV_KEYS:
+            node[keys[-1]] = raw
+            continue
         try:
             node[keys[-1]] = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError as exc:

@@ -246,7 +246,27 @@ async def test_embedded_in_the_application(store: Store, clock: ManualClock) -> 
             await login(client)
             token = page_token((await client.get("/alerts")).text)
             await client.post("/pause", data={"csrf": token})
+            # the live stream sends alerts newer than the page's last one, then the open count
+            alert_id = seed(store, clock, contact="dora", name="Dora")
+            seen: list[str] = []
+            async with client.stream("GET", "/events?after=0") as stream:
+                assert stream.headers["content-type"].startswith("text/event-stream")
+                async for line in stream.aiter_lines():
+                    seen.append(line)
+                    if line.startswith("event: count"):
+                        break
         assert app.state.paused
+        assert f"id: {alert_id}" in seen and "event: alert" in seen
+        data = next(line for line in seen if line.startswith("data: {\"id\""))
+        assert f'data-alert-id=\\"{alert_id}\\"' in data and "Dora" in data
     finally:
         await app.stop()
     assert app.dashboard is None
+
+
+def test_a_password_from_the_environment_is_taken_literally() -> None:
+    from bot.config import load_settings
+
+    for raw in ("123456789", "yes please yes", "pass: word here"):
+        settings = load_settings(None, {"MOODBOT__DASHBOARD__PASSWORD": raw, "MOODBOT__DASHBOARD__ENABLED": "true"})
+        assert settings.dashboard.enabled and require_password(settings.dashboard)(raw)
