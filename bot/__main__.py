@@ -1,4 +1,4 @@
-"""Command line: python -m bot {run,chat,classify,demo} [--config config.yaml]."""
+"""Command line: python -m bot {run,chat,classify,demo,report,dashboard} [--config config.yaml]."""
 
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--days", type=int, default=7)
     report.add_argument("--contact", help="one contact (name or id); default: all")
     report.add_argument("--chart", type=Path, default=Path("mood-trend.png"), help="PNG to write")
+    dashboard = sub.add_parser("dashboard", help="serve the supervisor dashboard alone, over the configured store")
+    dashboard.add_argument("--hash-password", action="store_true",
+                           help="read a password from standard input, print a dashboard.password_hash value, exit")
     classify = sub.add_parser("classify", help="classify every message of a .txt, .jsonl or .csv file")
     classify.add_argument("file", type=Path)
     classify.add_argument("-o", "--output", type=Path, help="JSONL output (default: FILE.moods.jsonl)")
@@ -94,6 +97,30 @@ def _report(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _dashboard(settings: Settings, args: argparse.Namespace) -> int:
+    if args.hash_password:
+        import getpass
+
+        from bot.web.auth import MIN_PASSWORD_CHARS, hash_password
+
+        password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+        if len(password) < MIN_PASSWORD_CHARS:
+            raise MoodbotError(f"use at least {MIN_PASSWORD_CHARS} characters")
+        print(hash_password(password))
+        return 0
+    from bot.web.server import serve_standalone
+
+    return asyncio.run(serve_standalone(settings))
+
+
+def _check_dashboard(settings: Settings) -> None:
+    """Refuse before the model loads, not a minute later, when the dashboard has no password."""
+    if settings.dashboard.enabled:
+        from bot.web.auth import require_password
+
+        require_password(settings.dashboard)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -109,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
             return _classify(settings, args)
         if args.command == "report":
             return _report(settings, args)
+        if args.command == "dashboard":
+            return _dashboard(settings, args)
+        _check_dashboard(settings)
         if args.command == "demo":
             from bot.demo import run_demo
 

@@ -60,7 +60,7 @@ class Application:
         self.clock = clock or SystemClock()
         self.store = store or Store.from_settings(settings.store)
         memory = ConversationMemory(self.store, self.clock, settings.reply.memory_turns, settings.reply.memory_ttl_minutes)
-        self.state = BotState(started_at=self.clock.now(), model_name=engine.name)
+        self.state = BotState(started_at=self.clock.now(), model_name=engine.name, flags=self.store)
         self.services = Services(settings, engine, self.store, self.clock, self.state, memory)
         self.pipeline = build_pipeline(self.services)
         self.alerter = Alerter(self.store, settings.alerts, settings.admin.ids, self.clock)
@@ -71,6 +71,7 @@ class Application:
         self._pending = 0
         self.refused = 0
         self.observers: list[Callable[[Turn], None]] = []  # told about every finished turn (demo, stats)
+        self.dashboard: Any = None  # bot.web.server.DashboardServer while dashboard.enabled
 
     def attach(self, sender: Sender) -> None:
         self.outbound = Outbound(sender, self.settings.outbound)
@@ -81,8 +82,16 @@ class Application:
         await self.alerter.redeliver_pending()
         if self.settings.schedule.enabled:
             self.scheduler.start()
+        if self.settings.dashboard.enabled and self.dashboard is None:
+            from bot.web.server import DashboardServer  # the web stack is loaded only when it is used
+
+            self.dashboard = DashboardServer(self.settings, self.store, self.state, self.clock)
+            await self.dashboard.start()
 
     async def stop(self) -> None:
+        if self.dashboard is not None:
+            await self.dashboard.stop()
+            self.dashboard = None
         await self.scheduler.shutdown()
         close = getattr(self.engine, "close", None)
         if close is not None:

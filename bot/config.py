@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from bot.errors import ConfigError
 
 ENV_PREFIX = "MOODBOT__"
+# secrets from the environment are taken as they are, not read as YAML: a password such as
+# "123456789", "yes" or "pass: word" must not turn into a number, a boolean or a mapping
+LITERAL_ENV_KEYS = {"password", "password_hash", "session_secret", "webhook_secret", "token"}
 
 
 class Section(BaseModel):
@@ -147,6 +150,24 @@ class ScheduleSettings(Section):
     reminder_every_minutes: float = Field(default=10, gt=0)
 
 
+class DashboardSettings(Section):
+    """The supervisor dashboard (bot/web): off unless enabled, loopback unless told otherwise."""
+
+    enabled: bool = False  # also serve the dashboard from `python -m bot run`
+    host: str = "127.0.0.1"  # loopback: put a TLS reverse proxy in front to reach it from elsewhere
+    port: int = Field(default=8700, ge=1, le=65535)
+    language: Literal["zh", "en"] = "en"
+    # one of the two is required; better set from the environment (MOODBOT__DASHBOARD__PASSWORD)
+    password: SecretStr | None = None
+    password_hash: str | None = None  # pbkdf2_sha256$iterations$salt$hash, from `python -m bot dashboard --hash-password`
+    session_secret: SecretStr | None = None  # signs the session cookie; unset: a random one per start
+    session_minutes: float = Field(default=480, gt=0, le=60 * 24 * 30)
+    secure_cookies: bool = False  # set true behind a TLS proxy: the browser then sends the cookie over HTTPS only
+    login_attempts: int = Field(default=5, ge=1, le=1000)  # failed logins allowed per client...
+    login_window_minutes: float = Field(default=15, gt=0)  # ...within this window
+    live_poll_s: float = Field(default=2.0, gt=0, le=60)  # how often the live stream looks for new alerts
+
+
 class Settings(Section):
     channel: Literal["console", "wechaty"] = "console"
     bot_name: str = "moodbot"
@@ -161,6 +182,7 @@ class Settings(Section):
     admin: AdminSettings = AdminSettings()
     alerts: AlertSettings = AlertSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    dashboard: DashboardSettings = DashboardSettings()
 
     @model_validator(mode="before")
     @classmethod
@@ -193,6 +215,9 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
                 child = {}
                 node[key] = child
             node = child
+        if keys[-1] in LITERAL_ENV_KEYS:
+            node[keys[-1]] = raw
+            continue
         try:
             node[keys[-1]] = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError as exc:

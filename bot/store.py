@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sqlalchemy import (
-    Boolean, Column, DateTime, Float, Integer, MetaData, String, Table, Text, create_engine, event, func,
+    Boolean, Column, DateTime, Float, Index, Integer, MetaData, String, Table, Text, create_engine, event, func,
     select,
 )
 from sqlalchemy.engine import Connection, Engine
@@ -76,12 +76,40 @@ contacts = Table(
 )
 
 
+# who did what from the dashboard (or a command): acknowledgements, mutes, pause and resume
+audit = Table(
+    "audit", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False, index=True),
+    Column("actor", String(128), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("target", String(256), nullable=False, default=""),
+    Column("detail", Text, nullable=False, default=""),
+)
+# small shared switches that another process must see, e.g. `paused` set by a standalone dashboard
+flags = Table(
+    "flags", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(256), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+# covers the dashboard's per-day and per-contact trend aggregates, so they never read the table itself
+mood_at_cover = Index("ix_mood_points_at_cover", mood_points.c.at, mood_points.c.label, mood_points.c.contact_id,
+                      mood_points.c.confidence)
+
+
 def _v1(conn: Connection) -> None:
     for table in (mood_points, memory, alerts, contacts):
         table.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+def _v2(conn: Connection) -> None:
+    for table in (audit, flags):
+        table.create(conn, checkfirst=True)
+    mood_at_cover.create(conn, checkfirst=True)  # v1's create() already made it on a fresh database
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -257,6 +285,12 @@ class Store:
             )
             return bool(result.rowcount)
 
+    def mute(self, contact_id: str, until: datetime) -> None:
+        """No alerts for this contact until `until` (the escalation rules read muted_until)."""
+        with self.engine.begin() as conn:
+            self._upsert_name(conn, contact_id, "")
+            conn.execute(contacts.update().where(contacts.c.contact_id == contact_id).values(muted_until=until))
+
     def _alerts(self, *where: Any) -> list[Alert]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(alerts).where(*where).order_by(alerts.c.id)).all()
@@ -282,6 +316,28 @@ class Store:
             alerts.c.created_at < older_than,
             (alerts.c.reminded_at.is_(None)) | (alerts.c.reminded_at < older_than),
         )
+
+    # --- audit and shared flags ---------------------------------------------------------------
+
+    def record_action(self, at: datetime, actor: str, action: str, target: str = "", detail: str = "") -> None:
+        with self.engine.begin() as conn:
+            conn.execute(audit.insert().values(at=at, actor=actor[:128], action=action, target=target[:256], detail=detail))
+
+    def actions(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest audit entries, newest first."""
+        query = select(audit).order_by(audit.c.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [{**row._asdict(), "at": _utc(row.at)} for row in conn.execute(query)]
+
+    def flag(self, name: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(flags.c.value).where(flags.c.name == name)).scalar()
+
+    def set_flag(self, name: str, value: str, at: datetime) -> None:
+        with self.engine.begin() as conn:
+            done = conn.execute(flags.update().where(flags.c.name == name).values(value=value, updated_at=at)).rowcount
+            if not done:
+                conn.execute(flags.insert().values(name=name, value=value, updated_at=at))
 
     # --- retention ----------------------------------------------------------------------------
 

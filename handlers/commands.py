@@ -7,7 +7,6 @@ so a stranger learns nothing about the commands.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from datetime import timedelta
 from typing import Awaitable, Callable
 
@@ -112,9 +111,7 @@ class CommandStage:
         if found is None:
             return f"No contact called {who!r} has written yet."
         contact_id, name = found
-        state = await asyncio.to_thread(s.store.state, contact_id)
-        until = s.clock.now() + timedelta(minutes=minutes)
-        await asyncio.to_thread(s.store.save_state, replace(state, muted_until=until))
+        await asyncio.to_thread(s.store.mute, contact_id, s.clock.now() + timedelta(minutes=minutes))
         return f"Alerts for {name or contact_id} muted for {minutes} min."
 
     async def pause(self, args: list[str]) -> str:

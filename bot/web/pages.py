@@ -1,0 +1,95 @@
+"""The dashboard's pages: overview, alerts queue, one contact. Each runs its queries off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from bot.domain import Label
+from bot.web.charts import daily_chart, timeline_chart
+from bot.web.context import Dashboard
+
+HANDOFF_KIND = "handoff"
+
+
+def _mood_names(dash: Dashboard) -> dict[str, str]:
+    return {label.value: dash.t(label.value) for label in Label}
+
+
+def register(app: FastAPI, dash: Dashboard) -> None:
+    q = dash.queries
+
+    def overview_data() -> dict[str, Any]:
+        now = dash.clock.now()
+        kinds = q.open_by_kind()
+        open_alerts = q.open_alerts(limit=10)
+        open_count, last_id = q.live_state()
+        return {
+            "today": q.mood_counts(q.start_of_day(now)), "kinds": kinds, "handoffs": kinds.get(HANDOFF_KIND, 0),
+            "open_alerts": open_alerts, "open_count": open_count, "last_id": last_id,
+            "trending": q.trending_down(now), "days": q.daily_counts(now, 14),
+        }
+
+    @app.get("/")
+    async def overview(request: Request) -> Response:
+        session = dash.session(request)
+        data = await asyncio.to_thread(overview_data)
+        names = _mood_names(dash)
+        chart = daily_chart(data["days"], names, dash.t("chart_14"), dash.tz)
+        return dash.render(request, "overview.html", session, page="overview", chart=chart, names=names, **data)
+
+    def alerts_data() -> dict[str, Any]:
+        open_count, last_id = q.live_state()
+        return {"open_alerts": q.open_alerts(), "acked": q.acknowledged_alerts(), "open_count": open_count,
+                "last_id": last_id, "muted": q.muted(dash.clock.now()), "audit": q.actions(20)}
+
+    @app.get("/alerts")
+    async def alerts_queue(request: Request) -> Response:
+        session = dash.session(request)
+        data = await asyncio.to_thread(alerts_data)
+        return dash.render(request, "alerts.html", session, page="alerts", **data)
+
+    @app.get("/contact")
+    async def find_contact(request: Request, q: str = "") -> Response:
+        dash.session(request)
+        found = await asyncio.to_thread(dash.store.find_contact, q) if q.strip() else None
+        if found is None:
+            return RedirectResponse("/?missing=1", status_code=303)
+        return RedirectResponse(f"/contact/{quote(found[0], safe='')}", status_code=303)
+
+    def contact_data(contact_id: str) -> dict[str, Any] | None:
+        found = q.contact(contact_id)
+        if found is None:
+            return None
+        name, state = found
+        points = q.timeline(contact_id)
+        open_count, last_id = q.live_state()
+        recent = points[-20:][::-1]
+        score = sum(p.score for p in points[-8:]) / len(points[-8:]) if points else 0.0
+        return {"contact_id": contact_id, "name": name, "state": state, "points": points, "recent": recent,
+                "score": score, "history": q.contact_alerts(contact_id), "open_count": open_count, "last_id": last_id}
+
+    @app.get("/contact/{contact_id:path}")
+    async def contact(request: Request, contact_id: str) -> Response:
+        session = dash.session(request)
+        data = await asyncio.to_thread(contact_data, contact_id)
+        if data is None:
+            return dash.render(request, "missing.html", session, status_code=404, page="contact", open_count=0, last_id=0)
+        names = _mood_names(dash)
+        chart = timeline_chart(data["points"], names, dash.t("timeline"), dash.tz)
+        now = dash.clock.now()
+        muted = data["state"].muted_until is not None and data["state"].muted_until > now
+        return dash.render(request, "contact.html", session, page="contact", chart=chart, names=names,
+                           keep_text=dash.store.keep_text, muted=muted, **data)
+
+    @app.get("/api/summary")
+    async def summary(request: Request) -> Response:
+        dash.session(request)
+        open_count, last_id = await asyncio.to_thread(q.live_state)
+        kinds = await asyncio.to_thread(q.open_by_kind)
+        return JSONResponse({"open_alerts": open_count, "last_alert_id": last_id, "open_by_kind": kinds,
+                             "paused": dash.state.paused, "at": dash.clock.now().isoformat()})

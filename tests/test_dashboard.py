@@ -1,0 +1,272 @@
+"""The dashboard without a browser: login, sessions, CSRF, rate limit, escaping, actions, start-up refusal."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from fastapi.routing import APIRoute
+
+from bot.__main__ import main
+from bot.clock import ManualClock
+from bot.config import DashboardSettings, Settings
+from bot.domain import Alert, Label, MoodPoint
+from bot.errors import ConfigError
+from bot.state import BotState
+from bot.store import Store
+from bot.web.auth import LoginLimiter, Sessions, hash_password, require_password
+from tests.dashboard_helpers import PASSWORD, client_for, dashboard_settings, login, make_web_app, page_token
+
+EVIL = "<script>alert(1)</script>"
+
+
+def seed(store: Store, clock: ManualClock, contact: str = "alice", name: str = "Alice", negatives: int = 3) -> int:
+    now = clock.now()
+    for i in range(6):  # a good week, then a bad day: the contact trends down
+        store.add_mood(MoodPoint(contact, contact, now - timedelta(days=5, hours=i), Label.POSITIVE, 0.9, f"{contact}p{i}",
+                                 f"fine {name}", name))
+    for i in range(negatives):
+        store.add_mood(MoodPoint(contact, contact, now - timedelta(minutes=10 - i), Label.NEGATIVE, 0.9, f"{contact}n{i}",
+                                 f"sad {name}", name, text=f"full text {name}"))
+    return store.create_alert(Alert(contact, contact, "high", f"3 negative {name}", (f"sad {name}",), ("negative",) * 3,
+                                    now, name))
+
+
+def test_no_password_no_dashboard() -> None:
+    with pytest.raises(ConfigError, match="MOODBOT__DASHBOARD__PASSWORD"):
+        require_password(DashboardSettings())
+    with pytest.raises(ConfigError, match="too short"):
+        require_password(DashboardSettings(password="abc"))
+    with pytest.raises(ConfigError, match="password_hash"):
+        require_password(DashboardSettings(password_hash="nonsense"))
+    check = require_password(DashboardSettings(password_hash=hash_password("a long secret", iterations=1000)))
+    assert check("a long secret") and not check("a long secreT") and not check("")
+
+
+def test_the_commands_refuse_to_start_without_a_password(monkeypatch: pytest.MonkeyPatch, tmp_path, capsys) -> None:
+    for name in list(__import__("os").environ):
+        if name.startswith("MOODBOT__"):
+            monkeypatch.delenv(name)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"store: {{data_dir: {tmp_path}}}\ndashboard: {{enabled: true}}\n")
+    assert main(["--config", str(config), "dashboard"]) == 2
+    assert "needs a password" in capsys.readouterr().err
+    # `run` refuses before the model is loaded
+    assert main(["--config", str(config), "run"]) == 2
+    assert "MOODBOT__DASHBOARD__PASSWORD" in capsys.readouterr().err
+
+
+def test_password_hash_command(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long secret\n"))
+    assert main(["dashboard", "--hash-password"]) == 0
+    encoded = capsys.readouterr().out.strip()
+    assert require_password(DashboardSettings(password_hash=encoded))("a long secret")
+
+
+def test_settings_refuse_unknown_dashboard_keys() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        Settings.model_validate({"dashboard": {"passwd": "x"}})
+    assert Settings().dashboard.host == "127.0.0.1" and not Settings().dashboard.enabled
+
+
+async def test_every_route_needs_a_login(store: Store, clock: ManualClock) -> None:
+    app = make_web_app(store, clock)
+    seed(store, clock)
+    routes = [r for r in app.routes if isinstance(r, APIRoute) and r.path != "/login"]
+    assert len(routes) >= 9
+    async with client_for(app) as client:
+        for route in routes:
+            path = route.path.replace("{alert_id}", "1").replace("{contact_id:path}", "alice")
+            for method in route.methods:
+                response = await client.request(method, path)
+                if method == "GET" and path not in ("/events", "/api/summary"):
+                    assert response.status_code == 303 and response.headers["location"].startswith("/login"), path
+                else:
+                    assert response.status_code == 401, (method, path)
+    assert len(store.open_alerts()) == 1 and store.flag("paused") is None  # nothing happened
+
+
+async def test_login_sets_a_strict_http_only_expiring_cookie_and_logout_ends_it(store: Store, clock: ManualClock) -> None:
+    async with client_for(make_web_app(store, clock)) as client:
+        response = await login(client)
+        assert response.status_code == 303
+        cookie = response.headers["set-cookie"]
+        assert "moodbot_session=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+        assert "Max-Age=28800" in cookie
+        page = await client.get("/")
+        assert page.status_code == 200 and "sue" in page.text
+        logout = await client.post("/logout", data={"csrf": page_token(page.text)})
+        assert logout.status_code == 303 and logout.headers["location"] == "/login"
+        assert (await client.get("/")).status_code == 303
+
+
+def test_sessions_expire_and_reject_tampering(monkeypatch: pytest.MonkeyPatch) -> None:
+    sessions = Sessions("secret", max_age_s=60)
+    cookie, session = sessions.issue("sue")
+    assert sessions.read(cookie) == session
+    assert sessions.read(cookie[:-2] + "xx") is None
+    assert Sessions("other secret", 60).read(cookie) is None
+    import time
+
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 120)
+    assert sessions.read(cookie) is None
+
+
+async def test_posts_without_a_valid_csrf_token_are_refused(store: Store, clock: ManualClock) -> None:
+    alert_id = seed(store, clock)
+    async with client_for(make_web_app(store, clock)) as client:
+        await login(client)
+        for path, data in ((f"/alerts/{alert_id}/ack", {}), ("/pause", {"csrf": "forged"}),
+                           ("/contact/alice/mute", {"minutes": "30"}), ("/logout", {})):
+            assert (await client.post(path, data=data)).status_code == 403, path
+        # the login form has its own token
+        assert (await client.post("/login", data={"name": "x", "password": PASSWORD})).status_code == 403
+    assert len(store.open_alerts()) == 1 and store.flag("paused") is None and store.state("alice").muted_until is None
+
+
+async def test_wrong_passwords_are_rate_limited(store: Store, clock: ManualClock) -> None:
+    app = make_web_app(store, clock, dashboard_settings(login_attempts=3))
+    async with client_for(app) as client:
+        for _ in range(3):
+            assert (await login(client, password="wrong password")).status_code == 401
+        limited = await login(client)  # even the right password now waits
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
+        assert "Too many failed logins" in limited.text
+
+
+def test_limiter_window_passes() -> None:
+    now = [0.0]
+    limiter = LoginLimiter(2, 60, monotonic=lambda: now[0])
+    limiter.failed("a")
+    limiter.failed("a")
+    assert limiter.retry_after("a") == 60 and limiter.retry_after("b") == 0
+    now[0] = 61
+    assert limiter.retry_after("a") == 0
+
+
+async def test_security_headers_and_no_inline_script(store: Store, clock: ManualClock) -> None:
+    seed(store, clock)
+    async with client_for(make_web_app(store, clock)) as client:
+        await login(client)
+        for path in ("/login", "/", "/alerts", "/contact/alice"):
+            response = await client.get(path)
+            csp = response.headers["content-security-policy"]
+            assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
+            assert response.headers["x-frame-options"] == "DENY"
+            assert not re.search(r"<script(?![^>]*\bsrc=)", response.text), path  # no inline script
+            assert not re.search(r"\son[a-z]+=", response.text), path  # no inline handlers
+            assert not re.search(r"\sstyle=|<style", response.text), path
+        assert (await client.get("/static/dashboard.js")).status_code == 200
+
+
+async def test_html_escaping_holds_for_a_hostile_contact_name(store: Store, clock: ManualClock) -> None:
+    seed(store, clock, contact="evil", name=EVIL)
+    async with client_for(make_web_app(store, clock)) as client:
+        await login(client, name=EVIL)
+        pages = [await client.get(p) for p in ("/", "/alerts", "/contact/evil")]
+        page = await client.get("/alerts")
+        await client.post("/pause", data={"csrf": page_token(page.text)})  # the name lands in the audit table
+        pages.append(await client.get("/alerts"))
+    for response in pages:
+        assert response.status_code == 200
+        assert EVIL not in response.text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in response.text
+
+
+async def test_actions_use_the_store_rules_and_are_audited(store: Store, clock: ManualClock) -> None:
+    alert_id = seed(store, clock)
+    other = BotState(clock.now(), "running bot", flags=store, cache_s=0)  # a bot in another process
+    async with client_for(make_web_app(store, clock)) as client:
+        await login(client)
+        token = page_token((await client.get("/alerts")).text)
+        ack = await client.post(f"/alerts/{alert_id}/ack", data={"csrf": token, "next": "/alerts"})
+        assert ack.status_code == 303 and ack.headers["location"] == "/alerts"
+        assert store.open_alerts() == []
+        await client.post("/contact/alice/mute", data={"csrf": token, "minutes": "45"})
+        assert store.state("alice").muted_until == clock.now() + timedelta(minutes=45)
+        assert (await client.post("/contact/alice/mute", data={"csrf": token, "minutes": "-3"})).status_code == 422
+        assert (await client.post("/contact/nobody/mute", data={"csrf": token, "minutes": "5"})).status_code == 404
+        await client.post("/pause", data={"csrf": token})
+        assert other.paused
+        page = (await client.get("/alerts")).text
+        assert "Auto-replies are paused" in page and "Resume auto-replies" in page
+        await client.post("/resume", data={"csrf": token, "next": "https://evil.example/"})
+        assert not other.paused
+        page = (await client.get("/alerts")).text
+    assert [(a["actor"], a["action"], a["target"]) for a in store.actions()] == [
+        ("sue", "resume", ""), ("sue", "pause", ""), ("sue", "mute", "alice"), ("sue", "ack", str(alert_id))]
+    assert "Acknowledged" in page and "by sue" in page
+
+
+async def test_pages_show_the_data(store: Store, clock: ManualClock) -> None:
+    seed(store, clock)
+    async with client_for(make_web_app(store, clock, dashboard_settings(language="zh"))) as client:
+        await login(client)
+        overview = (await client.get("/")).text
+        assert "<title>(1) 总览" in overview and "今日消息" in overview and "<svg" in overview
+        assert 'href="/contact/alice"' in overview  # trending down
+        contact = (await client.get("/contact/alice")).text
+        assert contact.count("<circle") == 9 and "full text" not in contact  # excerpts only: keep_text is off
+        assert (await client.get("/contact/nobody")).status_code == 404
+        found = await client.get("/contact?q=ALICE")
+        assert found.headers["location"] == "/contact/alice"
+        summary = (await client.get("/api/summary")).json()
+        assert summary["open_alerts"] == 1 and summary["open_by_kind"] == {} and not summary["paused"]
+
+
+async def test_full_text_only_with_keep_text(tmp_path, clock: ManualClock) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'k.db'}", keep_text=True)
+    seed(store, clock)
+    async with client_for(make_web_app(store, clock)) as client:
+        await login(client)
+        assert "full text Alice" in (await client.get("/contact/alice")).text
+    store.close()
+
+
+async def test_embedded_in_the_application(store: Store, clock: ManualClock) -> None:
+    import httpx
+
+    from bot.mock_gateway import free_port
+    from tests.fakes import build_app
+
+    port = free_port()
+    app, _sender = build_app(clock, store, dashboard={"enabled": True, "password": PASSWORD, "port": port})
+    await app.start()
+    try:
+        assert app.dashboard is not None and app.dashboard.url == f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=app.dashboard.url) as client:
+            assert (await client.get("/login")).status_code == 200
+            # the dashboard flips the running app's own pause state
+            await login(client)
+            token = page_token((await client.get("/alerts")).text)
+            await client.post("/pause", data={"csrf": token})
+            # the live stream sends alerts newer than the page's last one, then the open count
+            alert_id = seed(store, clock, contact="dora", name="Dora")
+            seen: list[str] = []
+            async with client.stream("GET", "/events?after=0") as stream:
+                assert stream.headers["content-type"].startswith("text/event-stream")
+                async for line in stream.aiter_lines():
+                    seen.append(line)
+                    if line.startswith("event: count"):
+                        break
+        assert app.state.paused
+        assert f"id: {alert_id}" in seen and "event: alert" in seen
+        data = next(line for line in seen if line.startswith("data: {\"id\""))
+        assert f'data-alert-id=\\"{alert_id}\\"' in data and "Dora" in data
+    finally:
+        await app.stop()
+    assert app.dashboard is None
+
+
+def test_a_password_from_the_environment_is_taken_literally() -> None:
+    from bot.config import load_settings
+
+    for raw in ("123456789", "yes please yes", "pass: word here"):
+        settings = load_settings(None, {"MOODBOT__DASHBOARD__PASSWORD": raw, "MOODBOT__DASHBOARD__ENABLED": "true"})
+        assert settings.dashboard.enabled and require_password(settings.dashboard)(raw)
