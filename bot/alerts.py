@@ -102,7 +102,7 @@ class Alerter:
         return stored
 
     async def deliver(self, alert: Alert) -> bool:
-        log.warning("%s #%s [%s] %s (%s): %s", alert.kind.upper(), alert.alert_id, alert.severity, alert.contact_name,
+        log.warning("%s #%s [%s] %s (%s): %s", "HAND-OFF" if alert.kind == "handoff" else "ALERT", alert.alert_id, alert.severity, alert.contact_name,
                     alert.contact_id, alert.reason)
         delivered = True
         if self.recipients():
