@@ -52,6 +52,10 @@ async def _chat(settings: Settings) -> int:
 async def _run(settings: Settings) -> int:
     if settings.channel == "console":
         return await _chat(settings)
+    if settings.channel in ("wechat_mp", "wecom"):
+        from bot.channels.callback import serve
+
+        return await serve(settings)
     from bot.channels.wechaty import run_wechaty
 
     return await run_wechaty(settings)

@@ -74,7 +74,7 @@ class CallbackSettings(Section):
     """What WeChat's two official callback channels share: the HTTP server and the API client."""
 
     host: str = "0.0.0.0"
-    port: int = Field(default=8080, ge=1, le=65535)
+    port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port (tests)
     path: str = Field(default="/wechat", pattern=r"^/")
     api_base: str = "https://api.weixin.qq.com"  # tests and the demo point this at a local fake
     api_timeout_s: float = Field(default=10.0, gt=0, le=120)
