@@ -116,7 +116,7 @@ class WecomSettings(CallbackSettings):
 class KnowledgeSettings(Section):
     path: str | None = None  # a FAQ file (.yaml/.yml or .csv: question, answer, optional keywords); null: off
     # a match counts when its normalised BM25 score (0..1) reaches this; see bench/KNOWLEDGE.md
-    threshold: float = Field(default=0.35, ge=0.0, le=1.0)
+    threshold: float = Field(default=0.125, ge=0.0, le=1.0)
     top_k: int = Field(default=2, ge=1, le=10)
     handoff_reply: dict[Literal["zh", "en"], str] = Field(
         default_factory=lambda: {

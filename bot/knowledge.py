@@ -2,8 +2,9 @@
 
 Retrieval is bm25s over word tokens: jieba cuts Chinese, English is lower-cased words. Each entry
 is indexed by its question, its keywords and its answer. A hit's score is normalised to 0..1 by
-the best score the query could reach (every query token found, saturated), so one threshold works
-for FAQs of any size; bench/KNOWLEDGE.md measures it.
+what the query scores against an average-length entry holding each query token once (tokens no
+entry has count too), so it reads as the share of the question's weight the entry covers and one
+threshold works for FAQs of any size; bench/KNOWLEDGE.md measures it.
 
 `Retriever` is the seam for other scorers (the lead's model-hidden-state embeddings): anything
 with `search(query, k) -> list[Hit]` can be benchmarked by `python -m bench.knowledge`.
@@ -127,8 +128,9 @@ class Bm25Index:
         if not tokens or not self.entries:
             return []
         known = [t for t in tokens if t in self.vocab]
-        # the best score this query could reach: every token present and saturated
-        ceiling = sum(self.idf.get(t, self.unknown_idf) for t in tokens) * (self.k1 + 1)
+        # what the query would score against an entry of average length holding each of its tokens once:
+        # the share of the question's weight the entry covers (capped at 1)
+        ceiling = sum(self.idf.get(t, self.unknown_idf) for t in tokens)
         if not known or ceiling <= 0:
             return []
         scores = self.bm25.get_scores(known)
