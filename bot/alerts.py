@@ -36,7 +36,8 @@ def sign(secret: str, body: bytes) -> str:
 
 
 def alert_text(alert: Alert) -> str:
-    who = f"{alert.contact_name or alert.contact_id} ({alert.contact_id})"
+    # official accounts know only the openid: no "id (id)"
+    who = alert.contact_id if alert.contact_name in ("", alert.contact_id) else f"{alert.contact_name} ({alert.contact_id})"
     where = f" in {alert.chat_id}" if alert.chat_id != alert.contact_id else ""
     if alert.kind == "handoff":
         return "\n".join([

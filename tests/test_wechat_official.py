@@ -269,3 +269,24 @@ async def test_wecom_alerts_and_duplicates(bot: Bot) -> None:
         await bot.wechat.text("zhangsan", text)
     await wait_until(lambda: bot.api.sent_to(ADMIN), what="the alert")
     assert bot.moods() == 3 and len(bot.api.sent_to("zhangsan")) == 3
+
+
+# --- the demo ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("channel", ["wechat_mp", "wecom"])
+async def test_the_demo_plays_both_sides(channel: str) -> None:
+    import io
+
+    from bot.demo_official import run_official_demo
+
+    out = io.StringIO()
+    assert await run_official_demo(Settings(), channel, FakeEngine(), out, wait_s=5) == 0
+    text = out.getvalue()
+    print(text)
+    assert "URL verification (GET, signed) -> HTTP 200" in text
+    assert "10am" in text.replace(" ", "") or "10点" in text  # the FAQ's opening hours
+    assert "Hand-off #" in text and "Bob: I just got promoted" in text
+    if channel == "wechat_mp":
+        assert "passive reply: [comfort]" in text
+    else:
+        assert "(message/send, agentid 1000002): [comfort]" in text
