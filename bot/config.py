@@ -84,6 +84,15 @@ class CallbackSettings(Section):
     max_reply_bytes: int = Field(default=2048, ge=64, le=2048)  # WeChat's limit for one text message
     greeting: str = ""  # sent when someone follows the account (empty: nothing)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _ids_as_text(cls, data: Any) -> Any:
+        # environment values are read as YAML: a numeric token or id must stay the text it was
+        if isinstance(data, dict):
+            keys = ("token", "secret", "encoding_aes_key", "appid", "corp_id")
+            data = {k: str(v) if k in keys and isinstance(v, (int, float)) else v for k, v in data.items()}
+        return data
+
 
 class WechatMpSettings(CallbackSettings):
     """The Official Account (公众号). Secrets are better set as MOODBOT__WECHAT_MP__SECRET etc."""

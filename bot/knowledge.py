@@ -45,12 +45,13 @@ def tokenize(text: str) -> list[str]:
 
     tokens: list[str] = []
     for run in _WORD.findall(text.lower()):
-        if _CJK.match(run):
-            words = [w for w in jieba.lcut(run) if w.strip()]
-            # single characters as well: short paraphrases often share characters but not jieba's words
-            tokens += words + [ch for ch in run if len(words) != len(run)]
-        else:
+        if not _CJK.match(run):
             tokens.append(run)
+            continue
+        for word in jieba.lcut(run):
+            if word.strip() and word not in STOPWORDS:
+                # the characters as well: paraphrases often share characters but not jieba's words
+                tokens += [word] + ([ch for ch in word if ch not in STOPWORDS] if len(word) > 1 else [])
     return [t for t in tokens if t not in STOPWORDS]
 
 
