@@ -43,6 +43,8 @@ def tokenize(text: str) -> list[str]:
     """Word tokens for BM25: jieba for Chinese runs, lower-cased words for the rest, stopwords dropped."""
     import jieba
 
+    jieba.setLogLevel(logging.WARNING)  # its dictionary-loading chatter would go to stderr on every start
+
     tokens: list[str] = []
     for run in _WORD.findall(text.lower()):
         if not _CJK.match(run):

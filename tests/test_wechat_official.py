@@ -144,6 +144,20 @@ async def test_a_subscription_account_returns_a_slow_reply_on_wechats_retry(bot:
     assert len(bot.engine.generated) == 1 and bot.moods() == 1
 
 
+@SUBSCRIPTION
+async def test_a_reply_too_slow_for_every_retry_comes_with_the_next_message(bot: Bot) -> None:
+    bot.engine.delay = 2.5  # longer than three tries of reply_timeout_s (0.5) + retry_hold_s (0.05)
+    msg_id = bot.wechat.next_id()
+    answers = [await bot.wechat.text(USER, "tell me something", msg_id=msg_id) for _ in range(3)]
+    assert [a.text for a in answers[:2]] == [None, None]
+    assert answers[2].text == bot.app.settings.wechat_mp.slow_reply
+    await wait_until(lambda: bot.channel.processed == 1, what="the slow turn")
+    bot.engine.delay = 0
+    later = await bot.wechat.text(USER, "hello again")
+    assert later.text == "[plain] I hear you.\n[plain] I hear you."  # the kept reply, then the new one
+    assert len(bot.engine.generated) == 2 and bot.api.sends == []
+
+
 async def test_a_duplicate_msgid_is_processed_once(bot: Bot) -> None:
     msg_id = bot.wechat.next_id()
     answers = await asyncio.gather(*[bot.wechat.text(USER, "so sad", msg_id=msg_id) for _ in range(3)])
