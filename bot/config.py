@@ -93,6 +93,13 @@ class CallbackSettings(Section):
             data = {k: str(v) if k in keys and isinstance(v, (int, float)) else v for k, v in data.items()}
         return data
 
+    @field_validator("encoding_aes_key", check_fields=False)
+    @classmethod
+    def _aes_key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) != 43:
+            raise ValueError("must be the 43-character EncodingAESKey from the admin console")
+        return value
+
 
 class WechatMpSettings(CallbackSettings):
     """The Official Account (公众号). Secrets are better set as MOODBOT__WECHAT_MP__SECRET etc."""

@@ -137,3 +137,33 @@ def test_the_channels_say_what_is_missing() -> None:
         MpDialect(Settings().wechat_mp)
     with pytest.raises(ConfigError, match="wecom.corp_id"):
         WecomDialect(Settings().wecom)
+
+
+def test_a_v1_database_gains_the_alert_kind(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, text
+
+    from bot.store import Store
+
+    url = f"sqlite:///{tmp_path / 'v1.db'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:  # the alerts table as schema version 1 made it
+        conn.execute(text("CREATE TABLE schema_version (version INTEGER NOT NULL)"))
+        conn.execute(text("INSERT INTO schema_version VALUES (1)"))
+        conn.execute(text(
+            "CREATE TABLE alerts (id INTEGER PRIMARY KEY AUTOINCREMENT, contact_id VARCHAR(128) NOT NULL, "
+            "contact_name VARCHAR(256) NOT NULL, chat_id VARCHAR(128) NOT NULL, severity VARCHAR(16) NOT NULL, "
+            "reason TEXT NOT NULL, excerpts TEXT NOT NULL, trend TEXT NOT NULL, created_at DATETIME NOT NULL, "
+            "delivered_at DATETIME, acked_at DATETIME, reminded_at DATETIME)"))
+        conn.execute(text("INSERT INTO alerts (contact_id, contact_name, chat_id, severity, reason, excerpts, trend, "
+                          "created_at) VALUES ('a', 'A', 'a', 'high', 'old', '[]', '[]', '2026-01-01 00:00:00')"))
+    engine.dispose()
+    store = Store(url)
+    try:
+        assert [a.kind for a in store.open_alerts()] == ["mood"]
+    finally:
+        store.close()
+
+
+def test_a_wrong_length_aes_key_is_refused() -> None:
+    with pytest.raises(ConfigError, match="encoding_aes_key"):
+        load_settings(None, env={"MOODBOT__WECOM__ENCODING_AES_KEY": "short"})

@@ -43,6 +43,7 @@ from bot.text import split_message
 log = logging.getLogger(__name__)
 
 SUCCESS = "success"  # WeChat's "received, no passive reply"
+MAX_BODY = 256 * 1024
 ATTEMPTS = 3  # WeChat sends a message at most three times (the first try and two retries)
 PassiveMode = Literal["none", "service", "subscription"]
 
@@ -138,12 +139,15 @@ class CallbackChannel:
         try:
             if request.method == "GET":
                 return PlainTextResponse(self.dialect.verify(query))
-            parsed = self.dialect.parse(query, await request.body())
+            body = await request.body()
+            if len(body) > MAX_BODY:  # WeChat's messages are a few kB; anything this big is not from WeChat
+                return PlainTextResponse("too large", status_code=413)
+            parsed = self.dialect.parse(query, body)
         except Forbidden as exc:
             log.warning("%s callback refused (403): %s", self.dialect.name, exc)
             return PlainTextResponse("forbidden", status_code=403)
-        body = await self._handle(parsed)
-        return Response(body, media_type="application/xml" if body.startswith("<") else "text/plain")
+        answer = await self._handle(parsed)
+        return Response(answer, media_type="application/xml" if answer.startswith("<") else "text/plain")
 
     async def _handle(self, parsed: Parsed) -> str:
         slot = self._slots.get(parsed.key)

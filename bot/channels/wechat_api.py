@@ -20,6 +20,9 @@ import httpx
 from bot.errors import MoodbotError, SendRefused
 
 log = logging.getLogger(__name__)
+# httpx logs every request URL at INFO, and WeChat's URLs carry the AppSecret (token requests) and
+# the access token (every call): keep those out of the log
+logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))
 
 TOKEN_INVALID = frozenset({40001, 40014, 42001})
 RATE_LIMITED = frozenset({45009, 45047})
