@@ -167,3 +167,21 @@ def test_a_v1_database_gains_the_alert_kind(tmp_path: Path) -> None:
 def test_a_wrong_length_aes_key_is_refused() -> None:
     with pytest.raises(ConfigError, match="encoding_aes_key"):
         load_settings(None, env={"MOODBOT__WECOM__ENCODING_AES_KEY": "short"})
+
+
+async def test_a_hand_off_reaches_the_webhook_as_its_own_kind(store, clock) -> None:  # type: ignore[no-untyped-def]
+    from bot.alerts import Alerter
+    from bot.config import AlertSettings
+    from bot.domain import Alert
+    from tests.webhook import Receiver
+
+    receiver = Receiver("k3y")
+    try:
+        alerter = Alerter(store, AlertSettings(webhook_url=receiver.url, webhook_secret="k3y", to_admins=False), [], clock)
+        handoff = Alert(contact_id="o_carol", chat_id="o_carol", severity="info", reason="question not answered by the FAQ",
+                        excerpts=("Do you sell bicycles?",), trend=(), created_at=clock.now(), kind="handoff")
+        await alerter.dispatch(handoff)
+        [body] = receiver.received
+        assert body["kind"] == "handoff" and body["excerpts"] == ["Do you sell bicycles?"]
+    finally:
+        receiver.close()
