@@ -17,6 +17,7 @@ from bot.domain import Alert, OutboundMessage, Strategy, Turn
 from bot.errors import StopPipeline
 from bot.knowledge import KnowledgeBase, is_question
 from bot.state import BotState
+from bot.text import detect_lang
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ class KnowledgeStage:
         hits = await asyncio.to_thread(self.base.search, turn.text, self.settings.top_k)
         matched = [hit for hit in hits if hit.score >= self.settings.threshold]
         if matched:
+            # entries in the sender's language first: the reply is in that language (sort is stable)
+            matched.sort(key=lambda hit: detect_lang(hit.entry.question) != turn.lang)
             turn.knowledge = tuple(hit.entry.line() for hit in matched)
             log.debug("message %s matched %d FAQ entries (best %.2f)", turn.message.message_id, len(matched), matched[0].score)
             return

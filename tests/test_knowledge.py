@@ -87,6 +87,13 @@ async def test_stage_puts_matching_entries_into_the_turn() -> None:
     assert turn.outbox == [] and turn.alerts == []
 
 
+async def test_stage_puts_entries_in_the_senders_language_first() -> None:
+    turn = _turn("Alipay 付款")  # the zh entry scores higher, but the sender writes English here
+    turn.lang = "en"
+    await _stage()(turn)
+    assert len(turn.knowledge) == 2 and turn.knowledge[0].startswith("Q: Which payment methods")
+
+
 async def test_stage_hands_off_an_unanswerable_question_but_not_small_talk() -> None:
     turn = _turn("Do you sell bicycles?")
     with pytest.raises(StopPipeline):
