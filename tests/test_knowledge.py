@@ -192,3 +192,12 @@ async def test_a_hand_off_reaches_the_webhook_as_its_own_kind(store, clock) -> N
         assert body["kind"] == "handoff" and body["excerpts"] == ["Do you sell bicycles?"]
     finally:
         receiver.close()
+
+
+def test_the_knowledge_bench_writes_its_report(tmp_path: Path) -> None:
+    from bench.knowledge import main
+
+    out = tmp_path / "KNOWLEDGE.md"
+    assert main(["--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "| bm25s + jieba | 1.000 (40/40)" in text and "**(default)**" in text
