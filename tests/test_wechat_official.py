@@ -37,7 +37,7 @@ def official_settings(dialect: str, api: FakeWeChatAPI, tmp: Path, **section: An
     common = {"host": "127.0.0.1", "port": 0, "api_base": api.base_url, "rate_limit_wait_s": 0.01}
     if dialect == "wechat_mp":
         channel = {"token": DEMO_TOKEN, "appid": DEMO_APPID, "secret": DEMO_SECRET, "encoding_aes_key": DEMO_AES_KEY,
-                   "reply_timeout_s": 0.5, "retry_hold_s": 0.05, **common, **section}
+                   "reply_timeout_s": 1.0, "retry_hold_s": 0.05, **common, **section}
     else:
         channel = {"token": DEMO_TOKEN, "corp_id": DEMO_CORP_ID, "agent_id": 1000002, "secret": DEMO_SECRET,
                    "encoding_aes_key": DEMO_AES_KEY, **common, **section}
@@ -123,18 +123,18 @@ async def test_a_quick_reply_comes_back_passively(bot: Bot, encrypted: bool) -> 
 
 
 async def test_a_slow_reply_goes_through_the_customer_service_api(bot: Bot) -> None:
-    bot.engine.delay = 1.0  # longer than reply_timeout_s (0.5)
+    bot.engine.delay = 2.0  # longer than reply_timeout_s (1.0)
     started = time.monotonic()
     answer = await bot.wechat.text(USER, "tell me something")
     assert answer.body == "success" and answer.text is None
-    assert time.monotonic() - started < 0.9  # answered in time, not after the model
+    assert time.monotonic() - started < 1.8  # answered in time, not after the model
     sent = await wait_until(lambda: bot.api.sent_to(USER), what="the custom/send")
     assert sent == ["[plain] I hear you."] and bot.api.sends[0]["path"] == "/cgi-bin/message/custom/send"
 
 
 @SUBSCRIPTION
 async def test_a_subscription_account_returns_a_slow_reply_on_wechats_retry(bot: Bot) -> None:
-    bot.engine.delay = 0.8
+    bot.engine.delay = 1.5  # ready after the first try (1.0 s + 0.05 s hold), within the retry
     msg_id = bot.wechat.next_id()
     first = await bot.wechat.text(USER, "tell me something", msg_id=msg_id)
     assert first.text is None  # not ready: WeChat gives up on this try and retries
@@ -146,7 +146,7 @@ async def test_a_subscription_account_returns_a_slow_reply_on_wechats_retry(bot:
 
 @SUBSCRIPTION
 async def test_a_reply_too_slow_for_every_retry_comes_with_the_next_message(bot: Bot) -> None:
-    bot.engine.delay = 2.5  # longer than three tries of reply_timeout_s (0.5) + retry_hold_s (0.05)
+    bot.engine.delay = 4.0  # longer than three tries of reply_timeout_s (1.0) + retry_hold_s (0.05)
     msg_id = bot.wechat.next_id()
     answers = [await bot.wechat.text(USER, "tell me something", msg_id=msg_id) for _ in range(3)]
     assert [a.text for a in answers[:2]] == [None, None]
@@ -204,7 +204,7 @@ async def test_three_negatives_raise_one_alert_through_the_api_despite_a_rate_li
 
 
 async def test_an_expired_token_is_fetched_again(bot: Bot) -> None:
-    bot.engine.delay = 0.7
+    bot.engine.delay = 1.5  # past reply_timeout_s: the replies go through the API
     await bot.wechat.text(USER, "first question please")
     await wait_until(lambda: bot.api.sent_to(USER), what="first send")
     bot.api.expire_tokens()
