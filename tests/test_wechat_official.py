@@ -203,6 +203,15 @@ async def test_three_negatives_raise_one_alert_through_the_api_despite_a_rate_li
     assert bot.app.store.undelivered_alerts() == []
 
 
+async def test_the_digest_goes_to_the_admin_through_the_api(bot: Bot) -> None:
+    from bot.jobs import daily_digest
+
+    await bot.wechat.text(USER, "Do you sell bicycles?")  # a hand-off, counted in the digest
+    await daily_digest(bot.app.services, bot.app.alerter)
+    digest = [text for text in bot.api.sent_to(ADMIN) if text.startswith("📋 Daily mood digest")]
+    assert len(digest) == 1 and "Hand-offs (questions the FAQ could not answer): 1" in digest[0]
+
+
 async def test_an_expired_token_is_fetched_again(bot: Bot) -> None:
     bot.engine.delay = 1.5  # past reply_timeout_s: the replies go through the API
     await bot.wechat.text(USER, "first question please")
