@@ -21,7 +21,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="start the bot on the channel named in the config")
     sub.add_parser("chat", help="talk to the bot in the terminal (or pipe one message a line)")
-    sub.add_parser("demo", help="play a scripted WeChat conversation through the mock puppet-service gateway")
+    demo = sub.add_parser("demo", help="play a scripted WeChat conversation on loopback (no WeChat account needed)")
+    demo.add_argument("--channel", choices=["wechaty", "wechat_mp", "wecom"], default="wechaty",
+                      help="wechaty: the mock puppet-service gateway; wechat_mp / wecom: the official callback server")
     report = sub.add_parser("report", help="per-contact mood table and a PNG trend chart")
     report.add_argument("--days", type=int, default=7)
     report.add_argument("--contact", help="one contact (name or id); default: all")
@@ -55,6 +57,10 @@ async def _chat(settings: Settings) -> int:
 async def _run(settings: Settings) -> int:
     if settings.channel == "console":
         return await _chat(settings)
+    if settings.channel in ("wechat_mp", "wecom"):
+        from bot.channels.callback import serve
+
+        return await serve(settings)
     from bot.channels.wechaty import run_wechaty
 
     return await run_wechaty(settings)
@@ -139,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "dashboard":
             return _dashboard(settings, args)
         _check_dashboard(settings)
+        if args.command == "demo" and args.channel != "wechaty":
+            from bot.demo_official import run_official_demo
+
+            return asyncio.run(run_official_demo(settings, args.channel))
         if args.command == "demo":
             from bot.demo import run_demo
 

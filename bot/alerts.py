@@ -36,8 +36,16 @@ def sign(secret: str, body: bytes) -> str:
 
 
 def alert_text(alert: Alert) -> str:
-    who = f"{alert.contact_name or alert.contact_id} ({alert.contact_id})"
+    # official accounts know only the openid: no "id (id)"
+    who = alert.contact_id if alert.contact_name in ("", alert.contact_id) else f"{alert.contact_name} ({alert.contact_id})"
     where = f" in {alert.chat_id}" if alert.chat_id != alert.contact_id else ""
+    if alert.kind == "handoff":
+        return "\n".join([
+            f"🙋 Hand-off #{alert.alert_id}: a question the FAQ does not answer",
+            f"Who: {who}{where}",
+            *[f"  “{excerpt}”" for excerpt in alert.excerpts],
+            f"Answer them, then reply #ack {alert.alert_id}.",
+        ])
     lines = [
         f"{SEVERITY_MARK.get(alert.severity, '⚠️')} Mood alert #{alert.alert_id} [{alert.severity}]",
         f"Who: {who}{where}",
@@ -51,7 +59,7 @@ def alert_text(alert: Alert) -> str:
 
 def alert_json(alert: Alert) -> dict[str, object]:
     return {
-        "id": alert.alert_id, "severity": alert.severity, "reason": alert.reason,
+        "id": alert.alert_id, "kind": alert.kind, "severity": alert.severity, "reason": alert.reason,
         "contact_id": alert.contact_id, "contact_name": alert.contact_name, "chat_id": alert.chat_id,
         "excerpts": list(alert.excerpts), "trend": list(alert.trend), "created_at": alert.created_at.isoformat(),
     }
@@ -95,7 +103,7 @@ class Alerter:
         return stored
 
     async def deliver(self, alert: Alert) -> bool:
-        log.warning("ALERT #%s [%s] %s (%s): %s", alert.alert_id, alert.severity, alert.contact_name,
+        log.warning("%s #%s [%s] %s (%s): %s", "HAND-OFF" if alert.kind == "handoff" else "ALERT", alert.alert_id, alert.severity, alert.contact_name,
                     alert.contact_id, alert.reason)
         delivered = True
         if self.recipients():

@@ -73,6 +73,78 @@ class WechatySettings(Section):
     reconnect_delay_s: float = Field(default=2.0, ge=0)
 
 
+class CallbackSettings(Section):
+    """What WeChat's two official callback channels share: the HTTP server and the API client."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port (tests)
+    path: str = Field(default="/wechat", pattern=r"^/")
+    api_base: str = "https://api.weixin.qq.com"  # tests and the demo point this at a local fake
+    api_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    # 45009 / 45047 (rate limits): retry the same send with exponential backoff this many times
+    rate_limit_retries: int = Field(default=5, ge=0, le=20)
+    rate_limit_wait_s: float = Field(default=1.0, ge=0, le=60)
+    max_reply_bytes: int = Field(default=2048, ge=64, le=2048)  # WeChat's limit for one text message
+    greeting: str = ""  # sent when someone follows the account (empty: nothing)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ids_as_text(cls, data: Any) -> Any:
+        # environment values are read as YAML: a numeric token or id must stay the text it was
+        if isinstance(data, dict):
+            keys = ("token", "secret", "encoding_aes_key", "appid", "corp_id")
+            data = {k: str(v) if k in keys and isinstance(v, (int, float)) else v for k, v in data.items()}
+        return data
+
+    @field_validator("encoding_aes_key", check_fields=False)
+    @classmethod
+    def _aes_key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) != 43:
+            raise ValueError("must be the 43-character EncodingAESKey from the admin console")
+        return value
+
+
+class WechatMpSettings(CallbackSettings):
+    """The Official Account (公众号). Secrets are better set as MOODBOT__WECHAT_MP__SECRET etc."""
+
+    token: SecretStr | None = None
+    appid: str | None = None
+    secret: SecretStr | None = None
+    encoding_aes_key: SecretStr | None = None  # 43 characters; needed for safe mode (encrypt_type=aes)
+    # service accounts may send later through the customer-service API; subscription accounts cannot
+    account_type: Literal["service", "subscription"] = "service"
+    reply_timeout_s: float = Field(default=4.5, gt=0, le=4.9)  # WeChat waits about 5 s for the answer
+    # subscription accounts: keep a slow request open this much longer, so WeChat gives up and retries
+    retry_hold_s: float = Field(default=1.0, ge=0, le=10)
+    slow_reply: str = "回复还在生成中，请稍后发送任意消息获取。 / Still thinking: send any message to get the answer."
+    greeting: str = "感谢关注！有什么可以帮您？ / Thanks for following! How can I help?"
+
+
+class WecomSettings(CallbackSettings):
+    """The WeCom (企业微信) self-built app. Secrets are better set as MOODBOT__WECOM__SECRET etc."""
+
+    corp_id: str | None = None
+    agent_id: int | None = None
+    secret: SecretStr | None = None
+    token: SecretStr | None = None
+    encoding_aes_key: SecretStr | None = None
+    path: str = Field(default="/wecom", pattern=r"^/")
+    api_base: str = "https://qyapi.weixin.qq.com"
+
+
+class KnowledgeSettings(Section):
+    path: str | None = None  # a FAQ file (.yaml/.yml or .csv: question, answer, optional keywords); null: off
+    # a match counts when its normalised BM25 score (0..1) reaches this; see bench/KNOWLEDGE.md
+    threshold: float = Field(default=0.125, ge=0.0, le=1.0)
+    top_k: int = Field(default=2, ge=1, le=10)
+    handoff_reply: dict[Literal["zh", "en"], str] = Field(
+        default_factory=lambda: {
+            "zh": "这个问题我需要请同事来回答，已经转给人工客服，请稍候。",
+            "en": "I'll pass this question to a colleague who can answer it; someone will get back to you soon.",
+        }
+    )
+
+
 class TriggerSettings(Section):
     private_prefix: str = ""  # empty: answer every private message
     group_prefix: str = "#bot"
@@ -169,12 +241,15 @@ class DashboardSettings(Section):
 
 
 class Settings(Section):
-    channel: Literal["console", "wechaty"] = "console"
+    channel: Literal["console", "wechaty", "wechat_mp", "wecom"] = "console"
     bot_name: str = "moodbot"
     model: ModelSettings = ModelSettings()
     sentiment: SentimentSettings = SentimentSettings()
     reply: ReplySettings = ReplySettings()
     wechaty: WechatySettings = WechatySettings()
+    wechat_mp: WechatMpSettings = WechatMpSettings()
+    wecom: WecomSettings = WecomSettings()
+    knowledge: KnowledgeSettings = KnowledgeSettings()
     triggers: TriggerSettings = TriggerSettings()
     outbound: OutboundSettings = OutboundSettings()
     store: StoreSettings = StoreSettings()

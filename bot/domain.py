@@ -74,6 +74,7 @@ class Alert:
     created_at: datetime
     contact_name: str = ""
     alert_id: int | None = None
+    kind: str = "mood"  # mood | handoff (a question the FAQ could not answer)
 
 
 @dataclass
@@ -86,6 +87,7 @@ class Turn:
     sentiment: Sentiment | None = None
     strategy: Strategy | None = None
     reply: str | None = None
+    knowledge: tuple[str, ...] = ()  # FAQ entries for the reply prompt (handlers/knowledge.py)
     crisis: bool = False
     record_only: bool = False  # mood is recorded but the bot does not answer
     stopped: str | None = None  # why the pipeline ended early, if it did

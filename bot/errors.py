@@ -35,3 +35,7 @@ class StopPipeline(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class SendRefused(MoodbotError):
+    """The platform refused a send in a way that retrying now cannot fix (e.g. WeChat's 48-hour window)."""

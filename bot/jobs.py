@@ -32,13 +32,17 @@ def _digest_text(services: Services) -> str:
         if mean < -0.3 or (before[contact] and mean < previous - 0.3):
             falling.append(f"  {names[contact]}: {mean:+.2f} (day before {previous:+.2f})")
     open_alerts = store.open_alerts()
+    handoffs = store.alerts_since(since, kind="handoff")
     lines = [
         "📋 Daily mood digest (last 24 h)",
         f"Messages: {sum(counts.values())} · " + " ".join(f"{LABEL_EMOJI[l]} {counts.get(l.value, 0)}" for l in Label),
         "Trending down:" if falling else "Trending down: nobody",
         *falling,
         f"Open alerts: {len(open_alerts)}",
-        *[f"  #{a.alert_id} [{a.severity}] {a.contact_name or a.contact_id}: {a.reason}" for a in open_alerts],
+        *[f"  #{a.alert_id} [{a.kind if a.kind != 'mood' else a.severity}] {a.contact_name or a.contact_id}: {a.reason}"
+          for a in open_alerts],
+        f"Hand-offs (questions the FAQ could not answer): {len(handoffs)}",
+        *[f"  #{a.alert_id} {a.contact_name or a.contact_id}: “{a.excerpts[0] if a.excerpts else ''}”" for a in handoffs],
     ]
     return "\n".join(lines)
 

@@ -13,10 +13,11 @@ from collections import OrderedDict
 from typing import Awaitable, Callable, Protocol
 
 from aiolimiter import AsyncLimiter
-from tenacity import AsyncRetrying, RetryError, stop_after_attempt, wait_exponential
+from tenacity import AsyncRetrying, RetryError, retry_if_not_exception_type, stop_after_attempt, wait_exponential
 
 from bot.config import OutboundSettings
 from bot.domain import OutboundMessage
+from bot.errors import SendRefused
 from bot.text import split_message
 
 log = logging.getLogger(__name__)
@@ -69,11 +70,15 @@ class Outbound:
                     stop=stop_after_attempt(self.settings.retries + 1),
                     wait=wait_exponential(multiplier=self.retry_wait_s, max=30),
                     sleep=self.sleep,
+                    retry=retry_if_not_exception_type(SendRefused),  # a refusal is final; retrying wastes time
                     reraise=False,
                 ):
                     with attempt:
                         await self.sender.send(message)
                 self.sent += 1
+            except SendRefused as exc:
+                self.failed += 1
+                log.error("send to %s refused: %s; message was: %r", message.chat_id, exc, message.text)
             except RetryError as exc:
                 self.failed += 1
                 log.error(

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from sqlalchemy import (
     Boolean, Column, DateTime, Float, Index, Integer, MetaData, String, Table, Text, create_engine, event, func,
-    select,
+    inspect, select, text,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -64,6 +64,7 @@ alerts = Table(
     Column("delivered_at", DateTime(timezone=True), nullable=True),
     Column("acked_at", DateTime(timezone=True), nullable=True),
     Column("reminded_at", DateTime(timezone=True), nullable=True),
+    Column("kind", String(16), nullable=False, default="mood"),  # mood | handoff (schema v2)
 )
 contacts = Table(
     "contacts", metadata,
@@ -109,7 +110,13 @@ def _v2(conn: Connection) -> None:
     mood_at_cover.create(conn, checkfirst=True)  # v1's create() already made it on a fresh database
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
+def _v3(conn: Connection) -> None:
+    # hand-offs are alerts of their own kind; an older database gains the column, a new one has it from _v1
+    if "kind" not in {column["name"] for column in inspect(conn).get_columns("alerts")}:
+        conn.execute(text("ALTER TABLE alerts ADD COLUMN kind VARCHAR(16) NOT NULL DEFAULT 'mood'"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3]
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -266,7 +273,7 @@ class Store:
             result = conn.execute(alerts.insert().values(
                 contact_id=alert.contact_id, contact_name=alert.contact_name, chat_id=alert.chat_id,
                 severity=alert.severity, reason=alert.reason, excerpts=json.dumps(list(alert.excerpts), ensure_ascii=False),
-                trend=json.dumps(list(alert.trend)), created_at=alert.created_at,
+                trend=json.dumps(list(alert.trend)), created_at=alert.created_at, kind=alert.kind,
             ))
             return int(result.inserted_primary_key[0])
 
@@ -299,9 +306,15 @@ class Store:
                 contact_id=r.contact_id, chat_id=r.chat_id, severity=r.severity, reason=r.reason,
                 excerpts=tuple(json.loads(r.excerpts)), trend=tuple(json.loads(r.trend)),
                 created_at=_utc(r.created_at) or r.created_at, contact_name=r.contact_name, alert_id=r.id,
+                kind=r.kind,
             )
             for r in rows
         ]
+
+    def alerts_since(self, since: datetime, kind: str | None = None) -> list[Alert]:
+        """Alerts (of one kind, or all) created at or after `since`."""
+        where = [alerts.c.created_at >= since] + ([alerts.c.kind == kind] if kind else [])
+        return self._alerts(*where)
 
     def undelivered_alerts(self) -> list[Alert]:
         return self._alerts(alerts.c.delivered_at.is_(None))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from bot.knowledge import KnowledgeBase
 from bot.services import Services
 from handlers.base import Pipeline
 from handlers.commands import CommandStage
 from handlers.escalation import CrisisStage, EscalationStage
 from handlers.filters import FilterStage, SeenIds, TriggerStage, fresh, from_self
 from handlers.hygiene import CleanTextStage, NonTextStage
+from handlers.knowledge import KnowledgeStage
 from handlers.reply import ReplyStage
 from handlers.sentiment import SentimentStage
 from handlers.strategy import StrategyStage
@@ -16,6 +18,7 @@ from handlers.strategy import StrategyStage
 def build_pipeline(services: Services) -> Pipeline:
     settings = services.settings
     seen = SeenIds()
+    knowledge = KnowledgeBase(settings.knowledge.path) if settings.knowledge.path else None
     return Pipeline(
         [
             # cheap rejections first, so the model only sees messages that may matter
@@ -32,6 +35,8 @@ def build_pipeline(services: Services) -> Pipeline:
             CrisisStage(services.engine, settings.escalation),  # needs the mood: the model check is for negatives
             EscalationStage(services.store, services.clock, settings.escalation, settings.alerts),
             StrategyStage(settings.sentiment.min_confidence),  # after crisis: a crisis overrides the mood
+            # FAQ facts for plain answers, or a hand-off instead of a reply the model would have to invent
+            KnowledgeStage(knowledge, settings.knowledge, services.clock, services.state),
             ReplyStage(services.engine, services.memory, settings.reply, services.state),
         ]
     )

@@ -89,7 +89,7 @@ class CommandStage:
             return "No open alerts."
         tz = self.services.tz
         return "\n".join(
-            f"#{a.alert_id} [{a.severity}] {a.contact_name or a.contact_id}: {a.reason} "
+            f"#{a.alert_id} [{'handoff' if a.kind == 'handoff' else a.severity}] {a.contact_name or a.contact_id}: {a.reason} "
             f"({a.created_at.astimezone(tz).strftime('%m-%d %H:%M')})"
             for a in open_alerts
         )

@@ -29,9 +29,10 @@ class ReplyStage:
     def fallback(self, lang: str) -> str:
         return self.settings.fallback.get(lang) or self.settings.fallback.get("en") or "Sorry, please say that again."
 
-    async def _generate(self, history: list[ChatTurn], strategy: Strategy, lang: str, system: str, mid: str) -> str:
+    async def _generate(self, history: list[ChatTurn], strategy: Strategy, lang: str, system: str, mid: str, knowledge: tuple[str, ...] = ()) -> str:
         try:
-            return await self.engine.generate(history, strategy, lang, system)
+            # knowledge only when there is some: engines without the keyword keep working meanwhile
+            return await self.engine.generate(history, strategy, lang, system, **({"knowledge": knowledge} if knowledge else {}))
         except EngineError as exc:
             log.warning("reply to message %s fell back: %s", mid, exc)
             return ""
@@ -44,10 +45,10 @@ class ReplyStage:
         user_turn = ChatTurn("user", turn.text)
         history = await asyncio.to_thread(self.memory.history, message.chat_id) + [user_turn]
         system = prompts.system_prompt(strategy, turn.lang, dict(self.settings.prompts))
-        reply = await self._generate(history, strategy, turn.lang, system, message.message_id)
+        reply = await self._generate(history, strategy, turn.lang, system, message.message_id, turn.knowledge)
         if reply and detect_lang(reply) != turn.lang and len(history) > 1:
             # a small model follows an earlier turn's language; answer this message on its own
-            reply = await self._generate([user_turn], strategy, turn.lang, system, message.message_id)
+            reply = await self._generate([user_turn], strategy, turn.lang, system, message.message_id, turn.knowledge)
         if detect_lang(reply) != turn.lang:
             reply = ""
         if not reply.strip():

@@ -37,6 +37,7 @@ class FakeEngine:
         self.delay = delay
         self.generated: list[tuple[list[ChatTurn], Strategy, str]] = []
         self.classified: list[str] = []
+        self.knowledge: list[tuple[str, ...]] = []  # what each generate() call was given
 
     def _label(self, text: str) -> Sentiment:
         lowered = text.lower()
@@ -62,14 +63,19 @@ class FakeEngine:
             raise self.fail
         return 0.95 if "end it all" in text.lower() else 0.05
 
-    async def generate(self, history: list[ChatTurn], strategy: Strategy, lang: str, system: str) -> str:
+    async def generate(
+        self, history: list[ChatTurn], strategy: Strategy, lang: str, system: str, knowledge: Sequence[str] = ()
+    ) -> str:
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.fail is not None:
             raise self.fail
         self.generated.append((history, strategy, lang))
+        self.knowledge.append(tuple(knowledge))
         if self.reply is not None:
             return self.reply
+        if knowledge:  # answer from the first FAQ entry, as a model told to use it would
+            return f"[{strategy.value}] " + knowledge[0].split("A: ", 1)[-1]
         return f"[{strategy.value}] 好的，我明白。" if lang == "zh" else f"[{strategy.value}] I hear you."
 
 

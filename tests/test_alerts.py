@@ -37,7 +37,7 @@ async def test_webhook_retries_a_failing_receiver_then_succeeds(store: Store, cl
         stored = await a.dispatch(ALERT)
         assert receiver.attempts == 3 and receiver.bad_signatures == 0
         assert receiver.received == [{
-            "id": stored.alert_id, "severity": "high", "reason": ALERT.reason, "contact_id": "alice",
+            "id": stored.alert_id, "kind": "mood", "severity": "high", "reason": ALERT.reason, "contact_id": "alice",
             "contact_name": "Alice", "chat_id": "alice", "excerpts": ["so sad"], "trend": ["negative"] * 3,
             "created_at": "2026-01-01T00:00:00+00:00",
         }]

@@ -1,0 +1,62 @@
+"""Plain questions get FAQ facts for the reply prompt; a question the FAQ cannot answer is handed off.
+
+Runs after the strategy: comfort, celebration and crisis replies are about the person, not facts,
+so only the plain strategy looks anything up. When nothing matches above the threshold and the
+message asks for something, the bot says a colleague will answer, records a `handoff` alert for the
+admins (chat, digest, webhook) and ends the turn, rather than letting the model invent a fact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from bot.clock import Clock
+from bot.config import KnowledgeSettings
+from bot.domain import Alert, OutboundMessage, Strategy, Turn
+from bot.errors import StopPipeline
+from bot.knowledge import KnowledgeBase, is_question
+from bot.state import BotState
+from bot.text import detect_lang
+
+log = logging.getLogger(__name__)
+
+
+class KnowledgeStage:
+    name = "knowledge"
+
+    def __init__(self, base: KnowledgeBase | None, settings: KnowledgeSettings, clock: Clock, state: BotState) -> None:
+        self.base = base
+        self.settings = settings
+        self.clock = clock
+        self.state = state
+
+    def handoff_reply(self, lang: str) -> str:
+        replies = self.settings.handoff_reply
+        return replies.get(lang) or replies.get("en") or "A colleague will answer you soon."
+
+    async def __call__(self, turn: Turn) -> None:
+        if self.base is None or turn.strategy is not Strategy.PLAIN or turn.record_only or self.state.paused:
+            return
+        hits = await asyncio.to_thread(self.base.search, turn.text, self.settings.top_k)
+        matched = [hit for hit in hits if hit.score >= self.settings.threshold]
+        if matched:
+            # entries in the sender's language first: the reply is in that language (sort is stable)
+            matched.sort(key=lambda hit: detect_lang(hit.entry.question) != turn.lang)
+            turn.knowledge = tuple(hit.entry.line() for hit in matched)
+            log.debug("message %s matched %d FAQ entries (best %.2f)", turn.message.message_id, len(matched), matched[0].score)
+            return
+        if not is_question(turn.text):
+            return  # small talk: the model answers it without facts
+        message = turn.message
+        best = f" (best score {hits[0].score:.2f})" if hits else ""
+        log.info("hand-off: message %s from %s has no FAQ answer%s", message.message_id, message.sender_id, best)
+        mention = (message.sender_id,) if message.is_group else ()
+        turn.reply = self.handoff_reply(turn.lang)
+        turn.outbox.append(OutboundMessage(message.chat_id, turn.reply, mention))
+        turn.alerts.append(Alert(
+            contact_id=message.sender_id, chat_id=message.chat_id, severity="info",
+            reason="question not answered by the FAQ", excerpts=(turn.text,), trend=(),
+            created_at=self.clock.now(), contact_name=message.sender_name, kind="handoff",
+        ))
+        raise StopPipeline("hand-off: no FAQ answer")

@@ -1,0 +1,203 @@
+"""The FAQ knowledge base, the knowledge stage (facts for plain replies, hand-offs) and its settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bot.clock import ManualClock
+from bot.config import KnowledgeSettings, Settings, load_settings
+from bot.domain import Label, Sentiment, Strategy, Turn
+from bot.errors import ConfigError, StopPipeline
+from bot.knowledge import KnowledgeBase, is_question, load_entries, tokenize
+from bot.state import BotState
+from handlers.knowledge import KnowledgeStage
+from tests.fakes import build_app, make_message
+
+FAQ = Path(__file__).resolve().parent.parent / "examples" / "faq.yaml"
+
+
+def test_the_sample_faq_loads_with_zh_and_en_entries() -> None:
+    entries = load_entries(FAQ)
+    assert len(entries) >= 10
+    text = " ".join(e.question + e.answer for e in entries)
+    for fact in ("10 am to 9 pm", "400-820-1234", "7 days", "退货", "包邮", "营业"):
+        assert fact in text
+
+
+def test_tokenize_cuts_chinese_and_drops_stopwords() -> None:
+    assert tokenize("你们的营业时间是什么？") == ["营业时间", "营", "业", "时", "间"]
+    assert tokenize("What are your opening hours?") == ["opening", "hours"]
+
+
+def test_search_finds_paraphrases_in_both_languages() -> None:
+    kb = KnowledgeBase(FAQ)
+    assert "400-820-1234" in kb.search("客服号码给我一下", 1)[0].entry.answer
+    assert "refund" in kb.search("How do I get a refund?", 1)[0].entry.answer
+    assert kb.search("Do you sell bicycles?", 1) == []
+
+
+def test_csv_faq_and_reload_on_change(tmp_path: Path) -> None:
+    faq = tmp_path / "faq.csv"
+    faq.write_text("question,answer,keywords\nWhen do you open?,We open at 8 am.,hours; open\n", encoding="utf-8")
+    kb = KnowledgeBase(faq)
+    assert kb.search("opening hours?", 1)[0].entry.answer == "We open at 8 am."
+    faq.write_text("question,answer,keywords\nWhen do you open?,We open at 7 am now.,hours; open\n", encoding="utf-8")
+    os.utime(faq, (faq.stat().st_atime, faq.stat().st_mtime + 5))
+    assert kb.search("opening hours?", 1)[0].entry.answer == "We open at 7 am now."
+    faq.write_text("question,answer\n,no question here\n", encoding="utf-8")  # a broken edit
+    os.utime(faq, (faq.stat().st_atime, faq.stat().st_mtime + 10))
+    assert kb.search("opening hours?", 1)[0].entry.answer == "We open at 7 am now."  # the last good FAQ stays
+
+
+def test_a_missing_or_broken_faq_stops_the_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        KnowledgeBase(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- question: hi\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="needs a question and an answer"):
+        KnowledgeBase(bad)
+
+
+def test_is_question() -> None:
+    assert is_question("你们几点开门") and is_question("Do you sell bikes") and is_question("phone?")
+    assert not is_question("thanks, have a nice day") and not is_question("今天天气不错")
+
+
+def _turn(text: str, strategy: Strategy = Strategy.PLAIN) -> Turn:
+    turn = Turn(message=make_message(text), text=text, lang="en")
+    turn.sentiment = Sentiment(Label.NEUTRAL, 0.8, {})
+    turn.strategy = strategy
+    return turn
+
+
+def _stage(threshold: float = 0.125) -> KnowledgeStage:
+    from datetime import datetime, timezone
+
+    return KnowledgeStage(KnowledgeBase(FAQ), KnowledgeSettings(threshold=threshold), ManualClock(),
+                          BotState(started_at=datetime(2026, 1, 1, tzinfo=timezone.utc), model_name="fake"))
+
+
+async def test_stage_puts_matching_entries_into_the_turn() -> None:
+    turn = _turn("Can I pay with Alipay?")
+    await _stage()(turn)
+    assert turn.knowledge and "Alipay" in turn.knowledge[0] and turn.knowledge[0].startswith("Q: ")
+    assert turn.outbox == [] and turn.alerts == []
+
+
+async def test_stage_puts_entries_in_the_senders_language_first() -> None:
+    turn = _turn("Alipay 付款")  # the zh entry scores higher, but the sender writes English here
+    turn.lang = "en"
+    await _stage()(turn)
+    assert len(turn.knowledge) == 2 and turn.knowledge[0].startswith("Q: Which payment methods")
+
+
+async def test_stage_hands_off_an_unanswerable_question_but_not_small_talk() -> None:
+    turn = _turn("Do you sell bicycles?")
+    with pytest.raises(StopPipeline):
+        await _stage()(turn)
+    assert turn.outbox[0].text == KnowledgeSettings().handoff_reply["en"]
+    assert [a.kind for a in turn.alerts] == ["handoff"]
+    chat = _turn("ok, see you later")
+    await _stage()(chat)
+    assert chat.knowledge == () and chat.outbox == []
+
+
+async def test_stage_only_looks_up_plain_questions() -> None:
+    turn = _turn("Do you sell bicycles?", Strategy.COMFORT)
+    await _stage()(turn)
+    assert turn.outbox == [] and turn.knowledge == ()
+
+
+async def test_pipeline_hand_off_reaches_alerts_digest_and_reply(tmp_path: Path, store, clock) -> None:  # type: ignore[no-untyped-def]
+    from bot.jobs import _digest_text
+
+    app, sender = build_app(clock, store, knowledge={"path": str(FAQ)})
+    clock_now = clock.now()
+    turn = await app.process(make_message("Do you rent bicycles?", sent_at=clock_now))
+    assert turn is not None and turn.stopped == "hand-off: no FAQ answer"
+    texts = [m.text for m in sender.sent]
+    assert texts[0] == KnowledgeSettings().handoff_reply["en"] and "Hand-off #1" in texts[1]
+    assert sender.sent[1].chat_id == "boss"
+    assert "Hand-offs (questions the FAQ could not answer): 1" in _digest_text(app.services)
+    answered = await app.process(make_message("what are your opening hours?", sent_at=clock_now))
+    assert answered is not None and "10 am to 9 pm" in (answered.reply or "")
+    await app.stop()
+
+
+def test_official_settings_keep_secrets_out_of_reprs_and_read_numeric_tokens() -> None:
+    settings = load_settings(None, env={"MOODBOT__CHANNEL": "wechat_mp", "MOODBOT__WECHAT_MP__SECRET": "s3cr3t",
+                                        "MOODBOT__WECHAT_MP__TOKEN": "123456"})
+    assert settings.channel == "wechat_mp"
+    assert settings.wechat_mp.secret is not None and settings.wechat_mp.secret.get_secret_value() == "s3cr3t"
+    assert settings.wechat_mp.token is not None and settings.wechat_mp.token.get_secret_value() == "123456"
+    assert "s3cr3t" not in repr(settings) and "s3cr3t" not in str(settings.model_dump())
+
+
+def test_the_channels_say_what_is_missing() -> None:
+    from bot.channels.wechat_mp import MpDialect
+    from bot.channels.wecom import WecomDialect
+
+    with pytest.raises(ConfigError, match="wechat_mp.token"):
+        MpDialect(Settings().wechat_mp)
+    with pytest.raises(ConfigError, match="wecom.corp_id"):
+        WecomDialect(Settings().wecom)
+
+
+def test_a_v1_database_gains_the_alert_kind(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, text
+
+    from bot.store import Store
+
+    url = f"sqlite:///{tmp_path / 'v1.db'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:  # the alerts table as schema version 1 made it
+        conn.execute(text("CREATE TABLE schema_version (version INTEGER NOT NULL)"))
+        conn.execute(text("INSERT INTO schema_version VALUES (1)"))
+        conn.execute(text(
+            "CREATE TABLE alerts (id INTEGER PRIMARY KEY AUTOINCREMENT, contact_id VARCHAR(128) NOT NULL, "
+            "contact_name VARCHAR(256) NOT NULL, chat_id VARCHAR(128) NOT NULL, severity VARCHAR(16) NOT NULL, "
+            "reason TEXT NOT NULL, excerpts TEXT NOT NULL, trend TEXT NOT NULL, created_at DATETIME NOT NULL, "
+            "delivered_at DATETIME, acked_at DATETIME, reminded_at DATETIME)"))
+        conn.execute(text("INSERT INTO alerts (contact_id, contact_name, chat_id, severity, reason, excerpts, trend, "
+                          "created_at) VALUES ('a', 'A', 'a', 'high', 'old', '[]', '[]', '2026-01-01 00:00:00')"))
+    engine.dispose()
+    store = Store(url)
+    try:
+        assert [a.kind for a in store.open_alerts()] == ["mood"]
+    finally:
+        store.close()
+
+
+def test_a_wrong_length_aes_key_is_refused() -> None:
+    with pytest.raises(ConfigError, match="encoding_aes_key"):
+        load_settings(None, env={"MOODBOT__WECOM__ENCODING_AES_KEY": "short"})
+
+
+async def test_a_hand_off_reaches_the_webhook_as_its_own_kind(store, clock) -> None:  # type: ignore[no-untyped-def]
+    from bot.alerts import Alerter
+    from bot.config import AlertSettings
+    from bot.domain import Alert
+    from tests.webhook import Receiver
+
+    receiver = Receiver("k3y")
+    try:
+        alerter = Alerter(store, AlertSettings(webhook_url=receiver.url, webhook_secret="k3y", to_admins=False), [], clock)
+        handoff = Alert(contact_id="o_carol", chat_id="o_carol", severity="info", reason="question not answered by the FAQ",
+                        excerpts=("Do you sell bicycles?",), trend=(), created_at=clock.now(), kind="handoff")
+        await alerter.dispatch(handoff)
+        [body] = receiver.received
+        assert body["kind"] == "handoff" and body["excerpts"] == ["Do you sell bicycles?"]
+    finally:
+        receiver.close()
+
+
+def test_the_knowledge_bench_writes_its_report(tmp_path: Path) -> None:
+    from bench.knowledge import main
+
+    out = tmp_path / "KNOWLEDGE.md"
+    assert main(["--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "| bm25s + jieba | 1.000 (40/40)" in text and "**(default)**" in text
