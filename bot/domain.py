@@ -89,6 +89,7 @@ class Turn:
     reply: str | None = None
     knowledge: tuple[str, ...] = ()  # FAQ entries for the reply prompt (handlers/knowledge.py)
     crisis: bool = False
+    careful: bool = False  # a crisis was raised for this contact a short while ago
     record_only: bool = False  # mood is recorded but the bot does not answer
     stopped: str | None = None  # why the pipeline ended early, if it did
     outbox: list[OutboundMessage] = field(default_factory=list)

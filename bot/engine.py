@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 LABELS = (Label.POSITIVE, Label.NEGATIVE, Label.NEUTRAL)
 MAX_PROMPT_TOKENS = 1536
+FEATURE_CACHE = 64
 
 
 class _Stop:
@@ -164,10 +165,18 @@ class ModelEngine:
         self.min_confidence = sentiment.min_confidence
         self.softcap = getattr(self.model.config, "final_logit_softcapping", None)
         self.cache_key = loaded.cache_key
+        self.tuned = loaded.tuned
         words = [prompts.LABEL_WORDS[label] for label in LABELS]
-        self.mood = _Scorer(self, prompts.CLASSIFY_PREFIX, prompts.CLASSIFY_ITEM, words)
+        if self.tuned:  # the prompt the adapter's mood and crisis heads were trained on
+            self.mood = _Scorer(self, prompts.TUNED_MOOD_PREFIX, prompts.TUNED_MOOD_ITEM, words)
+        else:
+            self.mood = _Scorer(self, prompts.CLASSIFY_PREFIX, prompts.CLASSIFY_ITEM, words)
         self.crisis = _Scorer(self, prompts.CRISIS_PREFIX, prompts.CRISIS_ITEM, prompts.CRISIS_WORDS)
-        self.readout = _pick_readout(sentiment.readout, loaded.fingerprint, self.model.config.hidden_size)
+        hidden = self.model.config.hidden_size
+        self.readout = _pick_readout(sentiment.readout, loaded.fingerprint, hidden, "mood")
+        self.crisis_head = _pick_readout(sentiment.crisis_head, loaded.fingerprint, hidden, "crisis")
+        # mood and crisis read the same features: the crisis check after classify() costs nothing
+        self._features: dict[str, torch.Tensor] = {}
 
     def _encode(self, text: str, special: bool = False) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
@@ -212,27 +221,62 @@ class ModelEngine:
             results.extend(self._to_sentiment(row) for row in self.mood_probs(texts[start : start + size]))
         return results
 
+    def head_layers(self) -> tuple[int, ...]:
+        layers: set[int] = set()
+        for head in (self.readout, self.crisis_head):
+            if head is not None:
+                layers.update(head.layers)
+        return tuple(sorted(layers))
+
+    def features(self, texts: Sequence[str]) -> torch.Tensor:
+        """(texts, layers, hidden): the normed states the heads read, computed once per text."""
+        layers = self.head_layers()
+        missing = list(dict.fromkeys(t for t in texts if t not in self._features))
+        if missing:
+            got = self.mood.normed(missing, layers).reshape(len(missing), len(layers), -1)
+            for text, row in zip(missing, got):
+                self._features[text] = row
+            while len(self._features) > FEATURE_CACHE:
+                self._features.pop(next(iter(self._features)))
+        return torch.stack([self._features[t] for t in texts])
+
+    def _head_input(self, head: Readout, texts: Sequence[str]) -> torch.Tensor:
+        layers = self.head_layers()
+        feats = self.features(texts)
+        return feats[:, [layers.index(layer) for layer in head.layers]].reshape(len(texts), -1)
+
     def mood_probs(self, texts: Sequence[str]) -> torch.Tensor:
-        """(texts, 3) probabilities in LABELS order: the trained readout where there is one."""
+        """(texts, 3) calibrated probabilities in LABELS order: the trained readout where there is one."""
         if self.readout is None:
             return self.mood.probs(texts)
-        probs = self.readout.probs(self.mood.normed(texts, self.readout.layers))
-        order = [self.readout.labels.index(label) for label in LABELS]
+        probs = self.readout.probs(self._head_input(self.readout, texts))
+        order = [self.readout.labels.index(label.value) for label in LABELS]
         return probs[:, order]
 
     def classify(self, text: str) -> Sentiment:
         return self.classify_batch([text])[0]
 
     def crisis_score(self, text: str) -> float:
-        """Calibrated probability that the message talks about harming oneself."""
-        return float(self.crisis.probs([text])[0, 0])
+        """Calibrated probability that the message signals a crisis (self-harm, suicide).
+
+        With a trained crisis head it is scaled so that its own threshold (chosen on validation for
+        recall) maps to 0.5: `escalation.crisis_threshold` then means the same for every head."""
+        if self.crisis_head is None:
+            return float(self.crisis.probs([text])[0, 0])
+        p = float(self.crisis_head.probs(self._head_input(self.crisis_head, [text]))[0, 0])
+        t = self.crisis_head.threshold
+        return 0.5 * p / t if p < t else 0.5 + 0.5 * (p - t) / max(1e-9, 1 - t)
 
     def _to_sentiment(self, probs: torch.Tensor) -> Sentiment:
+        """The label and the confidence that the neutral rule used, from calibrated probabilities.
+
+        A positive or negative label needs at least `min_confidence`; below that the message is
+        neutral, and the confidence printed is the probability that it is *not* the polar label."""
         scores = {label.value: round(float(p), 4) for label, p in zip(LABELS, probs)}
         best = int(torch.argmax(probs))
         label, confidence = LABELS[best], float(probs[best])
         if label is not Label.NEUTRAL and confidence < self.min_confidence:
-            label, confidence = Label.NEUTRAL, 1.0 - confidence + float(probs[2])
+            label, confidence = Label.NEUTRAL, 1.0 - confidence
         return Sentiment(label, round(min(confidence, 1.0), 4), scores)
 
     # --- generation -----------------------------------------------------------------
@@ -260,29 +304,44 @@ class ModelEngine:
         strategy: Strategy,
         lang: str,
         system: str,
+        knowledge: Sequence[str] = (),
+        attempt: int = 0,
         deadline: float | None = None,
     ) -> str:
-        ids, _ = self._prompt(system, strategy, lang, history)
-        reply = self._complete(ids, lang, deadline, penalty=1.1)
-        user_text = history[-1].text if history else ""
-        if echoes(reply, user_text):
-            # a small base model often just repeats the message; ask again, away from its words
-            reply = self._complete(ids, lang, deadline, penalty=1.3, no_repeat=4)
-        return reply
+        """One reply. `attempt` > 0 asks again with other settings (the reply guard rejected one)."""
+        if self.tuned:
+            text = prompts.tuned_reply_prompt(strategy, lang, history, list(knowledge))
+            ids = self._encode(text, special=True)[-MAX_PROMPT_TOKENS:]
+            stops: list[str] = []
+        else:
+            if knowledge:
+                system = prompts.with_knowledge(system, knowledge)
+            ids, _ = self._prompt(system, strategy, lang, history)
+            stops = prompts.stop_strings(lang)
+        return self._complete(ids, stops, deadline, attempt)
 
-    def _complete(self, ids: list[int], lang: str, deadline: float | None, penalty: float, no_repeat: int = 0) -> str:
-        stopper = _Stop(self.tokenizer, len(ids), prompts.stop_strings(lang), deadline)
+    def _complete(self, ids: list[int], stops: list[str], deadline: float | None, attempt: int) -> str:
+        stopper = _Stop(self.tokenizer, len(ids), stops, deadline)
         input_ids = torch.tensor([ids])
+        ends = [self.tokenizer.eos_token_id]
+        end_turn = self.tokenizer.convert_tokens_to_ids(prompts.END_TURN)
+        if isinstance(end_turn, int) and end_turn != self.tokenizer.unk_token_id:
+            ends.append(end_turn)
+        if attempt:  # the first answer was rejected: sample, away from the words already used
+            torch.manual_seed(1000 + attempt + len(ids))
+            options: dict[str, Any] = dict(do_sample=True, temperature=0.7, top_p=0.9, repetition_penalty=1.3,
+                                           no_repeat_ngram_size=3)
+        else:
+            options = dict(do_sample=False, repetition_penalty=1.1)
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=torch.ones_like(input_ids),
                 max_new_tokens=self.settings.max_new_tokens,
-                do_sample=False,
-                repetition_penalty=penalty,
-                no_repeat_ngram_size=no_repeat,
                 stopping_criteria=[stopper],
                 pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=ends,
+                **options,
             )
         if stopper.hit:
             raise EngineTimeout("generation ran past its deadline")
@@ -301,21 +360,27 @@ def echoes(reply: str, message: str) -> bool:
     return a in b or (b in a and len(b) >= 0.6 * len(a))
 
 
-def _pick_readout(choice: str, fingerprint: str | None, hidden_size: int) -> Readout | None:
+def _pick_readout(choice: str, fingerprint: str | None, hidden_size: int, head: str) -> Readout | None:
     if choice == "none":
         return None
     if choice == "auto":
-        path = shipped_path(fingerprint) if fingerprint else None
+        path = shipped_path(fingerprint, head) if fingerprint else None
         if path is None or not path.exists():
             return None
     else:
         path = Path(choice).expanduser()
         if not path.exists():
-            raise EngineError(f"sentiment.readout {path} does not exist")
+            raise EngineError(f"the {head} head {path} does not exist")
     readout = Readout.load(path)
     if readout.mean.shape[-1] != hidden_size * len(readout.layers):
-        raise EngineError(f"the readout {path} was trained for another model (hidden size {readout.mean.shape[-1]})")
-    log.info("mood readout: %s (layers %s)", path.name, readout.layers)
+        raise EngineError(f"the {head} head {path} was trained for another model (hidden size {readout.mean.shape[-1]})")
+    if fingerprint and readout.fingerprint != fingerprint:
+        # a head fitted to other weights reads features that no longer mean the same: refuse it
+        raise EngineError(
+            f"the {head} head {path} was trained for the weights {readout.fingerprint}, not the ones being served "
+            f"({fingerprint}); rebuild it with `python -m train.heads`"
+        )
+    log.debug("%s head: %s (layers %s)", head, path.name, readout.layers)
     return readout
 
 
@@ -356,10 +421,20 @@ class AsyncEngine:
         result: float = await self._run(self.engine.crisis_score, text)
         return result
 
-    async def generate(self, history: list[ChatTurn], strategy: Strategy, lang: str, system: str) -> str:
+    async def generate(
+        self,
+        history: list[ChatTurn],
+        strategy: Strategy,
+        lang: str,
+        system: str,
+        knowledge: Sequence[str] = (),
+        attempt: int = 0,
+    ) -> str:
         # the deadline also stops the worker thread, so a slow reply cannot hold the model after its timeout
         deadline = time.monotonic() + self.timeout_s
-        result: str = await self._run(self.engine.generate, history, strategy, lang, system, deadline)
+        result: str = await self._run(
+            self.engine.generate, history, strategy, lang, system, tuple(knowledge), attempt, deadline
+        )
         return result
 
     def close(self) -> None:

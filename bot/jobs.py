@@ -57,9 +57,14 @@ async def remind_unacknowledged(services: Services, alerter: Alerter) -> int:
     """Remind admins of alerts not acknowledged in time; retry alerts never delivered."""
     await alerter.redeliver_pending()
     now = services.clock.now()
-    due = await asyncio.to_thread(
-        services.store.alerts_to_remind, now - timedelta(minutes=services.settings.alerts.remind_after_minutes)
+    settings = services.settings.alerts
+    due = await asyncio.to_thread(services.store.alerts_to_remind, now - timedelta(minutes=settings.remind_after_minutes))
+    # a critical alert (a crisis) is re-sent on its own, shorter interval
+    critical = await asyncio.to_thread(
+        services.store.alerts_to_remind, now - timedelta(minutes=settings.critical_remind_after_minutes)
     )
+    seen = {a.alert_id for a in due}
+    due += [a for a in critical if a.severity == "critical" and a.alert_id not in seen]
     for alert in due:
         sent = await alerter.notify_admins(
             f"⏰ Reminder: alert #{alert.alert_id} [{alert.severity}] for {alert.contact_name or alert.contact_id} "

@@ -26,6 +26,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import torch  # noqa: E402
 
+from bot import adapter as adapters  # noqa: E402
 from bot.config import ModelSettings  # noqa: E402
 from bot.errors import EngineError, ModelNotFoundError  # noqa: E402
 from bot import snapshot  # noqa: E402
@@ -52,6 +53,7 @@ class LoadedModel:
     fingerprint: str | None = None  # names the exact weights, for a shipped readout
     quantization: str = "dense weights"
     cache_key: str | None = None  # names the serving snapshot; derived caches (prompt prefixes) use it
+    tuned: bool = False  # an adapter is merged in: prompts use the format it was trained on
 
 
 def pick_dtype(choice: str) -> torch.dtype:
@@ -158,7 +160,7 @@ def _with_snapshot(model: Any, plan: Any, quantization: str, path: Path) -> Any:
     return model
 
 
-def _convert_gguf(gguf: Path, target: Path, dtype: torch.dtype) -> tuple[Any, Any]:
+def _convert_gguf(gguf: Path, target: Path, dtype: torch.dtype) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s once; later starts load %s", gguf, target)
@@ -181,8 +183,7 @@ def _convert_gguf(gguf: Path, target: Path, dtype: torch.dtype) -> tuple[Any, An
         partial.rename(target)  # atomic: a crash mid-save leaves no half cache behind
     except OSError as exc:
         shutil.rmtree(partial, ignore_errors=True)
-        log.warning("could not save the converted model to %s (%s); the next start converts again", target, exc)
-    return model, tokenizer
+        raise EngineError(f"could not save the converted model to {target}: {exc}") from exc
 
 
 def load_model(settings: ModelSettings) -> LoadedModel:
@@ -222,21 +223,22 @@ def load_model(settings: ModelSettings) -> LoadedModel:
     if mode == "int4" and settings.keep_dense:
         mode = "int4+dense"
     converted = False
+    tuned = adapters.resolve(settings.adapter, embedded=settings.path is None)
     try:
         if weights is not source and not _is_complete(weights):
-            model, tokenizer = _convert_gguf(source, weights, dtype)
+            _convert_gguf(source, weights, dtype)
             converted = True
-            # the snapshot's name depends on the converted checkpoint, so it is known only now
-            serving = snapshot.snapshot_path(cache_dir, weights, dtype, mode)
-            quantization, plan = _quantize(model, mode)
-            model = _with_snapshot(model, plan, quantization, serving)
-        else:
-            serving = snapshot.snapshot_path(cache_dir, weights, dtype, mode)
-            # the tokenizer's large vocabulary loads on a second thread while the weights load
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                pending = pool.submit(_tokenizer, weights, serving.with_suffix(".tokenizer.pkl"))
-                model, quantization = _serving_model(weights, serving, dtype, mode)
-                tokenizer = pending.result()
+        if tuned is not None:
+            weights = adapters.merged_checkpoint(weights, tuned, dtype, cache_dir)
+            suffix = f"+{adapters.digest(tuned)}"
+            fingerprint = (fingerprint or weights.name) + suffix
+            name += f" + adapter {tuned.name}"
+        serving = snapshot.snapshot_path(cache_dir, weights, dtype, mode)
+        # the tokenizer's large vocabulary loads on a second thread while the weights load
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(_tokenizer, weights, serving.with_suffix(".tokenizer.pkl"))
+            model, quantization = _serving_model(weights, serving, dtype, mode)
+            tokenizer = pending.result()
     except (ModelNotFoundError, EngineError):
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
@@ -246,7 +248,9 @@ def load_model(settings: ModelSettings) -> LoadedModel:
     seconds = time.perf_counter() - started
     log.info("model %s loaded in %.1f s (%s, %s)", name, seconds, dtype, quantization)
     _release_freed_memory()
-    return LoadedModel(model, tokenizer, name, dtype, seconds, converted, fingerprint, quantization, serving.stem)
+    return LoadedModel(
+        model, tokenizer, name, dtype, seconds, converted, fingerprint, quantization, serving.stem, tuned is not None
+    )
 
 
 def _release_freed_memory() -> None:

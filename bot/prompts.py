@@ -7,6 +7,8 @@ None of the example texts comes from the evaluation sets.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from bot.domain import ChatTurn, Label, Strategy
 
 # Classification: a few-shot completion prompt read at the next token only.
@@ -102,6 +104,12 @@ BOT_TAG = {"zh": "助手", "en": "Assistant"}
 def system_prompt(strategy: Strategy, lang: str, overrides: dict[str, str]) -> str:
     base = overrides.get(strategy.value) or SYSTEM_PROMPTS[strategy]
     return f"{base} {LANGUAGE_RULE.get(lang, LANGUAGE_RULE['en'])}"
+
+
+def with_knowledge(system: str, knowledge: Sequence[str]) -> str:
+    """The system prompt with the business's facts, for models without the fine-tuned format."""
+    facts = "\n".join(f"- {fact}" for fact in knowledge)
+    return f"{system}\nUse only these facts; if they do not answer the question, say a colleague will help:\n{facts}"
 
 
 def chat_messages(system: str, history: list[ChatTurn]) -> list[dict[str, str]]:

@@ -1,17 +1,16 @@
-"""A small linear readout over the model's own hidden state at the mood-prompt answer position.
+"""Small linear heads over the model's own hidden states at the mood-prompt answer position.
 
-It replaces the three label-token rows with a trained 3-way classifier: still one model and one
-forward pass. Trained by bench/train_readout.py on data that no benchmark score comes from.
+Mood (positive / negative / neutral) and crisis (crisis / not) read the same features, so one
+forward pass serves both: still one model. Trained by `python -m train.heads` for the exact
+weights being served; a head trained for other weights is refused at load, by fingerprint.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-
-from bot.domain import Label
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "readouts"
 
@@ -21,22 +20,31 @@ class Readout:
     layers: tuple[int, ...]  # features: the final norm after each of these many layers, concatenated
     mean: torch.Tensor
     std: torch.Tensor
-    weight: torch.Tensor  # (labels, hidden)
+    weight: torch.Tensor  # (labels, features)
     bias: torch.Tensor
-    labels: tuple[Label, ...]
+    labels: tuple[str, ...]
     fingerprint: str
     note: str = ""
+    # calibration chosen on validation rows: logits / temperature + offset
+    temperature: float = 1.0
+    offset: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    threshold: float = 0.5  # for a two-label head: labels[0] when its probability reaches this
 
     def probs(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(n, features) -> (n, labels) probabilities in the order of `labels`."""
-        return torch.softmax(((hidden - self.mean) / self.std) @ self.weight.T + self.bias, dim=-1)
+        """(n, features) -> (n, labels) calibrated probabilities in the order of `labels`."""
+        logits = ((hidden - self.mean) / self.std) @ self.weight.T + self.bias
+        logits = logits / self.temperature
+        if self.offset.numel():
+            logits = logits + self.offset
+        return torch.softmax(logits, dim=-1)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(
             {
                 "layers": list(self.layers), "mean": self.mean, "std": self.std, "weight": self.weight, "bias": self.bias,
-                "labels": [label.value for label in self.labels], "fingerprint": self.fingerprint, "note": self.note,
+                "labels": list(self.labels), "fingerprint": self.fingerprint, "note": self.note,
+                "temperature": self.temperature, "offset": self.offset, "threshold": self.threshold,
             },
             path,
         )
@@ -47,10 +55,12 @@ class Readout:
         return cls(
             layers=tuple(int(x) for x in data["layers"]), mean=data["mean"].float(), std=data["std"].float(),
             weight=data["weight"].float(), bias=data["bias"].float(),
-            labels=tuple(Label(v) for v in data["labels"]), fingerprint=str(data["fingerprint"]),
-            note=str(data.get("note", "")),
+            labels=tuple(str(v) for v in data["labels"]), fingerprint=str(data["fingerprint"]),
+            note=str(data.get("note", "")), temperature=float(data.get("temperature", 1.0)),
+            offset=data.get("offset", torch.zeros(0)).float(), threshold=float(data.get("threshold", 0.5)),
         )
 
 
-def shipped_path(fingerprint: str) -> Path:
-    return SHIPPED_DIR / f"{fingerprint}.pt"
+def shipped_path(fingerprint: str, head: str = "mood") -> Path:
+    suffix = "" if head == "mood" else f".{head}"
+    return SHIPPED_DIR / f"{fingerprint}{suffix}.pt"

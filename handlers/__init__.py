@@ -32,11 +32,12 @@ def build_pipeline(services: Services) -> Pipeline:
             CommandStage(services),
             TriggerStage(settings.triggers),  # after clean-up: prefixes are matched on clean text
             SentimentStage(services.engine),  # every allowed message, replied to or not, gets a mood
-            CrisisStage(services.engine, settings.escalation),  # needs the mood: the model check is for negatives
+            # every message, after the mood pass whose features the crisis head reads
+            CrisisStage(services.engine, services.store, services.clock, settings.escalation, settings.crisis.careful_minutes),
             EscalationStage(services.store, services.clock, settings.escalation, settings.alerts),
             StrategyStage(settings.sentiment.min_confidence),  # after crisis: a crisis overrides the mood
             # FAQ facts for plain answers, or a hand-off instead of a reply the model would have to invent
             KnowledgeStage(knowledge, settings.knowledge, services.clock, services.state),
-            ReplyStage(services.engine, services.memory, settings.reply, services.state),
+            ReplyStage(services.engine, services.memory, settings.reply, settings.crisis, services.state),
         ]
     )

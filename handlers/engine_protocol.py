@@ -14,6 +14,14 @@ class Engine(Protocol):
 
     async def classify_batch(self, texts: Sequence[str]) -> list[Sentiment]: ...
 
+    async def crisis_score(self, text: str) -> float: ...
+
     async def generate(
-        self, history: list[ChatTurn], strategy: Strategy, lang: str, system: str, knowledge: Sequence[str] = ()
+        self,
+        history: list[ChatTurn],
+        strategy: Strategy,
+        lang: str,
+        system: str,
+        knowledge: Sequence[str] = (),
+        attempt: int = 0,
     ) -> str: ...

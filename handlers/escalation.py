@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from bot.clock import Clock
-from bot.config import AlertSettings, EscalationSettings
+from bot.config import DEFAULT_CRISIS_PHRASES, AlertSettings, EscalationSettings
 from bot.domain import LABEL_EMOJI, Alert, ContactState, Label, MoodPoint, Turn
 from bot.errors import EngineError
 from bot.store import Store
@@ -24,25 +24,37 @@ log = logging.getLogger(__name__)
 
 
 class CrisisStage:
+    """Checks every message for a crisis, whatever its mood label (one was labelled neutral).
+
+    The phrase list is a floor the model cannot lower; the model's crisis head reads the features
+    of the mood pass, so the check adds no forward pass. After a crisis the contact stays in
+    careful mode for `crisis.careful_minutes`: the bot keeps answering with vetted text only."""
+
     name = "crisis"
 
-    def __init__(self, engine: Engine, settings: EscalationSettings) -> None:
+    def __init__(self, engine: Engine, store: Store, clock: Clock, settings: EscalationSettings,
+                 careful_minutes: float) -> None:
         self.engine = engine
+        self.store = store
+        self.clock = clock
         self.settings = settings
-        self.phrases = [p.lower() for p in settings.crisis_phrases if p.strip()]
+        self.careful = timedelta(minutes=careful_minutes)
+        phrases = [*DEFAULT_CRISIS_PHRASES, *settings.crisis_phrases]
+        self.phrases = [p.lower() for p in phrases if p.strip()]
 
     async def __call__(self, turn: Turn) -> None:
         lowered = turn.text.lower()
         if any(phrase in lowered for phrase in self.phrases):
             turn.crisis = True
-            return
-        sentiment = turn.sentiment
-        if not self.settings.model_crisis_check or sentiment is None or sentiment.label is not Label.NEGATIVE:
-            return
-        try:
-            turn.crisis = await self.engine.crisis_score(turn.text) >= self.settings.crisis_threshold
-        except EngineError as exc:
-            log.warning("crisis check of message %s failed: %s", turn.message.message_id, exc)
+        elif self.settings.model_crisis_check:
+            try:
+                turn.crisis = await self.engine.crisis_score(turn.text) >= self.settings.crisis_threshold
+            except EngineError as exc:
+                log.warning("crisis check of message %s failed: %s", turn.message.message_id, exc)
+        if not turn.crisis and self.careful:
+            state = await asyncio.to_thread(self.store.state, turn.message.sender_id)
+            since = self.clock.now() - self.careful
+            turn.careful = bool(state.last_severity == "critical" and state.last_alert_at and state.last_alert_at >= since)
 
 
 def decide(

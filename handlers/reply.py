@@ -1,41 +1,75 @@
-"""Generate the reply with the same model, in the sender's language, and put it in the outbox."""
+"""Generate the reply with the same model, in the sender's language, guard it, and put it in the outbox.
+
+A crisis is never answered by the model: the vetted `crisis.reply` goes out, and `crisis.follow_up`
+while the contact stays in careful mode. Every generated reply passes the guard (bot/guard.py); a
+rejected one is generated once more with other settings, then replaced by a curated line.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+from collections import Counter
 
-from bot import prompts
-from bot.config import ReplySettings
+from bot import guard, prompts
+from bot.config import CrisisSettings, ReplySettings
 from bot.domain import ChatTurn, OutboundMessage, Strategy, Turn
 from bot.errors import EngineError
 from bot.memory import ConversationMemory
 from bot.state import BotState
-from bot.text import detect_lang
 from handlers.engine_protocol import Engine
 
 log = logging.getLogger(__name__)
+
+ATTEMPTS = 2  # the first reply, then one more with other settings
 
 
 class ReplyStage:
     name = "reply"
 
-    def __init__(self, engine: Engine, memory: ConversationMemory, settings: ReplySettings, state: BotState) -> None:
+    def __init__(self, engine: Engine, memory: ConversationMemory, settings: ReplySettings, crisis: CrisisSettings,
+                 state: BotState) -> None:
         self.engine = engine
         self.memory = memory
         self.settings = settings
+        self.crisis = crisis
         self.state = state
+        self.rejections: Counter[str] = Counter()  # reason -> count, for the benchmark and #status
+        self.fallbacks = 0
 
-    def fallback(self, lang: str) -> str:
-        return self.settings.fallback.get(lang) or self.settings.fallback.get("en") or "Sorry, please say that again."
+    def fallback(self, strategy: Strategy, lang: str, key: str, previous: str | None) -> str:
+        """A curated line for this strategy and language, picked by message, never the previous reply."""
+        table = self.settings.fallbacks.get(strategy.value) or self.settings.fallbacks["plain"]  # type: ignore[call-overload]
+        lines = table.get(lang) or table.get("en") or ["…"]
+        start = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
+        for i in range(len(lines)):
+            line = str(lines[(start + i) % len(lines)])
+            if line != previous:
+                return line
+        return str(lines[0])
 
-    async def _generate(self, history: list[ChatTurn], strategy: Strategy, lang: str, system: str, mid: str, knowledge: tuple[str, ...] = ()) -> str:
+    async def _generate(self, turn: Turn, history: list[ChatTurn], strategy: Strategy, system: str,
+                        attempt: int) -> str:
         try:
-            # knowledge only when there is some: engines without the keyword keep working meanwhile
-            return await self.engine.generate(history, strategy, lang, system, **({"knowledge": knowledge} if knowledge else {}))
+            return await self.engine.generate(history, strategy, turn.lang, system, turn.knowledge, attempt=attempt)
         except EngineError as exc:
-            log.warning("reply to message %s fell back: %s", mid, exc)
+            log.warning("reply to message %s failed: %s", turn.message.message_id, exc)
             return ""
+
+    async def guarded_reply(self, turn: Turn, history: list[ChatTurn], strategy: Strategy) -> str | None:
+        """The first generated reply that passes the guard, or None."""
+        system = prompts.system_prompt(strategy, turn.lang, dict(self.settings.prompts))
+        previous = next((t.text for t in reversed(history[:-1]) if t.role == "assistant"), None)
+        sources = [t.text for t in history[:-1]] + list(turn.knowledge)
+        for attempt in range(ATTEMPTS):
+            reply = await self._generate(turn, history, strategy, system, attempt)
+            reason = guard.check(reply, turn.text, turn.lang, previous, sources)
+            if reason is None:
+                return reply
+            self.rejections[reason.split(":")[0]] += 1
+            log.info("reply to message %s rejected (%s): %r", turn.message.message_id, reason, reply)
+        return None
 
     async def __call__(self, turn: Turn) -> None:
         if turn.record_only or (self.state.paused and not turn.crisis):
@@ -44,16 +78,17 @@ class ReplyStage:
         message = turn.message
         user_turn = ChatTurn("user", turn.text)
         history = await asyncio.to_thread(self.memory.history, message.chat_id) + [user_turn]
-        system = prompts.system_prompt(strategy, turn.lang, dict(self.settings.prompts))
-        reply = await self._generate(history, strategy, turn.lang, system, message.message_id, turn.knowledge)
-        if reply and detect_lang(reply) != turn.lang and len(history) > 1:
-            # a small model follows an earlier turn's language; answer this message on its own
-            reply = await self._generate([user_turn], strategy, turn.lang, system, message.message_id, turn.knowledge)
-        if detect_lang(reply) != turn.lang:
-            reply = ""
-        if not reply.strip():
-            reply = self.fallback(turn.lang)
+        if strategy is Strategy.CRISIS:
+            reply = self.crisis.text("reply" if turn.crisis else "follow_up", turn.lang)
         else:
+            generated = await self.guarded_reply(turn, history, strategy)
+            if generated is None:
+                self.fallbacks += 1
+                previous = next((t.text for t in reversed(history[:-1]) if t.role == "assistant"), None)
+                reply = self.fallback(strategy, turn.lang, message.message_id + turn.text, previous)
+            else:
+                reply = generated
+            # memory keeps what was said, curated lines included, so the next reply can differ from it
             await asyncio.to_thread(self.memory.add, message.chat_id, user_turn, ChatTurn("assistant", reply))
         turn.reply = reply
         mention = (message.sender_id,) if message.is_group else ()

@@ -13,7 +13,7 @@ class StrategyStage:
 
     async def __call__(self, turn: Turn) -> None:
         sentiment = turn.sentiment
-        if turn.crisis:
+        if turn.crisis or turn.careful:
             turn.strategy = Strategy.CRISIS
         elif sentiment is None or sentiment.confidence < self.min_confidence:
             turn.strategy = Strategy.PLAIN

@@ -64,18 +64,27 @@ class FakeEngine:
         return 0.95 if "end it all" in text.lower() else 0.05
 
     async def generate(
-        self, history: list[ChatTurn], strategy: Strategy, lang: str, system: str, knowledge: Sequence[str] = ()
+        self,
+        history: list[ChatTurn],
+        strategy: Strategy,
+        lang: str,
+        system: str,
+        knowledge: Sequence[str] = (),
+        attempt: int = 0,
     ) -> str:
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.fail is not None:
             raise self.fail
-        self.generated.append((history, strategy, lang))
-        self.knowledge.append(tuple(knowledge))
+        if attempt == 0:  # `generated` lists the replies asked for, not the guard's second tries
+            self.generated.append((history, strategy, lang))
+            self.knowledge.append(tuple(knowledge))
         if self.reply is not None:
             return self.reply
         if knowledge:  # answer from the first FAQ entry, as a model told to use it would
             return f"[{strategy.value}] " + knowledge[0].split("A: ", 1)[-1]
+        if attempt:  # asked again (the guard refused the first, e.g. as a repeat): say something else
+            return f"[{strategy.value}] 再多说一点吧。" if lang == "zh" else f"[{strategy.value}] Tell me more."
         return f"[{strategy.value}] 好的，我明白。" if lang == "zh" else f"[{strategy.value}] I hear you."
 
 
@@ -98,13 +107,13 @@ class RecordingSender:
         self.sent.append(message)
 
 
-def build_app(clock: Any, db: Any, **sections: Any) -> tuple[Any, RecordingSender]:
+def build_app(clock: Any, db: Any, engine: Any = None, **sections: Any) -> tuple[Any, RecordingSender]:
     """An Application on a fake engine with admin 'boss', no scheduler, and a recording sender."""
     from bot.app import Application
     from bot.config import Settings
 
     data = {"admin": {"ids": ["boss"]}, "schedule": {"enabled": False}, **sections}
-    app = Application(Settings.model_validate(data), FakeEngine(), clock, db)
+    app = Application(Settings.model_validate(data), engine or FakeEngine(), clock, db)
     sender = RecordingSender()
     app.attach(sender)
     return app, sender

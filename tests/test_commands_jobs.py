@@ -60,7 +60,8 @@ async def test_a_stranger_is_treated_as_an_ordinary_message(clock: ManualClock, 
     app, sender = build(clock, store)
     replies = await send(app, clock, "#status", who="mallory")
     assert replies == ["[plain] I hear you."]  # answered like any message; no status leaks
-    assert await send(app, clock, "#pause", who="mallory") == ["[plain] I hear you."]
+    # answered like any message (and not with the same words twice in a row)
+    assert await send(app, clock, "#pause", who="mallory") == ["[plain] Tell me more."]
     assert not app.state.paused
 
 
@@ -85,6 +86,18 @@ async def test_reminder_job(clock: ManualClock, store: Store) -> None:
     assert await jobs.remind_unacknowledged(app.services, app.alerter) == 1
     assert "Reminder: alert #1" in sender.sent[-1].text
     assert await jobs.remind_unacknowledged(app.services, app.alerter) == 0  # reminded once per period
+
+
+async def test_an_unacknowledged_critical_alert_is_reminded_sooner(clock: ManualClock, store: Store) -> None:
+    app, sender = build(clock, store, alerts={"remind_after_minutes": 60, "critical_remind_after_minutes": 10})
+    await send(app, clock, "I want to kill myself", who="alice")
+    for _ in range(3):
+        await send(app, clock, SAD, who="bob")
+    clock.advance(minutes=11)
+    assert await jobs.remind_unacknowledged(app.services, app.alerter) == 1  # the crisis only
+    assert "[critical]" in sender.sent[-1].text
+    clock.advance(minutes=50)
+    assert await jobs.remind_unacknowledged(app.services, app.alerter) == 2  # now bob's too, and alice's again
 
 
 async def test_prune_job(clock: ManualClock, store: Store) -> None:

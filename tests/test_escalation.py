@@ -10,7 +10,7 @@ import pytest
 
 from bot.app import Application
 from bot.clock import ManualClock
-from bot.config import EscalationSettings
+from bot.config import CrisisSettings, EscalationSettings
 from bot.domain import ContactState, Label, MoodPoint, Strategy
 from bot.store import Store
 from handlers.escalation import decide
@@ -79,16 +79,44 @@ async def test_no_rearm_without_recovery(clock: ManualClock, store: Store) -> No
     assert len(alerts_sent(sender)) == 1
 
 
-async def test_crisis_phrase_alerts_at_once_and_switches_the_reply(clock: ManualClock, store: Store) -> None:
-    app, sender = build(clock, store)
+async def test_crisis_phrase_alerts_at_once_with_the_configured_safe_reply(clock: ManualClock, store: Store) -> None:
+    app, sender = build(clock, store, crisis={"hotline": {"zh": "400-000-0000 (test line)"}})
     turn = await say(app, clock, "我觉得自己真的不想活了")
     assert turn.crisis and turn.strategy is Strategy.CRISIS
     [text] = alerts_sent(sender)
     assert "[critical]" in text
     replies = [m.text for m in sender.sent if m.chat_id == "alice"]
-    assert replies == ["[crisis] 好的，我明白。"]
+    expected = CrisisSettings(hotline={"zh": "400-000-0000 (test line)"}).text("reply", "zh")
+    assert replies == [expected] and "400-000-0000 (test line)" in expected  # exactly as configured
+    assert app.engine.generated == []  # never generated
     await say(app, clock, "I want to kill myself")
     assert len(alerts_sent(sender)) == 1  # one crisis alert per episode
+
+
+async def test_a_crisis_labelled_neutral_still_triggers(clock: ManualClock, store: Store) -> None:
+    # the fake engine labels this neutral; the crisis head is asked about every message all the same
+    app, sender = build(clock, store)
+    turn = await say(app, clock, "thinking I should just end it all tonight")
+    assert turn.sentiment.label is Label.NEUTRAL
+    assert turn.crisis and "[critical]" in alerts_sent(sender)[0]
+
+
+async def test_careful_mode_persists_then_ends(clock: ManualClock, store: Store) -> None:
+    app, sender = build(clock, store, crisis={"careful_minutes": 60})
+    await say(app, clock, "I want to kill myself")
+    later = await say(app, clock, "what time is it", minutes=10)
+    assert not later.crisis and later.careful and later.strategy is Strategy.CRISIS
+    assert [m.text for m in sender.sent if m.chat_id == "alice"][-1] == CrisisSettings().text("follow_up", "en")
+    assert app.engine.generated == []
+    after = await say(app, clock, "what time is it", minutes=60)
+    assert not after.careful and after.strategy is Strategy.PLAIN
+
+
+async def test_a_crisis_is_answered_even_while_paused(clock: ManualClock, store: Store) -> None:
+    app, sender = build(clock, store)
+    app.state.paused = True
+    await say(app, clock, "I want to kill myself")
+    assert [m.text for m in sender.sent if m.chat_id == "alice"] == [CrisisSettings().text("reply", "en")]
 
 
 async def test_model_judgement_flags_crisis_without_a_listed_phrase(clock: ManualClock, store: Store) -> None:
@@ -98,6 +126,14 @@ async def test_model_judgement_flags_crisis_without_a_listed_phrase(clock: Manua
     app2, sender2 = build(clock, store, escalation={"model_crisis_check": False})
     turn = await say(app2, clock, "so sad, I just want to end it all", who="bob")
     assert not turn.crisis
+
+
+def test_the_phrase_floor_cannot_be_switched_off_by_configuring_phrases() -> None:
+    from handlers.escalation import CrisisStage
+
+    stage = CrisisStage(None, None, None, EscalationSettings(crisis_phrases=["my own phrase"]), 0)  # type: ignore[arg-type]
+    assert "kill myself" in stage.phrases and "my own phrase" in stage.phrases
+    assert "想死" not in stage.phrases  # 想死你了 is "I miss you so much": left to the model
 
 
 async def test_group_moods_are_per_speaker(clock: ManualClock, store: Store) -> None:

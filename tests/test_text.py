@@ -51,12 +51,3 @@ def test_split_message_at_sentence_boundaries() -> None:
     words = "one two three four five six seven eight nine ten"
     assert " ".join(split_message(words, 12)) == words
     assert all(len(p) <= 12 for p in split_message(words, 12))
-
-
-def test_echo_detection() -> None:
-    from bot.engine import echoes
-
-    assert echoes("你好，今天考试没考好，心情很低落。", "今天考试没考好，心情很低落")
-    assert echoes("I failed my test.", "I failed my test")
-    assert not echoes("你觉得怎么样？", "今天考试没考好，心情很低落")
-    assert not echoes("", "hello")

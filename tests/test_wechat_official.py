@@ -154,7 +154,7 @@ async def test_a_reply_too_slow_for_every_retry_comes_with_the_next_message(bot:
     await wait_until(lambda: bot.channel.processed == 1, what="the slow turn")
     bot.engine.delay = 0
     later = await bot.wechat.text(USER, "hello again")
-    assert later.text == "[plain] I hear you.\n[plain] I hear you."  # the kept reply, then the new one
+    assert later.text == "[plain] I hear you.\n[plain] Tell me more."  # the kept reply, then the new one
     assert len(bot.engine.generated) == 2 and bot.api.sends == []
 
 

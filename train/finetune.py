@@ -74,11 +74,19 @@ def encode_reply(tokenizer: Any, ex: tdata.ReplyExample) -> Encoded:
     history.append(ChatTurn("user", ex.message))
     text = prompts.tuned_reply_prompt(Strategy(ex.strategy), ex.lang, history, ex.knowledge)
     prompt = tokenizer(text, add_special_tokens=True)["input_ids"]
-    end = tokenizer.convert_tokens_to_ids(prompts.END_TURN)
+    end = end_of_reply(tokenizer)
     reply = tokenizer(ex.reply, add_special_tokens=False)["input_ids"][:MAX_REPLY] + [end]
     if len(prompt) > MAX_PROMPT:  # keep the beginning-of-text token and the newest turns
         prompt = prompt[:1] + prompt[-(MAX_PROMPT - 1):]
     return Encoded(prompt + reply, [-100] * len(prompt) + reply)
+
+
+def end_of_reply(tokenizer: Any) -> int:
+    """Gemma's <end_of_turn>; a tokenizer without it (the tests' tiny one) ends replies with its eos."""
+    end = tokenizer.convert_tokens_to_ids(prompts.END_TURN)
+    if not isinstance(end, int) or end == tokenizer.unk_token_id:
+        return int(tokenizer.eos_token_id)
+    return end
 
 
 def mood_ids(tokenizer: Any, prefix_ids: list[int], text: str) -> list[int]:

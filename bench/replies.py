@@ -1,0 +1,189 @@
+"""The reply benchmark: today's base prompt and the fine-tuned model side by side, on replies_eval.
+
+    .venv/bin/python -m bench.replies                  # both variants, every eval example
+    .venv/bin/python -m bench.replies --smoke          # a few examples on a tiny model (make test)
+
+Each example goes through the reply stage's own generate-guard-fallback path (handlers/reply.py)
+with the example's strategy, history and knowledge. Counted per variant, strategy and language:
+- on the first generated reply (before the guard): echo, invented-fact and wrong-language rates;
+- on the reply that would be sent: the same three, the guard's fallback rate, the repeated-reply
+  rate (the same reply to different messages), distinct-2, median length, latency p50/p95.
+Every reply is written to bench/replies_<variant>.jsonl so that a reader can check the grades.
+The examples in train/data/replies_eval.jsonl are never trained on (train/data.py bans them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from bot import guard
+from bot.config import CrisisSettings, ModelSettings, ReplySettings, SentimentSettings
+from bot.domain import ChatTurn, InboundMessage, Strategy, Turn
+from train import data as tdata
+
+BENCH = Path(__file__).resolve().parent
+
+
+class _NoMemory:
+    """The example's own history stands in for the conversation memory."""
+
+    def history(self, chat_id: str) -> list[ChatTurn]:
+        return []
+
+    def add(self, chat_id: str, *turns: ChatTurn) -> None:
+        pass
+
+
+class _NotPaused:
+    paused = False
+
+
+def distinct2(replies: list[str], lang: str) -> float:
+    grams: list[str] = []
+    for reply in replies:
+        units = list(guard._core(reply)) if lang == "zh" else [w for w in guard._CORE.split(reply.lower()) if w]
+        grams += [" ".join(units[i : i + 2]) for i in range(len(units) - 1)]
+    return len(set(grams)) / max(1, len(grams))
+
+
+async def run_variant(engine: Any, examples: list[tdata.ReplyExample], name: str) -> list[dict[str, Any]]:
+    from handlers.reply import ReplyStage
+
+    stage = ReplyStage(engine, _NoMemory(), ReplySettings(), CrisisSettings(), _NotPaused())  # type: ignore[arg-type]
+    rows = []
+    for n, ex in enumerate(examples, 1):
+        history = [ChatTurn("user" if role == "user" else "assistant", text) for role, text in ex.history]
+        history.append(ChatTurn("user", ex.message))
+        message = InboundMessage(chat_id=ex.id, sender_id=ex.id, text=ex.message, message_id=ex.id)
+        turn = Turn(message=message, text=ex.message, lang=ex.lang, strategy=Strategy(ex.strategy),
+                    knowledge=tuple(ex.knowledge))
+        before = Counter(stage.rejections)
+        first: list[str] = []
+        original = engine.generate
+
+        async def recording(*args: Any, **kwargs: Any) -> str:
+            reply: str = await original(*args, **kwargs)
+            first.append(reply)
+            return reply
+
+        engine.generate = recording
+        started = time.perf_counter()
+        try:
+            sent = await stage.guarded_reply(turn, history, Strategy(ex.strategy))
+        finally:
+            engine.generate = original
+        seconds = time.perf_counter() - started
+        fell_back = sent is None
+        if sent is None:
+            sent = stage.fallback(Strategy(ex.strategy), ex.lang, ex.id + ex.message, None)
+        sources = [t.text for t in history[:-1]] + list(ex.knowledge)
+        raw = first[0] if first else ""
+        rows.append({
+            "id": ex.id, "lang": ex.lang, "strategy": ex.strategy, "history": [list(h) for h in ex.history],
+            "knowledge": list(ex.knowledge), "message": ex.message, "first_reply": raw, "reply": sent,
+            "fallback": fell_back, "rejections": sorted((Counter(stage.rejections) - before).elements()),
+            "seconds": round(seconds, 3),
+            "first_echo": guard.echoes(raw, ex.message, ex.lang),
+            "first_invented": sorted(guard.invented(raw, [ex.message, *sources])),
+            "first_wrong_language": bool(raw.strip()) and guard.detect_lang(raw) != ex.lang,
+            "echo": guard.echoes(sent, ex.message, ex.lang),
+            "invented": sorted(guard.invented(sent, [ex.message, *sources])),
+            "wrong_language": guard.detect_lang(sent) != ex.lang,
+        })
+        if n % 20 == 0:
+            print(f"{name}: {n}/{len(examples)}", flush=True)
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def rate(key: str) -> float:
+        return sum(bool(r[key]) for r in rows) / max(1, len(rows))
+
+    replies = [r["reply"] for r in rows]
+    counts = Counter(replies)
+    seconds = sorted(r["seconds"] for r in rows)
+    lang = rows[0]["lang"] if rows and len({r["lang"] for r in rows}) == 1 else "en"
+    return {
+        "n": len(rows),
+        "first_echo": rate("first_echo"), "first_invented": rate("first_invented"),
+        "first_wrong_language": rate("first_wrong_language"),
+        "echo": rate("echo"), "invented": rate("invented"), "wrong_language": rate("wrong_language"),
+        "fallback": rate("fallback"),
+        "repeated": sum(1 for r in replies if counts[r] > 1) / max(1, len(replies)),
+        "distinct2": distinct2(replies, lang),
+        "median_chars": statistics.median(len(r) for r in replies) if replies else 0,
+        "p50_s": seconds[len(seconds) // 2] if seconds else 0.0,
+        "p95_s": seconds[min(len(seconds) - 1, int(len(seconds) * 0.95))] if seconds else 0.0,
+    }
+
+
+def table(results: dict[str, list[dict[str, Any]]]) -> str:
+    head = ("| variant | strategy | lang | n | echo (first) | invented (first) | wrong lang (first) | echo | invented "
+            "| wrong lang | fallback | repeated | distinct-2 | median chars | p50 s | p95 s |")
+    lines = [head, "|" + "---|" * 16]
+    for variant, rows in results.items():
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        for r in rows:
+            groups[(r["strategy"], r["lang"])].append(r)
+        for key in sorted(groups) + [("all", "all")]:
+            part = rows if key == ("all", "all") else groups[key]
+            s = summarise(part)
+            pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+            lines.append(
+                f"| {variant} | {key[0]} | {key[1]} | {s['n']} | {pct(s['first_echo'])} | {pct(s['first_invented'])} "
+                f"| {pct(s['first_wrong_language'])} | {pct(s['echo'])} | {pct(s['invented'])} "
+                f"| {pct(s['wrong_language'])} | {pct(s['fallback'])} | {pct(s['repeated'])} | {s['distinct2']:.2f} "
+                f"| {s['median_chars']:.0f} | {s['p50_s']:.2f} | {s['p95_s']:.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def build_engine(adapter: str, model_dir: str | None, timeout: float) -> Any:
+    from bot.engine import AsyncEngine, ModelEngine
+    from bot.model_loader import load_model
+
+    settings = ModelSettings(path=model_dir, adapter=adapter)
+    loaded = load_model(settings)
+    return AsyncEngine(ModelEngine(loaded, settings, SentimentSettings(readout="none", crisis_head="none")), timeout)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="a few examples on a tiny model")
+    parser.add_argument("--model-dir", help="a transformers checkpoint (default: the embedded model)")
+    parser.add_argument("--variants", default="base,tuned", help="base (adapter none), tuned (the shipped adapter)")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N examples (0: all)")
+    parser.add_argument("--out", type=Path, default=BENCH)
+    args = parser.parse_args(argv)
+    examples = tdata.reply_eval()
+    if args.smoke:
+        examples = examples[:: max(1, len(examples) // 4)][:4]
+    elif args.limit:
+        examples = examples[: args.limit]
+    results: dict[str, list[dict[str, Any]]] = {}
+    load = os.getloadavg()[0]
+    for variant in args.variants.split(","):
+        engine = build_engine("none" if variant == "base" else "auto", args.model_dir, timeout=120)
+        try:
+            results[variant] = asyncio.run(run_variant(engine, examples, variant))
+        finally:
+            engine.close()
+        path = args.out / f"replies_{variant}.jsonl"
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results[variant]), encoding="utf-8")
+        print(f"wrote {path}")
+    text = (f"Load average at start {load:.2f}, at end {os.getloadavg()[0]:.2f}; {len(examples)} examples "
+            f"of train/data/replies_eval.jsonl.\n\n" + table(results) + "\n")
+    (args.out / "REPLIES.md").write_text(text, encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The reply guard, rule by rule, and the reply stage's regenerate-then-fallback path with fakes."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot import guard
+from bot.config import Settings
+from bot.domain import Strategy
+from tests.fakes import FakeEngine, build_app, make_message
+
+
+# --- echo ------------------------------------------------------------------------------
+
+def test_whole_message_back_is_an_echo() -> None:
+    assert guard.echoes("你好，今天考试没考好，心情很低落。", "今天考试没考好，心情很低落", "zh")
+    assert guard.echoes("I failed my test.", "I failed my test", "en")
+
+
+def test_first_person_restatement_is_an_echo() -> None:
+    # the failure seen in the field: the bot restates the user's trouble as its own
+    assert guard.echoes("你好，我今天考试没考好，心情很低落，不知道怎么办。", "今天考试没考好，心情很低落", "zh")
+    assert guard.echoes("I got laid off today and I feel lost, what should I do", "got laid off today and I feel lost", "en")
+
+
+def test_a_reply_about_the_same_topic_is_not_an_echo() -> None:
+    assert not guard.echoes("考试没发挥好一定很难受，是哪一科呀？", "今天考试没考好，心情很低落", "zh")
+    assert not guard.echoes("Losing a job out of nowhere is a shock. How are you holding up?",
+                            "got laid off today and I feel lost", "en")
+    assert not guard.echoes("", "hello", "en")
+
+
+# --- language --------------------------------------------------------------------------
+
+def test_wrong_language_is_rejected() -> None:
+    assert guard.check("Sorry to hear that, how are you?", "今天好累", "zh", None, []) == "wrong language"
+    assert guard.check("辛苦了，早点休息吧。", "so tired today", "en", None, []) == "wrong language"
+    assert guard.check("辛苦了，早点休息吧。", "今天好累", "zh", None, []) is None
+
+
+# --- repeat ----------------------------------------------------------------------------
+
+def test_repeating_the_previous_reply_is_rejected() -> None:
+    previous = "听起来真的很辛苦，要不要先休息一下？"
+    assert guard.check("听起来真的很辛苦，要不要先休息一下！", "又加班了", "zh", previous, []) == "repeat"
+    assert guard.check("又加班了啊，晚饭吃了吗？", "又加班了", "zh", previous, []) is None
+
+
+# --- invented facts --------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "我们的营业时间是 9:00-21:00。",
+        "Call us at 1-800-555-0199 any time.",
+        "The refund takes 5 working days.",
+        "Write to help@shop.example.com and we'll sort it out.",
+        "Details are on www.example.com/help.",
+        "It costs 199 yuan.",
+        "我们九点开门，欢迎光临。",
+    ],
+)
+def test_a_fact_from_nowhere_is_rejected(reply: str) -> None:
+    message = "When do you open?" if reply.isascii() else "你们几点开门？"
+    lang = "en" if reply.isascii() else "zh"
+    reason = guard.check(reply, message, lang, None, [])
+    assert reason is not None and reason.startswith("invented fact")
+
+
+def test_facts_from_the_message_memory_or_knowledge_pass() -> None:
+    knowledge = ["营业时间：每天 9:00-21:00。", "客服电话：400-820-1234"]
+    assert guard.check("我们每天 9:00-21:00 营业。", "你们几点开门？", "zh", None, knowledge) is None
+    assert guard.check("可以拨打 400-820-1234 联系客服。", "电话多少", "zh", None, knowledge) is None
+    assert guard.check("Order 12345 is on its way.", "where is order 12345?", "en", None, []) is None
+    memory = ["my flight is at 9pm"]
+    assert guard.check("Leaving at 6 gives you time before 9pm.", "maybe leave at 6?", "en", None, memory) is None
+
+
+def test_facts_are_found_in_every_form() -> None:
+    assert {"400-820-1234", "a@b.cn", "https://x.cn/a"} <= guard.facts("call 400-820-1234 or a@b.cn, see https://x.cn/a")
+    assert "9:00" in guard.facts("at 9：00")
+    assert "三天" in guard.facts("大概三天到")
+    assert guard.facts("一起加油，试一下") == set()
+
+
+# --- the stage: regenerate once, then a curated line ------------------------------------
+
+class ScriptedEngine(FakeEngine):
+    def __init__(self, replies: list[str]) -> None:
+        super().__init__()
+        self.replies = replies
+        self.attempts: list[int] = []
+
+    async def generate(self, history, strategy, lang, system, knowledge=(), attempt=0):  # type: ignore[no-untyped-def]
+        self.attempts.append(attempt)
+        return self.replies.pop(0)
+
+
+async def _turn(engine: FakeEngine, clock, store, text: str):  # type: ignore[no-untyped-def]
+    app, sender = build_app(clock, store, engine)
+    turn = await app.process(make_message(text))
+    stage = next(s for s in app.pipeline.stages if s.name == "reply")
+    return stage, sender, turn
+
+
+async def test_a_rejected_reply_is_regenerated_with_other_settings(clock, store) -> None:  # type: ignore[no-untyped-def]
+    engine = ScriptedEngine(["今天好难过，好难过", "发生什么事了？愿意说说吗？"])
+    stage, sender, turn = await _turn(engine, clock, store, "今天好难过")
+    assert engine.attempts == [0, 1]
+    assert sender.sent[0].text == "发生什么事了？愿意说说吗？"
+    assert stage.rejections["echo"] == 1 and stage.fallbacks == 0
+
+
+async def test_two_rejections_fall_back_to_a_curated_line(clock, store) -> None:  # type: ignore[no-untyped-def]
+    engine = ScriptedEngine(["Call 1-800-123 now", "Visit www.example.com"])
+    stage, sender, turn = await _turn(engine, clock, store, "how do I change my address?")
+    assert sender.sent[0].text in Settings().reply.fallbacks["plain"]["en"]
+    assert turn.strategy is Strategy.PLAIN
+    assert stage.rejections["invented fact"] == 2 and stage.fallbacks == 1

@@ -1,0 +1,89 @@
+"""The training commands' smoke runs on a tiny random Gemma 3, and the adapter merge they feed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from bot import adapter as adapters
+from bot.config import ModelSettings, SentimentSettings
+from bot.errors import EngineError
+from bot.readout import Readout
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from train import finetune
+
+    out = tmp_path_factory.mktemp("finetune")
+    finetune.main(["--smoke", "--model-dir", str(tiny_dirs["gemma3"]), "--out", str(out)])
+    return out
+
+
+def test_finetune_smoke_writes_a_peft_adapter_and_heads(trained: Path) -> None:
+    assert (trained / "adapter" / "adapter_config.json").exists()
+    assert (trained / "adapter" / adapters.WEIGHTS_FILE).exists()
+    assert (trained / "joint_heads.pt").exists() and (trained / "train_meta.json").exists()
+
+
+def test_the_merged_checkpoint_computes_what_the_adapter_does(trained: Path, tiny_dirs: dict[str, Path],
+                                                              tmp_path: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base_dir, adapter = tiny_dirs["gemma3"], trained / "adapter"
+    merged_dir = adapters.merged_checkpoint(base_dir, adapter, torch.float32, tmp_path)
+    assert merged_dir.name.endswith(adapters.digest(adapter))
+    assert adapters.merged_checkpoint(base_dir, adapter, torch.float32, tmp_path) == merged_dir  # built once
+    ids = torch.randint(5, 500, (2, 12))
+    with torch.no_grad():
+        base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+        plain = base(ids).logits
+        unmerged = PeftModel.from_pretrained(base, str(adapter)).eval()(ids).logits
+        merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32).eval()(ids).logits
+    assert not torch.allclose(plain, unmerged)  # the adapter changed the model...
+    assert torch.allclose(merged, unmerged, atol=1e-4)  # ...and merging keeps exactly that change
+
+
+def test_an_adapter_is_used_only_where_configured(trained: Path, tmp_path: Path) -> None:
+    assert adapters.resolve("none", embedded=True) is None
+    assert adapters.resolve("auto", embedded=False) is None  # a model.path checkpoint is served as it is
+    assert adapters.resolve(str(trained / "adapter"), embedded=False) == trained / "adapter"
+    with pytest.raises(EngineError, match="not a LoRA adapter"):
+        adapters.resolve(str(tmp_path), embedded=False)
+
+
+def test_a_configured_adapter_is_merged_at_load(trained: Path, tiny_dirs: dict[str, Path], tmp_path: Path) -> None:
+    from bot.model_loader import load_model
+
+    settings = ModelSettings(path=str(tiny_dirs["gemma3"]), adapter=str(trained / "adapter"),
+                             cache_dir=str(tmp_path), quantize="none", dtype="float32")
+    loaded = load_model(settings)
+    assert loaded.tuned and "adapter" in loaded.name
+    assert (tmp_path / "merged").exists()
+
+
+def test_heads_smoke_fits_fingerprinted_heads_and_a_foreign_head_is_refused(tiny_dirs: dict[str, Path],
+                                                                          tmp_path: Path) -> None:
+    from bot.engine import ModelEngine
+    from bot.model_loader import load_model
+    from train import heads
+
+    heads.main(["--smoke", "--model-dir", str(tiny_dirs["gemma3"]), "--out", str(tmp_path)])
+    mood_files = [p for p in tmp_path.glob("*.pt") if not p.name.endswith(".crisis.pt")]
+    crisis_files = list(tmp_path.glob("*.crisis.pt"))
+    assert len(mood_files) == 1 and len(crisis_files) == 1
+    mood, crisis = Readout.load(mood_files[0]), Readout.load(crisis_files[0])
+    assert mood.labels == ("positive", "negative", "neutral") and crisis.labels == ("crisis", "not_crisis")
+    assert 0 < crisis.threshold <= 0.5 and mood.temperature > 0
+
+    settings = ModelSettings(path=str(tiny_dirs["gemma3"]), quantize="none", dtype="float32")
+    loaded = load_model(settings)
+    engine = ModelEngine(loaded, settings, SentimentSettings(readout=str(mood_files[0]), crisis_head=str(crisis_files[0])))
+    assert 0.0 <= engine.crisis_score("hello") <= 1.0
+    assert engine.classify("hello").label.value in mood.labels
+    loaded.fingerprint = "other-weights"
+    with pytest.raises(EngineError, match="trained for the weights"):
+        ModelEngine(loaded, settings, SentimentSettings(readout=str(mood_files[0]), crisis_head="none"))

@@ -1,0 +1,192 @@
+"""Rebuild every head (mood, crisis) for the weights being served, and ship them.
+
+    .venv/bin/python -m train.heads            # the embedded model with its shipped adapter
+    .venv/bin/python -m train.heads --smoke    # seconds, on a tiny random model (make test)
+
+The heads read the normed hidden states that the served (merged, quantized) model computes at the
+mood prompt's answer position, so they are fitted on exactly those features and named by the
+weights' fingerprint; a head fitted to other weights is refused at load.
+
+Every knob is chosen on validation rows carved from the training data (train/data.py):
+- mood: a class-weighted logistic regression, then temperature scaling (NLL) and an offset on the
+  neutral logit (macro-F1) on validation;
+- crisis: a logistic regression on the crisis set's train split plus ordinary messages as
+  negatives; the threshold is the highest one that keeps recall >= 0.97 on the validation split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from bot.readout import Readout, shipped_path
+from train import data as tdata
+from train.finetune import MOODS, head_layers
+
+log = logging.getLogger("train.heads")
+RECALL = 0.97
+NEUTRAL_OFFSETS = [x / 4 for x in range(-8, 9)]
+
+
+def fit(x: torch.Tensor, y: torch.Tensor, classes: int, decay: float = 1e-3) -> tuple[torch.Tensor, ...]:
+    """Standardised, class-weighted multinomial logistic regression (L-BFGS)."""
+    mean, std = x.mean(0), x.std(0) + 1e-5
+    z = (x - mean) / std
+    w = torch.zeros(classes, x.shape[1], requires_grad=True)
+    b = torch.zeros(classes, requires_grad=True)
+    counts = torch.bincount(y, minlength=classes).float()
+    weight = counts.sum() / (classes * counts.clamp(min=1))
+    opt = torch.optim.LBFGS([w, b], max_iter=300, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(z @ w.T + b, y, weight=weight) + decay * (w**2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return mean, std, w.detach(), b.detach()
+
+
+def logits_of(x: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
+    mean, std, w, b = params
+    return ((x - mean) / std) @ w.T + b
+
+
+def temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
+    best = min((F.cross_entropy(logits / t, y).item(), t) for t in [x / 10 for x in range(5, 41)])
+    return best[1]
+
+
+def macro_f1(pred: torch.Tensor, y: torch.Tensor, classes: int) -> float:
+    scores = []
+    for c in range(classes):
+        tp = int(((pred == c) & (y == c)).sum())
+        fp = int(((pred == c) & (y != c)).sum())
+        fn = int(((pred != c) & (y == c)).sum())
+        scores.append(2 * tp / max(2 * tp + fp + fn, 1))
+    return sum(scores) / classes
+
+
+def ece(probs: torch.Tensor, y: torch.Tensor, bins: int = 10) -> float:
+    """Expected calibration error of the top label's probability."""
+    conf, pred = probs.max(1)
+    total = 0.0
+    for i in range(bins):
+        inside = (conf > i / bins) & (conf <= (i + 1) / bins)
+        if inside.any():
+            total += float(inside.float().mean()) * abs(float((pred[inside] == y[inside]).float().mean()) - float(conf[inside].mean()))
+    return total
+
+
+def features(engine: Any, texts: list[str], layers: Sequence[int], batch: int = 32) -> torch.Tensor:
+    from tqdm import tqdm
+
+    out = []
+    for start in tqdm(range(0, len(texts), batch), desc="hidden states", unit="batch", mininterval=10):
+        out.append(engine.mood.normed(texts[start : start + batch], layers))
+    return torch.cat(out)
+
+
+def mood_head(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
+              layers: tuple[int, ...], fingerprint: str) -> Readout:
+    params = fit(x_train, y_train, len(MOODS))
+    val_logits = logits_of(x_val, params)
+    t = temperature(val_logits, y_val)
+    neutral = MOODS.index("neutral")
+    scored = []
+    for offset in NEUTRAL_OFFSETS:
+        shift = torch.zeros(len(MOODS))
+        shift[neutral] = offset
+        pred = (val_logits / t + shift).argmax(1)
+        scored.append((macro_f1(pred, y_val, len(MOODS)), -abs(offset), offset))
+    f1, _, offset = max(scored)
+    shift = torch.zeros(len(MOODS))
+    shift[neutral] = offset
+    probs = torch.softmax(val_logits / t + shift, dim=1)
+    accuracy = float((probs.argmax(1) == y_val).float().mean())
+    note = (f"mood head on layers {list(layers)}: {len(y_train)} training rows; validation ({len(y_val)} rows) "
+            f"macro-F1 {f1:.3f}, accuracy {accuracy:.3f}, ECE {ece(probs, y_val):.3f}; temperature {t:.2f}, "
+            f"neutral offset {offset:+.2f}")
+    log.info(note)
+    mean, std, w, b = params
+    return Readout(layers, mean, std, w, b, MOODS, fingerprint, note, temperature=t, offset=shift)
+
+
+def crisis_head(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
+                layers: tuple[int, ...], fingerprint: str) -> Readout:
+    # label 0 = crisis, so that probs[:, 0] is the crisis probability as the engine reads it
+    params = fit(x_train, y_train, 2, decay=1e-2)
+    p = torch.softmax(logits_of(x_val, params), dim=1)[:, 0]
+    crisis_p = p[y_val == 0].sort().values
+    keep = max(0, int(len(crisis_p) * (1 - RECALL)))  # how many validation crises may fall under it
+    threshold = float(crisis_p[keep]) * 0.999 if len(crisis_p) else 0.5
+    threshold = min(threshold, 0.5)
+    recall = float((p[y_val == 0] >= threshold).float().mean())
+    false_alarms = float((p[y_val == 1] >= threshold).float().mean())
+    note = (f"crisis head on layers {list(layers)}: {len(y_train)} training rows; validation recall {recall:.3f}, "
+            f"false alarms {false_alarms:.3f} of {int((y_val == 1).sum())} negatives at threshold {threshold:.3f}")
+    log.info(note)
+    mean, std, w, b = params
+    return Readout(layers, mean, std, w, b, ("crisis", "not_crisis"), fingerprint, note, threshold=threshold)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="a tiny random model and a few rows (make test)")
+    parser.add_argument("--model-dir", type=Path, help="a transformers checkpoint (default: the embedded model)")
+    parser.add_argument("--adapter", default="auto", help="auto (the shipped one), none, or an adapter folder")
+    parser.add_argument("--per-group", type=int, default=1200, help="rows per (source, label) of packaged corpora")
+    parser.add_argument("--ordinary-negatives", type=int, default=3000, help="mood rows used as non-crisis examples")
+    parser.add_argument("--out", type=Path, help="folder for the heads (default: bot/readouts/)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    from bot.config import ModelSettings, SentimentSettings
+    from bot.engine import ModelEngine
+    from bot.model_loader import load_model
+
+    settings = ModelSettings(path=str(args.model_dir) if args.model_dir else None, adapter=args.adapter)
+    loaded = load_model(settings)
+    engine = ModelEngine(loaded, settings, SentimentSettings(readout="none", crisis_head="none"))
+    layers = head_layers(loaded.model.config.num_hidden_layers)
+    fingerprint = loaded.fingerprint or loaded.cache_key or "unknown"
+    rng = random.Random(0)
+    if args.smoke:
+        words = ["great day", "awful news", "the shop opens at nine", "I want to end my life", "so tired lol"]
+        mood_train = [tdata.MoodRow(w, "en", m) for w, m in zip(words, ["positive", "negative", "neutral"] * 2)] * 4
+        mood_val = mood_train[:6]
+        crisis_train = crisis_val = [tdata.MoodRow(w, "en", None, crisis=int("end" in w)) for w in words] * 2
+    else:
+        mood_train, mood_val = tdata.mood_training_mix(args.per_group)
+        crisis_train, crisis_val = tdata.crisis_rows("train"), tdata.crisis_rows("validation")
+    mood_train = [r for r in mood_train if r.mood is not None]
+    mood_val = [r for r in mood_val if r.mood is not None]
+    ordinary = rng.sample(mood_train, min(args.ordinary_negatives, len(mood_train)))
+    texts = list(dict.fromkeys([r.text for r in mood_train + mood_val + crisis_train + crisis_val + ordinary]))
+    log.info("features of %d texts on layers %s (%s)", len(texts), layers, loaded.name)
+    index = {t: i for i, t in enumerate(texts)}
+    x = features(engine, texts, layers)
+
+    def rows(items: list[tdata.MoodRow]) -> torch.Tensor:
+        return x[[index[r.text] for r in items]]
+
+    y_mood = lambda items: torch.tensor([MOODS.index(r.mood) for r in items])  # noqa: E731
+    mood = mood_head(rows(mood_train), y_mood(mood_train), rows(mood_val), y_mood(mood_val), layers, fingerprint)
+    crisis_x = torch.cat([rows(crisis_train), rows(ordinary)])
+    crisis_y = torch.tensor([1 - int(r.crisis or 0) for r in crisis_train] + [1] * len(ordinary))
+    val_y = torch.tensor([1 - int(r.crisis or 0) for r in crisis_val])
+    crisis = crisis_head(crisis_x, crisis_y, rows(crisis_val), val_y, layers, fingerprint)
+    for head, readout in (("mood", mood), ("crisis", crisis)):
+        path = (args.out / shipped_path(fingerprint, head).name) if args.out else shipped_path(fingerprint, head)
+        readout.save(path)
+        log.info("saved %s", path)
+
+
+if __name__ == "__main__":
+    main()
