@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run chat demo bench test test-fast install install-dev gateway clean
+.PHONY: run chat demo bench bench-replies train heads test test-fast install install-dev gateway clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
@@ -45,6 +45,20 @@ demo: $(STAMP) $(GATEWAY_STAMP)
 # accuracy and speed against the baselines; writes bench/REPORT.md, bench/*.png and README's table
 bench: $(DEV_STAMP)
 	$(PY) -m bench.run
+
+# the fine-tune: one LoRA adapter for replies, mood and crisis (about an hour on 2 cores), then the
+# heads refitted on the served weights; see train/ and README "Fine-tuning"
+train: $(DEV_STAMP)
+	$(PY) -m train.finetune --out train/out/run
+	rm -rf bot/adapters/gemma3-270m-moodbot && mkdir -p bot/adapters
+	cp -r train/out/run/adapter bot/adapters/gemma3-270m-moodbot
+	$(PY) -m train.heads
+
+heads: $(DEV_STAMP)
+	$(PY) -m train.heads
+
+bench-replies: $(DEV_STAMP)
+	$(PY) -m bench.replies
 
 test: $(DEV_STAMP) $(GATEWAY_STAMP)
 	$(PY) -m pytest -q -rs

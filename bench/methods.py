@@ -7,7 +7,7 @@ from typing import Protocol, Sequence
 
 import torch
 
-from bot.engine import ModelEngine
+from bot.model.engine import ModelEngine
 
 Labels = list["str | None"]
 
@@ -32,7 +32,7 @@ class Moodbot:
             if binary:
                 out += ["positive" if p[0] >= p[1] else "negative" for p in probs]
             else:
-                out += [s.label.value for s in map(self.engine._to_sentiment, probs)]
+                out += [s.label.value for s in map(self.engine.sentiment_of, probs)]
         return out
 
 

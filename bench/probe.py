@@ -33,8 +33,8 @@ def main() -> None:
     if kind == "ours":
         from bot.config import load_settings
         from bot.domain import ChatTurn, Strategy
-        from bot.engine import ModelEngine
-        from bot.model_loader import load_model
+        from bot.model.engine import ModelEngine
+        from bot.model.loader import load_model
         from bot import prompts
 
         from pathlib import Path
@@ -51,7 +51,7 @@ def main() -> None:
                         prompts.system_prompt(Strategy.COMFORT, "zh", {}))
     else:
         from bench.speed import LlamaCpp
-        from bot.model_loader import embedded_gguf
+        from bot.model.loader import embedded_gguf
         from bot.config import ModelSettings
         from pathlib import Path
 

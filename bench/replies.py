@@ -147,8 +147,8 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def build_engine(adapter: str, model_dir: str | None, timeout: float) -> Any:
-    from bot.engine import AsyncEngine, ModelEngine
-    from bot.model_loader import load_model
+    from bot.model.engine import AsyncEngine, ModelEngine
+    from bot.model.loader import load_model
 
     settings = ModelSettings(path=model_dir, adapter=adapter)
     loaded = load_model(settings)

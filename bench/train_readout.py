@@ -19,9 +19,9 @@ import torch
 from bench import sources
 from bot.config import ModelSettings, SentimentSettings
 from bot.domain import Label
-from bot.engine import ModelEngine
-from bot.model_loader import load_model
-from bot.readout import Readout, shipped_path
+from bot.model.engine import ModelEngine
+from bot.model.loader import load_model
+from bot.model.heads import Readout, shipped_path
 from bot.text import sanitize
 
 LABELS = (Label.POSITIVE, Label.NEGATIVE, Label.NEUTRAL)

@@ -68,8 +68,8 @@ async def _run(settings: Settings) -> int:
 
 def _classify(settings: Settings, args: argparse.Namespace) -> int:
     from bot.batch import classify_file
-    from bot.engine import ModelEngine
-    from bot.model_loader import load_model
+    from bot.model.engine import ModelEngine
+    from bot.model.loader import load_model
 
     if not args.file.is_file():
         raise MoodbotError(f"{args.file}: no such file")

@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 
 def build_engine(settings: Settings) -> Any:
     """Load the one model and wrap it for async use (imports torch, so it is done only when needed)."""
-    from bot.engine import AsyncEngine, ModelEngine
-    from bot.model_loader import load_model
+    from bot.model.engine import AsyncEngine, ModelEngine
+    from bot.model.loader import load_model
 
     loaded = load_model(settings.model)
     return AsyncEngine(ModelEngine(loaded, settings.model, settings.sentiment), settings.model.timeout_s)

@@ -12,9 +12,9 @@ import torch
 from bot import prompts
 from bot.config import ModelSettings, SentimentSettings
 from bot.domain import ChatTurn, Label, Strategy
-from bot.engine import AsyncEngine, ModelEngine
+from bot.model.engine import AsyncEngine, ModelEngine
 from bot.errors import EngineTimeout, ModelNotFoundError
-from bot.model_loader import load_model
+from bot.model.loader import load_model
 
 FAMILIES = ("qwen2", "gemma3")
 
@@ -48,7 +48,7 @@ def test_classify_is_deterministic_and_batch_matches_single(engine: ModelEngine)
 def test_prefix_cache_matches_a_full_forward_pass(engine: ModelEngine) -> None:
     text = "the weather is fine today"
     for scorer in (engine.mood, engine.crisis):
-        ids = scorer.prefix_ids + engine._encode(scorer.item.format(text=text))
+        ids = scorer.prefix_ids + engine.encode(scorer.item.format(text=text))
         with torch.inference_mode():
             logits = engine.model(torch.tensor([ids])).logits[0, -1, scorer.token_ids].float()
         if engine.softcap:
@@ -89,7 +89,9 @@ def test_generate_stops_at_its_deadline(engine: ModelEngine) -> None:
 
 
 def test_chat_template_is_used_only_where_the_tokenizer_has_one(engine: ModelEngine) -> None:
-    _, text = engine._prompt("SYS", Strategy.COMFORT, "zh", [ChatTurn("user", "难过")])
+    ids, stops = engine.reply_ids([ChatTurn("user", "难过")], Strategy.COMFORT, "zh", "SYS")
+    text = engine.tokenizer.decode(ids)
+    assert stops  # the base format is cut at the next speaker's turn
     if engine.tokenizer.chat_template:
         assert "<|im_start|>system" in text
     else:

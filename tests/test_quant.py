@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from bot.config import ModelSettings
-from bot.model_loader import load_model
-from bot.quant import DENSE_ABOVE_ROWS, Int4Linear, Int8Embedding, Int8Linear, quantize
+from bot.model.loader import load_model
+from bot.model.quant import DENSE_ABOVE_ROWS, Int4Linear, Int8Embedding, Int8Linear, quantize
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

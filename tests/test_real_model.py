@@ -13,8 +13,8 @@ import pytest
 from bot import prompts
 from bot.config import ModelSettings, SentimentSettings, load_settings
 from bot.domain import ChatTurn, Label, Strategy
-from bot.engine import ModelEngine
-from bot.model_loader import load_model
+from bot.model.engine import ModelEngine
+from bot.model.loader import load_model
 from bot.text import detect_lang
 from tests.conftest import EVAL_DIR, ROOT
 
@@ -90,7 +90,7 @@ def test_classify_command_on_the_zh_dev_set(tmp_path: Path) -> None:
 
 def test_model_path_to_a_gguf_file() -> None:
     # a GGUF file named in model.path takes the same conversion-and-cache path a Qwen GGUF would
-    from bot.model_loader import embedded_gguf
+    from bot.model.loader import embedded_gguf
 
     settings = ModelSettings(path=str(embedded_gguf(Path(ModelSettings().cache_dir).expanduser())))
     loaded = load_model(settings)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bot import adapter as adapters
+from bot.model import adapters
 from bot.config import ModelSettings, SentimentSettings
 from bot.errors import EngineError
-from bot.readout import Readout
+from bot.model.heads import Readout
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_an_adapter_is_used_only_where_configured(trained: Path, tmp_path: Path)
 
 
 def test_a_configured_adapter_is_merged_at_load(trained: Path, tiny_dirs: dict[str, Path], tmp_path: Path) -> None:
-    from bot.model_loader import load_model
+    from bot.model.loader import load_model
 
     settings = ModelSettings(path=str(tiny_dirs["gemma3"]), adapter=str(trained / "adapter"),
                              cache_dir=str(tmp_path), quantize="none", dtype="float32")
@@ -67,8 +67,8 @@ def test_a_configured_adapter_is_merged_at_load(trained: Path, tiny_dirs: dict[s
 
 def test_heads_smoke_fits_fingerprinted_heads_and_a_foreign_head_is_refused(tiny_dirs: dict[str, Path],
                                                                           tmp_path: Path) -> None:
-    from bot.engine import ModelEngine
-    from bot.model_loader import load_model
+    from bot.model.engine import ModelEngine
+    from bot.model.loader import load_model
     from train import heads
 
     heads.main(["--smoke", "--model-dir", str(tiny_dirs["gemma3"]), "--out", str(tmp_path)])

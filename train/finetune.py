@@ -1,6 +1,6 @@
 """Fine-tune the one model for replies, mood and crisis: one LoRA adapter, three losses.
 
-    .venv/bin/python -m train.finetune                 # the shipped adapter (about an hour on 2 cores)
+    .venv/bin/python -m train.finetune                 # the shipped adapter (100 steps, ~25 min on 2 cores)
     .venv/bin/python -m train.finetune --smoke         # seconds, on a tiny random model (make test)
 
 - Replies: the loss covers only the reply tokens (and the <end_of_turn> that ends them); the
@@ -17,6 +17,12 @@ chosen on validation rows carved from the training data (train/data.py), never o
 """
 
 from __future__ import annotations
+
+import os
+
+# OpenMP's spinning wait made a step 4x slower whenever anything else ran on the 2 cores; set
+# before torch starts its thread pool
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import json
@@ -168,7 +174,7 @@ def load_base(model_dir: Path, dtype: torch.dtype) -> tuple[Any, Any]:
 def embedded_checkpoint() -> Path:
     """The dense checkpoint converted from the embedded GGUF (converted once, as the bot does)."""
     from bot.config import ModelSettings
-    from bot import model_loader as ml
+    from bot.model import loader as ml
 
     settings = ModelSettings()
     cache_dir = Path(settings.cache_dir).expanduser()
@@ -185,16 +191,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true", help="a few steps on a tiny model and tiny data")
     parser.add_argument("--model-dir", type=Path, help="a transformers checkpoint (default: the embedded model)")
     parser.add_argument("--out", type=Path, default=Path("train/out/run"))
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--reply-batch", type=int, default=8)
-    parser.add_argument("--mood-batch", type=int, default=12)
+    parser.add_argument("--mood-batch", type=int, default=8)
     parser.add_argument("--crisis-batch", type=int, default=4)
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--head-lr", type=float, default=2e-3)
     parser.add_argument("--mood-weight", type=float, default=0.5)
     parser.add_argument("--per-group", type=int, default=2500, help="rows per (source, label) of packaged corpora")
-    parser.add_argument("--save-every", type=int, default=50)
+    parser.add_argument("--save-every", type=int, default=25)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     # float32: on this CPU (torch 2.13) bf16 matmuls in the backward pass ran ~50x slower than float32

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from bot.readout import Readout, shipped_path
+from bot.model.heads import Readout, shipped_path
 from train import data as tdata
 from train.finetune import MOODS, head_layers
 
@@ -148,8 +148,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     from bot.config import ModelSettings, SentimentSettings
-    from bot.engine import ModelEngine
-    from bot.model_loader import load_model
+    from bot.model.engine import ModelEngine
+    from bot.model.loader import load_model
 
     settings = ModelSettings(path=str(args.model_dir) if args.model_dir else None, adapter=args.adapter)
     loaded = load_model(settings)

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import shutil
 from pathlib import Path
 
 import torch
 
 from bot.errors import EngineError
+from bot.model.cache import save_dir
 
 log = logging.getLogger(__name__)
 
-SHIPPED_DIR = Path(__file__).resolve().parent / "adapters"
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "adapters"  # package data: bot/adapters/
 EMBEDDED_ADAPTER = SHIPPED_DIR / "gemma3-270m-moodbot"
 WEIGHTS_FILE = "adapter_model.safetensors"
 
@@ -57,17 +56,15 @@ def merged_checkpoint(weights: Path, adapter: Path, dtype: torch.dtype, cache_di
     log.info("merging the adapter %s into %s once", adapter.name, weights.name)
     # merge in float32: the LoRA product is small next to the weights and would round away in bf16
     base = AutoModelForCausalLM.from_pretrained(str(weights), dtype=torch.float32, local_files_only=True)
-    model = PeftModel.from_pretrained(base, str(adapter), is_trainable=False).merge_and_unload()
-    model = model.to(dtype)
+    merged = PeftModel.from_pretrained(base, str(adapter), is_trainable=False).merge_and_unload().to(dtype)
     tokenizer = AutoTokenizer.from_pretrained(str(weights), local_files_only=True)
-    partial = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        model.save_pretrained(str(partial))
+
+    def fill(partial: Path) -> None:
+        merged.save_pretrained(str(partial))
         tokenizer.save_pretrained(str(partial))
-        shutil.rmtree(target, ignore_errors=True)
-        partial.rename(target)  # atomic: a crash mid-save leaves no half checkpoint behind
+
+    try:
+        save_dir(target, fill)
     except OSError as exc:
-        shutil.rmtree(partial, ignore_errors=True)
         raise EngineError(f"could not save the merged model to {target}: {exc}") from exc
     return target

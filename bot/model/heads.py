@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-SHIPPED_DIR = Path(__file__).resolve().parent / "readouts"
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "readouts"  # package data: bot/readouts/
 
 
 @dataclass

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bot.quant import Plan, apply_plan
+from bot.model.cache import save_file
+from bot.model.quant import Plan, apply_plan
 
 log = logging.getLogger(__name__)
 
-FORMAT = 3
+FORMAT = 4  # 4: the quantization plan is typed (plain data in the file)
 
 
 def snapshot_path(cache_dir: Path, weights: Path, dtype: torch.dtype, mode: str) -> Path:
@@ -33,13 +33,10 @@ def save(model: Any, plan: Plan, description: str, path: Path) -> None:
     state = model.state_dict()
     # buffers that state_dict leaves out (rotary frequencies and the like) are saved too
     extra = {name: buf for name, buf in model.named_buffers() if name not in state}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + f".tmp{os.getpid()}")
+    payload = {"plan": plan.to_data(), "description": description, "state": state, "extra": extra}
     try:
-        torch.save({"plan": plan, "description": description, "state": state, "extra": extra}, partial)
-        partial.replace(path)
+        save_file(path, lambda partial: torch.save(payload, partial))
     except OSError as exc:
-        partial.unlink(missing_ok=True)
         log.warning("could not save the serving snapshot %s (%s); the next start quantizes again", path, exc)
 
 
@@ -50,7 +47,7 @@ def load(path: Path, weights: Path, dtype: torch.dtype) -> tuple[Any, str]:
     config = AutoConfig.from_pretrained(str(weights), local_files_only=True)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    apply_plan(model, data["plan"], dtype)
+    apply_plan(model, Plan.from_data(data["plan"]), dtype)
     model.load_state_dict(data["state"], assign=True, strict=True)
     for name, value in data["extra"].items():
         owner, _, attr = name.rpartition(".")

@@ -7,18 +7,14 @@ a single worker thread with a timeout on every call, so the event loop never blo
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import copy
 import hashlib
 import json
 import logging
-import os
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -26,134 +22,17 @@ from bot import prompts
 from bot.config import ModelSettings, SentimentSettings
 from bot.domain import ChatTurn, Label, Sentiment, Strategy
 from bot.errors import EngineError, EngineTimeout
-from bot.model_loader import LoadedModel
-from bot.quant import Int8Linear
-from bot.readout import Readout, shipped_path
-from bot.text import clean_reply
+from bot.model.cache import save_file
+from bot.model.generate import complete
+from bot.model.heads import Readout, shipped_path
+from bot.model.loader import LoadedModel
+from bot.model.mood import Scorer
 
 log = logging.getLogger(__name__)
 
 LABELS = (Label.POSITIVE, Label.NEGATIVE, Label.NEUTRAL)
 MAX_PROMPT_TOKENS = 1536
 FEATURE_CACHE = 64
-
-
-class _Stop:
-    """Stops generation at a stop string or when the wall clock passes the deadline.
-
-    transformers' own stop_strings criterion preprocesses the whole vocabulary (262k entries for
-    Gemma): seconds and hundreds of MB on a CPU. Decoding the last few tokens is enough here."""
-
-    def __init__(self, tokenizer: Any, prompt_len: int, stops: list[str], deadline: float | None) -> None:
-        self.tokenizer = tokenizer
-        self.prompt_len = prompt_len
-        self.stops = stops
-        self.deadline = deadline
-        self.hit = False  # the deadline, not a stop string, ended it
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        self.hit = self.deadline is not None and time.monotonic() > self.deadline
-        tail = self.tokenizer.decode(input_ids[0, max(self.prompt_len, input_ids.shape[1] - 8) :])
-        done = self.hit or any(stop in tail for stop in self.stops)
-        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
-
-
-@contextlib.contextmanager
-def _stop_after(body: Any, layers: int | None) -> Iterator[None]:
-    """Run only the first `layers` decoder layers (the final norm still applies).
-
-    Safe here because the model is only ever used from the engine's one worker thread."""
-    full = body.config.num_hidden_layers
-    if layers is None or layers >= full:
-        yield
-        return
-    body.config.num_hidden_layers = layers
-    try:
-        yield
-    finally:
-        body.config.num_hidden_layers = full
-
-
-def _output_rows(model: Any, ids: list[int]) -> torch.Tensor:
-    """The output layer's rows for the given tokens, dense or quantized."""
-    head = model.get_output_embeddings()
-    if isinstance(head, Int8Linear):
-        return (head.weight_q[ids].float() * head.scales[ids].float()[:, None]).clone()
-    return head.weight[ids].detach().float().clone()
-
-
-class _Scorer:
-    """Scores a fixed set of answer words after a few-shot prefix, in one forward pass per batch.
-
-    The prefix's key/value cache is computed once and reused; only the answer words' rows of the
-    output layer are multiplied. Contextual calibration removes the prefix's own preference.
-    """
-
-    def __init__(self, engine: ModelEngine, prefix: str, item: str, words: Sequence[str]) -> None:
-        self.engine = engine
-        self.item = item
-        self.token_ids = [engine._encode(word)[0] for word in words]
-        if len(set(self.token_ids)) != len(self.token_ids):
-            raise EngineError(f"the tokenizer maps two answer words {list(words)} to one token")
-        self.rows = _output_rows(engine.model, self.token_ids)
-        self.prefix_ids = engine._encode(prefix, special=True)
-        self.prefix_cache = engine.prefix_cache(self.prefix_ids)
-        self._bias: torch.Tensor | None = None
-
-    @property
-    def bias(self) -> torch.Tensor:
-        """The prefix's own preference, measured on content-free inputs (computed on first use)."""
-        if self._bias is None:
-            self._bias = self.log_probs(prompts.CONTENT_FREE).exp().mean(dim=0).log()
-        return self._bias
-
-    def hidden(self, texts: Sequence[str], layers: Sequence[int] = ()) -> torch.Tensor:
-        """Hidden states at the answer position, float32, shaped (texts, layers or 1, hidden size).
-
-        With no `layers`: the model's last (normed) hidden state. With `layers`: the raw outputs of
-        those decoder layers (0-based), and the forward stops soon after the deepest of them.
-        """
-        engine = self.engine
-        items = [engine._encode(self.item.format(text=t.replace("\n", " "))) for t in texts]
-        lengths = torch.tensor([len(i) for i in items])
-        width = int(lengths.max())
-        pad = engine.tokenizer.pad_token_id or 0
-        # right padding: with causal attention, pads after the last real token cannot change it
-        ids = torch.tensor([i + [pad] * (width - len(i)) for i in items])
-        mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
-        cache = copy.deepcopy(self.prefix_cache)
-        if len(texts) > 1:
-            cache.batch_repeat_interleave(len(texts))
-        full_mask = torch.cat([torch.ones(len(texts), len(self.prefix_ids), dtype=torch.long), mask], dim=1)
-        body = engine.model.get_decoder()
-        rows = torch.arange(len(texts))
-        with torch.inference_mode():
-            if not layers:
-                out = body(input_ids=ids, attention_mask=full_mask, past_key_values=cache, use_cache=True)
-                return out.last_hidden_state[rows, lengths - 1].float()[:, None, :]
-            # one layer past the deepest asked for, so that none of them is the (normed) last state
-            with _stop_after(body, max(layers) + 2):
-                out = body(input_ids=ids, attention_mask=full_mask, past_key_values=cache, use_cache=True,
-                           output_hidden_states=True)
-            # hidden_states[0] is the embedding output; [i + 1] the output of layer i
-            return torch.stack([out.hidden_states[i + 1][rows, lengths - 1].float() for i in layers], dim=1)
-
-    def normed(self, texts: Sequence[str], layers: Sequence[int]) -> torch.Tensor:
-        """The final norm applied to the outputs after each of `layers` layers: (texts, len(layers) * hidden)."""
-        raw = self.hidden(texts, [layer - 1 for layer in layers])
-        with torch.inference_mode():
-            out = self.engine.model.get_decoder().norm(raw.to(self.engine.model.dtype)).float()
-        return out.reshape(len(texts), -1)
-
-    def log_probs(self, texts: Sequence[str]) -> torch.Tensor:
-        """Uncalibrated log-probabilities over the answer words, one row per text."""
-        logits = self.hidden(texts)[:, 0, :] @ self.rows.T
-        if self.engine.softcap:
-            logits = torch.tanh(logits / self.engine.softcap) * self.engine.softcap
-        return torch.log_softmax(logits, dim=-1)
-
-    def probs(self, texts: Sequence[str]) -> torch.Tensor:
-        return torch.softmax(self.log_probs(texts) - self.bias, dim=-1)
 
 
 class ModelEngine:
@@ -168,17 +47,17 @@ class ModelEngine:
         self.tuned = loaded.tuned
         words = [prompts.LABEL_WORDS[label] for label in LABELS]
         if self.tuned:  # the prompt the adapter's mood and crisis heads were trained on
-            self.mood = _Scorer(self, prompts.TUNED_MOOD_PREFIX, prompts.TUNED_MOOD_ITEM, words)
+            self.mood = Scorer(self, prompts.TUNED_MOOD_PREFIX, prompts.TUNED_MOOD_ITEM, words)
         else:
-            self.mood = _Scorer(self, prompts.CLASSIFY_PREFIX, prompts.CLASSIFY_ITEM, words)
-        self.crisis = _Scorer(self, prompts.CRISIS_PREFIX, prompts.CRISIS_ITEM, prompts.CRISIS_WORDS)
+            self.mood = Scorer(self, prompts.CLASSIFY_PREFIX, prompts.CLASSIFY_ITEM, words)
+        self.crisis = Scorer(self, prompts.CRISIS_PREFIX, prompts.CRISIS_ITEM, prompts.CRISIS_WORDS)
         hidden = self.model.config.hidden_size
         self.readout = _pick_readout(sentiment.readout, loaded.fingerprint, hidden, "mood")
         self.crisis_head = _pick_readout(sentiment.crisis_head, loaded.fingerprint, hidden, "crisis")
         # mood and crisis read the same features: the crisis check after classify() costs nothing
         self._features: dict[str, torch.Tensor] = {}
 
-    def _encode(self, text: str, special: bool = False) -> list[int]:
+    def encode(self, text: str, special: bool = False) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
 
     def prefix_cache(self, ids: list[int]) -> Any:
@@ -204,10 +83,8 @@ class ModelEngine:
         with torch.inference_mode():
             cache = self.model(torch.tensor([ids]), use_cache=True).past_key_values
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(path.name + f".tmp{os.getpid()}")
-            torch.save([(layer.keys, layer.values) for layer in cache.layers], partial)
-            partial.replace(path)
+            layers = [(layer.keys, layer.values) for layer in cache.layers]
+            save_file(path, lambda partial: torch.save(layers, partial))
         return cache
 
     # --- classification -------------------------------------------------------------
@@ -218,7 +95,7 @@ class ModelEngine:
         results: list[Sentiment] = []
         size = self.settings.classify_batch_size
         for start in range(0, len(texts), size):
-            results.extend(self._to_sentiment(row) for row in self.mood_probs(texts[start : start + size]))
+            results.extend(self.sentiment_of(row) for row in self.mood_probs(texts[start : start + size]))
         return results
 
     def head_layers(self) -> tuple[int, ...]:
@@ -240,10 +117,18 @@ class ModelEngine:
                 self._features.pop(next(iter(self._features)))
         return torch.stack([self._features[t] for t in texts])
 
+    def forget_features(self) -> None:
+        """Drop the cached features (the benchmark times each message's own forward pass)."""
+        self._features.clear()
+
     def _head_input(self, head: Readout, texts: Sequence[str]) -> torch.Tensor:
         layers = self.head_layers()
         feats = self.features(texts)
         return feats[:, [layers.index(layer) for layer in head.layers]].reshape(len(texts), -1)
+
+    def label_token_probs(self, texts: Sequence[str]) -> torch.Tensor:
+        """(texts, 3) calibrated label-token probabilities, the readout left aside (the benchmark compares)."""
+        return self.mood.probs(texts)
 
     def mood_probs(self, texts: Sequence[str]) -> torch.Tensor:
         """(texts, 3) calibrated probabilities in LABELS order: the trained readout where there is one."""
@@ -267,7 +152,7 @@ class ModelEngine:
         t = self.crisis_head.threshold
         return 0.5 * p / t if p < t else 0.5 + 0.5 * (p - t) / max(1e-9, 1 - t)
 
-    def _to_sentiment(self, probs: torch.Tensor) -> Sentiment:
+    def sentiment_of(self, probs: torch.Tensor) -> Sentiment:
         """The label and the confidence that the neutral rule used, from calibrated probabilities.
 
         A positive or negative label needs at least `min_confidence`; below that the message is
@@ -290,13 +175,24 @@ class ModelEngine:
                     tokenize=False,
                     enable_thinking=False,  # Qwen3: answer directly; other templates ignore it
                 )
-                ids = self._encode(text)
+                ids = self.encode(text)
             else:
                 text = prompts.transcript(system, strategy, lang, history)
-                ids = self._encode(text, special=True)
+                ids = self.encode(text, special=True)
             if len(ids) <= MAX_PROMPT_TOKENS or len(history) <= 1:
                 return ids[-MAX_PROMPT_TOKENS:], text
             history = history[1:]  # drop the oldest turn until the prompt fits
+
+    def reply_ids(self, history: list[ChatTurn], strategy: Strategy, lang: str, system: str,
+                  knowledge: Sequence[str] = ()) -> tuple[list[int], list[str]]:
+        """The reply prompt's token ids and the strings that end a reply, in the format being served."""
+        if self.tuned:  # the format the adapter was trained on; <end_of_turn> ends the reply
+            text = prompts.tuned_reply_prompt(strategy, lang, history, list(knowledge))
+            return self.encode(text, special=True)[-MAX_PROMPT_TOKENS:], []
+        if knowledge:
+            system = prompts.with_knowledge(system, knowledge)
+        ids, _ = self._prompt(system, strategy, lang, history)
+        return ids, prompts.stop_strings(lang)
 
     def generate(
         self,
@@ -309,55 +205,11 @@ class ModelEngine:
         deadline: float | None = None,
     ) -> str:
         """One reply. `attempt` > 0 asks again with other settings (the reply guard rejected one)."""
-        if self.tuned:
-            text = prompts.tuned_reply_prompt(strategy, lang, history, list(knowledge))
-            ids = self._encode(text, special=True)[-MAX_PROMPT_TOKENS:]
-            stops: list[str] = []
-        else:
-            if knowledge:
-                system = prompts.with_knowledge(system, knowledge)
-            ids, _ = self._prompt(system, strategy, lang, history)
-            stops = prompts.stop_strings(lang)
-        return self._complete(ids, stops, deadline, attempt)
-
-    def _complete(self, ids: list[int], stops: list[str], deadline: float | None, attempt: int) -> str:
-        stopper = _Stop(self.tokenizer, len(ids), stops, deadline)
-        input_ids = torch.tensor([ids])
-        ends = [self.tokenizer.eos_token_id]
-        end_turn = self.tokenizer.convert_tokens_to_ids(prompts.END_TURN)
-        if isinstance(end_turn, int) and end_turn != self.tokenizer.unk_token_id:
-            ends.append(end_turn)
-        if attempt:  # the first answer was rejected: sample, away from the words already used
-            torch.manual_seed(1000 + attempt + len(ids))
-            options: dict[str, Any] = dict(do_sample=True, temperature=0.7, top_p=0.9, repetition_penalty=1.3,
-                                           no_repeat_ngram_size=3)
-        else:
-            options = dict(do_sample=False, repetition_penalty=1.1)
-        with torch.inference_mode():
-            out = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                max_new_tokens=self.settings.max_new_tokens,
-                stopping_criteria=[stopper],
-                pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=ends,
-                **options,
-            )
-        if stopper.hit:
-            raise EngineTimeout("generation ran past its deadline")
-        raw = self.tokenizer.decode(out[0][len(ids):], skip_special_tokens=True)
-        return clean_reply(raw, max_chars=self.settings.max_reply_chars)
+        ids, stops = self.reply_ids(history, strategy, lang, system, knowledge)
+        return complete(self.model, self.tokenizer, ids, stops, deadline, attempt,
+                        self.settings.max_new_tokens, self.settings.max_reply_chars)
 
 
-def echoes(reply: str, message: str) -> bool:
-    """True when the reply is mostly the sender's own words back."""
-    def core(text: str) -> str:
-        return re.sub(r"[\W_]+", "", text.lower())
-
-    a, b = core(reply), core(message)
-    if not a or not b:
-        return False
-    return a in b or (b in a and len(b) >= 0.6 * len(a))
 
 
 def _pick_readout(choice: str, fingerprint: str | None, hidden_size: int, head: str) -> Readout | None:

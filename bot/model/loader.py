@@ -11,7 +11,6 @@ import hashlib
 import logging
 import os
 import pickle
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,11 +25,11 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import torch  # noqa: E402
 
-from bot import adapter as adapters  # noqa: E402
 from bot.config import ModelSettings  # noqa: E402
 from bot.errors import EngineError, ModelNotFoundError  # noqa: E402
-from bot import snapshot  # noqa: E402
-from bot.quant import quantize  # noqa: E402
+from bot.model import adapters, snapshot  # noqa: E402
+from bot.model.cache import save_dir, save_file  # noqa: E402
+from bot.model.quant import Plan, quantize  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,6 @@ class LoadedModel:
     tokenizer: Any
     name: str
     dtype: torch.dtype
-    load_seconds: float
     converted: bool  # True when this start converted a GGUF file
     fingerprint: str | None = None  # names the exact weights, for a shipped readout
     quantization: str = "dense weights"
@@ -123,12 +121,13 @@ def _tokenizer(directory: Path, cached: Path) -> Any:
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError) as exc:
             log.warning("tokenizer cache %s unusable (%s); loading the tokenizer again", cached.name, exc)
     tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_name(cached.name + f".tmp{os.getpid()}")
+
+    def write(partial: Path) -> None:
         with partial.open("wb") as f:
             pickle.dump(tokenizer, f)
-        partial.replace(cached)
+
+    try:
+        save_file(cached, write)
     except (OSError, pickle.PicklingError, TypeError) as exc:
         log.info("tokenizer not cached (%s)", exc)
     return tokenizer
@@ -149,12 +148,12 @@ def _serving_model(weights: Path, path: Path, dtype: torch.dtype, mode: str) -> 
     return _with_snapshot(model, plan, quantization, path), quantization
 
 
-def _quantize(model: Any, mode: str) -> tuple[str, Any]:
+def _quantize(model: Any, mode: str) -> tuple[str, Plan]:
     # "int4+dense": int4 for decoding, the dense weights kept for prompts and batches
     return quantize(model, "int4" if mode == "int4+dense" else mode, keep_dense=mode == "int4+dense")  # type: ignore[arg-type]
 
 
-def _with_snapshot(model: Any, plan: Any, quantization: str, path: Path) -> Any:
+def _with_snapshot(model: Any, plan: Plan, quantization: str, path: Path) -> Any:
     if plan:  # a dense model loads fast enough from its checkpoint
         snapshot.save(model, plan, quantization, path)
     return model
@@ -174,15 +173,14 @@ def _convert_gguf(gguf: Path, target: Path, dtype: torch.dtype) -> None:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.eval()
-    partial = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
+
+    def fill(partial: Path) -> None:
         model.save_pretrained(str(partial))
         tokenizer.save_pretrained(str(partial))
-        shutil.rmtree(target, ignore_errors=True)
-        partial.rename(target)  # atomic: a crash mid-save leaves no half cache behind
+
+    try:
+        save_dir(target, fill)
     except OSError as exc:
-        shutil.rmtree(partial, ignore_errors=True)
         raise EngineError(f"could not save the converted model to {target}: {exc}") from exc
 
 
@@ -249,7 +247,7 @@ def load_model(settings: ModelSettings) -> LoadedModel:
     log.info("model %s loaded in %.1f s (%s, %s)", name, seconds, dtype, quantization)
     _release_freed_memory()
     return LoadedModel(
-        model, tokenizer, name, dtype, seconds, converted, fingerprint, quantization, serving.stem, tuned is not None
+        model, tokenizer, name, dtype, converted, fingerprint, quantization, serving.stem, tuned is not None
     )
 
 

@@ -13,7 +13,8 @@ the embedding lookup and the output layer, which also frees the bf16 copy.
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -43,7 +44,7 @@ def _int8(weight: torch.Tensor, chunk: int = 16384) -> tuple[torch.Tensor, torch
 class Int8Linear(nn.Module):
     def __init__(self, linear: nn.Linear | None, dtype: torch.dtype, shape: tuple[int, int, bool] | None = None) -> None:
         super().__init__()
-        if linear is None:  # an empty shell for a snapshot to fill (see bot/snapshot.py)
+        if linear is None:  # an empty shell for a snapshot to fill (see bot/model/snapshot.py)
             assert shape is not None
             out_f, in_f, has_bias = shape
             self.register_buffer("weight_q", torch.empty(out_f, in_f, dtype=torch.int8, device="meta"))
@@ -137,7 +138,37 @@ def _kernel_works(mode: Mode, dtype: torch.dtype) -> bool:
         return False
 
 
-Plan = list[tuple[str, str, int, int, bool]]  # (module path, kind, out, in, bias)
+@dataclass(frozen=True)
+class Swap:
+    """One module the quantization replaced: where, with what, and its shape."""
+
+    path: str
+    kind: Literal["int8", "int4", "int4+dense", "embed"]
+    out_features: int = 0
+    in_features: int = 0
+    bias: bool = False
+
+
+@dataclass
+class Plan:
+    """What `quantize` did, so that a snapshot can rebuild the same modules empty and fill them."""
+
+    swaps: list[Swap] = field(default_factory=list)
+    embed_scale: float | None = None  # the tied embedding's scale (Gemma multiplies by sqrt(hidden))
+
+    def __bool__(self) -> bool:
+        return bool(self.swaps)
+
+    def to_data(self) -> dict[str, Any]:
+        """Plain lists and numbers: a snapshot is loaded with torch.load(weights_only=True)."""
+        return {"swaps": [[s.path, s.kind, s.out_features, s.in_features, s.bias] for s in self.swaps],
+                "embed_scale": self.embed_scale}
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Plan:
+        swaps = [Swap(str(p), k, int(o), int(i), bool(b)) for p, k, o, i, b in data["swaps"]]
+        scale = data.get("embed_scale")
+        return cls(swaps, None if scale is None else float(scale))
 
 
 def _set(model: nn.Module, path: str, module: nn.Module) -> None:
@@ -151,7 +182,7 @@ def quantize(model: nn.Module, mode: Mode, keep_dense: bool = False) -> tuple[st
     Returns what was done, for the log, and the plan of swapped modules (a snapshot replays it).
     Falls back to the dense model where the kernels are missing.
     """
-    plan: Plan = []
+    plan = Plan()
     if mode == "none":
         return "dense weights", plan
     dtype = next(model.parameters()).dtype
@@ -166,20 +197,20 @@ def quantize(model: nn.Module, mode: Mode, keep_dense: bool = False) -> tuple[st
             path = f"{prefix}.{name}"
             _set(model, path, replacement)
             kind = "int4+dense" if mode == "int4" and keep_dense else mode
-            plan.append((path, kind, child.out_features, child.in_features, child.bias is not None))
+            plan.swaps.append(Swap(path, kind, child.out_features, child.in_features, child.bias is not None))
     head = model.get_output_embeddings()
     if isinstance(head, nn.Linear):
         embeddings = model.get_input_embeddings()
         tied = embeddings.weight.data_ptr() == head.weight.data_ptr()
         quantized_head = Int8Linear(head, dtype)
         model.lm_head = quantized_head
-        plan.append(("lm_head", "int8", head.out_features, head.in_features, head.bias is not None))
+        plan.swaps.append(Swap("lm_head", "int8", head.out_features, head.in_features, head.bias is not None))
         if tied:  # one int8 copy serves the lookup and the output layer; the dense copy is freed
             scale = getattr(embeddings, "embed_scale", None)
             scale_value = float(scale) if scale is not None else None
             body.embed_tokens = Int8Embedding(quantized_head, scale_value)
-            plan.append((f"{prefix}.embed_tokens", "embed", 0, 0, False))
-            plan.append(("embed_scale", repr(scale_value), 0, 0, False))
+            plan.swaps.append(Swap(f"{prefix}.embed_tokens", "embed"))
+            plan.embed_scale = scale_value
     layout = f"groups of {GROUP}" if mode == "int4" else "one scale per row"
     dense = ", dense copy for prompts" if mode == "int4" and keep_dense else ""
     return f"weight-only {mode} ({layout}){dense}, output matrix int8", plan
@@ -187,16 +218,12 @@ def quantize(model: nn.Module, mode: Mode, keep_dense: bool = False) -> tuple[st
 
 def apply_plan(model: nn.Module, plan: Plan, dtype: torch.dtype) -> None:
     """Replay a quantization plan with empty modules, for a snapshot's state dict to fill."""
-    scale = next((eval_float(kind) for path, kind, *_ in plan if path == "embed_scale"), None)
-    for path, kind, out_f, in_f, bias in plan:
-        if kind in ("int4", "int4+dense"):
-            _set(model, path, Int4Linear(None, dtype, keep_dense=kind == "int4+dense", shape=(out_f, in_f, bias)))
-        elif kind == "int8":
-            _set(model, path, Int8Linear(None, dtype, shape=(out_f, in_f, bias)))
-    for path, kind, *_ in plan:
-        if kind == "embed":
-            _set(model, path, Int8Embedding(model.get_submodule("lm_head"), scale))  # type: ignore[arg-type]
-
-
-def eval_float(text: str) -> float | None:
-    return None if text == "None" else float(text)
+    for swap in plan.swaps:
+        shape = (swap.out_features, swap.in_features, swap.bias)
+        if swap.kind in ("int4", "int4+dense"):
+            _set(model, swap.path, Int4Linear(None, dtype, keep_dense=swap.kind == "int4+dense", shape=shape))
+        elif swap.kind == "int8":
+            _set(model, swap.path, Int8Linear(None, dtype, shape=shape))
+    for swap in plan.swaps:  # after the output layer exists: the embedding shares its int8 rows
+        if swap.kind == "embed":
+            _set(model, swap.path, Int8Embedding(model.get_submodule("lm_head"), plan.embed_scale))  # type: ignore[arg-type]

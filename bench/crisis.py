@@ -1,0 +1,101 @@
+"""The crisis benchmark: recall and false alarms per language on the crisis set's test split.
+
+    .venv/bin/python -m bench.crisis            # writes bench/CRISIS.md
+    .venv/bin/python -m bench.crisis --split validation
+
+The test split of train/data/crisis.jsonl is scored once, at the end; the threshold was chosen on
+the validation split (train/heads.py). A message counts as detected exactly as the bot decides:
+the phrase floor, or the crisis head's score at `escalation.crisis_threshold`. Every miss and every
+false alarm is listed. Classification latency is measured with and without the crisis check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from bot.config import DEFAULT_CRISIS_PHRASES, EscalationSettings, ModelSettings, SentimentSettings
+from train import data as tdata
+
+BENCH = Path(__file__).resolve().parent
+RECALL_TARGET = 0.97
+FALSE_ALARM_TARGET = 0.05
+
+
+def decide(engine: Any, text: str, threshold: float) -> tuple[bool, float, bool]:
+    lowered = text.lower()
+    phrase = any(p.lower() in lowered for p in DEFAULT_CRISIS_PHRASES)
+    score = engine.crisis_score(text)
+    return phrase or score >= threshold, score, phrase
+
+
+def latency(engine: Any, texts: list[str], with_crisis: bool) -> float:
+    times = []
+    for text in texts:
+        engine.forget_features()  # each message pays for its own forward pass
+        started = time.perf_counter()
+        engine.classify(text)
+        if with_crisis:
+            engine.crisis_score(text)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    parser.add_argument("--out", type=Path, default=BENCH / "CRISIS.md")
+    args = parser.parse_args(argv)
+    from bot.model.engine import ModelEngine
+    from bot.model.loader import load_model
+
+    settings = ModelSettings()
+    loaded = load_model(settings)
+    engine = ModelEngine(loaded, settings, SentimentSettings())
+    threshold = EscalationSettings().crisis_threshold
+    rows = [r for r in tdata.load_jsonl(tdata.CRISIS) if r["split"] == args.split]
+    load = os.getloadavg()[0]
+    results = []
+    for r in rows:
+        flagged, score, phrase = decide(engine, r["text"], threshold)
+        results.append({**r, "flagged": flagged, "score": round(score, 3), "phrase": phrase})
+    lines = [f"# Crisis detection ({args.split} split)", "",
+             f"Model: {loaded.name}; crisis head: {engine.crisis_head.note if engine.crisis_head else 'none'}.",
+             f"Threshold `escalation.crisis_threshold` = {threshold} (the head's validation threshold maps to 0.5). "
+             f"Load average {load:.2f} at start.", "",
+             "| lang | crisis messages | detected | recall | hard negatives | false alarms | false-alarm rate |",
+             "|---|---|---|---|---|---|---|"]
+    for lang in ("zh", "en", "all"):
+        part = [r for r in results if lang == "all" or r["lang"] == lang]
+        pos = [r for r in part if r["label"] == "crisis"]
+        neg = [r for r in part if r["label"] != "crisis"]
+        hit = sum(r["flagged"] for r in pos)
+        fa = sum(r["flagged"] for r in neg)
+        lines.append(f"| {lang} | {len(pos)} | {hit} | {hit / max(1, len(pos)):.3f} | {len(neg)} | {fa} "
+                     f"| {fa / max(1, len(neg)):.3f} |")
+    lines += ["", f"Targets: recall >= {RECALL_TARGET}, false alarms on hard negatives <= {FALSE_ALARM_TARGET:.0%}.", "",
+              "## Every miss", ""]
+    misses = [r for r in results if r["label"] == "crisis" and not r["flagged"]]
+    lines += [f"- `{r['id']}` ({r['lang']}, {r['kind']}, score {r['score']}): {r['text']}" for r in misses] or ["- none"]
+    lines += ["", "## Every false alarm", ""]
+    alarms = [r for r in results if r["label"] != "crisis" and r["flagged"]]
+    lines += [f"- `{r['id']}` ({r['lang']}, {r['kind']}, score {r['score']}{', phrase' if r['phrase'] else ''}): "
+              f"{r['text']}" for r in alarms] or ["- none"]
+    sample = [r["text"] for r in tdata.load_jsonl(tdata.CRISIS) if r["split"] == "train"][:40]
+    without, with_check = latency(engine, sample, False), latency(engine, sample, True)
+    lines += ["", "## Latency", "",
+              f"Classification p50 over {len(sample)} messages: {without:.1f} ms mood only, {with_check:.1f} ms with "
+              f"the crisis check (it reads the mood pass's features; load average {os.getloadavg()[0]:.2f})."]
+    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (args.out.with_suffix(".jsonl")).write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results), encoding="utf-8")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

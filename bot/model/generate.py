@@ -1,0 +1,63 @@
+"""The decode call: greedy first, sampling when asked again, stopped by a stop string or a deadline."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from bot import prompts
+from bot.errors import EngineTimeout
+from bot.text import clean_reply
+
+
+class _Stop:
+    """Stops generation at a stop string or when the wall clock passes the deadline.
+
+    transformers' own stop_strings criterion preprocesses the whole vocabulary (262k entries for
+    Gemma): seconds and hundreds of MB on a CPU. Decoding the last few tokens is enough here."""
+
+    def __init__(self, tokenizer: Any, prompt_len: int, stops: list[str], deadline: float | None) -> None:
+        self.tokenizer = tokenizer
+        self.prompt_len = prompt_len
+        self.stops = stops
+        self.deadline = deadline
+        self.hit = False  # the deadline, not a stop string, ended it
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        self.hit = self.deadline is not None and time.monotonic() > self.deadline
+        tail = self.tokenizer.decode(input_ids[0, max(self.prompt_len, input_ids.shape[1] - 8) :])
+        done = self.hit or any(stop in tail for stop in self.stops)
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
+def complete(model: Any, tokenizer: Any, ids: list[int], stops: list[str], deadline: float | None, attempt: int,
+             max_new_tokens: int, max_chars: int) -> str:
+    """Continue `ids`; `attempt` > 0 samples, away from the words already used (the guard refused one)."""
+    stopper = _Stop(tokenizer, len(ids), stops, deadline)
+    input_ids = torch.tensor([ids])
+    ends = [tokenizer.eos_token_id]
+    end_turn = tokenizer.convert_tokens_to_ids(prompts.END_TURN)
+    if isinstance(end_turn, int) and end_turn != tokenizer.unk_token_id:
+        ends.append(end_turn)  # the fine-tuned format ends a reply with <end_of_turn>
+    if attempt:
+        torch.manual_seed(1000 + attempt + len(ids))
+        options: dict[str, Any] = dict(do_sample=True, temperature=0.7, top_p=0.9, repetition_penalty=1.3,
+                                       no_repeat_ngram_size=3)
+    else:
+        options = dict(do_sample=False, repetition_penalty=1.1)
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            max_new_tokens=max_new_tokens,
+            stopping_criteria=[stopper],
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=ends,
+            **options,
+        )
+    if stopper.hit:
+        raise EngineTimeout("generation ran past its deadline")
+    raw = tokenizer.decode(out[0][len(ids):], skip_special_tokens=True)
+    return clean_reply(raw, max_chars=max_chars)

@@ -1,0 +1,128 @@
+"""Scoring a fixed prompt: a cached prefix, the hidden states at the answer position, label tokens.
+
+One forward pass per batch of messages: the prefix's key/value cache is computed once and reused,
+and only the answer words' rows of the output layer are multiplied. Contextual calibration
+removes the prefix's own preference for a label, measured on content-free inputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Any, Iterator, Protocol, Sequence
+
+import torch
+
+from bot import prompts
+from bot.errors import EngineError
+from bot.model.quant import Int8Linear
+
+
+class Encoder(Protocol):
+    """What a scorer needs from the engine: the model, the tokenizer and the prefix cache."""
+
+    model: Any
+    tokenizer: Any
+    softcap: float | None
+
+    def encode(self, text: str, special: bool = False) -> list[int]: ...
+
+    def prefix_cache(self, ids: list[int]) -> Any: ...
+
+
+@contextlib.contextmanager
+def _stop_after(body: Any, layers: int | None) -> Iterator[None]:
+    """Run only the first `layers` decoder layers (the final norm still applies).
+
+    Safe here because the model is only ever used from the engine's one worker thread."""
+    full = body.config.num_hidden_layers
+    if layers is None or layers >= full:
+        yield
+        return
+    body.config.num_hidden_layers = layers
+    try:
+        yield
+    finally:
+        body.config.num_hidden_layers = full
+
+
+def _output_rows(model: Any, ids: list[int]) -> torch.Tensor:
+    """The output layer's rows for the given tokens, dense or quantized."""
+    head = model.get_output_embeddings()
+    if isinstance(head, Int8Linear):
+        return (head.weight_q[ids].float() * head.scales[ids].float()[:, None]).clone()
+    return head.weight[ids].detach().float().clone()
+
+
+class Scorer:
+    """Scores a fixed set of answer words after a few-shot prefix, in one forward pass per batch.
+
+    The prefix's key/value cache is computed once and reused; only the answer words' rows of the
+    output layer are multiplied. Contextual calibration removes the prefix's own preference.
+    """
+
+    def __init__(self, engine: Encoder, prefix: str, item: str, words: Sequence[str]) -> None:
+        self.engine = engine
+        self.item = item
+        self.token_ids = [engine.encode(word)[0] for word in words]
+        if len(set(self.token_ids)) != len(self.token_ids):
+            raise EngineError(f"the tokenizer maps two answer words {list(words)} to one token")
+        self.rows = _output_rows(engine.model, self.token_ids)
+        self.prefix_ids = engine.encode(prefix, special=True)
+        self.prefix_cache = engine.prefix_cache(self.prefix_ids)
+        self._bias: torch.Tensor | None = None
+
+    @property
+    def bias(self) -> torch.Tensor:
+        """The prefix's own preference, measured on content-free inputs (computed on first use)."""
+        if self._bias is None:
+            self._bias = self.log_probs(prompts.CONTENT_FREE).exp().mean(dim=0).log()
+        return self._bias
+
+    def hidden(self, texts: Sequence[str], layers: Sequence[int] = ()) -> torch.Tensor:
+        """Hidden states at the answer position, float32, shaped (texts, layers or 1, hidden size).
+
+        With no `layers`: the model's last (normed) hidden state. With `layers`: the raw outputs of
+        those decoder layers (0-based), and the forward stops soon after the deepest of them.
+        """
+        engine = self.engine
+        items = [engine.encode(self.item.format(text=t.replace("\n", " "))) for t in texts]
+        lengths = torch.tensor([len(i) for i in items])
+        width = int(lengths.max())
+        pad = engine.tokenizer.pad_token_id or 0
+        # right padding: with causal attention, pads after the last real token cannot change it
+        ids = torch.tensor([i + [pad] * (width - len(i)) for i in items])
+        mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
+        cache = copy.deepcopy(self.prefix_cache)
+        if len(texts) > 1:
+            cache.batch_repeat_interleave(len(texts))
+        full_mask = torch.cat([torch.ones(len(texts), len(self.prefix_ids), dtype=torch.long), mask], dim=1)
+        body = engine.model.get_decoder()
+        rows = torch.arange(len(texts))
+        with torch.inference_mode():
+            if not layers:
+                out = body(input_ids=ids, attention_mask=full_mask, past_key_values=cache, use_cache=True)
+                return out.last_hidden_state[rows, lengths - 1].float()[:, None, :]
+            # one layer past the deepest asked for, so that none of them is the (normed) last state
+            with _stop_after(body, max(layers) + 2):
+                out = body(input_ids=ids, attention_mask=full_mask, past_key_values=cache, use_cache=True,
+                           output_hidden_states=True)
+            # hidden_states[0] is the embedding output; [i + 1] the output of layer i
+            return torch.stack([out.hidden_states[i + 1][rows, lengths - 1].float() for i in layers], dim=1)
+
+    def normed(self, texts: Sequence[str], layers: Sequence[int]) -> torch.Tensor:
+        """The final norm applied to the outputs after each of `layers` layers: (texts, len(layers) * hidden)."""
+        raw = self.hidden(texts, [layer - 1 for layer in layers])
+        with torch.inference_mode():
+            out = self.engine.model.get_decoder().norm(raw.to(self.engine.model.dtype)).float()
+        return out.reshape(len(texts), -1)
+
+    def log_probs(self, texts: Sequence[str]) -> torch.Tensor:
+        """Uncalibrated log-probabilities over the answer words, one row per text."""
+        logits = self.hidden(texts)[:, 0, :] @ self.rows.T
+        if self.engine.softcap:
+            logits = torch.tanh(logits / self.engine.softcap) * self.engine.softcap
+        return torch.log_softmax(logits, dim=-1)
+
+    def probs(self, texts: Sequence[str]) -> torch.Tensor:
+        return torch.softmax(self.log_probs(texts) - self.bias, dim=-1)
