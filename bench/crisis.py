@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.report import update_sections
 from bot.config import DEFAULT_CRISIS_PHRASES, EscalationSettings, ModelSettings, SentimentSettings
 from train import data as tdata
 
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
               f"Classification p50 over {len(sample)} messages: {without:.1f} ms mood only, {with_check:.1f} ms with "
               f"the crisis check (it reads the mood pass's features; load average {os.getloadavg()[0]:.2f})."]
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    update_sections(args.out.parent / "REPORT.md")
     (args.out.with_suffix(".jsonl")).write_text(
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results), encoding="utf-8")
     print("\n".join(lines))

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from bench import methods, sources
+from bench.report import update_sections
 from bot.config import ModelSettings, SentimentSettings
 
 BENCH = Path(__file__).resolve().parent
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
             lines.append(f"| {s} | {name} | {binary} | {r['printed_accuracy']:.3f} | {r['neutral_share']:.3f} | {f1} "
                          f"| {r['ece']:.3f} |")
     (args.out / "MOOD.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    update_sections(args.out / "REPORT.md")
     print("\n".join(lines))
 
 

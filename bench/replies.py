@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import guard
+from bench.report import update_sections
 from bot.config import CrisisSettings, ModelSettings, ReplySettings, SentimentSettings
 from bot.domain import ChatTurn, InboundMessage, Strategy, Turn
 from train import data as tdata
@@ -182,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     text = (f"Load average at start {load:.2f}, at end {os.getloadavg()[0]:.2f}; {len(examples)} examples "
             f"of train/data/replies_eval.jsonl.\n\n" + table(results) + "\n")
     (args.out / "REPLIES.md").write_text(text, encoding="utf-8")
+    update_sections(args.out / "REPORT.md")
     print(text)
 
 

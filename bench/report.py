@@ -153,6 +153,7 @@ def write_report(data: dict[str, Any], path: Path) -> None:
     if notes.exists():
         lines.append(notes.read_text(encoding="utf-8"))
     path.write_text("\n".join(lines), encoding="utf-8")
+    update_sections(path)
 
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -201,3 +202,36 @@ def update_readme(data: dict[str, Any], readme: Path) -> None:
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     readme.write_text(head + START + "\n" + "\n".join(headline(data)) + "\n" + END + tail, encoding="utf-8")
+
+
+# Benchmarks that run on their own (python -m bench.<name>) write a markdown page each; the report
+# carries the latest of them between these markers, so that one file shows every measured figure.
+SECTIONS = [
+    ("Reply quality: base prompt vs fine-tuned (bench/replies.py)", "REPLIES.md"),
+    ("Reply grades by reading (bench/GRADES.md)", "GRADES.md"),
+    ("Crisis detection (bench/crisis.py)", "CRISIS.md"),
+    ("Mood: fine-tuned heads vs the frozen readout (bench/mood.py)", "MOOD.md"),
+    ("Soak and faults (bench/soak.py)", "SOAK.md"),
+    ("Scale: local engine vs llama.cpp server (bench/scale.py)", "SCALE.md"),
+    ("Dashboard page times (bench/dashboard.py)", "DASHBOARD.md"),
+    ("Knowledge retrieval (bench/knowledge.py)", "KNOWLEDGE.md"),
+]
+SECTIONS_START, SECTIONS_END = "<!-- sections:start -->", "<!-- sections:end -->"
+
+
+def update_sections(report: Path) -> None:
+    """Rewrite the report's appendix from the per-benchmark pages beside it."""
+    text = report.read_text(encoding="utf-8") if report.exists() else "# Benchmark report\n"
+    if SECTIONS_START in text and SECTIONS_END in text:
+        head, rest = text.split(SECTIONS_START, 1)
+        tail = rest.split(SECTIONS_END, 1)[1]
+    else:
+        head, tail = text.rstrip() + "\n\n", "\n"
+    parts = []
+    for title, name in SECTIONS:
+        page = report.parent / name
+        if page.exists():
+            body = "\n".join(line for line in page.read_text(encoding="utf-8").splitlines()
+                             if not line.startswith("# "))  # the page's own title gives way to ours
+            parts.append(f"## {title}\n\n{body.strip()}\n")
+    report.write_text(head + SECTIONS_START + "\n" + "\n".join(parts) + SECTIONS_END + tail, encoding="utf-8")

@@ -48,10 +48,12 @@ class ModelSettings(Section):
 
 
 class SentimentSettings(Section):
-    # below this confidence a message counts as neutral
-    min_confidence: float = Field(default=0.45, ge=0.0, le=1.0)
-    # auto: the readout shipped for the embedded model if there is one; none: label-token scores only;
-    # or the path of a readout file trained with bench/train_readout.py for your model
+    # 0: the printed label is the calibrated argmax and its confidence that label's probability (the
+    # heads learn neutral; their calibration is chosen on validation data). Above 0: a positive or
+    # negative label under this probability is printed as neutral, with confidence 1 - that probability
+    min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
+    # auto: the mood head shipped for the served weights if there is one; none: label-token scores
+    # only; or the path of a head file trained with `python -m train.heads` for your model
     readout: str = "auto"
     # the crisis head over the same features (auto: the one shipped for the served weights)
     crisis_head: str = "auto"

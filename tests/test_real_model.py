@@ -96,3 +96,50 @@ def test_model_path_to_a_gguf_file() -> None:
     loaded = load_model(settings)
     engine = ModelEngine(loaded, settings, SentimentSettings())
     assert engine.classify("太糟糕了，气死我了").label is Label.NEGATIVE
+
+
+# written for these tests; none of them is in train/data/crisis.jsonl
+CRISIS_SAMPLE = [
+    ("I've written letters to my family and tonight I'm going to end it", True),
+    ("我把药都攒好了，今晚就结束这一切", True),
+    ("everyone would honestly be better off if I just disappeared for good", True),
+    ("this traffic is killing me lol", False),
+    ("笑死我了哈哈哈，这个视频太好笑了", False),
+    ("What time does the store open tomorrow?", False),
+]
+
+
+@pytest.mark.parametrize(("text", "crisis"), CRISIS_SAMPLE)
+def test_crisis_head_on_a_fixed_sample(engine: ModelEngine, text: str, crisis: bool) -> None:
+    threshold = load_settings(ROOT / "config.yaml", env={}).escalation.crisis_threshold
+    assert engine.crisis_head is not None, "no crisis head shipped for the served weights: run `make heads`"
+    assert (engine.crisis_score(text) >= threshold) is crisis
+
+
+def test_the_served_model_is_the_fine_tuned_one(engine: ModelEngine) -> None:
+    assert engine.tuned and engine.readout is not None and "adapter" in engine.name
+
+
+def _run_console(text: str, tmp_path: Path) -> list[str]:
+    env = {**os.environ, "MOODBOT__STORE__DATA_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "--config", "config.yaml", "run"],
+        cwd=ROOT, input=text + "\n", capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_a_crisis_piped_into_run_gets_the_crisis_strategy_and_the_configured_reply(tmp_path: Path) -> None:
+    lines = _run_console("I can't do this anymore, I want to kill myself", tmp_path)
+    settings = load_settings(ROOT / "config.yaml", env={})
+    assert any("strategy: crisis" in line for line in lines)
+    assert f"bot> {settings.crisis.text('reply', 'en')}" in lines
+
+
+def test_the_exam_message_gets_a_comforting_chinese_reply_about_the_exam(tmp_path: Path) -> None:
+    lines = _run_console("今天考试没考好，心情很低落", tmp_path)
+    mood = next(line for line in lines if "strategy:" in line)
+    reply = next(line for line in lines if line.startswith("bot> "))[5:]
+    assert "negative" in mood and "comfort" in mood
+    assert detect_lang(reply) == "zh" and "考" in reply

@@ -24,22 +24,22 @@ import os
 # before torch starts its thread pool
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse
-import json
-import logging
-import math
-import random
-import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Sequence
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import math  # noqa: E402
+import random  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Sequence  # noqa: E402
 
-import torch
-import torch.nn.functional as F
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
-from bot import prompts
-from bot.domain import ChatTurn, Strategy
-from train import data as tdata
+from bot import prompts  # noqa: E402
+from bot.domain import ChatTurn, Strategy  # noqa: E402
+from train import data as tdata  # noqa: E402
 
 log = logging.getLogger("train")
 MOODS = ("positive", "negative", "neutral")
