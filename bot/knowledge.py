@@ -64,8 +64,9 @@ class Entry:
     keywords: tuple[str, ...] = ()
 
     def line(self) -> str:
-        """How the entry is handed to the reply prompt."""
-        return f"Q: {self.question} A: {self.answer}"
+        """How the entry is handed to the reply prompt: the answer, a self-contained fact line, which
+        is the form the fine-tuned model learned its facts in (train/data/replies.jsonl)."""
+        return self.answer
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,12 @@ def clean_reply(raw: str, prompt_tail: str = "", max_chars: int = 400) -> str:
     return text.strip()
 
 
+def trim_to_sentence(text: str) -> str:
+    """Drop a trailing unfinished sentence (generation ran out of tokens mid-sentence)."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text) if m.end() > len(text) // 3]
+    return text[: ends[-1]].strip() if ends else text
+
+
 def split_message(text: str, limit: int) -> list[str]:
     """Split a long reply at sentence boundaries into pieces of at most `limit` characters."""
     text = text.strip()

@@ -83,7 +83,7 @@ def _stage(threshold: float = 0.125) -> KnowledgeStage:
 async def test_stage_puts_matching_entries_into_the_turn() -> None:
     turn = _turn("Can I pay with Alipay?")
     await _stage()(turn)
-    assert turn.knowledge and "Alipay" in turn.knowledge[0] and turn.knowledge[0].startswith("Q: ")
+    assert turn.knowledge and "Alipay" in turn.knowledge[0] and turn.knowledge[0].startswith("We accept")
     assert turn.outbox == [] and turn.alerts == []
 
 
@@ -91,7 +91,7 @@ async def test_stage_puts_entries_in_the_senders_language_first() -> None:
     turn = _turn("Alipay 付款")  # the zh entry scores higher, but the sender writes English here
     turn.lang = "en"
     await _stage()(turn)
-    assert len(turn.knowledge) == 2 and turn.knowledge[0].startswith("Q: Which payment methods")
+    assert len(turn.knowledge) == 2 and turn.knowledge[0].startswith("We accept WeChat Pay")
 
 
 async def test_stage_hands_off_an_unanswerable_question_but_not_small_talk() -> None:
@@ -146,24 +146,23 @@ def test_the_channels_say_what_is_missing() -> None:
         WecomDialect(Settings().wecom)
 
 
-def test_a_v1_database_gains_the_alert_kind(tmp_path: Path) -> None:
+def test_an_older_database_gains_the_alert_kind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from sqlalchemy import create_engine, text
 
+    from bot import store as store_module
     from bot.store import Store
 
-    url = f"sqlite:///{tmp_path / 'v1.db'}"
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    # a database as schema version 1 left it: the first migration only, and no alerts.kind column
+    monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1])
+    Store(url).close()
     engine = create_engine(url)
-    with engine.begin() as conn:  # the alerts table as schema version 1 made it
-        conn.execute(text("CREATE TABLE schema_version (version INTEGER NOT NULL)"))
-        conn.execute(text("INSERT INTO schema_version VALUES (1)"))
-        conn.execute(text(
-            "CREATE TABLE alerts (id INTEGER PRIMARY KEY AUTOINCREMENT, contact_id VARCHAR(128) NOT NULL, "
-            "contact_name VARCHAR(256) NOT NULL, chat_id VARCHAR(128) NOT NULL, severity VARCHAR(16) NOT NULL, "
-            "reason TEXT NOT NULL, excerpts TEXT NOT NULL, trend TEXT NOT NULL, created_at DATETIME NOT NULL, "
-            "delivered_at DATETIME, acked_at DATETIME, reminded_at DATETIME)"))
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE alerts DROP COLUMN kind"))
         conn.execute(text("INSERT INTO alerts (contact_id, contact_name, chat_id, severity, reason, excerpts, trend, "
                           "created_at) VALUES ('a', 'A', 'a', 'high', 'old', '[]', '[]', '2026-01-01 00:00:00')"))
     engine.dispose()
+    monkeypatch.undo()
     store = Store(url)
     try:
         assert [a.kind for a in store.open_alerts()] == ["mood"]

@@ -9,7 +9,7 @@ import torch
 
 from bot import prompts
 from bot.errors import EngineTimeout
-from bot.text import clean_reply
+from bot.text import clean_reply, trim_to_sentence
 
 
 class _Stop:
@@ -59,5 +59,8 @@ def complete(model: Any, tokenizer: Any, ids: list[int], stops: list[str], deadl
         )
     if stopper.hit:
         raise EngineTimeout("generation ran past its deadline")
-    raw = tokenizer.decode(out[0][len(ids):], skip_special_tokens=True)
-    return clean_reply(raw, max_chars=max_chars)
+    new = out[0][len(ids):]
+    reply = clean_reply(tokenizer.decode(new, skip_special_tokens=True), max_chars=max_chars)
+    if len(new) >= max_new_tokens and int(new[-1]) not in ends:
+        reply = trim_to_sentence(reply)  # cut off by the token limit: keep the finished sentences
+    return reply
