@@ -305,7 +305,8 @@ def validate(model: Any, heads: Heads, tokenizer: Any, enc_val: list[Encoded], m
     model.eval()
     try:
         losses = [reply_loss(model, enc_val[i:i + 8], pad_id).item() for i in range(0, min(len(enc_val), 64), 8)]
-        rows = [r for r in mood_val if r.mood is not None][:limit]
+        rows = [r for r in mood_val if r.mood is not None]
+        rows = rows[:: max(1, len(rows) // limit)][:limit]  # spread over every source, not the first group
         correct = 0
         for i in range(0, len(rows), 32):
             chunk = rows[i:i + 32]
