@@ -7,6 +7,7 @@ few seconds: the reply stage asks on every message and must not cost a query eac
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import datetime, timezone
@@ -60,3 +61,10 @@ class BotState:
         if self._flags is not None:
             self._flags.set_flag(PAUSED_FLAG, "1" if value else "0", datetime.now(timezone.utc))
             self._read_at = self._monotonic()
+
+    async def is_paused(self) -> bool:
+        """`paused` off the event loop (a cache miss reads the store)."""
+        return await asyncio.to_thread(lambda: self.paused)
+
+    async def set_paused(self, value: bool) -> None:
+        await asyncio.to_thread(setattr, self, "paused", value)

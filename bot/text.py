@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Mapping
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z]")
@@ -100,3 +101,8 @@ def split_message(text: str, limit: int) -> list[str]:
     if current.strip():
         pieces.append(current.strip())
     return [p for p in pieces if p]
+
+
+def in_lang(texts: Mapping[str, str], lang: str) -> str:
+    """The configured text for a language, else the English one, else empty."""
+    return texts.get(lang) or texts.get("en") or ""

@@ -13,12 +13,11 @@ import logging
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from bot.clock import Clock
 from bot.config import AlertSettings, EscalationSettings
-from bot.domain import LABEL_EMOJI, Alert, ContactState, Label, MoodPoint, Turn
+from bot.domain import Alert, ContactState, Label, MoodPoint, Turn
 from bot.errors import EngineError
 from bot.store import Store
-from handlers.engine_protocol import Engine
+from bot.protocols import Clock, Engine
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +123,3 @@ class EscalationStage:
             log.info("escalation for %s: %s (%s)", alert.contact_id, alert.severity, alert.reason)
             turn.alerts.append(alert)
 
-
-def trend_line(trend: tuple[str, ...]) -> str:
-    return " ".join(LABEL_EMOJI[Label(label)] for label in trend)

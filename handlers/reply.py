@@ -7,12 +7,11 @@ import logging
 
 from bot import prompts
 from bot.config import ReplySettings
-from bot.domain import ChatTurn, OutboundMessage, Strategy, Turn
+from bot.domain import ChatTurn, Strategy, Turn, reply_to
 from bot.errors import EngineError
 from bot.memory import ConversationMemory
-from bot.state import BotState
 from bot.text import detect_lang
-from handlers.engine_protocol import Engine
+from bot.protocols import Engine
 
 log = logging.getLogger(__name__)
 
@@ -20,11 +19,10 @@ log = logging.getLogger(__name__)
 class ReplyStage:
     name = "reply"
 
-    def __init__(self, engine: Engine, memory: ConversationMemory, settings: ReplySettings, state: BotState) -> None:
+    def __init__(self, engine: Engine, memory: ConversationMemory, settings: ReplySettings) -> None:
         self.engine = engine
         self.memory = memory
         self.settings = settings
-        self.state = state
 
     def fallback(self, lang: str) -> str:
         return self.settings.fallback.get(lang) or self.settings.fallback.get("en") or "Sorry, please say that again."
@@ -38,7 +36,7 @@ class ReplyStage:
             return ""
 
     async def __call__(self, turn: Turn) -> None:
-        if turn.record_only or (self.state.paused and not turn.crisis):
+        if turn.record_only or (turn.paused and not turn.crisis):
             return  # a crisis is always answered, even while auto-replies are paused
         strategy = turn.strategy or Strategy.PLAIN
         message = turn.message
@@ -56,5 +54,4 @@ class ReplyStage:
         else:
             await asyncio.to_thread(self.memory.add, message.chat_id, user_turn, ChatTurn("assistant", reply))
         turn.reply = reply
-        mention = (message.sender_id,) if message.is_group else ()
-        turn.outbox.append(OutboundMessage(message.chat_id, reply, mention))
+        turn.outbox.append(reply_to(message, reply))

@@ -61,5 +61,5 @@ class WecomDialect:
         await self.api.close()
 
 
-def build_channel(app: Any, settings: Settings) -> CallbackChannel:
-    return CallbackChannel(app, settings.wecom, WecomDialect(settings.wecom), "none")
+def build_channel(settings: Settings) -> CallbackChannel:
+    return CallbackChannel(settings.wecom, WecomDialect(settings.wecom), "none")
