@@ -21,7 +21,15 @@ from bot.channels.console import describe
 from bot.config import Settings
 from bot.domain import Turn
 from bot.mock_wechat import (
-    DEMO_AES_KEY, DEMO_AGENT_ID, DEMO_APPID, DEMO_CORP_ID, DEMO_SECRET, DEMO_TOKEN, Answer, FakeWeChatAPI, WeChatPlayer,
+    DEMO_AES_KEY,
+    DEMO_AGENT_ID,
+    DEMO_APPID,
+    DEMO_CORP_ID,
+    DEMO_SECRET,
+    DEMO_TOKEN,
+    Answer,
+    FakeWeChatAPI,
+    WeChatPlayer,
     free_port,
 )
 from bot.protocols import Engine

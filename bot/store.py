@@ -275,7 +275,7 @@ class Store:
                 severity=alert.severity, reason=alert.reason, excerpts=json.dumps(list(alert.excerpts), ensure_ascii=False),
                 trend=json.dumps(list(alert.trend)), created_at=alert.created_at, kind=alert.kind,
             ))
-            return int(result.inserted_primary_key[0])
+            return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def mark_delivered(self, alert_id: int, at: datetime) -> None:
         with self.engine.begin() as conn:

@@ -60,7 +60,7 @@ def clean_reply(raw: str, prompt_tail: str = "", max_chars: int = 400) -> str:
     text = raw.replace("\r", "")
     if prompt_tail and text.startswith(prompt_tail):
         text = text[len(prompt_tail):]
-    lines = []
+    lines: list[str] = []
     for line in text.split("\n"):
         if lines and _ROLE_PREFIX.match(line):
             break  # the model started writing the next speaker's turn

@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 from bot.config import AlertSettings, EscalationSettings
 from bot.domain import Alert, ContactState, Label, MoodPoint, Turn
 from bot.errors import EngineError
-from bot.store import Store
 from bot.protocols import Clock, Engine
+from bot.store import Store
 
 log = logging.getLogger(__name__)
 

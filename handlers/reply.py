@@ -10,8 +10,8 @@ from bot.config import ReplySettings
 from bot.domain import ChatTurn, Strategy, Turn, reply_to
 from bot.errors import EngineError
 from bot.memory import ConversationMemory
-from bot.text import detect_lang
 from bot.protocols import Engine
+from bot.text import detect_lang
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from bot import jobs
 from bot.app import Application
 from bot.clock import ManualClock
 from bot.config import Settings
-from bot import jobs
 from bot.store import Store
 from tests.fakes import FakeEngine, RecordingSender, build_app, make_message
 

@@ -74,7 +74,6 @@ def _turn(text: str, strategy: Strategy = Strategy.PLAIN) -> Turn:
 
 
 def _stage(threshold: float = 0.125) -> KnowledgeStage:
-    from datetime import datetime, timezone
 
     return KnowledgeStage(KnowledgeBase(FAQ), KnowledgeSettings(threshold=threshold), ManualClock())
 

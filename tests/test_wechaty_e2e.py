@@ -13,9 +13,9 @@ import pytest
 from bot.app import Application
 from bot.channels.wechaty import EXIT_TOKEN_REJECTED, EXIT_UNREACHABLE, ChannelError, WechatyChannel
 from bot.config import Settings
-from tests.fakes import FakeEngine
 from bot.mock_wechat import free_port
 from examples.wechaty_demo.gateway import Gateway
+from tests.fakes import FakeEngine
 
 pytestmark = pytest.mark.gateway
 

@@ -30,7 +30,7 @@ os.environ.setdefault("CACHE_DIR", str(Path("~/.cache/moodbot/wechaty").expandus
 # Python 3.11 refuses WechatyOptions' unhashable dataclass default; this must run before `import wechaty`
 import wechaty_puppet.schemas.puppet as _puppet_schemas  # noqa: E402
 
-_puppet_schemas.PuppetOptions.__hash__ = object.__hash__  # type: ignore[assignment,method-assign]
+_puppet_schemas.PuppetOptions.__hash__ = object.__hash__
 
 from grpclib.const import Status  # noqa: E402
 from grpclib.exceptions import GRPCError  # noqa: E402
@@ -92,7 +92,7 @@ async def to_inbound(msg: Message, self_id: str, self_name: str) -> InboundMessa
     )
 
 
-class _Bot(Wechaty):
+class _Bot(Wechaty):  # type: ignore[misc]  # wechaty ships no type hints
     """One connection's bot. start() lets network errors through instead of sleeping 60 s."""
 
     def __init__(self, options: WechatyOptions, handle: Callable[[Message], Awaitable[None]]) -> None:

@@ -6,7 +6,7 @@ the app's agent id.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Mapping
 
 from wechatpy.enterprise import parse_message
 from wechatpy.enterprise.crypto import WeChatCrypto
