@@ -36,7 +36,7 @@ def _port_open(port: int) -> bool:
 
 
 class Gateway:
-    def __init__(self, token: str = TOKEN) -> None:
+    def __init__(self, token: str = TOKEN, extra_contacts: int = 0) -> None:
         if not (GATEWAY_DIR / "node_modules" / "wechaty-puppet-mock").exists():
             raise GatewayError("the mock gateway is not installed: run `make gateway` (npm install in tests/gateway)")
         node = shutil.which("node")
@@ -46,6 +46,7 @@ class Gateway:
         self.port = free_port()
         self.control_port = free_port()
         self.token = token
+        self.extra_contacts = extra_contacts  # people u1 .. uN besides alice, bob, carol and admin
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = GATEWAY_DIR / f".gateway-{self.port}.log"
 
@@ -54,7 +55,8 @@ class Gateway:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        env = {**os.environ, "PORT": str(self.port), "CONTROL_PORT": str(self.control_port), "TOKEN": self.token}
+        env = {**os.environ, "PORT": str(self.port), "CONTROL_PORT": str(self.control_port), "TOKEN": self.token,
+               "EXTRA_CONTACTS": str(self.extra_contacts)}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen([self.node, "server.mjs"], cwd=GATEWAY_DIR, env=env, stdout=log, stderr=log)
         deadline = time.monotonic() + 30
