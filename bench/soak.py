@@ -89,6 +89,7 @@ class Soak:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(30)
+        self.proc = None
         self.wait(lambda: self.gateway.health().get("clients", 0) == 0, 30, "the gateway to see the bot gone")
 
     def stop_bot(self) -> int:
