@@ -225,10 +225,6 @@ class Store:
                 ).first()
         return (row.contact_id, row.name) if row else None
 
-    def contact_ids(self) -> list[tuple[str, str]]:
-        with self.engine.connect() as conn:
-            return [(r.contact_id, r.name) for r in conn.execute(select(contacts.c.contact_id, contacts.c.name).order_by(contacts.c.name))]
-
     def state(self, contact_id: str) -> ContactState:
         with self.engine.connect() as conn:
             row = conn.execute(select(contacts).where(contacts.c.contact_id == contact_id)).first()
