@@ -138,7 +138,7 @@ def configure_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for name in LIBRARIES:
+    for name in (*LIBRARIES, "bot.store"):  # the store's schema migrations are housekeeping too
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
     # the model libraries' progress bars and advice would drown the bot's output, even with -v
     logging.getLogger("transformers").setLevel(logging.INFO if verbose else logging.ERROR)

@@ -62,12 +62,6 @@ class AsyncStore:
     async def mute(self, contact_id: str, until: datetime) -> None:
         await asyncio.to_thread(self.sync.mute, contact_id, until)
 
-    async def history(self, chat_id: str, since: datetime) -> list[ChatTurn]:
-        return await asyncio.to_thread(self.sync.memory, chat_id, since)
-
-    async def add_memory(self, chat_id: str, at: datetime, turns: list[ChatTurn], keep: int) -> None:
-        await asyncio.to_thread(self.sync.add_memory, chat_id, at, turns, keep)
-
     async def create_alert(self, alert: Alert) -> int:
         return await asyncio.to_thread(self.sync.create_alert, alert)
 
@@ -94,9 +88,3 @@ class AsyncStore:
 
     async def prune(self, before: datetime) -> int:
         return await asyncio.to_thread(self.sync.prune, before)
-
-    async def flag(self, name: str) -> str | None:
-        return await asyncio.to_thread(self.sync.flag, name)
-
-    async def set_flag(self, name: str, value: str, at: datetime) -> None:
-        await asyncio.to_thread(self.sync.set_flag, name, value, at)
