@@ -242,3 +242,15 @@ async def test_real_model_bot_process_replies_and_stops_on_sigterm(tmp_path: Pat
         output = proc.communicate()[0].decode(errors="replace")
         gateway.close()
     assert "Traceback" not in output, output
+
+
+async def test_the_wechaty_demo_plays_both_sides() -> None:
+    import io
+
+    from examples.wechaty_demo.__main__ import run_demo
+
+    out = io.StringIO()
+    assert await run_demo(Settings(), FakeEngine(), out, wait_s=10) == 0
+    text = out.getvalue()
+    assert "bot connected to the mock gateway" in text
+    assert "bot -> Alice: [comfort]" in text and "bot -> Bob: [celebrate]" in text
