@@ -2,7 +2,8 @@
 
 `paused` lives in the store's flags table when there is a store, so that a dashboard running as a
 separate process (`python -m bot dashboard`) pauses the running bot too. Reads are cached for a
-few seconds: the reply stage asks on every message and must not cost a query each time.
+few seconds: the Application reads it at the start of every turn (into `Turn.paused`, which the
+stages read) and that must not cost a query each time.
 """
 
 from __future__ import annotations

@@ -303,17 +303,19 @@ class CallbackChannel:
                 stopping = asyncio.create_task(stop.wait())
                 await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 stopping.cancel()
-                self.server.should_exit = True
-                await serving
-                if self._tasks:  # let turns in flight finish briefly, before the app closes the store
-                    await asyncio.wait(set(self._tasks), timeout=3)
+                await self._wind_down(serving)  # before the app closes the store under the turns
         finally:
-            self.server.should_exit = True
-            await serving
-            if self._tasks:  # let turns in flight finish briefly
-                await asyncio.wait(set(self._tasks), timeout=3)
+            await self._wind_down(serving)  # a no-op when it ran above
             await self.dialect.close()
         return 0
+
+    async def _wind_down(self, serving: asyncio.Task[None]) -> None:
+        """Stop taking callbacks, then let the turns in flight finish briefly."""
+        assert self.server is not None
+        self.server.should_exit = True
+        await serving
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=3)
 
 
 def build_channel(settings: Settings) -> CallbackChannel:
