@@ -122,4 +122,3 @@ class EscalationStage:
         if alert is not None:
             log.info("escalation for %s: %s (%s)", alert.contact_id, alert.severity, alert.reason)
             turn.alerts.append(alert)
-
