@@ -118,16 +118,22 @@ async def test_killed_between_storing_and_delivering_delivers_once_after_restart
 
 
 class _FailsFor:
-    """A sender that fails every send to one chat and, on its first send, lets another turn run."""
+    """Fails every send to one chat, and only while the alert's own send is under way."""
 
     def __init__(self, broken_chat: str) -> None:
         self.broken_chat = broken_chat
         self.sent: list[OutboundMessage] = []
+        self.alert_sending = asyncio.Event()
+        self.failed_elsewhere = asyncio.Event()
 
     async def send(self, message: OutboundMessage) -> None:
-        await asyncio.sleep(0.01)  # the platform's round trip: other turns' sends interleave here
         if message.chat_id == self.broken_chat:
+            await self.alert_sending.wait()
+            self.failed_elsewhere.set()
             raise SendRefused("this chat cannot be written to")
+        self.alert_sending.set()
+        await self.failed_elsewhere.wait()
+        await asyncio.sleep(0.01)  # the other turn counts its failure meanwhile
         self.sent.append(message)
 
 
