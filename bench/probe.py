@@ -12,6 +12,7 @@ STARTED = time.perf_counter()
 import json  # noqa: E402
 import sys  # noqa: E402
 
+
 def _reset_peak() -> None:
     # Linux: writing 5 to clear_refs resets VmHWM, so the peak below covers serving only
     with open("/proc/self/clear_refs", "w") as f:
@@ -31,13 +32,13 @@ MESSAGES = ["今天考试没考好，心情很低落", "I got promoted today!", 
 def main() -> None:
     kind = sys.argv[1]
     if kind == "ours":
+        from pathlib import Path
+
+        from bot import prompts
         from bot.config import load_settings
         from bot.domain import ChatTurn, Strategy
         from bot.model.engine import ModelEngine
         from bot.model.loader import load_model
-        from bot import prompts
-
-        from pathlib import Path
 
         settings = load_settings(Path(__file__).resolve().parent.parent / "config.yaml")
         engine = ModelEngine(load_model(settings.model), settings.model, settings.sentiment)
@@ -50,10 +51,11 @@ def main() -> None:
         engine.generate([ChatTurn("user", MESSAGES[0])], Strategy.COMFORT, "zh",
                         prompts.system_prompt(Strategy.COMFORT, "zh", {}))
     else:
-        from bench.speed import LlamaCpp
-        from bot.model.loader import embedded_gguf
-        from bot.config import ModelSettings
         from pathlib import Path
+
+        from bench.speed import LlamaCpp
+        from bot.config import ModelSettings
+        from bot.model.loader import embedded_gguf
 
         llama = LlamaCpp(embedded_gguf(Path(ModelSettings().cache_dir).expanduser()))
         ready = time.perf_counter() - STARTED

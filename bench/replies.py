@@ -21,11 +21,12 @@ import os
 import statistics
 import time
 from collections import Counter, defaultdict
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bot import guard
 from bench.report import update_sections
+from bot import guard
 from bot.config import CrisisSettings, ModelSettings, ReplySettings, SentimentSettings
 from bot.domain import ChatTurn, InboundMessage, Strategy, Turn
 from train import data as tdata
@@ -43,8 +44,27 @@ class _NoMemory:
         pass
 
 
-class _NotPaused:
-    paused = False
+class _Recording:
+    """The engine, with every generated reply (the guard's second tries too) kept for the report."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.name = engine.name
+        self.replies: list[str] = []
+
+    async def classify(self, text: str) -> Any:
+        return await self.engine.classify(text)
+
+    async def crisis_score(self, text: str) -> float:
+        return float(await self.engine.crisis_score(text))
+
+    async def generate(self, *args: Any, **kwargs: Any) -> str:
+        reply: str = await self.engine.generate(*args, **kwargs)
+        self.replies.append(reply)
+        return reply
+
+    def close(self) -> None:
+        self.engine.close()
 
 
 def distinct2(replies: list[str], lang: str) -> float:
@@ -58,35 +78,26 @@ def distinct2(replies: list[str], lang: str) -> float:
 async def run_variant(engine: Any, examples: list[tdata.ReplyExample], name: str) -> list[dict[str, Any]]:
     from handlers.reply import ReplyStage
 
-    stage = ReplyStage(engine, _NoMemory(), ReplySettings(), CrisisSettings(), _NotPaused())  # type: ignore[arg-type]
+    recording = _Recording(engine)
+    stage = ReplyStage(recording, _NoMemory(), ReplySettings(), CrisisSettings())  # type: ignore[arg-type]
     rows = []
     for n, ex in enumerate(examples, 1):
         history = [ChatTurn("user" if role == "user" else "assistant", text) for role, text in ex.history]
         history.append(ChatTurn("user", ex.message))
-        message = InboundMessage(chat_id=ex.id, sender_id=ex.id, text=ex.message, message_id=ex.id)
+        message = InboundMessage(message_id=ex.id, chat_id=ex.id, sender_id=ex.id, text=ex.message,
+                                 sent_at=datetime.now(timezone.utc))
         turn = Turn(message=message, text=ex.message, lang=ex.lang, strategy=Strategy(ex.strategy),
                     knowledge=tuple(ex.knowledge))
         before = Counter(stage.rejections)
-        first: list[str] = []
-        original = engine.generate
-
-        async def recording(*args: Any, **kwargs: Any) -> str:
-            reply: str = await original(*args, **kwargs)
-            first.append(reply)
-            return reply
-
-        engine.generate = recording
+        recording.replies = []
         started = time.perf_counter()
-        try:
-            sent = await stage.guarded_reply(turn, history, Strategy(ex.strategy))
-        finally:
-            engine.generate = original
+        sent = await stage.guarded_reply(turn, history, Strategy(ex.strategy))
         seconds = time.perf_counter() - started
         fell_back = sent is None
         if sent is None:
             sent = stage.fallback(Strategy(ex.strategy), ex.lang, ex.id + ex.message, None)
         sources = [t.text for t in history[:-1]] + list(ex.knowledge)
-        raw = first[0] if first else ""
+        raw = recording.replies[0] if recording.replies else ""
         rows.append({
             "id": ex.id, "lang": ex.lang, "strategy": ex.strategy, "history": [list(h) for h in ex.history],
             "knowledge": list(ex.knowledge), "message": ex.message, "first_reply": raw, "reply": sent,
@@ -167,9 +178,13 @@ def main(argv: list[str] | None = None) -> None:
     examples = tdata.reply_eval()
     if args.smoke:
         examples = examples[:: max(1, len(examples) // 4)][:4]
-    elif args.limit:
-        examples = examples[: args.limit]
+    elif args.limit:  # a spread over every strategy and language, not the first block
+        examples = examples[:: max(1, len(examples) // args.limit)][: args.limit]
     results: dict[str, list[dict[str, Any]]] = {}
+    for other in ("base", "tuned"):  # a variant run earlier on its own still shows in the table
+        path = args.out / f"replies_{other}.jsonl"
+        if other not in args.variants.split(",") and path.exists() and not args.smoke:
+            results[other] = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     load = os.getloadavg()[0]
     for variant in args.variants.split(","):
         engine = build_engine("none" if variant == "base" else "auto", args.model_dir, timeout=120)
@@ -180,8 +195,9 @@ def main(argv: list[str] | None = None) -> None:
         path = args.out / f"replies_{variant}.jsonl"
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results[variant]), encoding="utf-8")
         print(f"wrote {path}")
-    text = (f"Load average at start {load:.2f}, at end {os.getloadavg()[0]:.2f}; {len(examples)} examples "
-            f"of train/data/replies_eval.jsonl.\n\n" + table(results) + "\n")
+    sizes = ", ".join(f"{name}: {len(rows)} examples" for name, rows in results.items())
+    text = (f"Load average at start {load:.2f}, at end {os.getloadavg()[0]:.2f} (the last variant's run); "
+            f"train/data/replies_eval.jsonl ({sizes}).\n\n" + table(results) + "\n")
     (args.out / "REPLIES.md").write_text(text, encoding="utf-8")
     update_sections(args.out / "REPORT.md")
     print(text)

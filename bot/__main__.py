@@ -22,8 +22,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="start the bot on the channel named in the config")
     sub.add_parser("chat", help="talk to the bot in the terminal (or pipe one message a line)")
     demo = sub.add_parser("demo", help="play a scripted WeChat conversation on loopback (no WeChat account needed)")
-    demo.add_argument("--channel", choices=["wechaty", "wechat_mp", "wecom"], default="wechaty",
-                      help="wechaty: the mock puppet-service gateway; wechat_mp / wecom: the official callback server")
+    # the wechaty demo needs the Node gateway of a source checkout: `python -m examples.wechaty_demo` (make demo)
+    demo.add_argument("--channel", choices=["wechat_mp", "wecom"], default="wechat_mp",
+                      help="wechat_mp / wecom: the official callback server against a fake of WeChat's API")
     report = sub.add_parser("report", help="per-contact mood table and a PNG trend chart")
     report.add_argument("--days", type=int, default=7)
     report.add_argument("--contact", help="one contact (name or id); default: all")
@@ -45,13 +46,10 @@ def _settings(path: str) -> Settings:
 
 async def _chat(settings: Settings) -> int:
     from bot.app import Application, build_engine
-    from bot.channels.console import run_console
+    from bot.channels.console import ConsoleSender, run_console
 
-    app = Application(settings, build_engine(settings))
-    try:
-        return await run_console(app)
-    finally:
-        await app.stop()
+    sender = ConsoleSender()
+    return await run_console(Application(settings, build_engine(settings), sender), sender)
 
 
 async def _run(settings: Settings) -> int:
@@ -127,15 +125,28 @@ def _check_dashboard(settings: Settings) -> None:
         require_password(settings.dashboard)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+# libraries whose INFO lines ("Adding job tentatively", HTTP requests, server start-up) are not
+# the conversation: shown with -v only
+LIBRARIES = ("apscheduler", "wechaty", "wechaty_puppet", "wechaty_puppet_service", "grpclib", "httpx", "httpcore",
+             "uvicorn", "urllib3", "asyncio", "jieba", "bm25s", "matplotlib", "PIL")
+
+
+def configure_logging(verbose: bool) -> None:
+    """The bot's own lines at INFO (the conversation, alerts); library chatter only with -v."""
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # the libraries' own progress bars and advice would drown the bot's output
-    logging.getLogger("transformers").setLevel(logging.ERROR)
+    for name in (*LIBRARIES, "bot.store"):  # the store's schema migrations are housekeeping too
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # the model libraries' progress bars and advice would drown the bot's output, even with -v
+    logging.getLogger("transformers").setLevel(logging.INFO if verbose else logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    configure_logging(args.verbose)
     try:
         settings = _settings(args.config)
         if args.command == "classify":
@@ -145,14 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "dashboard":
             return _dashboard(settings, args)
         _check_dashboard(settings)
-        if args.command == "demo" and args.channel != "wechaty":
+        if args.command == "demo":
             from bot.demo_official import run_official_demo
 
             return asyncio.run(run_official_demo(settings, args.channel))
-        if args.command == "demo":
-            from bot.demo import run_demo
-
-            return asyncio.run(run_demo(settings))
         if args.command == "chat":
             return asyncio.run(_chat(settings))
         return asyncio.run(_run(settings))

@@ -13,17 +13,16 @@ import hmac
 import json
 import logging
 from dataclasses import replace
+from datetime import tzinfo
 from typing import Awaitable, Callable
 
 import httpx
 from tenacity import AsyncRetrying, RetryError, stop_after_attempt, wait_exponential
 
-from bot.clock import Clock
 from bot.config import AlertSettings
-from bot.domain import Alert, OutboundMessage
+from bot.domain import Alert, OutboundMessage, trend_line
 from bot.outbound import Outbound
-from bot.store import Store
-from handlers.escalation import trend_line
+from bot.protocols import AsyncStore, Clock
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +56,13 @@ def alert_text(alert: Alert) -> str:
     return "\n".join(lines)
 
 
+def alert_line(alert: Alert, tz: tzinfo | None = None, when: bool = False) -> str:
+    """One alert on one line (#alerts, the digest, the reminder): the one place for that format."""
+    tag = alert.severity if alert.kind == "mood" else alert.kind
+    line = f"#{alert.alert_id} [{tag}] {alert.contact_name or alert.contact_id}: {alert.reason}"
+    return f"{line} ({alert.created_at.astimezone(tz).strftime('%m-%d %H:%M')})" if when else line
+
+
 def alert_json(alert: Alert) -> dict[str, object]:
     return {
         "id": alert.alert_id, "kind": alert.kind, "severity": alert.severity, "reason": alert.reason,
@@ -68,20 +74,21 @@ def alert_json(alert: Alert) -> dict[str, object]:
 class Alerter:
     def __init__(
         self,
-        store: Store,
+        outbound: Outbound | None,
+        store: AsyncStore,
         settings: AlertSettings,
         admin_ids: list[str],
         clock: Clock,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         retry_wait_s: float = 1.0,
     ) -> None:
+        self.outbound = outbound  # None: webhook and log only (a process without a chat channel)
         self.store = store
         self.settings = settings
         self.admin_ids = admin_ids
         self.clock = clock
         self.sleep = sleep
         self.retry_wait_s = retry_wait_s
-        self.outbound: Outbound | None = None
 
     def recipients(self) -> list[str]:
         return (list(self.admin_ids) if self.settings.to_admins else []) + list(self.settings.rooms)
@@ -89,15 +96,15 @@ class Alerter:
     async def notify_admins(self, text: str) -> bool:
         """Send a text to every admin contact and alert room; False if any send failed."""
         if self.outbound is None:
-            log.warning("no channel attached; not sent to admins: %s", text)
+            log.warning("no chat channel; not sent to admins: %s", text)
             return False
-        failed_before = self.outbound.failed
-        await self.outbound.deliver([OutboundMessage(chat_id, text) for chat_id in self.recipients()])
-        return self.outbound.failed == failed_before
+        # judged by this send's own result: a failure in another turn running beside it is not ours
+        result = await self.outbound.deliver([OutboundMessage(chat_id, text) for chat_id in self.recipients()])
+        return result.ok
 
     async def dispatch(self, alert: Alert) -> Alert:
         """Store the alert first, then deliver it."""
-        alert_id = await asyncio.to_thread(self.store.create_alert, alert)
+        alert_id = await self.store.create_alert(alert)
         stored = replace(alert, alert_id=alert_id)
         await self.deliver(stored)
         return stored
@@ -111,12 +118,12 @@ class Alerter:
         if self.settings.webhook_url:
             delivered = await self._webhook(alert) and delivered
         if delivered and alert.alert_id is not None:
-            await asyncio.to_thread(self.store.mark_delivered, alert.alert_id, self.clock.now())
+            await self.store.mark_delivered(alert.alert_id, self.clock.now())
         return delivered
 
     async def redeliver_pending(self) -> int:
         """Deliver alerts stored but never marked delivered (a crash or an outage came between)."""
-        pending = await asyncio.to_thread(self.store.undelivered_alerts)
+        pending = await self.store.undelivered_alerts()
         delivered = 0
         for alert in pending:
             log.info("re-sending alert #%s, stored but not delivered", alert.alert_id)

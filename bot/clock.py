@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from typing import Protocol
+from datetime import datetime, timedelta, timezone, tzinfo
 
+from bot.protocols import Clock
 
-class Clock(Protocol):
-    def now(self) -> datetime: ...
+__all__ = ["Clock", "ManualClock", "SystemClock", "start_of_day"]
 
 
 class SystemClock:
@@ -26,3 +25,8 @@ class ManualClock:
 
     def advance(self, **delta: float) -> None:
         self._now += timedelta(**delta)
+
+
+def start_of_day(now: datetime, tz: tzinfo | None) -> datetime:
+    """Midnight of `now`'s day in `tz` (None: the machine's local time zone)."""
+    return now.astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)

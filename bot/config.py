@@ -9,11 +9,13 @@ message that names the key.
 from __future__ import annotations
 
 import os
+from datetime import tzinfo
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Callable, Literal, Mapping, TypeVar
+from zoneinfo import ZoneInfo
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from bot.errors import ConfigError
 
@@ -21,6 +23,25 @@ ENV_PREFIX = "MOODBOT__"
 # secrets from the environment are taken as they are, not read as YAML: a password such as
 # "123456789", "yes" or "pass: word" must not turn into a number, a boolean or a mapping
 LITERAL_ENV_KEYS = {"password", "password_hash", "session_secret", "webhook_secret", "token"}
+
+
+_T = TypeVar("_T")
+
+
+def _only_keys(*allowed: str) -> Callable[[dict[str, _T]], dict[str, _T]]:
+    def check(value: dict[str, _T]) -> dict[str, _T]:
+        unknown = sorted(set(value) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+        return value
+
+    return check
+
+
+# texts by language ("zh", "en"); plain str keys, so that code may look up a detected language
+LangTexts = Annotated[dict[str, str], AfterValidator(_only_keys("zh", "en"))]
+LangLines = Annotated[dict[str, list[str]], AfterValidator(_only_keys("zh", "en"))]
+StrategyLines = Annotated[dict[str, LangLines], AfterValidator(_only_keys("comfort", "celebrate", "plain"))]
 
 
 class Section(BaseModel):
@@ -60,13 +81,14 @@ class SentimentSettings(Section):
 
 
 class ReplySettings(Section):
-    prompts: dict[Literal["comfort", "celebrate", "plain", "crisis"], str] = Field(default_factory=dict)
+    prompts: Annotated[dict[str, str], AfterValidator(_only_keys("comfort", "celebrate", "plain", "crisis"))] = Field(
+        default_factory=dict)
     memory_turns: int = Field(default=6, ge=0, le=100)
     memory_ttl_minutes: float = Field(default=60.0, gt=0)
     max_input_chars: int = Field(default=1000, ge=10, le=100_000)
     # curated lines, per strategy and language, for when no generated reply passes the guard; one is
     # picked per message, never the bot's previous reply in that chat
-    fallbacks: dict[Literal["comfort", "celebrate", "plain"], dict[Literal["zh", "en"], list[str]]] = Field(
+    fallbacks: StrategyLines = Field(
         default_factory=lambda: {
             "comfort": {
                 "zh": ["听起来真的不容易，我在这儿听你说。", "辛苦了，愿意多说一点发生了什么吗？", "这种感觉一定很难受，慢慢来，我陪着你。"],
@@ -161,7 +183,7 @@ class KnowledgeSettings(Section):
     # a match counts when its normalised BM25 score (0..1) reaches this; see bench/KNOWLEDGE.md
     threshold: float = Field(default=0.125, ge=0.0, le=1.0)
     top_k: int = Field(default=2, ge=1, le=10)
-    handoff_reply: dict[Literal["zh", "en"], str] = Field(
+    handoff_reply: LangTexts = Field(
         default_factory=lambda: {
             "zh": "这个问题我需要请同事来回答，已经转给人工客服，请稍候。",
             "en": "I'll pass this question to a colleague who can answer it; someone will get back to you soon.",
@@ -186,8 +208,23 @@ class OutboundSettings(Section):
     global_per_minute: float = Field(default=120.0, gt=0)
     human_delay_s: float = Field(default=0.0, ge=0, le=30)
     retries: int = Field(default=3, ge=0, le=10)
-    max_inflight: int = Field(default=8, ge=1, le=1000)
-    queue_size: int = Field(default=100, ge=1, le=100_000)
+
+
+class QueueSettings(Section):
+    """Inbound turns: how many run at once, how many may wait, and what happens past that."""
+
+    max_inflight: int = Field(default=8, ge=1, le=1000)  # turns running the pipeline at once
+    # turns waiting or running; each chat's turns always run in arrival order
+    size: int = Field(default=100, ge=1, le=100_000)
+    # past `size`: every message is still classified and its mood recorded, in its chat's order, but
+    # busy_reply: it gets the short busy reply instead of a generated one; record_only: no reply at all
+    overload: Literal["busy_reply", "record_only"] = "busy_reply"
+    busy_reply: LangTexts = Field(
+        default_factory=lambda: {
+            "zh": "消息有点多，我稍后再仔细回复你。",
+            "en": "I'm getting a lot of messages right now; I'll get back to you properly soon.",
+        }
+    )
 
 
 # Phrases that alone mark a crisis, whatever the model says. Kept unambiguous: "想死" alone also
@@ -207,10 +244,10 @@ class CrisisSettings(Section):
     English no single hotline fits every country: set `hotline` to yours (988 in the US, 116 123
     Samaritans in the UK and Ireland, Lifeline 13 11 14 in Australia)."""
 
-    hotline: dict[Literal["zh", "en"], str] = Field(
+    hotline: LangTexts = Field(
         default_factory=lambda: {"zh": "12356 心理援助热线", "en": "a local crisis line"}
     )
-    reply: dict[Literal["zh", "en"], str] = Field(
+    reply: LangTexts = Field(
         default_factory=lambda: {
             "zh": "谢谢你告诉我，你现在的感受很重要，你不是一个人。我已经请同事尽快联系你。"
             "如果你有危险，请马上拨打 120 或 110，或打给 {hotline}，也可以现在就联系一位你信任的人。",
@@ -220,7 +257,7 @@ class CrisisSettings(Section):
         }
     )
     # the next messages of that contact, while careful mode lasts
-    follow_up: dict[Literal["zh", "en"], str] = Field(
+    follow_up: LangTexts = Field(
         default_factory=lambda: {
             "zh": "我在这里，也已经请同事联系你。如果你有危险，请马上拨打 120 或 {hotline}，或联系你信任的人。",
             "en": "I'm here, and a colleague will reach out to you. If you are in danger, please call your local "
@@ -231,9 +268,9 @@ class CrisisSettings(Section):
 
     def text(self, key: Literal["reply", "follow_up"], lang: str) -> str:
         texts = self.reply if key == "reply" else self.follow_up
-        template = texts.get(lang) or texts.get("en") or next(iter(texts.values()))  # type: ignore[call-overload]
-        hotline = self.hotline.get(lang) or self.hotline.get("en") or ""  # type: ignore[call-overload]
-        return str(template).replace("{hotline}", hotline)
+        template = texts.get(lang) or texts.get("en") or next(iter(texts.values()), "")
+        hotline = self.hotline.get(lang) or self.hotline.get("en") or ""
+        return template.replace("{hotline}", hotline)
 
 
 class StoreSettings(Section):
@@ -287,6 +324,11 @@ class ScheduleSettings(Section):
     prune_time: str = Field(default="03:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     reminder_every_minutes: float = Field(default=5, gt=0)
 
+    @property
+    def tz(self) -> tzinfo | None:
+        """The configured time zone; None: the machine's local one."""
+        return ZoneInfo(self.timezone) if self.timezone else None
+
 
 class DashboardSettings(Section):
     """The supervisor dashboard (bot/web): off unless enabled, loopback unless told otherwise."""
@@ -318,6 +360,7 @@ class Settings(Section):
     knowledge: KnowledgeSettings = KnowledgeSettings()
     triggers: TriggerSettings = TriggerSettings()
     outbound: OutboundSettings = OutboundSettings()
+    queue: QueueSettings = QueueSettings()
     store: StoreSettings = StoreSettings()
     escalation: EscalationSettings = EscalationSettings()
     crisis: CrisisSettings = CrisisSettings()

@@ -16,15 +16,23 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bot.app import Application, build_engine
-from bot.channels.callback import CallbackChannel
+from bot.channels.callback import CallbackChannel, build_channel
 from bot.channels.console import describe
 from bot.config import Settings
 from bot.domain import Turn
-from bot.mock_gateway import free_port
 from bot.mock_wechat import (
-    DEMO_AES_KEY, DEMO_AGENT_ID, DEMO_APPID, DEMO_CORP_ID, DEMO_SECRET, DEMO_TOKEN, Answer, FakeWeChatAPI, WeChatPlayer,
+    DEMO_AES_KEY,
+    DEMO_AGENT_ID,
+    DEMO_APPID,
+    DEMO_CORP_ID,
+    DEMO_SECRET,
+    DEMO_TOKEN,
+    Answer,
+    FakeWeChatAPI,
+    WeChatPlayer,
+    free_port,
 )
-from handlers.engine_protocol import Engine
+from bot.protocols import Engine
 
 FAQ = Path(__file__).resolve().parent.parent / "examples" / "faq.yaml"
 ADMIN = "o_supervisor"
@@ -52,7 +60,8 @@ def demo_settings(base: Settings, channel: str, api: FakeWeChatAPI) -> Settings:
         data["wecom"].update(common, corp_id=DEMO_CORP_ID, agent_id=DEMO_AGENT_ID,
                              greeting="欢迎使用！/ Welcome! Ask me anything about the shop.")
     data["admin"].update(ids=[ADMIN])
-    data["knowledge"].update(path=data["knowledge"]["path"] or str(FAQ))
+    # the sample FAQ is in a source checkout (examples/); an installed package demos without it
+    data["knowledge"].update(path=data["knowledge"]["path"] or (str(FAQ) if FAQ.exists() else None))
     data["triggers"].update(non_text_reply="(I can only read text messages for now.)")
     # the demo's fake people must not end up in the real mood history
     data["store"].update(url=f"sqlite:///{Path(tempfile.mkdtemp(prefix='moodbot-demo-')) / 'demo.db'}")
@@ -65,11 +74,9 @@ async def run_official_demo(base: Settings, channel: str, engine: Engine | None 
     api = FakeWeChatAPI()
     try:
         settings = demo_settings(base, channel, api)
-        app = Application(settings, engine or build_engine(settings))
-        try:
-            return await _play(app, settings, api, out, wait_s)
-        finally:
-            await app.stop()
+        callback = build_channel(settings)
+        app = Application(settings, engine or build_engine(settings), callback)
+        return await _play(app, callback, settings, api, out, wait_s)
     finally:
         api.close()
 
@@ -84,13 +91,12 @@ def _show(answer: Answer) -> str:
     return f"passive reply: {indent(answer.text)}" if answer.text is not None else f"answered {answer.body!r} at once"
 
 
-async def _play(app: Application, settings: Settings, api: FakeWeChatAPI, out: TextIO, wait_s: float) -> int:
+async def _play(app: Application, channel: CallbackChannel, settings: Settings, api: FakeWeChatAPI, out: TextIO,
+                wait_s: float) -> int:
     turns: list[Turn] = []
     app.observers.append(turns.append)
-    module = __import__(f"bot.channels.{settings.channel}", fromlist=["build_channel"])
-    channel: CallbackChannel = module.build_channel(app, settings)
     stop = asyncio.Event()
-    task = asyncio.create_task(channel.run(stop))
+    task = asyncio.create_task(channel.run(app, stop))
     ready = asyncio.create_task(channel.ready.wait())
     await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
     if not channel.ready.is_set():

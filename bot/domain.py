@@ -63,6 +63,11 @@ class OutboundMessage:
     mention_ids: tuple[str, ...] = ()
 
 
+def reply_to(message: InboundMessage, text: str) -> OutboundMessage:
+    """An answer to `message` in its chat; in a room it @mentions the sender (the one place for that rule)."""
+    return OutboundMessage(message.chat_id, text, (message.sender_id,) if message.is_group else ())
+
+
 @dataclass(frozen=True)
 class Alert:
     contact_id: str
@@ -91,10 +96,11 @@ class Turn:
     crisis: bool = False
     careful: bool = False  # a crisis was raised for this contact a short while ago
     record_only: bool = False  # mood is recorded but the bot does not answer
+    paused: bool = False  # auto-replies were paused when the turn started (#pause, the dashboard)
+    busy: bool = False  # the queue was full: mood recorded, the busy reply (or none) instead of a generated one
     stopped: str | None = None  # why the pipeline ended early, if it did
     outbox: list[OutboundMessage] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,11 @@ class MoodPoint:
         """+1 for positive, -1 for negative, 0 for neutral, weighted by confidence."""
         sign = {Label.POSITIVE: 1.0, Label.NEGATIVE: -1.0, Label.NEUTRAL: 0.0}[self.label]
         return sign * self.confidence
+
+
+def trend_line(trend: tuple[str, ...]) -> str:
+    """A mood trend as emoji, oldest first."""
+    return " ".join(LABEL_EMOJI[Label(label)] for label in trend)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import itertools
 import json
 import os
 import secrets
+import socket
 import struct
 import threading
 import time
@@ -35,6 +36,13 @@ DEMO_APPID = "wx0123456789abcdef"
 DEMO_SECRET = "demo-app-secret"
 DEMO_CORP_ID = "ww0123456789abcdef"
 DEMO_AGENT_ID = 1000002
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (demos and tests)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class FakeWeChatAPI:

@@ -10,7 +10,8 @@ import asyncio
 import logging
 import random
 from collections import OrderedDict
-from typing import Awaitable, Callable, Protocol
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
 
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, RetryError, retry_if_not_exception_type, stop_after_attempt, wait_exponential
@@ -18,13 +19,22 @@ from tenacity import AsyncRetrying, RetryError, retry_if_not_exception_type, sto
 from bot.config import OutboundSettings
 from bot.domain import OutboundMessage
 from bot.errors import SendRefused
+from bot.protocols import Sender
 from bot.text import split_message
 
 log = logging.getLogger(__name__)
 
 
-class Sender(Protocol):
-    async def send(self, message: OutboundMessage) -> None: ...
+@dataclass
+class Delivery:
+    """What one deliver() call sent and what it could not send (after retries), piece by piece."""
+
+    sent: list[OutboundMessage] = field(default_factory=list)
+    failed: list[OutboundMessage] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
 
 
 class Outbound:
@@ -53,15 +63,18 @@ class Outbound:
         self._per_chat.move_to_end(chat_id)
         return limiter
 
-    async def deliver(self, outbox: list[OutboundMessage]) -> None:
+    async def deliver(self, outbox: list[OutboundMessage]) -> Delivery:
+        """Send each message (split into pieces); the result is this call's own, whatever runs beside it."""
+        result = Delivery()
         for message in outbox:
             pieces = split_message(message.text, self.settings.split_chars)
             for index, piece in enumerate(pieces):
                 # only the first piece @mentions the sender; the rest read as a continuation
                 part = OutboundMessage(message.chat_id, piece, message.mention_ids if index == 0 else ())
-                await self._send_one(part)
+                (result.sent if await self._send_one(part) else result.failed).append(part)
+        return result
 
-    async def _send_one(self, message: OutboundMessage) -> None:
+    async def _send_one(self, message: OutboundMessage) -> bool:
         if self.settings.human_delay_s:
             await self.sleep(self.settings.human_delay_s * random.uniform(0.5, 1.5))
         async with self._limiter(message.chat_id), self.global_limit:
@@ -76,9 +89,11 @@ class Outbound:
                     with attempt:
                         await self.sender.send(message)
                 self.sent += 1
+                return True
             except SendRefused as exc:
                 self.failed += 1
                 log.error("send to %s refused: %s; message was: %r", message.chat_id, exc, message.text)
+                return False
             except RetryError as exc:
                 self.failed += 1
                 log.error(
@@ -88,3 +103,4 @@ class Outbound:
                     exc.last_attempt.exception(),
                     message.text,
                 )
+                return False

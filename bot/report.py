@@ -73,7 +73,7 @@ def chart(points: list[MoodPoint], path: Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
     for contact, days in sorted(daily.items()):
         xs = sorted(days)
-        ax.plot(xs, [_mean(days[d]) for d in xs], marker="o", label=names[contact])
+        ax.plot(xs, [_mean(days[d]) for d in xs], marker="o", label=names[contact])  # type: ignore[arg-type]
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set_ylim(-1.05, 1.05)
     ax.set_ylabel("daily mood score")
@@ -82,7 +82,7 @@ def chart(points: list[MoodPoint], path: Path, title: str) -> Path:
         ax.legend(loc="best", fontsize="small")
     else:
         ax.text(0.5, 0.5, "no moods recorded", ha="center", va="center", transform=ax.transAxes)
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d"))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d"))  # type: ignore[no-untyped-call]
     fig.autofmt_xdate()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,11 +2,13 @@
 
 `paused` lives in the store's flags table when there is a store, so that a dashboard running as a
 separate process (`python -m bot dashboard`) pauses the running bot too. Reads are cached for a
-few seconds: the reply stage asks on every message and must not cost a query each time.
+few seconds: the Application reads it at the start of every turn (into `Turn.paused`, which the
+stages read) and that must not cost a query each time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import datetime, timezone
@@ -60,3 +62,10 @@ class BotState:
         if self._flags is not None:
             self._flags.set_flag(PAUSED_FLAG, "1" if value else "0", datetime.now(timezone.utc))
             self._read_at = self._monotonic()
+
+    async def is_paused(self) -> bool:
+        """`paused` off the event loop (a cache miss reads the store)."""
+        return await asyncio.to_thread(lambda: self.paused)
+
+    async def set_paused(self, value: bool) -> None:
+        await asyncio.to_thread(setattr, self, "paused", value)

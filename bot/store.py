@@ -14,8 +14,22 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sqlalchemy import (
-    Boolean, Column, DateTime, Float, Index, Integer, MetaData, String, Table, Text, create_engine, event, func,
-    inspect, select, text,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    inspect,
+    select,
+    text,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -225,10 +239,6 @@ class Store:
                 ).first()
         return (row.contact_id, row.name) if row else None
 
-    def contact_ids(self) -> list[tuple[str, str]]:
-        with self.engine.connect() as conn:
-            return [(r.contact_id, r.name) for r in conn.execute(select(contacts.c.contact_id, contacts.c.name).order_by(contacts.c.name))]
-
     def state(self, contact_id: str) -> ContactState:
         with self.engine.connect() as conn:
             row = conn.execute(select(contacts).where(contacts.c.contact_id == contact_id)).first()
@@ -275,7 +285,7 @@ class Store:
                 severity=alert.severity, reason=alert.reason, excerpts=json.dumps(list(alert.excerpts), ensure_ascii=False),
                 trend=json.dumps(list(alert.trend)), created_at=alert.created_at, kind=alert.kind,
             ))
-            return int(result.inserted_primary_key[0])
+            return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def mark_delivered(self, alert_id: int, at: datetime) -> None:
         with self.engine.begin() as conn:

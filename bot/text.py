@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Mapping
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z]")
@@ -59,7 +60,7 @@ def clean_reply(raw: str, prompt_tail: str = "", max_chars: int = 400) -> str:
     text = raw.replace("\r", "")
     if prompt_tail and text.startswith(prompt_tail):
         text = text[len(prompt_tail):]
-    lines = []
+    lines: list[str] = []
     for line in text.split("\n"):
         if lines and _ROLE_PREFIX.match(line):
             break  # the model started writing the next speaker's turn
@@ -106,3 +107,8 @@ def split_message(text: str, limit: int) -> list[str]:
     if current.strip():
         pieces.append(current.strip())
     return [p for p in pieces if p]
+
+
+def in_lang(texts: Mapping[str, str], lang: str) -> str:
+    """The configured text for a language, else the English one, else empty."""
+    return texts.get(lang) or texts.get("en") or ""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from bot.config import Settings
 from bot.knowledge import KnowledgeBase
-from bot.services import Services
+from bot.memory import ConversationMemory
+from bot.protocols import AsyncStore, Clock, Engine
+from bot.state import BotState
 from handlers.base import Pipeline
 from handlers.commands import CommandStage
 from handlers.escalation import CrisisStage, EscalationStage
@@ -14,9 +17,13 @@ from handlers.reply import ReplyStage
 from handlers.sentiment import SentimentStage
 from handlers.strategy import StrategyStage
 
+# the stages that answer; a turn past the queue's bound skips them (its mood is still recorded)
+ANSWER_STAGES = frozenset({"knowledge", "reply"})
 
-def build_pipeline(services: Services) -> Pipeline:
-    settings = services.settings
+
+def build_pipeline(
+    settings: Settings, engine: Engine, store: AsyncStore, clock: Clock, state: BotState, memory: ConversationMemory,
+) -> Pipeline:
     seen = SeenIds()
     knowledge = KnowledgeBase(settings.knowledge.path) if settings.knowledge.path else None
     return Pipeline(
@@ -24,20 +31,20 @@ def build_pipeline(services: Services) -> Pipeline:
             # cheap rejections first, so the model only sees messages that may matter
             FilterStage("not_self", ~from_self),  # the bot receives its own replies
             FilterStage("not_duplicate", seen.first_time),
-            FilterStage("fresh", fresh(services.clock, settings.triggers.max_age_s)),
+            FilterStage("fresh", fresh(clock, settings.triggers.max_age_s)),
             # non-text before the trigger: an image in a room is never classified
             NonTextStage(settings.triggers),
             CleanTextStage(settings.reply),
             # admin commands before the trigger: they work without the prefix and are never classified
-            CommandStage(services),
+            CommandStage(settings.admin.ids, store, clock, state, settings.schedule.tz),
             TriggerStage(settings.triggers),  # after clean-up: prefixes are matched on clean text
-            SentimentStage(services.engine),  # every allowed message, replied to or not, gets a mood
+            SentimentStage(engine),  # every allowed message, replied to or not, gets a mood
             # every message, after the mood pass whose features the crisis head reads
-            CrisisStage(services.engine, services.store, services.clock, settings.escalation, settings.crisis.careful_minutes),
-            EscalationStage(services.store, services.clock, settings.escalation, settings.alerts),
-            StrategyStage(settings.sentiment.min_confidence),  # after crisis: a crisis overrides the mood
+            CrisisStage(engine, store, clock, settings.escalation, settings.crisis.careful_minutes),
+            EscalationStage(store.sync, clock, settings.escalation, settings.alerts),
+            StrategyStage(),  # after crisis: a crisis overrides the mood
             # FAQ facts for plain answers, or a hand-off instead of a reply the model would have to invent
-            KnowledgeStage(knowledge, settings.knowledge, services.clock, services.state),
-            ReplyStage(services.engine, services.memory, settings.reply, settings.crisis, services.state),
+            KnowledgeStage(knowledge, settings.knowledge, clock),
+            ReplyStage(engine, memory, settings.reply, settings.crisis),
         ]
     )

@@ -6,13 +6,15 @@ so a stranger learns nothing about the commands.
 
 from __future__ import annotations
 
-import asyncio
-from datetime import timedelta
+from datetime import timedelta, tzinfo
 from typing import Awaitable, Callable
 
-from bot.domain import LABEL_EMOJI, Label, OutboundMessage, Turn
+from bot.alerts import alert_line
+from bot.clock import start_of_day
+from bot.domain import LABEL_EMOJI, Label, Turn, reply_to
 from bot.errors import StopPipeline
-from bot.services import Services
+from bot.protocols import AsyncStore, Clock
+from bot.state import BotState
 
 HELP = (
     "Commands:\n"
@@ -33,10 +35,13 @@ def _duration(delta: timedelta) -> str:
 class CommandStage:
     name = "commands"
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self.admins = set(services.settings.admin.ids)
-        self.commands: dict[str, Callable[[list[str]], Awaitable[str]]] = {
+    def __init__(self, admin_ids: list[str], store: AsyncStore, clock: Clock, state: BotState, tz: tzinfo | None) -> None:
+        self.admins = set(admin_ids)
+        self.store = store
+        self.clock = clock
+        self.state = state
+        self.tz = tz
+        self.commands: dict[str, Callable[[Turn, list[str]], Awaitable[str]]] = {
             "help": self.help, "status": self.status, "mood": self.mood, "alerts": self.alerts,
             "ack": self.ack, "mute": self.mute, "pause": self.pause, "resume": self.resume,
         }
@@ -49,75 +54,66 @@ class CommandStage:
         command = self.commands.get(name.lower())
         if command is None:
             return  # '#bot hello' and other #-text from an admin is an ordinary message
-        answer = await command(args)
-        turn.outbox.append(OutboundMessage(message.chat_id, answer, (message.sender_id,) if message.is_group else ()))
+        answer = await command(turn, args)
+        turn.outbox.append(reply_to(message, answer))
         raise StopPipeline(f"admin command #{name}")
 
-    async def help(self, args: list[str]) -> str:
+    async def help(self, turn: Turn, args: list[str]) -> str:
         return HELP
 
-    async def status(self, args: list[str]) -> str:
-        s = self.services
-        counts = await asyncio.to_thread(s.store.mood_counts, s.start_of_today())
-        open_alerts = await asyncio.to_thread(s.store.open_alerts)
+    async def status(self, turn: Turn, args: list[str]) -> str:
+        counts = await self.store.mood_counts(start_of_day(self.clock.now(), self.tz))
+        open_alerts = await self.store.open_alerts()
         moods = " ".join(f"{LABEL_EMOJI[label]} {counts.get(label.value, 0)}" for label in Label)
         return (
-            f"Up {_duration(s.clock.now() - s.state.started_at)} · model: {s.state.model_name}\n"
+            f"Up {_duration(self.clock.now() - self.state.started_at)} · model: {self.state.model_name}\n"
             f"Today: {sum(counts.values())} messages, {moods}\n"
-            f"Open alerts: {len(open_alerts)} · auto-replies: {'paused' if s.state.paused else 'on'}"
+            f"Open alerts: {len(open_alerts)} · auto-replies: {'paused' if turn.paused else 'on'}"
         )
 
-    async def mood(self, args: list[str]) -> str:
+    async def mood(self, turn: Turn, args: list[str]) -> str:
         if not args:
             return "Usage: #mood <name>"
-        store = self.services.store
-        found = await asyncio.to_thread(store.find_contact, " ".join(args))
+        found = await self.store.find_contact(" ".join(args))
         if found is None:
             return f"No contact called {' '.join(args)!r} has written yet."
         contact_id, name = found
-        points = await asyncio.to_thread(store.moods, contact_id, None, 10)
+        points = await self.store.moods(contact_id, None, 10)
         if not points:
             return f"No moods recorded for {name or contact_id}."
         score = sum(p.score for p in points) / len(points)
         trend = " ".join(LABEL_EMOJI[p.label] for p in points)
-        last = points[-1].at.astimezone(self.services.tz).strftime("%Y-%m-%d %H:%M")
+        last = points[-1].at.astimezone(self.tz).strftime("%Y-%m-%d %H:%M")
         return f"{name or contact_id}: {trend}\nscore {score:+.2f} over {len(points)} messages, last at {last}"
 
-    async def alerts(self, args: list[str]) -> str:
-        open_alerts = await asyncio.to_thread(self.services.store.open_alerts)
+    async def alerts(self, turn: Turn, args: list[str]) -> str:
+        open_alerts = await self.store.open_alerts()
         if not open_alerts:
             return "No open alerts."
-        tz = self.services.tz
-        return "\n".join(
-            f"#{a.alert_id} [{'handoff' if a.kind == 'handoff' else a.severity}] {a.contact_name or a.contact_id}: {a.reason} "
-            f"({a.created_at.astimezone(tz).strftime('%m-%d %H:%M')})"
-            for a in open_alerts
-        )
+        return "\n".join(alert_line(a, self.tz, when=True) for a in open_alerts)
 
-    async def ack(self, args: list[str]) -> str:
+    async def ack(self, turn: Turn, args: list[str]) -> str:
         if len(args) != 1 or not args[0].lstrip("#").isdigit():
             return "Usage: #ack <id>"
         alert_id = int(args[0].lstrip("#"))
-        s = self.services
-        done = await asyncio.to_thread(s.store.ack, alert_id, s.clock.now())
+        done = await self.store.ack(alert_id, self.clock.now())
         return f"Alert #{alert_id} acknowledged." if done else f"No open alert #{alert_id}."
 
-    async def mute(self, args: list[str]) -> str:
+    async def mute(self, turn: Turn, args: list[str]) -> str:
         if len(args) < 2 or not args[-1].isdigit():
             return "Usage: #mute <name> <minutes>"
         minutes, who = int(args[-1]), " ".join(args[:-1])
-        s = self.services
-        found = await asyncio.to_thread(s.store.find_contact, who)
+        found = await self.store.find_contact(who)
         if found is None:
             return f"No contact called {who!r} has written yet."
         contact_id, name = found
-        await asyncio.to_thread(s.store.mute, contact_id, s.clock.now() + timedelta(minutes=minutes))
+        await self.store.mute(contact_id, self.clock.now() + timedelta(minutes=minutes))
         return f"Alerts for {name or contact_id} muted for {minutes} min."
 
-    async def pause(self, args: list[str]) -> str:
-        self.services.state.paused = True
+    async def pause(self, turn: Turn, args: list[str]) -> str:
+        await self.state.set_paused(True)
         return "Auto-replies paused. Moods and alerts go on. #resume to restart."
 
-    async def resume(self, args: list[str]) -> str:
-        self.services.state.paused = False
+    async def resume(self, turn: Turn, args: list[str]) -> str:
+        await self.state.set_paused(False)
         return "Auto-replies resumed."

@@ -13,12 +13,11 @@ import logging
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from bot.clock import Clock
 from bot.config import DEFAULT_CRISIS_PHRASES, AlertSettings, EscalationSettings
-from bot.domain import LABEL_EMOJI, Alert, ContactState, Label, MoodPoint, Turn
+from bot.domain import Alert, ContactState, Label, MoodPoint, Turn
 from bot.errors import EngineError
+from bot.protocols import AsyncStore, Clock, Engine
 from bot.store import Store
-from handlers.engine_protocol import Engine
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +31,7 @@ class CrisisStage:
 
     name = "crisis"
 
-    def __init__(self, engine: Engine, store: Store, clock: Clock, settings: EscalationSettings,
+    def __init__(self, engine: Engine, store: AsyncStore, clock: Clock, settings: EscalationSettings,
                  careful_minutes: float) -> None:
         self.engine = engine
         self.store = store
@@ -52,7 +51,7 @@ class CrisisStage:
             except EngineError as exc:
                 log.warning("crisis check of message %s failed: %s", turn.message.message_id, exc)
         if not turn.crisis and self.careful:
-            state = await asyncio.to_thread(self.store.state, turn.message.sender_id)
+            state = await self.store.state(turn.message.sender_id)
             since = self.clock.now() - self.careful
             turn.careful = bool(state.last_severity == "critical" and state.last_alert_at and state.last_alert_at >= since)
 
@@ -135,7 +134,3 @@ class EscalationStage:
         if alert is not None:
             log.info("escalation for %s: %s (%s)", alert.contact_id, alert.severity, alert.reason)
             turn.alerts.append(alert)
-
-
-def trend_line(trend: tuple[str, ...]) -> str:
-    return " ".join(LABEL_EMOJI[Label(label)] for label in trend)

@@ -6,10 +6,10 @@ from collections import OrderedDict
 from datetime import timedelta
 from typing import Callable
 
-from bot.clock import Clock
 from bot.config import TriggerSettings
 from bot.domain import InboundMessage, Turn
 from bot.errors import StopPipeline
+from bot.protocols import Clock
 
 
 class Filter:
@@ -34,8 +34,6 @@ class Filter:
 
 
 from_self = Filter("from_self", lambda m: m.is_self)
-is_text = Filter("is_text", lambda m: m.kind == "text")
-has_text = Filter("has_text", lambda m: bool(m.text.strip()))
 is_group = Filter("is_group", lambda m: m.is_group)
 mentions_me = Filter("mentions_me", lambda m: m.mentions_me)
 

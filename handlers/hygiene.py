@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.config import ReplySettings, TriggerSettings
-from bot.domain import OutboundMessage, Turn
+from bot.domain import Turn, reply_to
 from bot.errors import StopPipeline
 from bot.text import detect_lang, sanitize
 
@@ -21,8 +21,7 @@ class NonTextStage:
         if message.kind == "text":
             return
         if self.reply and message.kind != "system" and (not message.is_group or message.mentions_me):
-            mention = (message.sender_id,) if message.is_group else ()
-            turn.outbox.append(OutboundMessage(message.chat_id, self.reply, mention))
+            turn.outbox.append(reply_to(message, self.reply))
         raise StopPipeline(f"non-text message ({message.kind})")
 
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from bot.clock import Clock
 from bot.config import KnowledgeSettings
-from bot.domain import Alert, OutboundMessage, Strategy, Turn
+from bot.domain import Alert, Strategy, Turn, reply_to
 from bot.errors import StopPipeline
 from bot.knowledge import KnowledgeBase, is_question
-from bot.state import BotState
-from bot.text import detect_lang
+from bot.protocols import Clock
+from bot.text import detect_lang, in_lang
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +24,16 @@ log = logging.getLogger(__name__)
 class KnowledgeStage:
     name = "knowledge"
 
-    def __init__(self, base: KnowledgeBase | None, settings: KnowledgeSettings, clock: Clock, state: BotState) -> None:
+    def __init__(self, base: KnowledgeBase | None, settings: KnowledgeSettings, clock: Clock) -> None:
         self.base = base
         self.settings = settings
         self.clock = clock
-        self.state = state
 
     def handoff_reply(self, lang: str) -> str:
-        replies = self.settings.handoff_reply
-        return replies.get(lang) or replies.get("en") or "A colleague will answer you soon."
+        return in_lang(self.settings.handoff_reply, lang) or "A colleague will answer you soon."
 
     async def __call__(self, turn: Turn) -> None:
-        if self.base is None or turn.strategy is not Strategy.PLAIN or turn.record_only or self.state.paused:
+        if self.base is None or turn.strategy is not Strategy.PLAIN or turn.record_only or turn.paused:
             return
         hits = await asyncio.to_thread(self.base.search, turn.text, self.settings.top_k)
         matched = [hit for hit in hits if hit.score >= self.settings.threshold]
@@ -51,9 +48,8 @@ class KnowledgeStage:
         message = turn.message
         best = f" (best score {hits[0].score:.2f})" if hits else ""
         log.info("hand-off: message %s from %s has no FAQ answer%s", message.message_id, message.sender_id, best)
-        mention = (message.sender_id,) if message.is_group else ()
         turn.reply = self.handoff_reply(turn.lang)
-        turn.outbox.append(OutboundMessage(message.chat_id, turn.reply, mention))
+        turn.outbox.append(reply_to(message, turn.reply))
         turn.alerts.append(Alert(
             contact_id=message.sender_id, chat_id=message.chat_id, severity="info",
             reason="question not answered by the FAQ", excerpts=(turn.text,), trend=(),

@@ -14,11 +14,10 @@ from collections import Counter
 
 from bot import guard, prompts
 from bot.config import CrisisSettings, ReplySettings
-from bot.domain import ChatTurn, OutboundMessage, Strategy, Turn
+from bot.domain import ChatTurn, Strategy, Turn, reply_to
 from bot.errors import EngineError
 from bot.memory import ConversationMemory
-from bot.state import BotState
-from handlers.engine_protocol import Engine
+from bot.protocols import Engine
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +27,19 @@ ATTEMPTS = 2  # the first reply, then one more with other settings
 class ReplyStage:
     name = "reply"
 
-    def __init__(self, engine: Engine, memory: ConversationMemory, settings: ReplySettings, crisis: CrisisSettings,
-                 state: BotState) -> None:
+    def __init__(self, engine: Engine, memory: ConversationMemory, settings: ReplySettings,
+                 crisis: CrisisSettings) -> None:
         self.engine = engine
         self.memory = memory
         self.settings = settings
         self.crisis = crisis
-        self.state = state
         self.rejections: Counter[str] = Counter()  # reason -> count, for the benchmark and #status
         self.fallbacks = 0
 
     def fallback(self, strategy: Strategy, lang: str, key: str, previous: str | None) -> str:
         """A curated line for this strategy and language, picked by message, never the previous reply."""
-        table = self.settings.fallbacks.get(strategy.value) or self.settings.fallbacks["plain"]  # type: ignore[call-overload]
+        fallbacks = self.settings.fallbacks
+        table = fallbacks.get(strategy.value) or fallbacks.get("plain") or {}
         lines = table.get(lang) or table.get("en") or ["…"]
         start = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
         for i in range(len(lines)):
@@ -72,7 +71,7 @@ class ReplyStage:
         return None
 
     async def __call__(self, turn: Turn) -> None:
-        if turn.record_only or (self.state.paused and not turn.crisis):
+        if turn.record_only or (turn.paused and not turn.crisis):
             return  # a crisis is always answered, even while auto-replies are paused
         strategy = turn.strategy or Strategy.PLAIN
         message = turn.message
@@ -91,5 +90,4 @@ class ReplyStage:
             # memory keeps what was said, curated lines included, so the next reply can differ from it
             await asyncio.to_thread(self.memory.add, message.chat_id, user_turn, ChatTurn("assistant", reply))
         turn.reply = reply
-        mention = (message.sender_id,) if message.is_group else ()
-        turn.outbox.append(OutboundMessage(message.chat_id, reply, mention))
+        turn.outbox.append(reply_to(message, reply))

@@ -6,7 +6,7 @@ import logging
 
 from bot.domain import Label, Sentiment, Turn
 from bot.errors import EngineError
-from handlers.engine_protocol import Engine
+from bot.protocols import Engine
 
 log = logging.getLogger(__name__)
 

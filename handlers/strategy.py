@@ -1,4 +1,7 @@
-"""Pick how to answer: comfort a negative mood, celebrate a positive one, plain otherwise."""
+"""Pick how to answer: comfort a negative mood, celebrate a positive one, plain otherwise.
+
+A low-confidence mood is already neutral: the engine applies sentiment.min_confidence, once.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +11,11 @@ from bot.domain import Label, Strategy, Turn
 class StrategyStage:
     name = "strategy"
 
-    def __init__(self, min_confidence: float) -> None:
-        self.min_confidence = min_confidence
-
     async def __call__(self, turn: Turn) -> None:
         sentiment = turn.sentiment
         if turn.crisis or turn.careful:
             turn.strategy = Strategy.CRISIS
-        elif sentiment is None or sentiment.confidence < self.min_confidence:
+        elif sentiment is None:
             turn.strategy = Strategy.PLAIN
         elif sentiment.label is Label.NEGATIVE:
             turn.strategy = Strategy.COMFORT

@@ -45,8 +45,8 @@ class FakeEngine:
             return Sentiment(Label.NEGATIVE, 0.9, {"positive": 0.05, "negative": 0.9, "neutral": 0.05})
         if any(w in lowered for w in ("great", "happy", "开心", "太棒")):
             return Sentiment(Label.POSITIVE, 0.9, {"positive": 0.9, "negative": 0.05, "neutral": 0.05})
-        if "unsure" in lowered:
-            return Sentiment(Label.POSITIVE, 0.3, {"positive": 0.3, "negative": 0.3, "neutral": 0.4})
+        if "unsure" in lowered:  # a weak mood: the engine (not the strategy) makes it neutral
+            return Sentiment(Label.NEUTRAL, 0.4, {"positive": 0.3, "negative": 0.3, "neutral": 0.4})
         return Sentiment(Label.NEUTRAL, 0.8, {"positive": 0.1, "negative": 0.1, "neutral": 0.8})
 
     async def classify(self, text: str) -> Sentiment:
@@ -62,6 +62,9 @@ class FakeEngine:
         if isinstance(self.fail, EngineError):
             raise self.fail
         return 0.95 if "end it all" in text.lower() else 0.05
+
+    def close(self) -> None:
+        self.closed = True
 
     async def generate(
         self,
@@ -113,7 +116,6 @@ def build_app(clock: Any, db: Any, engine: Any = None, **sections: Any) -> tuple
     from bot.config import Settings
 
     data = {"admin": {"ids": ["boss"]}, "schedule": {"enabled": False}, **sections}
-    app = Application(Settings.model_validate(data), engine or FakeEngine(), clock, db)
     sender = RecordingSender()
-    app.attach(sender)
+    app = Application(Settings.model_validate(data), engine or FakeEngine(), sender, clock, db)
     return app, sender

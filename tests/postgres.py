@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bot.mock_gateway import free_port
+from bot.mock_wechat import free_port
 
 
 def _bin(name: str) -> str | None:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from bot.app import Application
-from bot.channels.console import run_console
+from bot.channels.console import ConsoleSender, run_console
 from bot.clock import ManualClock
 from bot.config import Settings
 from bot.store import Store
@@ -46,10 +46,11 @@ def test_missing_model_path_is_a_clear_error(tmp_path: Path) -> None:
 
 
 async def test_console_chat_with_piped_input(store: Store) -> None:
-    app = Application(Settings.model_validate({"schedule": {"enabled": False}}), FakeEngine(), ManualClock(), store)
+    sender = ConsoleSender()
+    app = Application(Settings.model_validate({"schedule": {"enabled": False}}), FakeEngine(), sender, ManualClock(), store)
     stdin = io.StringIO("今天心情很低落\n\n\x00\nI'm so happy!\n")
     out = io.StringIO()
-    assert await run_console(app, stdin, out) == 0
+    assert await run_console(app, sender, stdin, out) == 0
     lines = out.getvalue().splitlines()
     assert lines[0] == "you> 今天心情很低落"
     assert "negative" in lines[1] and "😟" in lines[1] and "comfort" in lines[1]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from bot import jobs
 from bot.app import Application
 from bot.clock import ManualClock
 from bot.config import Settings
-from bot import jobs
 from bot.store import Store
 from tests.fakes import FakeEngine, RecordingSender, build_app, make_message
 
@@ -20,10 +20,10 @@ build = build_app
 
 async def send(app: Application, clock: ManualClock, text: str, who: str = "boss", **kw: Any) -> list[str]:
     clock.advance(seconds=30)
-    before = len(app.outbound.sender.sent)  # type: ignore[union-attr,attr-defined]
+    before = len(app.outbound.sender.sent)  # type: ignore[attr-defined]
     await app.process(make_message(text, sender_id=who, chat_id=kw.pop("chat_id", who), sender_name=who.title(),
                                    sent_at=clock.now(), **kw))
-    return [m.text for m in app.outbound.sender.sent[before:]]  # type: ignore[union-attr,attr-defined]
+    return [m.text for m in app.outbound.sender.sent[before:]]  # type: ignore[attr-defined]
 
 
 async def test_admin_commands(clock: ManualClock, store: Store) -> None:
@@ -71,7 +71,7 @@ async def test_daily_digest_job(clock: ManualClock, store: Store) -> None:
         await send(app, clock, SAD, who="alice")
     await send(app, clock, "great news, so happy", who="bob")
     before = len(sender.sent)
-    text = await jobs.daily_digest(app.services, app.alerter)
+    text = await jobs.daily_digest(app.async_store, clock, app.alerter)
     assert "Messages: 4" in text and "Alice: -0.90" in text and "Bob" not in text.split("Open alerts")[0]
     assert "Open alerts: 1" in text
     assert [m.chat_id for m in sender.sent[before:]] == ["boss"]
@@ -81,11 +81,12 @@ async def test_reminder_job(clock: ManualClock, store: Store) -> None:
     app, sender = build(clock, store, alerts={"remind_after_minutes": 30})
     for _ in range(3):
         await send(app, clock, SAD, who="alice")
-    assert await jobs.remind_unacknowledged(app.services, app.alerter) == 0  # too recent
+    remind = lambda: jobs.remind_unacknowledged(app.async_store, clock, app.alerter, 30)  # noqa: E731
+    assert await remind() == 0  # too recent
     clock.advance(minutes=31)
-    assert await jobs.remind_unacknowledged(app.services, app.alerter) == 1
-    assert "Reminder: alert #1" in sender.sent[-1].text
-    assert await jobs.remind_unacknowledged(app.services, app.alerter) == 0  # reminded once per period
+    assert await remind() == 1
+    assert "Reminder, not acknowledged yet: #1 [" in sender.sent[-1].text
+    assert await remind() == 0  # reminded once per period
 
 
 async def test_an_unacknowledged_critical_alert_is_reminded_sooner(clock: ManualClock, store: Store) -> None:
@@ -94,25 +95,26 @@ async def test_an_unacknowledged_critical_alert_is_reminded_sooner(clock: Manual
     for _ in range(3):
         await send(app, clock, SAD, who="bob")
     clock.advance(minutes=11)
-    assert await jobs.remind_unacknowledged(app.services, app.alerter) == 1  # the crisis only
+    remind = lambda: jobs.remind_unacknowledged(app.async_store, clock, app.alerter, 60, 10)  # noqa: E731
+    assert await remind() == 1  # the crisis only
     assert "[critical]" in sender.sent[-1].text
     clock.advance(minutes=50)
-    assert await jobs.remind_unacknowledged(app.services, app.alerter) == 2  # now bob's too, and alice's again
+    assert await remind() == 2  # now bob's too, and alice's again
 
 
 async def test_prune_job(clock: ManualClock, store: Store) -> None:
     app, _ = build(clock, store, store={"retention_days": 1})
     await send(app, clock, SAD, who="alice")
     clock.advance(days=2)
-    assert await jobs.prune_old(app.services, app.alerter) >= 1
+    assert await jobs.prune_old(app.async_store, clock, 1) >= 1
     assert store.moods("alice") == []
 
 
 async def test_scheduler_is_owned_by_start_and_stop(clock: ManualClock, store: Store) -> None:
-    app = Application(Settings.model_validate({"schedule": {"digest_time": "08:15"}}), FakeEngine(), clock, store)
-    app.attach(RecordingSender())
-    await app.start()
-    assert sorted(app.scheduler.job_names()) == ["daily_digest", "prune_old", "remind_unacknowledged"]
-    assert app.scheduler.running
-    await app.stop()
+    engine = FakeEngine()
+    app = Application(Settings.model_validate({"schedule": {"digest_time": "08:15"}}), engine, RecordingSender(), clock, store)
+    async with app:
+        assert sorted(app.scheduler.job_names()) == ["daily_digest", "prune_old", "remind_unacknowledged"]
+        assert app.scheduler.running
     assert not app.scheduler.running
+    assert engine.closed  # leaving the app closes the engine (and the store)

@@ -232,12 +232,12 @@ async def test_full_text_only_with_keep_text(tmp_path, clock: ManualClock) -> No
 async def test_embedded_in_the_application(store: Store, clock: ManualClock) -> None:
     import httpx
 
-    from bot.mock_gateway import free_port
+    from bot.mock_wechat import free_port
     from tests.fakes import build_app
 
     port = free_port()
     app, _sender = build_app(clock, store, dashboard={"enabled": True, "password": PASSWORD, "port": port})
-    await app.start()
+    await app.__aenter__()
     try:
         assert app.dashboard is not None and app.dashboard.url == f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient(base_url=app.dashboard.url) as client:
@@ -260,7 +260,7 @@ async def test_embedded_in_the_application(store: Store, clock: ManualClock) -> 
         data = next(line for line in seen if line.startswith("data: {\"id\""))
         assert f'data-alert-id=\\"{alert_id}\\"' in data and "Dora" in data
     finally:
-        await app.stop()
+        await app.__aexit__(None, None, None)
     assert app.dashboard is None
 
 

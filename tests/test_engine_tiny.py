@@ -12,8 +12,8 @@ import torch
 from bot import prompts
 from bot.config import ModelSettings, SentimentSettings
 from bot.domain import ChatTurn, Label, Strategy
-from bot.model.engine import AsyncEngine, ModelEngine
 from bot.errors import EngineTimeout, ModelNotFoundError
+from bot.model.engine import AsyncEngine, ModelEngine
 from bot.model.loader import load_model
 
 FAMILIES = ("qwen2", "gemma3")

@@ -9,7 +9,6 @@ from bot.config import Settings
 from bot.domain import Strategy
 from tests.fakes import FakeEngine, build_app, make_message
 
-
 # --- echo ------------------------------------------------------------------------------
 
 def test_whole_message_back_is_an_echo() -> None:

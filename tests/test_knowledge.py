@@ -12,7 +12,7 @@ from bot.config import KnowledgeSettings, Settings, load_settings
 from bot.domain import Label, Sentiment, Strategy, Turn
 from bot.errors import ConfigError, StopPipeline
 from bot.knowledge import KnowledgeBase, is_question, load_entries, tokenize
-from bot.state import BotState
+from bot.protocols import AsyncStore
 from handlers.knowledge import KnowledgeStage
 from tests.fakes import build_app, make_message
 
@@ -74,10 +74,8 @@ def _turn(text: str, strategy: Strategy = Strategy.PLAIN) -> Turn:
 
 
 def _stage(threshold: float = 0.125) -> KnowledgeStage:
-    from datetime import datetime, timezone
 
-    return KnowledgeStage(KnowledgeBase(FAQ), KnowledgeSettings(threshold=threshold), ManualClock(),
-                          BotState(started_at=datetime(2026, 1, 1, tzinfo=timezone.utc), model_name="fake"))
+    return KnowledgeStage(KnowledgeBase(FAQ), KnowledgeSettings(threshold=threshold), ManualClock())
 
 
 async def test_stage_puts_matching_entries_into_the_turn() -> None:
@@ -112,7 +110,7 @@ async def test_stage_only_looks_up_plain_questions() -> None:
 
 
 async def test_pipeline_hand_off_reaches_alerts_digest_and_reply(tmp_path: Path, store, clock) -> None:  # type: ignore[no-untyped-def]
-    from bot.jobs import _digest_text
+    from bot.jobs import digest_text
 
     app, sender = build_app(clock, store, knowledge={"path": str(FAQ)})
     clock_now = clock.now()
@@ -121,10 +119,9 @@ async def test_pipeline_hand_off_reaches_alerts_digest_and_reply(tmp_path: Path,
     texts = [m.text for m in sender.sent]
     assert texts[0] == KnowledgeSettings().handoff_reply["en"] and "Hand-off #1" in texts[1]
     assert sender.sent[1].chat_id == "boss"
-    assert "Hand-offs (questions the FAQ could not answer): 1" in _digest_text(app.services)
+    assert "Hand-offs (questions the FAQ could not answer): 1" in await digest_text(app.async_store, clock)
     answered = await app.process(make_message("what are your opening hours?", sent_at=clock_now))
     assert answered is not None and "10 am to 9 pm" in (answered.reply or "")
-    await app.stop()
 
 
 def test_official_settings_keep_secrets_out_of_reprs_and_read_numeric_tokens() -> None:
@@ -183,7 +180,8 @@ async def test_a_hand_off_reaches_the_webhook_as_its_own_kind(store, clock) -> N
 
     receiver = Receiver("k3y")
     try:
-        alerter = Alerter(store, AlertSettings(webhook_url=receiver.url, webhook_secret="k3y", to_admins=False), [], clock)
+        alerter = Alerter(None, AsyncStore(store), AlertSettings(webhook_url=receiver.url, webhook_secret="k3y", to_admins=False),
+                          [], clock)
         handoff = Alert(contact_id="o_carol", chat_id="o_carol", severity="info", reason="question not answered by the FAQ",
                         excerpts=("Do you sell bicycles?",), trend=(), created_at=clock.now(), kind="handoff")
         await alerter.dispatch(handoff)

@@ -26,10 +26,9 @@ def _store_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def make_app(clock: ManualClock, engine: FakeEngine | None = None, **sections: object) -> tuple[Application, RecordingSender]:
     data = {"store": {"data_dir": os.environ["MOODBOT_TEST_DATA"]}, "schedule": {"enabled": False}, **sections}
     settings = Settings.model_validate(data)
-    app = Application(settings, engine or FakeEngine(), clock)
     sender = RecordingSender()
-    app.attach(sender)
-    app.outbound.retry_wait_s = 0  # type: ignore[union-attr]
+    app = Application(settings, engine or FakeEngine(), sender, clock)
+    app.outbound.retry_wait_s = 0
     return app, sender
 
 
@@ -39,7 +38,7 @@ def make_app(clock: ManualClock, engine: FakeEngine | None = None, **sections: o
         ("I feel so sad today", Label.NEGATIVE, Strategy.COMFORT),
         ("I'm so happy, great news!", Label.POSITIVE, Strategy.CELEBRATE),
         ("when do you open?", Label.NEUTRAL, Strategy.PLAIN),
-        ("unsure about this", Label.POSITIVE, Strategy.PLAIN),  # low confidence: plain
+        ("unsure about this", Label.NEUTRAL, Strategy.PLAIN),  # a weak mood is neutral (the engine decides): plain
     ],
 )
 async def test_strategy_follows_mood(clock: ManualClock, text: str, label: Label, strategy: Strategy) -> None:
@@ -176,14 +175,23 @@ async def test_long_input_is_truncated(clock: ManualClock) -> None:
     assert len(engine.classified[0]) == 50
 
 
-async def test_one_chat_in_order_and_queue_bound(clock: ManualClock) -> None:
+async def test_one_chat_in_order_and_overload_still_records_the_mood(clock: ManualClock) -> None:
     engine = FakeEngine(delay=0.01)
-    app, sender = make_app(clock, engine, outbound={"queue_size": 5, "max_inflight": 2})
+    app, sender = make_app(clock, engine, queue={"size": 5, "max_inflight": 2})
     messages = [make_message(f"msg {i}") for i in range(8)]
     turns = await asyncio.gather(*(app.process(m) for m in messages))
-    assert sum(t is None for t in turns) == 3 and app.refused == 3
-    answered = [t.message.text for t in turns if t is not None]
-    assert [h[0][-1].text for h in engine.generated] == answered  # handled in arrival order
+    assert [t.busy for t in turns] == [False] * 5 + [True] * 3 and app.overloaded == 3
+    assert [h[0][-1].text for h in engine.generated] == [f"msg {i}" for i in range(5)]  # in arrival order
+    busy = Settings().queue.busy_reply["en"]
+    assert [m.text for m in sender.sent] == ["[plain] I hear you."] * 5 + [busy] * 3  # nobody is left unanswered
+    assert len(app.store.moods("alice")) == 8  # every message's mood is recorded
+
+
+async def test_an_overloaded_crisis_message_is_answered_in_full(clock: ManualClock) -> None:
+    app, sender = make_app(clock, FakeEngine(delay=0.01), queue={"size": 1})
+    turns = await asyncio.gather(app.process(make_message("hello")), app.process(make_message("I want to die")))
+    assert turns[1].busy and turns[1].crisis and turns[1].strategy is Strategy.CRISIS
+    assert sender.sent[-1].text == "[crisis] I hear you."
 
 
 async def test_engine_error_in_classify_is_not_fatal(clock: ManualClock) -> None:

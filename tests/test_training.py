@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bot.model import adapters
 from bot.config import ModelSettings, SentimentSettings
 from bot.errors import EngineError
+from bot.model import adapters
 from bot.model.heads import Readout
 
 

@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator, Callable
 import pytest
 
 from bot.app import Application
-from bot.channels.callback import CallbackChannel
+from bot.channels.callback import CallbackChannel, build_channel
 from bot.config import Settings
 from bot.mock_wechat import DEMO_AES_KEY, DEMO_APPID, DEMO_CORP_ID, DEMO_SECRET, DEMO_TOKEN, FakeWeChatAPI, WeChatPlayer
 from tests.fakes import FakeEngine
@@ -67,13 +67,11 @@ async def bot(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[B
     api = FakeWeChatAPI()
     settings = official_settings(dialect, api, tmp_path, **section)
     engine = FakeEngine()
-    app = Application(settings, engine)
-    module = __import__(f"bot.channels.{dialect}", fromlist=["build_channel"])
-    channel: CallbackChannel = module.build_channel(app, settings)
-    assert app.outbound is not None
+    channel = build_channel(settings)
+    app = Application(settings, engine, channel)
     app.outbound.retry_wait_s = 0.01  # the 5xx retries, quickly
     stop = asyncio.Event()
-    task = asyncio.create_task(channel.run(stop))
+    task = asyncio.create_task(channel.run(app, stop))
     player = None
     try:
         await wait_until(channel.ready.is_set, what="server start")
@@ -86,7 +84,6 @@ async def bot(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[B
         assert await asyncio.wait_for(task, 10) == 0
         if player is not None:
             await player.close()
-        await app.stop()
         api.close()
 
 
@@ -207,7 +204,7 @@ async def test_the_digest_goes_to_the_admin_through_the_api(bot: Bot) -> None:
     from bot.jobs import daily_digest
 
     await bot.wechat.text(USER, "Do you sell bicycles?")  # a hand-off, counted in the digest
-    await daily_digest(bot.app.services, bot.app.alerter)
+    await daily_digest(bot.app.async_store, bot.app.clock, bot.app.alerter)
     digest = [text for text in bot.api.sent_to(ADMIN) if text.startswith("📋 Daily mood digest")]
     assert len(digest) == 1 and "Hand-offs (questions the FAQ could not answer): 1" in digest[0]
 

@@ -13,8 +13,9 @@ import pytest
 from bot.app import Application
 from bot.channels.wechaty import EXIT_TOKEN_REJECTED, EXIT_UNREACHABLE, ChannelError, WechatyChannel
 from bot.config import Settings
+from bot.mock_wechat import free_port
+from examples.wechaty_demo.gateway import Gateway
 from tests.fakes import FakeEngine
-from bot.mock_gateway import Gateway, free_port
 
 pytestmark = pytest.mark.gateway
 
@@ -67,10 +68,10 @@ async def running(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     gateway = Gateway()
     gateway.start()
     settings = settings_for(gateway, tmp_path, **overrides)
-    app = Application(settings, FakeEngine())
-    channel = WechatyChannel(app, settings)
+    channel = WechatyChannel(settings)
+    app = Application(settings, FakeEngine(), channel)
     stop = asyncio.Event()
-    task = asyncio.create_task(channel.run(stop))
+    task = asyncio.create_task(channel.run(app, stop))
     try:
         await wait_until(lambda: channel.bot is not None and channel.bot.logged_in.is_set(), 30, "login")
         yield Running(gateway, app, channel, stop, task)
@@ -174,9 +175,9 @@ async def test_rejected_token_is_a_clear_error(tmp_path: Path) -> None:
     gateway.start()
     try:
         settings = settings_for(gateway, tmp_path, wechaty={"token": "insecure_wrong_token", "connect_timeout_s": 10})
-        channel = WechatyChannel(Application(settings, FakeEngine()), settings)
+        channel = WechatyChannel(settings)
         with pytest.raises(ChannelError) as info:
-            await asyncio.wait_for(channel.run(asyncio.Event()), 30)
+            await asyncio.wait_for(channel.run(Application(settings, FakeEngine(), channel), asyncio.Event()), 30)
         assert info.value.exit_code in (EXIT_TOKEN_REJECTED, EXIT_UNREACHABLE)
         assert "token" in str(info.value)
     finally:
@@ -187,16 +188,16 @@ async def test_unreachable_endpoint_is_a_clear_error() -> None:
     settings = Settings.model_validate(
         {"channel": "wechaty", "wechaty": {"token": "t", "endpoint": f"127.0.0.1:{free_port()}"}}
     )
-    channel = WechatyChannel(Application(settings, FakeEngine()), settings)
+    channel = WechatyChannel(settings)
     with pytest.raises(ChannelError, match="cannot reach") as info:
-        await channel.run(asyncio.Event())
+        await channel.run(Application(settings, FakeEngine(), channel), asyncio.Event())
     assert info.value.exit_code == EXIT_UNREACHABLE
 
 
 def test_missing_token_is_a_clear_error() -> None:
     settings = Settings.model_validate({"channel": "wechaty"})
     with pytest.raises(ChannelError, match="WECHATY_PUPPET_SERVICE_TOKEN"):
-        WechatyChannel(Application(settings, FakeEngine()), settings, env={})
+        WechatyChannel(settings, env={})
 
 
 @pytest.mark.model
@@ -241,3 +242,15 @@ async def test_real_model_bot_process_replies_and_stops_on_sigterm(tmp_path: Pat
         output = proc.communicate()[0].decode(errors="replace")
         gateway.close()
     assert "Traceback" not in output, output
+
+
+async def test_the_wechaty_demo_plays_both_sides() -> None:
+    import io
+
+    from examples.wechaty_demo.__main__ import run_demo
+
+    out = io.StringIO()
+    assert await run_demo(Settings(), FakeEngine(), out, wait_s=10) == 0
+    text = out.getvalue()
+    assert "bot connected to the mock gateway" in text
+    assert "bot -> Alice: [comfort]" in text and "bot -> Bob: [celebrate]" in text

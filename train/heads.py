@@ -16,18 +16,22 @@ Every knob is chosen on validation rows carved from the training data (train/dat
 
 from __future__ import annotations
 
-import argparse
-import logging
-import random
-from pathlib import Path
-from typing import Any, Sequence
+import os
 
-import torch
-import torch.nn.functional as F
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see train/finetune.py: spinning threads stall on 2 cores
 
-from bot.model.heads import Readout, shipped_path
-from train import data as tdata
-from train.finetune import MOODS, head_layers
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import random  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Sequence  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from bot.model.heads import Readout, shipped_path  # noqa: E402
+from train import data as tdata  # noqa: E402
+from train.finetune import MOODS, head_layers  # noqa: E402
 
 log = logging.getLogger("train.heads")
 RECALL = 0.97
@@ -142,8 +146,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true", help="a tiny random model and a few rows (make test)")
     parser.add_argument("--model-dir", type=Path, help="a transformers checkpoint (default: the embedded model)")
     parser.add_argument("--adapter", default="auto", help="auto (the shipped one), none, or an adapter folder")
-    parser.add_argument("--per-group", type=int, default=1200, help="rows per (source, label) of packaged corpora")
-    parser.add_argument("--ordinary-negatives", type=int, default=3000, help="mood rows used as non-crisis examples")
+    parser.add_argument("--per-group", type=int, default=250, help="rows per (source, label) of packaged corpora")
+    parser.add_argument("--ordinary-negatives", type=int, default=1000, help="mood rows used as non-crisis examples")
     parser.add_argument("--out", type=Path, help="folder for the heads (default: bot/readouts/)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")

@@ -36,7 +36,7 @@ from starlette.routing import Route
 
 from bot.app import Application
 from bot.channels.wechat_api import WindowClosed
-from bot.config import CallbackSettings
+from bot.config import CallbackSettings, Settings
 from bot.domain import InboundMessage, OutboundMessage
 from bot.text import split_message
 
@@ -109,13 +109,13 @@ class _Server(uvicorn.Server):
 
 
 class CallbackChannel:
-    """The ASGI callback server plus the Sender the Application's outbound component uses."""
+    """The ASGI callback server plus the Sender the Application is built with; run(app, stop) serves."""
 
     def __init__(
-        self, app: Application, settings: CallbackSettings, dialect: Dialect, passive: PassiveMode,
+        self, settings: CallbackSettings, dialect: Dialect, passive: PassiveMode,
         reply_timeout_s: float = 4.5, retry_hold_s: float = 1.0, slow_reply: str = "",
     ) -> None:
-        self.app = app
+        self.app: Application | None = None  # set by run()
         self.settings = settings
         self.dialect = dialect
         self.passive = passive
@@ -130,7 +130,6 @@ class CallbackChannel:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.processed = 0
         self.asgi = Starlette(routes=[Route(settings.path, self._endpoint, methods=["GET", "POST"])])
-        app.attach(self)
 
     # --- HTTP -------------------------------------------------------------------------------
 
@@ -184,6 +183,7 @@ class CallbackChannel:
 
     async def _process(self, inbound: InboundMessage, slot: _Slot) -> None:
         _current_slot.set(slot)  # the turn's sends see which request is waiting for them
+        assert self.app is not None  # callbacks are served only while run() runs
         try:
             await self.app.process(inbound)
             self.processed += 1
@@ -251,7 +251,7 @@ class CallbackChannel:
 
     async def _send_pieces(self, chat_id: str, pieces: list[str]) -> None:
         # the outbound component's retries, rate limits and failure log apply to these pieces too
-        if self.app.outbound is not None:
+        if self.app is not None:
             await self.app.outbound.deliver([OutboundMessage(chat_id, piece) for piece in pieces])
 
     async def _send_later(self, chat_id: str, text: str) -> None:
@@ -280,8 +280,9 @@ class CallbackChannel:
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event) -> int:
-        """Serve until `stop` is set; returns an exit code."""
+    async def run(self, app: Application, stop: asyncio.Event) -> int:
+        """Serve `app` (built with this channel as its sender) until `stop` is set; returns an exit code."""
+        self.app = app
         config = uvicorn.Config(self.asgi, host=self.settings.host, port=self.settings.port, log_level="warning",
                                 access_log=False, lifespan="off")
         self.server = _Server(config)
@@ -297,39 +298,48 @@ class CallbackChannel:
         log.info("%s callback listening on http://%s:%d%s", self.dialect.name, self.settings.host, self.port,
                  self.settings.path)
         try:
-            await self.app.start()
-            self.ready.set()
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
+            async with app:  # entered once the server listens
+                self.ready.set()
+                stopping = asyncio.create_task(stop.wait())
+                await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
+                await self._wind_down(serving)  # before the app closes the store under the turns
         finally:
-            self.server.should_exit = True
-            await serving
-            if self._tasks:  # let turns in flight finish briefly
-                await asyncio.wait(set(self._tasks), timeout=3)
+            await self._wind_down(serving)  # a no-op when it ran above
             await self.dialect.close()
         return 0
 
+    async def _wind_down(self, serving: asyncio.Task[None]) -> None:
+        """Stop taking callbacks, then let the turns in flight finish briefly."""
+        assert self.server is not None
+        self.server.should_exit = True
+        await serving
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=3)
 
-async def serve(settings: Any, app: Application | None = None) -> int:
-    """`python -m bot run` with `channel: wechat_mp` or `wecom`: load the model, serve until a signal."""
+
+def build_channel(settings: Settings) -> CallbackChannel:
+    """The callback channel named by settings.channel (wechat_mp or wecom)."""
     import importlib
+
+    channel: CallbackChannel = importlib.import_module(f"bot.channels.{settings.channel}").build_channel(settings)
+    return channel
+
+
+async def serve(settings: Settings) -> int:
+    """`python -m bot run` with `channel: wechat_mp` or `wecom`: load the model, serve until a signal."""
     import signal
 
-    if app is None:
-        from bot.app import build_engine
+    from bot.app import build_engine
 
-        app = Application(settings, build_engine(settings))
+    channel = build_channel(settings)  # checks the channel's settings before the model loads
+    app = Application(settings, build_engine(settings), channel)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     try:
-        channel: CallbackChannel = importlib.import_module(f"bot.channels.{settings.channel}").build_channel(app, settings)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            return await channel.run(stop)
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
+        return await channel.run(app, stop)
     finally:
-        await app.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

@@ -36,11 +36,15 @@ def describe(turn: Turn) -> str:
     return f"{s.emoji} {s.label.value} ({s.confidence:.2f}) · strategy: {strategy}"
 
 
-async def run_console(app: Application, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
-    """Read one message a line until end of input; print mood, strategy and reply for each."""
-    sender = ConsoleSender()
-    app.attach(sender)
-    await app.start()
+async def run_console(app: Application, sender: ConsoleSender, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
+    """Read one message a line until end of input; print mood, strategy and reply for each.
+
+    `app` is built with `sender`; this runs it (`async with`) until the input ends."""
+    async with app:
+        return await _converse(app, sender, stdin, out)
+
+
+async def _converse(app: Application, sender: ConsoleSender, stdin: TextIO, out: TextIO) -> int:
     interactive = stdin.isatty()
     loop = asyncio.get_running_loop()
     if interactive:
@@ -65,9 +69,6 @@ async def run_console(app: Application, stdin: TextIO = sys.stdin, out: TextIO =
         if not interactive:
             print(f"you> {text}", file=out, flush=True)
         turn = await app.process(message)
-        if turn is None:
-            print("(busy: message refused)", file=out, flush=True)
-            continue
         print(f"     {describe(turn)}", file=out, flush=True)
         for reply in sender.drain():
             print(f"bot> {reply.text}", file=out, flush=True)

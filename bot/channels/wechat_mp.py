@@ -118,6 +118,6 @@ class MpDialect:
         await self.api.close()
 
 
-def build_channel(app: Any, settings: Settings) -> CallbackChannel:
+def build_channel(settings: Settings) -> CallbackChannel:
     mp = settings.wechat_mp
-    return CallbackChannel(app, mp, MpDialect(mp), mp.account_type, mp.reply_timeout_s, mp.retry_hold_s, mp.slow_reply)
+    return CallbackChannel(mp, MpDialect(mp), mp.account_type, mp.reply_timeout_s, mp.retry_hold_s, mp.slow_reply)

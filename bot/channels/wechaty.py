@@ -30,7 +30,7 @@ os.environ.setdefault("CACHE_DIR", str(Path("~/.cache/moodbot/wechaty").expandus
 # Python 3.11 refuses WechatyOptions' unhashable dataclass default; this must run before `import wechaty`
 import wechaty_puppet.schemas.puppet as _puppet_schemas  # noqa: E402
 
-_puppet_schemas.PuppetOptions.__hash__ = object.__hash__  # type: ignore[assignment,method-assign]
+_puppet_schemas.PuppetOptions.__hash__ = object.__hash__
 
 from grpclib.const import Status  # noqa: E402
 from grpclib.exceptions import GRPCError  # noqa: E402
@@ -92,7 +92,7 @@ async def to_inbound(msg: Message, self_id: str, self_name: str) -> InboundMessa
     )
 
 
-class _Bot(Wechaty):
+class _Bot(Wechaty):  # type: ignore[misc]  # wechaty ships no type hints
     """One connection's bot. start() lets network errors through instead of sleeping 60 s."""
 
     def __init__(self, options: WechatyOptions, handle: Callable[[Message], Awaitable[None]]) -> None:
@@ -129,9 +129,11 @@ class _Bot(Wechaty):
 
 
 class WechatyChannel:
-    def __init__(self, app: Application, settings: Settings, env: dict[str, str] | None = None) -> None:
+    """The Sender the Application is built with; run(app, stop) connects, then runs the app."""
+
+    def __init__(self, settings: Settings, env: dict[str, str] | None = None) -> None:
         env = dict(os.environ if env is None else env)
-        self.app = app
+        self.app: Application | None = None
         self.settings = settings.wechaty
         self.token = self.settings.token or env.get("WECHATY_PUPPET_SERVICE_TOKEN")
         self.endpoint = self.settings.endpoint or env.get("WECHATY_PUPPET_SERVICE_ENDPOINT")
@@ -146,7 +148,6 @@ class WechatyChannel:
         self.self_name = ""
         self.reconnects = 0
         self._tasks: set[asyncio.Task[Any]] = set()
-        app.attach(self)
 
     # --- inbound ---------------------------------------------------------------------
 
@@ -156,6 +157,7 @@ class WechatyChannel:
         except Exception:  # one unreadable message must not stop the stream
             log.exception("could not read message %s", getattr(msg, "message_id", "?"))
             return
+        assert self.app is not None  # messages arrive only while run() is serving
         # a task per message: chats proceed concurrently; the app keeps each chat in order
         task = asyncio.create_task(self.app.process(inbound))
         self._tasks.add(task)
@@ -231,12 +233,17 @@ class WechatyChannel:
         if self.bot is bot:
             self.bot = None
 
-    async def run(self, stop: asyncio.Event) -> int:
-        """Serve until `stop` is set; reconnect when the gateway drops. Returns an exit code."""
+    async def run(self, app: Application, stop: asyncio.Event) -> int:
+        """Connect, then run `app` (built with this channel as its sender) until `stop` is set;
+        reconnect when the gateway drops. Returns an exit code."""
         if not await self._reachable():
             raise ChannelError(f"cannot reach the puppet service at {self.endpoint}", EXIT_UNREACHABLE)
+        self.app = app
         bot, task = await self._connect()
-        await self.app.start()
+        async with app:  # entered once connected: alerts a crash left undelivered can be sent at once
+            return await self._serve(bot, task, stop)
+
+    async def _serve(self, bot: _Bot, task: asyncio.Task[None], stop: asyncio.Event) -> int:
         delay = self.settings.reconnect_delay_s
         while True:
             stopping = asyncio.create_task(stop.wait())
@@ -275,22 +282,18 @@ async def _sleep_or_stop(seconds: float, stop: asyncio.Event) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
-async def run_wechaty(settings: Settings, app: Application | None = None) -> int:
+async def run_wechaty(settings: Settings) -> int:
     """`python -m bot run` with `channel: wechaty`: load the model, connect, serve until a signal."""
-    if app is None:
-        from bot.app import build_engine
+    from bot.app import build_engine
 
-        app = Application(settings, build_engine(settings))
+    channel = WechatyChannel(settings)  # checks the token and endpoint before the model loads
+    app = Application(settings, build_engine(settings), channel)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     try:
-        channel = WechatyChannel(app, settings)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            return await channel.run(stop)
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
+        return await channel.run(app, stop)
     finally:
-        await app.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

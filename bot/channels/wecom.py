@@ -6,7 +6,7 @@ the app's agent id.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Mapping
 
 from wechatpy.enterprise import parse_message
 from wechatpy.enterprise.crypto import WeChatCrypto
@@ -61,5 +61,5 @@ class WecomDialect:
         await self.api.close()
 
 
-def build_channel(app: Any, settings: Settings) -> CallbackChannel:
-    return CallbackChannel(app, settings.wecom, WecomDialect(settings.wecom), "none")
+def build_channel(settings: Settings) -> CallbackChannel:
+    return CallbackChannel(settings.wecom, WecomDialect(settings.wecom), "none")

@@ -241,13 +241,10 @@ class AsyncEngine:
 
     def __init__(self, engine: ModelEngine, timeout_s: float) -> None:
         self.engine = engine
+        self.name = engine.name
         self.timeout_s = timeout_s
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._lock = threading.Lock()
-
-    @property
-    def name(self) -> str:
-        return self.engine.name
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()

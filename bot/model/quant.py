@@ -42,6 +42,9 @@ def _int8(weight: torch.Tensor, chunk: int = 16384) -> tuple[torch.Tensor, torch
 
 
 class Int8Linear(nn.Module):
+    weight_q: torch.Tensor  # buffers, declared for the type checker
+    scales: torch.Tensor
+    bias: nn.Parameter | None
     def __init__(self, linear: nn.Linear | None, dtype: torch.dtype, shape: tuple[int, int, bool] | None = None) -> None:
         super().__init__()
         if linear is None:  # an empty shell for a snapshot to fill (see bot/model/snapshot.py)
@@ -65,7 +68,7 @@ class Int8Linear(nn.Module):
             # matmul is faster there, and computes the same product
             weight = self.weight_q.to(self.scales.dtype) * self.scales[:, None]
             return nn.functional.linear(x.to(self.scales.dtype), weight, self.bias)
-        out = torch.ops.aten._weight_int8pack_mm(flat, self.weight_q, self.scales)
+        out: torch.Tensor = torch.ops.aten._weight_int8pack_mm(flat, self.weight_q, self.scales)
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features)
@@ -74,6 +77,11 @@ class Int8Linear(nn.Module):
 class Int4Linear(nn.Module):
     """int4 weights for decoding; the dense weight stays for many rows at once (a prompt, a batch),
     where torch's dense matmul beats the int4 kernel."""
+
+    weight_q: torch.Tensor
+    scale_zero: torch.Tensor
+    dense: torch.Tensor | None
+    bias: nn.Parameter | None
 
     def __init__(
         self, linear: nn.Linear | None, dtype: torch.dtype, keep_dense: bool = True,
@@ -107,7 +115,7 @@ class Int4Linear(nn.Module):
         flat = x.reshape(-1, self.in_features).to(self.scale_zero.dtype)
         if self.dense is not None and flat.shape[0] > DENSE_ABOVE_ROWS:
             return nn.functional.linear(x, self.dense, self.bias)
-        out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.weight_q, GROUP, self.scale_zero)
+        out: torch.Tensor = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.weight_q, GROUP, self.scale_zero)
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features)
@@ -189,7 +197,7 @@ def quantize(model: nn.Module, mode: Mode, keep_dense: bool = False) -> tuple[st
     if dtype not in (torch.bfloat16, torch.float32) or not _kernel_works(mode, dtype) or not _kernel_works("int8", dtype):
         log.warning("weight-only %s kernels are not available here; keeping dense weights", mode)
         return "dense weights (quantized kernels unavailable)", plan
-    body = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+    body: nn.Module = model.get_decoder() if hasattr(model, "get_decoder") else model.model  # type: ignore[operator,assignment]
     prefix = next(name for name, module in model.named_modules() if module is body)
     for name, child in list(body.named_modules()):
         if isinstance(child, nn.Linear) and child.in_features % GROUP == 0 and child.out_features % 16 == 0:
@@ -198,9 +206,9 @@ def quantize(model: nn.Module, mode: Mode, keep_dense: bool = False) -> tuple[st
             _set(model, path, replacement)
             kind = "int4+dense" if mode == "int4" and keep_dense else mode
             plan.swaps.append(Swap(path, kind, child.out_features, child.in_features, child.bias is not None))
-    head = model.get_output_embeddings()
+    head = model.get_output_embeddings()  # type: ignore[operator]
     if isinstance(head, nn.Linear):
-        embeddings = model.get_input_embeddings()
+        embeddings = model.get_input_embeddings()  # type: ignore[operator]
         tied = embeddings.weight.data_ptr() == head.weight.data_ptr()
         quantized_head = Int8Linear(head, dtype)
         model.lm_head = quantized_head

@@ -46,7 +46,7 @@ def load(path: Path, weights: Path, dtype: torch.dtype) -> tuple[Any, str]:
     data = torch.load(path, mmap=True, weights_only=True)
     config = AutoConfig.from_pretrained(str(weights), local_files_only=True)
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)  # type: ignore[no-untyped-call]
     apply_plan(model, Plan.from_data(data["plan"]), dtype)
     model.load_state_dict(data["state"], assign=True, strict=True)
     for name, value in data["extra"].items():

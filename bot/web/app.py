@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Any
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
@@ -133,7 +132,7 @@ def _set_cookie(response: Response, dash: Dashboard, name: str, value: str, max_
                         secure=dash.settings.dashboard.secure_cookies)
 
 
-def _login_page(request: Request, dash: Dashboard, target: str, error: str | None, status: int) -> Any:
+def _login_page(request: Request, dash: Dashboard, target: str, error: str | None, status: int) -> Response:
     cookie, token = dash.sessions.login_token()
     response = dash.render(request, "login.html", None, status_code=status, next=target, login_csrf=token, error=error)
     _set_cookie(response, dash, Sessions.login_cookie, cookie, 3600, path="/login")

@@ -29,7 +29,9 @@ MIN_PASSWORD_CHARS = 8
 def hash_password(password: str, iterations: int = HASH_ITERATIONS, salt: bytes | None = None) -> str:
     salt = salt or secrets.token_bytes(16)
     digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    b64 = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
     return f"{HASH_SCHEME}${iterations}${b64(salt)}${b64(digest)}"
 
 
@@ -88,7 +90,7 @@ class Sessions:
         if not value:
             return None
         try:
-            data = self._signer.loads(value, max_age=self.max_age_s)
+            data = self._signer.loads(value, max_age=int(self.max_age_s))
         except BadSignature:  # also SignatureExpired
             return None
         return Session(str(data["u"]), str(data["c"]))

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
-from fastapi import Request
+from fastapi import Request, Response
 from fastapi.templating import Jinja2Templates
 
 from bot.clock import Clock
@@ -58,10 +58,11 @@ class Dashboard:
             raise LoginRequired()
         return session
 
-    def render(self, request: Request, template: str, session: Session | None, status_code: int = 200, **values: Any) -> Any:
+    def render(self, request: Request, template: str, session: Session | None, status_code: int = 200, **values: Any) -> Response:
         context = {"t": self.t, "lang": self.settings.dashboard.language, "session": session,
                    "csrf": session.csrf if session else "", "paused": self.state.paused, "tz": self.tz, **values}
-        return self.templates.TemplateResponse(request, template, context, status_code=status_code)
+        response: Response = self.templates.TemplateResponse(request, template, context, status_code=status_code)
+        return response
 
 
 def make_templates(tz: tzinfo | None) -> Jinja2Templates:

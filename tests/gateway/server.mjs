@@ -44,6 +44,10 @@ const people = {
   carol: mocker.createContact({ id: 'carol_id', name: 'Carol' }),
   admin: mocker.createContact({ id: 'admin_id', name: 'Supervisor' }),
 }
+// more people for load and soak runs: u1 .. uN (ids u1_id .. uN_id)
+for (let i = 1; i <= Number(process.env.EXTRA_CONTACTS || '0'); i++) {
+  people[`u${i}`] = mocker.createContact({ id: `u${i}_id`, name: `User ${i}` })
+}
 const rooms = {
   'room1@chatroom': mocker.createRoom({
     id: 'room1@chatroom', topic: 'Support Room', memberIdList: Object.values(people).map(p => p.id),

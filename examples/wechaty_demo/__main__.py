@@ -1,12 +1,15 @@
-"""`python -m bot demo`: the real WeChat path without a WeChat account.
+"""`python -m examples.wechaty_demo` (`make demo`): the real Wechaty path without a WeChat account.
 
 Starts the mock puppet-service gateway, connects the bot to it over the Wechaty protocol,
-plays a scripted conversation and prints both sides with the mood the bot saw.
+plays a scripted conversation and prints both sides with the mood the bot saw. It runs from a
+source checkout: the gateway is Node code (tests/gateway) that a pip install cannot bring.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import logging
 import sys
 import tempfile
 import time
@@ -16,10 +19,12 @@ from typing import Any, TextIO
 from bot.app import Application, build_engine
 from bot.channels.console import describe
 from bot.channels.wechaty import WechatyChannel
-from bot.config import Settings
+from bot.config import Settings, load_settings
 from bot.domain import Turn
-from bot.mock_gateway import Gateway, free_port
-from handlers.engine_protocol import Engine
+from bot.errors import MoodbotError
+from bot.mock_wechat import free_port
+from bot.protocols import Engine
+from examples.wechaty_demo.gateway import Gateway
 
 ROOM = "room1@chatroom"
 NAMES = {"alice_id": "Alice", "bob_id": "Bob", "carol_id": "Carol", "admin_id": "Supervisor", ROOM: "Support Room"}
@@ -48,21 +53,18 @@ async def run_demo(base: Settings, engine: Engine | None = None, out: TextIO = s
     gateway.start()
     try:
         settings = demo_settings(base, gateway)
-        app = Application(settings, engine or build_engine(settings))
-        try:
-            return await _play(app, settings, gateway, out, wait_s)
-        finally:
-            await app.stop()
+        channel = WechatyChannel(settings)
+        app = Application(settings, engine or build_engine(settings), channel)
+        return await _play(app, channel, gateway, out, wait_s)
     finally:
         gateway.close()
 
 
-async def _play(app: Application, settings: Settings, gateway: Gateway, out: TextIO, wait_s: float) -> int:
+async def _play(app: Application, channel: WechatyChannel, gateway: Gateway, out: TextIO, wait_s: float) -> int:
     turns: list[Turn] = []
     app.observers.append(turns.append)
-    channel = WechatyChannel(app, settings)
     stop = asyncio.Event()
-    task = asyncio.create_task(channel.run(stop))
+    task = asyncio.create_task(channel.run(app, stop))
     deadline = time.monotonic() + 30
     while channel.bot is None or not channel.bot.logged_in.is_set():
         if task.done() or time.monotonic() > deadline:
@@ -88,3 +90,25 @@ async def _play(app: Application, settings: Settings, gateway: Gateway, out: Tex
         print(file=out)
     stop.set()
     return await task
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m examples.wechaty_demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="config.yaml")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    from bot.__main__ import configure_logging
+
+    configure_logging(args.verbose)
+    try:
+        config = Path(args.config)
+        settings = load_settings(config if config.exists() else None)
+        return asyncio.run(run_demo(settings))
+    except MoodbotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return int(getattr(exc, "exit_code", 2))
+
+
+if __name__ == "__main__":
+    logging.captureWarnings(True)
+    sys.exit(main())

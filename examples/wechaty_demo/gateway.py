@@ -1,5 +1,9 @@
 """Starts the Node puppet-service gateway over wechaty-puppet-mock (tests/gateway) on 127.0.0.1
-and drives its fake WeChat world over HTTP. Used by the end-to-end tests and by `python -m bot demo`."""
+and drives its fake WeChat world over HTTP. Used by the end-to-end tests, the wechaty demo
+(`python -m examples.wechaty_demo`) and the soak test (`python -m bench.soak`).
+
+It lives outside the runtime package on purpose: the gateway is Node code with npm dependencies
+that a `pip install` cannot bring, so it runs from a source checkout only."""
 
 from __future__ import annotations
 
@@ -15,19 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import MoodbotError
+from bot.mock_wechat import free_port
 
-GATEWAY_DIR = Path(__file__).resolve().parent.parent / "tests" / "gateway"
+GATEWAY_DIR = Path(__file__).resolve().parents[2] / "tests" / "gateway"
 TOKEN = "insecure_moodbot_test"
 
 
 class GatewayError(MoodbotError):
     """The mock gateway could not be started or driven."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _port_open(port: int) -> bool:
@@ -37,15 +36,17 @@ def _port_open(port: int) -> bool:
 
 
 class Gateway:
-    def __init__(self, token: str = TOKEN) -> None:
+    def __init__(self, token: str = TOKEN, extra_contacts: int = 0) -> None:
         if not (GATEWAY_DIR / "node_modules" / "wechaty-puppet-mock").exists():
-            raise GatewayError("the mock gateway is not installed: run `make demo` or `make test` (they run npm install in tests/gateway)")
-        self.node = shutil.which("node")
-        if self.node is None:
+            raise GatewayError("the mock gateway is not installed: run `make gateway` (npm install in tests/gateway)")
+        node = shutil.which("node")
+        if node is None:
             raise GatewayError("node (Node.js 20) is needed for the mock gateway")
+        self.node: str = node
         self.port = free_port()
         self.control_port = free_port()
         self.token = token
+        self.extra_contacts = extra_contacts  # people u1 .. uN besides alice, bob, carol and admin
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = GATEWAY_DIR / f".gateway-{self.port}.log"
 
@@ -54,7 +55,8 @@ class Gateway:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        env = {**os.environ, "PORT": str(self.port), "CONTROL_PORT": str(self.control_port), "TOKEN": self.token}
+        env = {**os.environ, "PORT": str(self.port), "CONTROL_PORT": str(self.control_port), "TOKEN": self.token,
+               "EXTRA_CONTACTS": str(self.extra_contacts)}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen([self.node, "server.mjs"], cwd=GATEWAY_DIR, env=env, stdout=log, stderr=log)
         deadline = time.monotonic() + 30
