@@ -12,11 +12,12 @@ from typing import Awaitable, Callable
 
 from bot.domain import LABEL_EMOJI, Label, OutboundMessage, Turn
 from bot.errors import StopPipeline
+from bot.process import process_name
 from bot.services import Services
 
 HELP = (
     "Commands:\n"
-    "#status: uptime, model, today's moods, open alerts\n"
+    "#status: process, model, uptime, moods, alerts\n"
     "#mood <name>: a contact's recent mood trend\n"
     "#alerts: open alerts\n"
     "#ack <id>: acknowledge an alert\n"
@@ -61,7 +62,10 @@ class CommandStage:
         counts = await asyncio.to_thread(s.store.mood_counts, s.start_of_today())
         open_alerts = await asyncio.to_thread(s.store.open_alerts)
         moods = " ".join(f"{LABEL_EMOJI[label]} {counts.get(label.value, 0)}" for label in Label)
+        # with several bot processes on one database, the answer comes from the one that got the message
+        backend = getattr(s.engine, "status", None)
         return (
+            f"Process {process_name()} · {backend() if backend else 'local model in this process'}\n"
             f"Up {_duration(s.clock.now() - s.state.started_at)} · model: {s.state.model_name}\n"
             f"Today: {sum(counts.values())} messages, {moods}\n"
             f"Open alerts: {len(open_alerts)} · auto-replies: {'paused' if s.state.paused else 'on'}"
