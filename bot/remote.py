@@ -221,7 +221,8 @@ class _Scorer:
 class _Client:
     """POSTs JSON with a timeout, retries with backoff, a concurrency limit and the breaker."""
 
-    def __init__(self, settings: ModelSettings, breaker: Breaker) -> None:
+    def __init__(self, settings: ModelSettings, breaker: Breaker,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         assert settings.base_url
         self.settings = settings
         self.base_url = settings.base_url.rstrip("/") + "/"
@@ -229,6 +230,7 @@ class _Client:
         self.timeout = httpx.Timeout(settings.timeout_s, connect=min(settings.timeout_s, 5.0))
         self.headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"} if settings.api_key else {}
         self._http: httpx.AsyncClient | None = None
+        self._transport = transport
         self._slots = asyncio.Semaphore(settings.max_concurrency)
 
     @property
@@ -236,7 +238,7 @@ class _Client:
         if self._http is None:
             limits = httpx.Limits(max_connections=self.settings.max_concurrency)
             self._http = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout, headers=self.headers,
-                                           limits=limits)
+                                           limits=limits, transport=self._transport)
         return self._http
 
     async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -288,7 +290,9 @@ class RemoteEngine:
     """The Engine protocol over an OpenAI-compatible server."""
 
     def __init__(self, settings: ModelSettings, sentiment: SentimentSettings,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 transports: tuple[httpx.AsyncBaseTransport, httpx.BaseTransport] | None = None) -> None:
+        """`transports` (async, sync) replace the network in tests."""
         assert settings.base_url
         self.settings = settings
         self.base_url = settings.base_url
@@ -296,7 +300,8 @@ class RemoteEngine:
         self.model = settings.name or ""
         self.name = f"{self.model or 'served model'} via {self.base_url}"
         self.breaker = Breaker(settings.breaker_failures, settings.breaker_reset_s, monotonic)
-        self.client = _Client(settings, self.breaker)
+        self.client = _Client(settings, self.breaker, transports[0] if transports else None)
+        self._sync_transport = transports[1] if transports else None
         self.batch = True  # several prompts per completions request; off where the server refuses lists
         self.unknown = 0  # moods that could not be scored while the server was down
         words = [prompts.LABEL_WORDS[label] for label in LABELS]
@@ -310,7 +315,7 @@ class RemoteEngine:
         server without log-probabilities. A server that is down only opens the breaker."""
         try:
             with httpx.Client(base_url=self.client.base_url, timeout=self.client.timeout,
-                              headers=self.client.headers) as http:
+                              headers=self.client.headers, transport=self._sync_transport) as http:
                 if not self.model:
                     listed = http.get("models")
                     listed.raise_for_status()
