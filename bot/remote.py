@@ -25,7 +25,7 @@ import httpx
 from bot import prompts
 from bot.config import ModelSettings, SentimentSettings
 from bot.domain import ChatTurn, Label, Sentiment, Strategy
-from bot.errors import EngineError, EngineTimeout, MoodbotError
+from bot.errors import EngineError, EngineTimeout
 from bot.text import clean_reply
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,8 @@ class ServerUnavailable(EngineError):
     """The model server did not answer (or the breaker is open): the caller falls back."""
 
 
-class NoLogprobs(MoodbotError):
-    """The server answers but returns no token log-probabilities, so mood cannot be scored."""
+class NoLogprobs(EngineError):
+    """The server answers but returns no token log-probabilities, so mood cannot be scored (refused at start)."""
 
 
 class Breaker:
@@ -86,6 +86,10 @@ class Breaker:
                 log.warning("model server failing (%s); circuit open for %g s", error, self.reset_s)
                 self.down_since = datetime.now(timezone.utc)
             self.opened_at = self._monotonic()
+
+    def abandon(self) -> None:
+        """A trial request was cancelled before it could tell: let the next one try."""
+        self._trial = False
 
     def open(self, error: str) -> None:
         self.failed = self.failures - 1
@@ -245,6 +249,14 @@ class _Client:
         breaker = self.breaker
         if not breaker.allow():
             raise ServerUnavailable(f"the model server is down ({breaker.last_error}); circuit open")
+        try:
+            return await self._post(path, body)
+        except asyncio.CancelledError:
+            breaker.abandon()
+            raise
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        breaker = self.breaker
         error = ""
         async with self._slots:
             for attempt in range(self.settings.retries + 1):
@@ -267,7 +279,10 @@ class _Client:
                     raise EngineError(f"the model server refused the request: HTTP {response.status_code} "
                                       f"{response.text[:300]}")
                 breaker.success()
-                result: dict[str, Any] = response.json()
+                try:
+                    result: dict[str, Any] = response.json()
+                except ValueError as exc:
+                    raise EngineError(f"the model server's answer is not JSON: {response.text[:200]}") from exc
                 return result
         breaker.failure(error)
         if error.startswith("no answer"):
