@@ -65,10 +65,10 @@ class CommandStage:
         # with several bot processes on one database, the answer comes from the one that got the message
         backend = getattr(s.engine, "status", None)
         return (
-            f"Process {process_name()} · {backend() if backend else 'local model in this process'}\n"
             f"Up {_duration(s.clock.now() - s.state.started_at)} · model: {s.state.model_name}\n"
             f"Today: {sum(counts.values())} messages, {moods}\n"
-            f"Open alerts: {len(open_alerts)} · auto-replies: {'paused' if s.state.paused else 'on'}"
+            f"Open alerts: {len(open_alerts)} · auto-replies: {'paused' if s.state.paused else 'on'}\n"
+            f"Process {process_name()} · {backend() if backend else 'local model in this process'}"
         )
 
     async def mood(self, args: list[str]) -> str:

@@ -82,8 +82,8 @@ async def test_labels_agree_with_the_local_label_token_path(llama_server: LlamaS
     assert agree >= MIN_AGREE and worst <= MAX_PROB_DIFF, detail
 
 
-async def test_server_down_falls_back_then_recovers(embedded_gguf_path: Any, clock: Any, store: Any) -> None:
-    server = LlamaServer(embedded_gguf_path)
+async def test_server_down_falls_back_then_recovers(llama_server: LlamaServer, clock: Any, store: Any) -> None:
+    server = LlamaServer(llama_server.gguf)  # a server of its own, to stop and start again
     server.start()
     try:
         now = [0.0]
