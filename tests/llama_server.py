@@ -31,11 +31,13 @@ def available() -> bool:
 class LlamaServer:
     """`python -m llama_cpp.server` in a child process; start() waits until /v1/models answers."""
 
-    def __init__(self, gguf: Path, port: int | None = None, threads: int = 2, n_ctx: int = 2048) -> None:
+    def __init__(self, gguf: Path, port: int | None = None, threads: int = 2, n_ctx: int = 2048,
+                 extra: tuple[str, ...] = ()) -> None:
         self.gguf = gguf
         self.port = port or free_port()
         self.threads = threads
         self.n_ctx = n_ctx
+        self.extra = extra
         self.process: subprocess.Popen[bytes] | None = None
         self.log = Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
 
@@ -49,6 +51,7 @@ class LlamaServer:
             "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.n_ctx),
             "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads),
             "--logits_all", "true",  # the completions API returns log-probabilities only with it
+            *self.extra,
         ]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,

@@ -33,11 +33,12 @@ FIXED = [
     ("Thank you so much, this made my day!", Label.POSITIVE),
     ("快递到了吗？", Label.NEUTRAL),
 ]
-# labels that must agree with the local path, of len(FIXED); and the largest difference in a
-# calibrated probability. The two runtimes differ: llama.cpp computes on the Q4_K_M weights, the
-# local engine on weights dequantized from them and re-quantized to int8 (see test_labels_agree...).
-MIN_AGREE = 10
-MAX_PROB_DIFF = 0.25
+# The tolerance against the local label-token path: labels agree on at least 11 of the 12, and no
+# calibrated probability differs by more than 0.15. The runtimes differ: llama.cpp computes on the
+# Q4_K_M weights, the local engine on weights dequantized from them and re-quantized to int8, and
+# the API path sees only the top 20 tokens. Measured here: 12 of 12 agree, largest difference 0.074.
+MIN_AGREE = 11
+MAX_PROB_DIFF = 0.15
 
 
 def remote(url: str, **settings: Any) -> RemoteEngine:
