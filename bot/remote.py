@@ -236,6 +236,7 @@ class _Client:
         self._http: httpx.AsyncClient | None = None
         self._transport = transport
         self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self._closing: asyncio.Task[None] | None = None
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -295,8 +296,7 @@ class _Client:
             return
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:
-            asyncio.run(client.aclose())
+        except RuntimeError:  # no loop any more: the connections close with the process
             return
         self._closing = loop.create_task(client.aclose())
 
