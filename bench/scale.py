@@ -208,6 +208,12 @@ def write(levels: list[Level], args: argparse.Namespace) -> None:
         "The server backend pays off on a separate GPU box (vLLM batches concurrent requests), where the "
         "bot processes only wait on the network.",
         "",
+        "A cost particular to llama-cpp-python's server: it returns log-probabilities only when started with "
+        "`--logits_all true`, which computes the output layer (262k rows for Gemma) at every prompt token, and "
+        "it keeps one prompt's state, so a mood request after a reply or a crisis check evaluates its whole "
+        "prefix again (5 to 7 s on this machine while it was busy, against about 1 s when the prefix is kept). "
+        "vLLM keeps every prefix in its cache and computes log-probabilities for the answer token only.",
+        "",
     ]
     OUT.write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {OUT}")
