@@ -338,7 +338,16 @@ class RemoteEngine:
                     self.name = f"{self.model} via {self.base_url}"
                 for scorer in (self.mood, self.crisis):
                     scorer.bias = content_free_bias(self._check_scorer(http, scorer))
-        except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+        except httpx.HTTPStatusError as exc:
+            code = exc.response.status_code
+            if code < 500 and code not in RETRY_STATUS:  # a wrong model name or key: say so now, not later
+                raise EngineError(f"the model server at {self.base_url} refused the start-up check: HTTP {code} "
+                                  f"{exc.response.text[:300]}") from None
+            self.breaker.open(f"HTTP {code}")
+            log.warning("the model server at %s answers HTTP %d: starting anyway; replies fall back and moods "
+                        "stay unknown until it answers", self.base_url, code)
+            return
+        except httpx.TransportError as exc:
             self.breaker.open(f"{exc.__class__.__name__}: {exc}")
             log.warning("the model server at %s does not answer (%s): starting anyway; replies fall back and "
                         "moods stay unknown until it does", self.base_url, exc)

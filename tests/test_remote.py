@@ -130,6 +130,17 @@ def test_a_server_without_logprobs_is_refused_at_start() -> None:
         engine_for(FakeServer(logprobs=False))
 
 
+def test_a_refused_start_up_check_is_an_error_that_says_so() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json={"error": "model 'nope' not found"})
+
+    transport = httpx.MockTransport(refuse)
+    engine = RemoteEngine(ModelSettings(backend="openai", base_url=URL, name="nope"), SentimentSettings(),
+                          transports=(transport, transport))
+    with pytest.raises(EngineError, match="HTTP 404.*not found"):
+        engine.check()
+
+
 def test_a_server_down_at_start_opens_the_breaker() -> None:
     server = FakeServer()
     server.down = True
