@@ -12,7 +12,6 @@ from bot.app import Application
 from bot.config import ModelSettings, SentimentSettings, Settings
 from bot.domain import ChatTurn, Label, Strategy
 from bot.remote import RemoteEngine
-from bot.text import detect_lang
 from tests.fakes import RecordingSender, make_message
 from tests.llama_server import LlamaServer
 
@@ -103,8 +102,9 @@ async def test_server_down_falls_back_then_recovers(llama_server: LlamaServer, c
             await app.process(make_message(text, sender_id=who, chat_id=who, sent_at=clock.now()))
             return [m.text for m in sender.sent[before:]]
 
-        [first] = await say("I failed my exam and I feel awful.")
-        assert first != settings.reply.fallback["en"] and detect_lang(first) == "en"
+        # whether the reply guard keeps a 270M model's reply is not the point here: that the server answers is
+        await say("I failed my exam and I feel awful.")
+        assert len(store.moods("alice")) == 1 and engine.breaker.state == "closed"
         server.stop()
         assert await say("Still feeling awful today.") == [settings.reply.fallback["en"]]
         assert engine.breaker.state == "open"
@@ -113,8 +113,9 @@ async def test_server_down_falls_back_then_recovers(llama_server: LlamaServer, c
         assert len(store.moods("alice")) == 1  # the unknown mood was not recorded as a guess
         server.start()  # the same port
         now[0] = 6  # past breaker_reset_s
-        [back] = await say("Thanks, I feel a bit better now.")
-        assert back != settings.reply.fallback["en"]
+        await say("Thanks, I feel a bit better now.")
+        assert engine.breaker.state == "closed"
+        assert (await engine.generate([ChatTurn("user", "Thanks!")], Strategy.PLAIN, "en", "Reply in English.")).strip()
         [status] = await say("#status", who="boss")
         assert ": up" in status and len(store.moods("alice")) == 2
         await app.stop()
