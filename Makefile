@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e .
 	touch $@
 
+# llama-cpp-python for the `server` tests, from the machine's wheel cache when .ci/llama-wheel built it
 $(DEV_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[dev]'
+	@if ls $$HOME/.cache/moodbot/wheels/llama_cpp_python-*.whl >/dev/null 2>&1; then .ci/llama-wheel $(PY); fi
 	touch $@
 
 # the mock Wechaty gateway for the end-to-end tests and the demo (pinned by package-lock.json)

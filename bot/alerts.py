@@ -103,8 +103,8 @@ class Alerter:
         return result.ok
 
     async def dispatch(self, alert: Alert) -> Alert:
-        """Store the alert first, then deliver it."""
-        alert_id = await self.store.create_alert(alert)
+        """Store the alert first (unless the escalation already stored it), then deliver it."""
+        alert_id = alert.alert_id if alert.alert_id is not None else await self.store.create_alert(alert)
         stored = replace(alert, alert_id=alert_id)
         await self.deliver(stored)
         return stored

@@ -38,7 +38,14 @@ log = logging.getLogger(__name__)
 
 
 def build_engine(settings: Settings) -> Engine:
-    """Load the one model and wrap it for async use (imports torch, so it is done only when needed)."""
+    """Load the one model and wrap it for async use (imports torch, so it is done only when needed),
+    or, with model.backend openai, reach the served model (checked and calibrated at start)."""
+    if settings.model.backend == "openai":
+        from bot.remote import RemoteEngine
+
+        remote = RemoteEngine(settings.model, settings.sentiment)
+        remote.check()
+        return remote
     from bot.model.engine import AsyncEngine, ModelEngine
     from bot.model.loader import load_model
 

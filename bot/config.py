@@ -22,7 +22,7 @@ from bot.errors import ConfigError
 ENV_PREFIX = "MOODBOT__"
 # secrets from the environment are taken as they are, not read as YAML: a password such as
 # "123456789", "yes" or "pass: word" must not turn into a number, a boolean or a mapping
-LITERAL_ENV_KEYS = {"password", "password_hash", "session_secret", "webhook_secret", "token"}
+LITERAL_ENV_KEYS = {"password", "password_hash", "session_secret", "webhook_secret", "token", "api_key"}
 
 
 _T = TypeVar("_T")
@@ -66,6 +66,23 @@ class ModelSettings(Section):
     max_new_tokens: int = Field(default=64, ge=1, le=1024)
     max_reply_chars: int = Field(default=400, ge=20, le=10_000)
     classify_batch_size: int = Field(default=16, ge=1, le=256)
+    # local: the in-process model above; openai: a served model behind an OpenAI-compatible API
+    # (vLLM, the llama.cpp server, Ollama) that returns token log-probabilities (bot/remote.py)
+    backend: Literal["local", "openai"] = "local"
+    base_url: str | None = None  # e.g. http://gpu-box:8000/v1
+    name: str | None = None  # the served model's name; null: the first one the server lists
+    api_key: SecretStr | None = None  # better set as MOODBOT__MODEL__API_KEY; never logged
+    max_concurrency: int = Field(default=8, ge=1, le=1024)  # requests in flight from this process
+    retries: int = Field(default=2, ge=0, le=10)  # per request, with exponential backoff
+    breaker_failures: int = Field(default=3, ge=1, le=100)  # failed requests in a row that open the breaker
+    breaker_reset_s: float = Field(default=30.0, gt=0, le=3600)  # how long it stays open before a trial call
+    top_logprobs: int = Field(default=20, ge=2, le=100)  # vLLM and Ollama allow up to 20
+
+    @model_validator(mode="after")
+    def _url_for_openai(self) -> "ModelSettings":
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("model.base_url is required when model.backend is openai")
+        return self
 
 
 class SentimentSettings(Section):

@@ -65,6 +65,9 @@ class AsyncStore:
     async def find_contact(self, name_or_id: str) -> tuple[str, str] | None:
         return await asyncio.to_thread(self.sync.find_contact, name_or_id)
 
+    async def claim_job(self, name: str, slot: str, holder: str, at: datetime) -> bool:
+        return await asyncio.to_thread(self.sync.claim_job, name, slot, holder, at)
+
     async def state(self, contact_id: str) -> ContactState:
         return await asyncio.to_thread(self.sync.state, contact_id)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -31,8 +32,10 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from bot.config import StoreSettings
 from bot.domain import Alert, ChatTurn, ContactState, Label, MoodPoint
@@ -79,6 +82,9 @@ alerts = Table(
     Column("acked_at", DateTime(timezone=True), nullable=True),
     Column("reminded_at", DateTime(timezone=True), nullable=True),
     Column("kind", String(16), nullable=False, default="mood"),  # mood | handoff (schema v2)
+    # schema v4: "<contact>#<n>" for the contact's n-th escalation alert (NULL for hand-offs); unique, so
+    # two processes deciding from the same contact state cannot both store an alert
+    Column("episode", String(200), nullable=True),
 )
 contacts = Table(
     "contacts", metadata,
@@ -88,6 +94,7 @@ contacts = Table(
     Column("last_alert_at", DateTime(timezone=True), nullable=True),
     Column("muted_until", DateTime(timezone=True), nullable=True),
     Column("last_severity", String(16), nullable=True),
+    Column("alerts_raised", Integer, nullable=False, default=0, server_default="0"),  # schema v4: the episode counter
 )
 
 
@@ -108,6 +115,15 @@ flags = Table(
     Column("value", String(256), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+# schema v4: a scheduled job's last run, claimed by one process with a compare-and-set on `slot`
+job_runs = Table(
+    "job_runs", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("slot", String(64), nullable=False),  # sortable: the day for daily jobs, the interval number else
+    Column("holder", String(200), nullable=False),
+    Column("claimed_at", DateTime(timezone=True), nullable=False),
+)
+alert_episode = Index("ux_alerts_episode", alerts.c.episode, unique=True)
 # covers the dashboard's per-day and per-contact trend aggregates, so they never read the table itself
 mood_at_cover = Index("ix_mood_points_at_cover", mood_points.c.at, mood_points.c.label, mood_points.c.contact_id,
                       mood_points.c.confidence)
@@ -130,7 +146,17 @@ def _v3(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE alerts ADD COLUMN kind VARCHAR(16) NOT NULL DEFAULT 'mood'"))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3]
+def _v4(conn: Connection) -> None:
+    # several bot processes on one database: one alert per contact episode, scheduled jobs run once
+    if "episode" not in {column["name"] for column in inspect(conn).get_columns("alerts")}:
+        conn.execute(text("ALTER TABLE alerts ADD COLUMN episode VARCHAR(200)"))
+    if "alerts_raised" not in {column["name"] for column in inspect(conn).get_columns("contacts")}:
+        conn.execute(text("ALTER TABLE contacts ADD COLUMN alerts_raised INTEGER NOT NULL DEFAULT 0"))
+    alert_episode.create(conn, checkfirst=True)
+    job_runs.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4]
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -202,24 +228,8 @@ class Store:
 
     def moods(self, contact_id: str | None = None, since: datetime | None = None, limit: int | None = None) -> list[MoodPoint]:
         """Mood points, newest last."""
-        query = select(mood_points)
-        if contact_id is not None:
-            query = query.where(mood_points.c.contact_id == contact_id)
-        if since is not None:
-            query = query.where(mood_points.c.at >= since)
-        query = query.order_by(mood_points.c.at.desc(), mood_points.c.id.desc())
-        if limit is not None:
-            query = query.limit(limit)
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [
-            MoodPoint(
-                contact_id=r.contact_id, chat_id=r.chat_id, at=_utc(r.at) or r.at, label=Label(r.label),
-                confidence=r.confidence, message_id=r.message_id, excerpt=r.excerpt,
-                contact_name=r.contact_name, is_group=r.is_group, text=r.text,
-            )
-            for r in reversed(rows)
-        ]
+            return _moods(conn, contact_id, since, limit)
 
     def mood_counts(self, since: datetime) -> dict[str, int]:
         query = select(mood_points.c.label, func.count()).where(mood_points.c.at >= since).group_by(mood_points.c.label)
@@ -244,9 +254,90 @@ class Store:
             row = conn.execute(select(contacts).where(contacts.c.contact_id == contact_id)).first()
         if row is None:
             return ContactState(contact_id)
-        return ContactState(
-            contact_id, bool(row.armed), _utc(row.last_alert_at), _utc(row.muted_until), row.last_severity
-        )
+        return _state(row)
+
+    # --- escalation: one transaction per message, the contact's row locked ------------------------
+
+    def _insert_ignore(self, table: Table, **values: Any) -> Any:
+        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        return insert(table).values(**values).on_conflict_do_nothing()
+
+    def _lock_contact(self, conn: Connection, contact_id: str, name: str) -> Any:
+        """The contact's row, created if missing and locked until the transaction ends.
+
+        PostgreSQL: SELECT ... FOR UPDATE, so another process's escalation for this contact waits.
+        SQLite: the insert makes this a write transaction, which holds the database's one write lock."""
+        conn.execute(self._insert_ignore(contacts, contact_id=contact_id, name=name, armed=True, alerts_raised=0))
+        query = select(contacts).where(contacts.c.contact_id == contact_id)
+        if self.engine.dialect.name == "postgresql":
+            query = query.with_for_update()
+        row = conn.execute(query).one()
+        if name and row.name != name:
+            conn.execute(contacts.update().where(contacts.c.contact_id == contact_id).values(name=name))
+        return row
+
+    def escalate(
+        self,
+        point: MoodPoint,
+        score_points: int,
+        window_start: datetime,
+        rule: Callable[[ContactState, list[MoodPoint], list[MoodPoint]], tuple[ContactState, Alert | None]],
+    ) -> Alert | None:
+        """Record a mood point and apply `rule` to the contact's state in one transaction.
+
+        `rule(state, recent, in_window)` returns the new state and the alert to raise, if any. The alert
+        is stored here, under the unique episode key `<contact>#<n>` where n counts the contact's alerts:
+        with the row lock two processes never decide from the same state, and without it (a bug, or a
+        database that ignores FOR UPDATE) the key still lets only one of them store its alert. Returns
+        the stored alert (with its id), or None."""
+        with self.engine.begin() as conn:
+            row = self._lock_contact(conn, point.contact_id, point.contact_name)
+            conn.execute(mood_points.insert().values(
+                contact_id=point.contact_id, contact_name=point.contact_name, chat_id=point.chat_id,
+                is_group=point.is_group, at=point.at, label=point.label.value, confidence=point.confidence,
+                message_id=point.message_id, excerpt=point.excerpt[: self.excerpt_chars],
+                text=point.text if self.keep_text else None,
+            ))
+            recent = _moods(conn, point.contact_id, None, score_points)
+            in_window = _moods(conn, point.contact_id, window_start, None)
+            state = _state(row)
+            new_state, alert = rule(state, recent, in_window)
+            raised = int(row.alerts_raised or 0)
+            if alert is not None:
+                episode = f"{point.contact_id}#{raised + 1}"
+                try:
+                    with conn.begin_nested():
+                        alert_id = self._insert_alert(conn, alert, episode)
+                except IntegrityError:
+                    log.warning("alert %s for %s was already raised by another process", episode, point.contact_id)
+                    return None
+                alert = replace(alert, alert_id=alert_id)
+                raised += 1
+            if new_state != state or alert is not None:
+                conn.execute(contacts.update().where(contacts.c.contact_id == point.contact_id).values(
+                    armed=new_state.armed, last_alert_at=new_state.last_alert_at, muted_until=new_state.muted_until,
+                    last_severity=new_state.last_severity, alerts_raised=raised,
+                ))
+            return alert
+
+    # --- scheduled jobs across processes ------------------------------------------------------------
+
+    def claim_job(self, name: str, slot: str, holder: str, at: datetime) -> bool:
+        """True for exactly one caller per (job, slot): a compare-and-set on the job's row, so a job
+        scheduled in several processes runs once. Slots must sort in time order (same format per job)."""
+        with self.engine.begin() as conn:
+            conn.execute(self._insert_ignore(job_runs, name=name, slot="", holder="", claimed_at=at))
+            done = conn.execute(
+                job_runs.update().where(job_runs.c.name == name, job_runs.c.slot < slot)
+                .values(slot=slot, holder=holder[:200], claimed_at=at)
+            ).rowcount
+        return bool(done)
+
+    def job_holder(self, name: str) -> tuple[str, str] | None:
+        """(slot, holder) of a job's last claimed run."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(job_runs.c.slot, job_runs.c.holder).where(job_runs.c.name == name)).first()
+        return (row.slot, row.holder) if row else None
 
     def save_state(self, state: ContactState) -> None:
         with self.engine.begin() as conn:
@@ -280,12 +371,15 @@ class Store:
 
     def create_alert(self, alert: Alert) -> int:
         with self.engine.begin() as conn:
-            result = conn.execute(alerts.insert().values(
-                contact_id=alert.contact_id, contact_name=alert.contact_name, chat_id=alert.chat_id,
-                severity=alert.severity, reason=alert.reason, excerpts=json.dumps(list(alert.excerpts), ensure_ascii=False),
-                trend=json.dumps(list(alert.trend)), created_at=alert.created_at, kind=alert.kind,
-            ))
-            return int(result.inserted_primary_key[0])  # type: ignore[index]
+            return self._insert_alert(conn, alert, None)
+
+    def _insert_alert(self, conn: Connection, alert: Alert, episode: str | None) -> int:
+        result = conn.execute(alerts.insert().values(
+            contact_id=alert.contact_id, contact_name=alert.contact_name, chat_id=alert.chat_id,
+            severity=alert.severity, reason=alert.reason, excerpts=json.dumps(list(alert.excerpts), ensure_ascii=False),
+            trend=json.dumps(list(alert.trend)), created_at=alert.created_at, kind=alert.kind, episode=episode,
+        ))
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def mark_delivered(self, alert_id: int, at: datetime) -> None:
         with self.engine.begin() as conn:
@@ -373,6 +467,30 @@ class Store:
                 alerts.delete().where(alerts.c.created_at < before, alerts.c.acked_at.is_not(None))
             ).rowcount
         return int(removed)
+
+
+def _state(row: Any) -> ContactState:
+    return ContactState(row.contact_id, bool(row.armed), _utc(row.last_alert_at), _utc(row.muted_until), row.last_severity)
+
+
+def _moods(conn: Connection, contact_id: str | None, since: datetime | None, limit: int | None) -> list[MoodPoint]:
+    query = select(mood_points)
+    if contact_id is not None:
+        query = query.where(mood_points.c.contact_id == contact_id)
+    if since is not None:
+        query = query.where(mood_points.c.at >= since)
+    query = query.order_by(mood_points.c.at.desc(), mood_points.c.id.desc())
+    if limit is not None:
+        query = query.limit(limit)
+    rows = conn.execute(query).all()
+    return [
+        MoodPoint(
+            contact_id=r.contact_id, chat_id=r.chat_id, at=_utc(r.at) or r.at, label=Label(r.label),
+            confidence=r.confidence, message_id=r.message_id, excerpt=r.excerpt,
+            contact_name=r.contact_name, is_group=r.is_group, text=r.text,
+        )
+        for r in reversed(rows)
+    ]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

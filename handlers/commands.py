@@ -13,12 +13,13 @@ from bot.alerts import alert_line
 from bot.clock import start_of_day
 from bot.domain import LABEL_EMOJI, Label, Turn, reply_to
 from bot.errors import StopPipeline
+from bot.process import process_name
 from bot.protocols import AsyncStore, Clock
 from bot.state import BotState
 
 HELP = (
     "Commands:\n"
-    "#status: uptime, model, today's moods, open alerts\n"
+    "#status: process, model, uptime, moods, alerts\n"
     "#mood <name>: a contact's recent mood trend\n"
     "#alerts: open alerts\n"
     "#ack <id>: acknowledge an alert\n"
@@ -35,8 +36,10 @@ def _duration(delta: timedelta) -> str:
 class CommandStage:
     name = "commands"
 
-    def __init__(self, admin_ids: list[str], store: AsyncStore, clock: Clock, state: BotState, tz: tzinfo | None) -> None:
+    def __init__(self, admin_ids: list[str], store: AsyncStore, clock: Clock, state: BotState, tz: tzinfo | None,
+                 backend: Callable[[], str] = lambda: "local model in this process") -> None:
         self.admins = set(admin_ids)
+        self.backend = backend  # one line on where the model runs and whether it answers (#status)
         self.store = store
         self.clock = clock
         self.state = state
@@ -65,10 +68,12 @@ class CommandStage:
         counts = await self.store.mood_counts(start_of_day(self.clock.now(), self.tz))
         open_alerts = await self.store.open_alerts()
         moods = " ".join(f"{LABEL_EMOJI[label]} {counts.get(label.value, 0)}" for label in Label)
+        # with several bot processes on one database, the answer comes from the one that got the message
         return (
             f"Up {_duration(self.clock.now() - self.state.started_at)} · model: {self.state.model_name}\n"
             f"Today: {sum(counts.values())} messages, {moods}\n"
-            f"Open alerts: {len(open_alerts)} · auto-replies: {'paused' if turn.paused else 'on'}"
+            f"Open alerts: {len(open_alerts)} · auto-replies: {'paused' if turn.paused else 'on'}\n"
+            f"Process {process_name()} · {self.backend()}"
         )
 
     async def mood(self, turn: Turn, args: list[str]) -> str:

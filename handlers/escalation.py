@@ -9,9 +9,12 @@ negative message) alerts at once with the highest severity. Moods are per speake
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Iterator
 
 from bot.config import DEFAULT_CRISIS_PHRASES, AlertSettings, EscalationSettings
 from bot.domain import Alert, ContactState, Label, MoodPoint, Turn
@@ -91,8 +94,42 @@ def decide(
     return replace(state, armed=False, last_alert_at=now, last_severity=severity), severity, "; ".join(reasons)
 
 
+class ContactLocks:
+    """One thread lock per contact (escalation runs on worker threads), dropped when nobody holds it.
+
+    Within a process this keeps a contact's escalations in order without a database round trip;
+    across processes the store's row lock does the same."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextlib.contextmanager
+    def hold(self, contact_id: str) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(contact_id, (threading.Lock(), 0))
+            self._locks[contact_id] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[contact_id]
+                if users <= 1:
+                    del self._locks[contact_id]
+                else:
+                    self._locks[contact_id] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
 class EscalationStage:
-    """Records the mood point of every classified message, then applies the rules."""
+    """Records the mood point of every classified message, then applies the rules.
+
+    For one contact this is atomic, also across bot processes sharing a database: the store records
+    the point, reads the history and state, and saves the decision and the alert in one transaction
+    with the contact's row locked (Store.escalate)."""
 
     name = "escalation"
 
@@ -101,6 +138,7 @@ class EscalationStage:
         self.clock = clock
         self.settings = settings
         self.alerts = alerts
+        self.locks = ContactLocks()
 
     def _evaluate(self, turn: Turn) -> Alert | None:
         message, sentiment = turn.message, turn.sentiment
@@ -111,21 +149,21 @@ class EscalationStage:
             confidence=sentiment.confidence, message_id=message.message_id, excerpt=turn.text,
             contact_name=message.sender_name, is_group=message.is_group, text=turn.text,
         )
-        self.store.add_mood(point)
-        recent = self.store.moods(message.sender_id, limit=self.settings.score_points)
-        in_window = self.store.moods(message.sender_id, since=now - timedelta(minutes=self.settings.window_minutes))
-        state = self.store.state(message.sender_id)
-        new_state, severity, reason = decide(state, recent, in_window, turn.crisis, now, self.settings)
-        if new_state != state:
-            self.store.save_state(new_state)
-        if severity is None:
-            return None
-        shown = recent[-self.alerts.excerpts :] if self.alerts.excerpts else []
-        return Alert(
-            contact_id=message.sender_id, chat_id=message.chat_id, severity=severity, reason=reason,
-            excerpts=tuple(p.excerpt for p in shown), trend=tuple(p.label.value for p in recent),
-            created_at=now, contact_name=message.sender_name,
-        )
+
+        def rule(state: ContactState, recent: list[MoodPoint], in_window: list[MoodPoint]) -> tuple[ContactState, Alert | None]:
+            new_state, severity, reason = decide(state, recent, in_window, turn.crisis, now, self.settings)
+            if severity is None:
+                return new_state, None
+            shown = recent[-self.alerts.excerpts :] if self.alerts.excerpts else []
+            return new_state, Alert(
+                contact_id=message.sender_id, chat_id=message.chat_id, severity=severity, reason=reason,
+                excerpts=tuple(p.excerpt for p in shown), trend=tuple(p.label.value for p in recent),
+                created_at=now, contact_name=message.sender_name,
+            )
+
+        window_start = now - timedelta(minutes=self.settings.window_minutes)
+        with self.locks.hold(message.sender_id):
+            return self.store.escalate(point, self.settings.score_points, window_start, rule)
 
     async def __call__(self, turn: Turn) -> None:
         if turn.sentiment is None or turn.sentiment.confidence == 0.0 and not turn.crisis:

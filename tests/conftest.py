@@ -91,3 +91,32 @@ def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]
             conn.execute(text("TRUNCATE mood_points, memory, alerts, contacts RESTART IDENTITY"))
     yield db
     db.close()
+
+
+@pytest.fixture(scope="session")
+def embedded_gguf_path() -> Path:
+    from bot.config import ModelSettings
+    from bot.model.loader import embedded_gguf
+
+    return embedded_gguf(Path(ModelSettings().cache_dir).expanduser())
+
+
+@pytest.fixture(scope="session")
+def llama_server(embedded_gguf_path: Path) -> Iterator[Any]:
+    """The llama.cpp server (llama-cpp-python) serving the embedded GGUF on a free loopback port.
+
+    Skipped where llama-cpp-python is not installed, unless MOODBOT_REQUIRE_LLAMA_SERVER is set (CI)."""
+    import os
+
+    from tests.llama_server import LlamaServer, available
+
+    if not available():
+        if os.environ.get("MOODBOT_REQUIRE_LLAMA_SERVER"):
+            raise RuntimeError("llama-cpp-python[server] is not installed (.ci/llama-wheel installs it)")
+        pytest.skip("llama-cpp-python[server] is not installed (.ci/llama-wheel builds and installs it)")
+    server = LlamaServer(embedded_gguf_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

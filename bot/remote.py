@@ -1,0 +1,427 @@
+"""The model behind an OpenAI-compatible server (vLLM, the llama.cpp server, Ollama): `model.backend: openai`.
+
+Mood and the crisis check are scored exactly as the local label-token path scores them (bot/engine.py
+`_Scorer`): a one-token completion of the same few-shot prompt, read through its top log-probabilities
+(each label's first-token probability, summed over spellings of the label's first token, renormalised
+over the labels), then contextual calibration on the content-free inputs. Replies are chat completions.
+
+Every request has a timeout, is retried with exponential backoff, waits for a slot under a concurrency
+limit and passes a circuit breaker: while the server is down, calls fail at once with EngineError, so
+the stages fall back (an unknown mood, the fallback reply) and #status says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, Sequence
+
+import httpx
+
+from bot import prompts
+from bot.config import ModelSettings, SentimentSettings
+from bot.domain import ChatTurn, Label, Sentiment, Strategy
+from bot.errors import EngineError, EngineTimeout
+from bot.text import clean_reply
+
+log = logging.getLogger(__name__)
+
+LABELS = (Label.POSITIVE, Label.NEGATIVE, Label.NEUTRAL)
+RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+BACKOFF_S = 0.5
+
+
+class ServerUnavailable(EngineError):
+    """The model server did not answer (or the breaker is open): the caller falls back."""
+
+
+class NoLogprobs(EngineError):
+    """The server answers but returns no token log-probabilities, so mood cannot be scored (refused at start)."""
+
+
+class Breaker:
+    """A circuit breaker: `failures` failed requests in a row open it for `reset_s`; then one trial
+    request is let through, and its success closes the breaker again."""
+
+    def __init__(self, failures: int, reset_s: float, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.failures = failures
+        self.reset_s = reset_s
+        self._monotonic = monotonic
+        self.failed = 0
+        self.opened_at: float | None = None
+        self.down_since: datetime | None = None
+        self.last_error = ""
+        self._trial = False
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        return "half-open" if self._monotonic() - self.opened_at >= self.reset_s else "open"
+
+    def allow(self) -> bool:
+        state = self.state
+        if state == "closed":
+            return True
+        if state == "half-open" and not self._trial:
+            self._trial = True  # one request tries the server; the others keep failing fast meanwhile
+            return True
+        return False
+
+    def success(self) -> None:
+        if self.opened_at is not None:
+            log.info("model server answers again; circuit closed")
+        self.failed, self.opened_at, self.down_since, self._trial = 0, None, None, False
+
+    def failure(self, error: str) -> None:
+        self.failed += 1
+        self.last_error = error
+        self._trial = False
+        if self.failed >= self.failures or self.opened_at is not None:
+            if self.opened_at is None:
+                log.warning("model server failing (%s); circuit open for %g s", error, self.reset_s)
+                self.down_since = datetime.now(timezone.utc)
+            self.opened_at = self._monotonic()
+
+    def abandon(self) -> None:
+        """A trial request was cancelled before it could tell: let the next one try."""
+        self._trial = False
+
+    def open(self, error: str) -> None:
+        self.failed = self.failures - 1
+        self.failure(error)
+
+
+def _owner(token: str, words: Sequence[str]) -> int | None:
+    """The answer word whose first token this token string may be (None when none or ambiguous)."""
+    core = token.strip().lower()
+    if not core:
+        return None
+    owners = [i for i, word in enumerate(words) if word.strip().lower().startswith(core)]
+    return owners[0] if len(owners) == 1 else None
+
+
+def word_probs(top: dict[str, float], words: Sequence[str]) -> list[float] | None:
+    """Probabilities over `words` from one position's top log-probabilities, renormalised over the words.
+
+    A word with no spelling among the top tokens gets the least listed probability: an upper bound,
+    which keeps the calibration's logarithms finite. None when no word is listed at all."""
+    sums = [0.0] * len(words)
+    for token, logprob in top.items():
+        index = _owner(token, words)
+        if index is not None and logprob is not None:
+            sums[index] += math.exp(logprob)
+    if not any(sums):
+        return None
+    floor = min(math.exp(lp) for lp in top.values() if lp is not None)
+    sums = [s or floor for s in sums]
+    total = sum(sums)
+    return [s / total for s in sums]
+
+
+def _top_logprobs(choice: dict[str, Any]) -> dict[str, float] | None:
+    """The first generated token's top log-probabilities from a completions choice, or None."""
+    logprobs = choice.get("logprobs") or {}
+    tops = logprobs.get("top_logprobs")
+    if tops and isinstance(tops[0], dict) and tops[0]:
+        return {str(k): float(v) for k, v in tops[0].items()}
+    content = logprobs.get("content")  # the chat-style shape some servers use for completions too
+    if content and content[0].get("top_logprobs"):
+        return {str(t["token"]): float(t["logprob"]) for t in content[0]["top_logprobs"]}
+    return None
+
+
+def calibrated(rows: list[list[float]], bias: list[float]) -> list[list[float]]:
+    """softmax(log p - bias) per row: the local _Scorer.probs."""
+    out = []
+    for row in rows:
+        logits = [math.log(max(p, 1e-30)) - b for p, b in zip(row, bias)]
+        top = max(logits)
+        exps = [math.exp(x - top) for x in logits]
+        total = sum(exps)
+        out.append([e / total for e in exps])
+    return out
+
+
+def content_free_bias(rows: list[list[float]]) -> list[float]:
+    """log of the mean probability over the content-free inputs: the prompt's own preference."""
+    return [math.log(max(sum(col) / len(col), 1e-30)) for col in zip(*rows)]
+
+
+def to_sentiment(probs: Sequence[float], min_confidence: float) -> Sentiment:
+    """The same rule as ModelEngine._to_sentiment: a weak non-neutral answer counts as neutral."""
+    scores = {label.value: round(float(p), 4) for label, p in zip(LABELS, probs)}
+    best = max(range(len(LABELS)), key=lambda i: probs[i])
+    label, confidence = LABELS[best], float(probs[best])
+    if label is not Label.NEUTRAL and confidence < min_confidence:
+        label, confidence = Label.NEUTRAL, 1.0 - confidence + float(probs[2])
+    return Sentiment(label, round(min(confidence, 1.0), 4), scores)
+
+
+class _Scorer:
+    """One few-shot prompt and its answer words, scored over the completions API."""
+
+    def __init__(self, engine: RemoteEngine, prefix: str, item: str, words: Sequence[str]) -> None:
+        self.engine = engine
+        self.prefix = prefix
+        self.item = item
+        self.words = tuple(words)
+        self.bias: list[float] | None = None
+        self._bias_lock = asyncio.Lock()
+
+    def prompt(self, text: str) -> str:
+        # the prefix is byte-identical in every request, so the server's prefix cache keeps it
+        return self.prefix + self.item.format(text=text.replace("\n", " "))
+
+    def parse(self, data: dict[str, Any], count: int) -> list[list[float]]:
+        choices = sorted(data.get("choices") or [], key=lambda c: int(c.get("index", 0)))
+        if len(choices) != count:
+            raise EngineError(f"the model server answered {len(choices)} choices for {count} prompts")
+        rows = []
+        for choice in choices:
+            top = _top_logprobs(choice)
+            if top is None:
+                raise NoLogprobs(
+                    f"the model server at {self.engine.base_url} returned no token log-probabilities, so mood "
+                    "cannot be scored by label probability. Use vLLM, the llama.cpp server, or Ollama 0.12.11 "
+                    "or newer (logprobs on the completions API); model.backend: local needs no server."
+                )
+            probs = word_probs(top, self.words)
+            if probs is None:
+                raise EngineError(f"none of {list(self.words)} among the top tokens {sorted(top)[:8]}")
+            rows.append(probs)
+        return rows
+
+    def body(self, texts: Sequence[str]) -> dict[str, Any]:
+        prompt: str | list[str] = [self.prompt(t) for t in texts] if len(texts) > 1 else self.prompt(texts[0])
+        return {"model": self.engine.model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0,
+                "logprobs": self.engine.settings.top_logprobs}
+
+    async def log_free(self, texts: Sequence[str]) -> list[list[float]]:
+        """Uncalibrated probabilities over the words, one row per text (batched when the server allows)."""
+        if not texts:
+            return []
+        engine = self.engine
+        if engine.batch and len(texts) > 1:
+            size = engine.settings.classify_batch_size
+            parts = [texts[i : i + size] for i in range(0, len(texts), size)]
+        else:
+            parts = [[t] for t in texts]
+        answers = await asyncio.gather(*(engine.client.post("completions", self.body(p)) for p in parts))
+        return [row for part, data in zip(parts, answers) for row in self.parse(data, len(part))]
+
+    async def probs(self, texts: Sequence[str]) -> list[list[float]]:
+        if self.bias is None:
+            async with self._bias_lock:
+                if self.bias is None:
+                    self.bias = content_free_bias(await self.log_free(prompts.CONTENT_FREE))
+        return calibrated(await self.log_free(texts), self.bias)
+
+
+class _Client:
+    """POSTs JSON with a timeout, retries with backoff, a concurrency limit and the breaker."""
+
+    def __init__(self, settings: ModelSettings, breaker: Breaker,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        assert settings.base_url
+        self.settings = settings
+        self.base_url = settings.base_url.rstrip("/") + "/"
+        self.breaker = breaker
+        self.timeout = httpx.Timeout(settings.timeout_s, connect=min(settings.timeout_s, 5.0))
+        self.headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"} if settings.api_key else {}
+        self._http: httpx.AsyncClient | None = None
+        self._transport = transport
+        self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self._closing: asyncio.Task[None] | None = None
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            limits = httpx.Limits(max_connections=self.settings.max_concurrency)
+            self._http = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout, headers=self.headers,
+                                           limits=limits, transport=self._transport)
+        return self._http
+
+    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        breaker = self.breaker
+        if not breaker.allow():
+            raise ServerUnavailable(f"the model server is down ({breaker.last_error}); circuit open")
+        try:
+            return await self._post(path, body)
+        except asyncio.CancelledError:
+            breaker.abandon()
+            raise
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        breaker = self.breaker
+        error = ""
+        async with self._slots:
+            for attempt in range(self.settings.retries + 1):
+                if attempt:
+                    await asyncio.sleep(BACKOFF_S * 2 ** (attempt - 1) * (0.5 + random.random()))
+                try:
+                    response = await self.http.post(path, json=body)
+                except httpx.TimeoutException as exc:
+                    error = f"no answer within {self.settings.timeout_s:g} s ({exc.__class__.__name__})"
+                    continue
+                except httpx.TransportError as exc:
+                    error = f"{exc.__class__.__name__}: {exc}"
+                    continue
+                if response.status_code in RETRY_STATUS:
+                    error = f"HTTP {response.status_code}"
+                    continue
+                if response.status_code >= 400:
+                    # our request is wrong, not the server down: no retry and no strike against it
+                    breaker.success()
+                    raise EngineError(f"the model server refused the request: HTTP {response.status_code} "
+                                      f"{response.text[:300]}")
+                breaker.success()
+                try:
+                    result: dict[str, Any] = response.json()
+                except ValueError as exc:
+                    raise EngineError(f"the model server's answer is not JSON: {response.text[:200]}") from exc
+                return result
+        breaker.failure(error)
+        if error.startswith("no answer"):
+            raise EngineTimeout(f"the model server gave {error}")
+        raise ServerUnavailable(f"the model server is unreachable: {error}")
+
+    def close(self) -> None:
+        client, self._http = self._http, None
+        if client is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop any more: the connections close with the process
+            return
+        self._closing = loop.create_task(client.aclose())
+
+
+class RemoteEngine:
+    """The Engine protocol over an OpenAI-compatible server."""
+
+    def __init__(self, settings: ModelSettings, sentiment: SentimentSettings,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 transports: tuple[httpx.AsyncBaseTransport, httpx.BaseTransport] | None = None) -> None:
+        """`transports` (async, sync) replace the network in tests."""
+        assert settings.base_url
+        self.settings = settings
+        self.base_url = settings.base_url
+        self.min_confidence = sentiment.min_confidence
+        self.model = settings.name or ""
+        self.name = f"{self.model or 'served model'} via {self.base_url}"
+        self.breaker = Breaker(settings.breaker_failures, settings.breaker_reset_s, monotonic)
+        self.client = _Client(settings, self.breaker, transports[0] if transports else None)
+        self._sync_transport = transports[1] if transports else None
+        self.batch = True  # several prompts per completions request; off where the server refuses lists
+        self.unknown = 0  # moods that could not be scored while the server was down
+        words = [prompts.LABEL_WORDS[label] for label in LABELS]
+        self.mood = _Scorer(self, prompts.CLASSIFY_PREFIX, prompts.CLASSIFY_ITEM, words)
+        self.crisis = _Scorer(self, prompts.CRISIS_PREFIX, prompts.CRISIS_ITEM, prompts.CRISIS_WORDS)
+
+    # --- start-up ----------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """At start: name the model, calibrate both scorers, learn whether batches work, and refuse a
+        server without log-probabilities. A server that is down only opens the breaker."""
+        try:
+            with httpx.Client(base_url=self.client.base_url, timeout=self.client.timeout,
+                              headers=self.client.headers, transport=self._sync_transport) as http:
+                if not self.model:
+                    listed = http.get("models")
+                    listed.raise_for_status()
+                    self.model = str(listed.json()["data"][0]["id"])
+                    self.name = f"{self.model} via {self.base_url}"
+                for scorer in (self.mood, self.crisis):
+                    scorer.bias = content_free_bias(self._check_scorer(http, scorer))
+        except httpx.HTTPStatusError as exc:
+            code = exc.response.status_code
+            if code < 500 and code not in RETRY_STATUS:  # a wrong model name or key: say so now, not later
+                raise EngineError(f"the model server at {self.base_url} refused the start-up check: HTTP {code} "
+                                  f"{exc.response.text[:300]}") from None
+            self.breaker.open(f"HTTP {code}")
+            log.warning("the model server at %s answers HTTP %d: starting anyway; replies fall back and moods "
+                        "stay unknown until it answers", self.base_url, code)
+            return
+        except httpx.TransportError as exc:
+            self.breaker.open(f"{exc.__class__.__name__}: {exc}")
+            log.warning("the model server at %s does not answer (%s): starting anyway; replies fall back and "
+                        "moods stay unknown until it does", self.base_url, exc)
+            return
+        log.info("model server %s: %s, %s", self.base_url, self.model,
+                 "batched scoring" if self.batch else "one prompt per scoring request")
+
+    def _check_scorer(self, http: httpx.Client, scorer: _Scorer) -> list[list[float]]:
+        texts = list(prompts.CONTENT_FREE)
+        if self.batch:
+            answer = http.post("completions", json=scorer.body(texts))
+            if answer.status_code < 400:
+                try:
+                    return scorer.parse(answer.json(), len(texts))
+                except NoLogprobs:
+                    raise
+                except EngineError:
+                    pass
+            self.batch = False  # e.g. llama-cpp-python's server takes one prompt per request
+        rows = []
+        for text in texts:
+            answer = http.post("completions", json=scorer.body([text]))
+            answer.raise_for_status()
+            rows += scorer.parse(answer.json(), 1)
+        return rows
+
+    # --- the Engine protocol ----------------------------------------------------------------------
+
+    async def classify_batch(self, texts: Sequence[str]) -> list[Sentiment]:
+        try:
+            rows = await self.mood.probs(texts)
+        except EngineError:
+            self.unknown += len(texts)
+            raise
+        return [to_sentiment(row, self.min_confidence) for row in rows]
+
+    async def classify(self, text: str) -> Sentiment:
+        return (await self.classify_batch([text]))[0]
+
+    async def crisis_score(self, text: str) -> float:
+        """Calibrated probability of " yes" to the crisis question."""
+        return float((await self.crisis.probs([text]))[0][0])
+
+    async def generate(
+        self,
+        history: list[ChatTurn],
+        strategy: Strategy,
+        lang: str,
+        system: str,
+        knowledge: Sequence[str] = (),
+        attempt: int = 0,
+    ) -> str:
+        if knowledge:
+            system = prompts.with_knowledge(system, knowledge)
+        stops = list(dict.fromkeys(prompts.stop_strings(lang)))[:4]  # the OpenAI API takes at most four
+        # asked again (the guard refused the last reply): sample instead of the greedy answer
+        body = {"model": self.model, "messages": prompts.chat_messages(system, history),
+                "max_tokens": self.settings.max_new_tokens, "temperature": 0.7 if attempt else 0.0,
+                "stop": stops}
+        data = await self.client.post("chat/completions", body)
+        try:
+            raw = data["choices"][0]["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError) as exc:
+            raise EngineError(f"the model server's reply has no message: {str(data)[:200]}") from exc
+        return clean_reply(raw, max_chars=self.settings.max_reply_chars)
+
+    def status(self) -> str:
+        """One line for #status: where the model is and whether it answers."""
+        breaker = self.breaker
+        if breaker.state == "closed":
+            return f"openai backend {self.base_url} ({self.model or '?'}): up"
+        since = breaker.down_since.strftime("%H:%M UTC") if breaker.down_since else "?"
+        return (f"openai backend {self.base_url}: DOWN since {since} ({breaker.last_error}); replies fall back, "
+                f"{self.unknown} moods unknown so far")
+
+    def close(self) -> None:
+        self.client.close()

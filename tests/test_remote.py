@@ -1,0 +1,225 @@
+"""The remote engine (model.backend: openai) against a scripted OpenAI-compatible server (no network):
+label-token scoring and calibration, batching, the breaker, fallback and recovery, #status, start-up."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import httpx
+import pytest
+
+from bot import prompts
+from bot.app import build_engine
+from bot.config import ModelSettings, SentimentSettings, Settings
+from bot.domain import ChatTurn, Label, Strategy
+from bot.errors import EngineError
+from bot.remote import Breaker, NoLogprobs, RemoteEngine, calibrated, content_free_bias, word_probs
+from tests.fakes import RecordingSender, make_message
+
+URL = "http://model.test/v1"
+
+
+class FakeServer:
+    """Answers /models, /completions (top log-probabilities) and /chat/completions like vLLM would."""
+
+    def __init__(self, logprobs: bool = True, lists: bool = True) -> None:
+        self.logprobs = logprobs
+        self.lists = lists  # False: one prompt per request, like llama-cpp-python's server
+        self.down = False
+        self.requests: list[dict[str, Any]] = []
+
+    def top(self, prompt: str) -> dict[str, float]:
+        message = prompt.rsplit("Message: ", 1)[1].split("\n", 1)[0]
+        if prompt.startswith(prompts.CRISIS_PREFIX):
+            p_yes = 0.9 if "end it" in message else 0.3 if message in prompts.CONTENT_FREE else 0.1
+            return {" yes": math.log(p_yes), " no": math.log(1 - p_yes - 0.01), " maybe": math.log(0.01)}
+        if message in prompts.CONTENT_FREE:
+            # the prompt's own bias: it likes " positive" when there is nothing to judge
+            dist = {" positive": 0.6, " neutral": 0.25, " negative": 0.1}
+        elif "sad" in message:
+            dist = {" negative": 0.55, " neg": 0.05, " positive": 0.15, " neutral": 0.2}
+        elif "great" in message:
+            dist = {" positive": 0.85, "positive": 0.05, " neutral": 0.05}  # " negative" outside the top
+        else:
+            dist = {" positive": 0.45, " neutral": 0.4, " negative": 0.1}
+        return {k: math.log(v) for k, v in dist.items()}
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        path = request.url.path
+        if path.endswith("/models"):
+            return httpx.Response(200, json={"data": [{"id": "tiny-instruct"}]})
+        body = json.loads(request.content)
+        self.requests.append(body)
+        if path.endswith("/chat/completions"):
+            last = body["messages"][-1]["content"]
+            return httpx.Response(200, json={"choices": [{"index": 0, "message": {"role": "assistant",
+                                                                                   "content": f"I hear you: {last}"}}]})
+        batch = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+        if len(batch) > 1 and not self.lists:
+            return httpx.Response(500, text="AssertionError")
+        choices = []
+        for index, prompt in enumerate(batch):
+            logprobs = {"tokens": ["x"], "top_logprobs": [self.top(prompt)]} if self.logprobs else None
+            choices.append({"index": index, "text": " x", "logprobs": logprobs})
+        return httpx.Response(200, json={"choices": choices[::-1]})  # order must come from "index"
+
+
+def engine_for(server: FakeServer, clock: list[float] | None = None, **settings: Any) -> RemoteEngine:
+    model = ModelSettings(backend="openai", base_url=URL, retries=0, breaker_failures=2, breaker_reset_s=10,
+                          **settings)
+    transport = httpx.MockTransport(server)
+    now = clock or [0.0]
+    engine = RemoteEngine(model, SentimentSettings(readout="none"), monotonic=lambda: now[0],
+                          transports=(transport, transport))
+    engine.check()
+    return engine
+
+
+def test_word_probs_sums_spellings_and_floors_missing_words() -> None:
+    words = [" positive", " negative", " neutral"]
+    top = {" positive": math.log(0.5), "Pos": math.log(0.1), " ne": math.log(0.2), " the": math.log(0.05)}
+    probs = word_probs(top, words)
+    assert probs is not None
+    # " ne" could start negative or neutral: counted for neither; both get the least listed probability
+    assert probs[0] == pytest.approx(0.6 / 0.7) and probs[1] == probs[2] == pytest.approx(0.05 / 0.7)
+    assert word_probs({" the": 0.0}, words) is None
+
+
+def test_calibration_removes_the_prompts_own_preference() -> None:
+    bias = content_free_bias([[0.6, 0.1, 0.3], [0.6, 0.1, 0.3]])
+    [row] = calibrated([[0.6, 0.1, 0.3]], bias)
+    assert row == pytest.approx([1 / 3] * 3)
+
+
+async def test_mood_crisis_and_reply_over_the_api() -> None:
+    server = FakeServer()
+    engine = engine_for(server)
+    assert engine.model == "tiny-instruct" and engine.batch
+    sad, great, plain = await engine.classify_batch(["so sad today", "great news", "the bus is at 9"])
+    assert sad.label is Label.NEGATIVE and great.label is Label.POSITIVE and plain.label is Label.NEUTRAL
+    assert sum(sad.scores.values()) == pytest.approx(1.0, abs=1e-3)
+    # one request for the three messages; every prompt starts with the same prefix (prefix caching)
+    last = server.requests[-1]
+    assert len(last["prompt"]) == 3 and all(p.startswith(prompts.CLASSIFY_PREFIX) for p in last["prompt"])
+    assert last["max_tokens"] == 1 and last["logprobs"] == 20
+    assert await engine.crisis_score("I want to end it") > 0.8
+    assert await engine.crisis_score("so tired") < 0.5
+    reply = await engine.generate([ChatTurn("user", "hello")], Strategy.PLAIN, "en", "Be kind.", knowledge=("Opens at 9",))
+    assert reply == "I hear you: hello"
+    chat = server.requests[-1]
+    assert chat["messages"][0]["role"] == "system" and "- Opens at 9" in chat["messages"][0]["content"]
+    engine.close()
+
+
+async def test_one_prompt_per_request_where_the_server_refuses_lists() -> None:
+    server = FakeServer(lists=False)
+    engine = engine_for(server)
+    assert not engine.batch
+    del server.requests[:]
+    labels = [s.label for s in await engine.classify_batch(["so sad", "great"])]
+    assert labels == [Label.NEGATIVE, Label.POSITIVE]
+    assert all(isinstance(r["prompt"], str) for r in server.requests)
+
+
+def test_a_server_without_logprobs_is_refused_at_start() -> None:
+    with pytest.raises(NoLogprobs, match="no token log-probabilities"):
+        engine_for(FakeServer(logprobs=False))
+
+
+def test_a_refused_start_up_check_is_an_error_that_says_so() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json={"error": "model 'nope' not found"})
+
+    transport = httpx.MockTransport(refuse)
+    engine = RemoteEngine(ModelSettings(backend="openai", base_url=URL, name="nope"), SentimentSettings(),
+                          transports=(transport, transport))
+    with pytest.raises(EngineError, match="HTTP 404.*not found"):
+        engine.check()
+
+
+def test_a_server_down_at_start_opens_the_breaker() -> None:
+    server = FakeServer()
+    server.down = True
+    engine = engine_for(server)
+    assert engine.breaker.state == "open" and "DOWN" in engine.status()
+
+
+def test_breaker_opens_after_failures_and_lets_one_trial_through() -> None:
+    now = [0.0]
+    breaker = Breaker(failures=2, reset_s=5, monotonic=lambda: now[0])
+    breaker.failure("x")
+    assert breaker.allow()
+    breaker.failure("x")
+    assert breaker.state == "open" and not breaker.allow()
+    now[0] = 6
+    assert breaker.allow() and not breaker.allow()  # one trial at a time
+    breaker.success()
+    assert breaker.state == "closed"
+
+
+async def test_server_down_falls_back_and_says_so_then_recovers(clock: Any, store: Any) -> None:
+    from bot.app import Application
+
+    server = FakeServer()
+    now = [0.0]
+    engine = engine_for(server, now)
+    settings = Settings.model_validate({"admin": {"ids": ["boss"]}, "schedule": {"enabled": False}})
+    app = Application(settings, engine, clock, store)
+    sender = RecordingSender()
+    app.attach(sender)
+
+    async def say(text: str, who: str = "alice") -> list[str]:
+        clock.advance(seconds=30)
+        before = len(sender.sent)
+        await app.process(make_message(text, sender_id=who, chat_id=who, sent_at=clock.now()))
+        return [m.text for m in sender.sent[before:]]
+
+    assert await say("so sad") == ["I hear you: so sad"]
+    server.down = True
+    for _ in range(3):
+        turn_replies = await say("so sad again")
+        assert turn_replies == [settings.reply.fallback["en"]]
+    assert engine.breaker.state == "open"
+    [status] = await say("#status", who="boss")
+    assert "DOWN" in status and "moods unknown" in status
+    # unknown moods are not recorded as a guess: only the first message's mood is in the history
+    assert [p.label for p in store.moods("alice")] == [Label.NEGATIVE]
+    calls = len(server.requests)
+    await say("so sad")
+    assert len(server.requests) == calls  # the open breaker fails fast, without calling the server
+    server.down = False
+    now[0] = 11  # past breaker_reset_s: the next call is the trial
+    assert await say("great news") == ["I hear you: great news"]
+    [status] = await say("#status", who="boss")
+    assert ": up" in status
+    await app.stop()
+
+
+def test_backend_is_chosen_by_config() -> None:
+    with pytest.raises(Exception, match="base_url"):
+        Settings.model_validate({"model": {"backend": "openai"}})
+    settings = Settings.model_validate({"model": {"backend": "openai", "base_url": "http://127.0.0.1:9/v1",
+                                                  "timeout_s": 1, "retries": 0}})
+    engine = build_engine(settings)  # nothing listens on port 9: it starts with the breaker open
+    assert isinstance(engine, RemoteEngine) and engine.breaker.state == "open"
+
+
+def test_api_key_comes_from_the_environment_and_is_never_shown() -> None:
+    from bot.config import load_settings
+
+    settings = load_settings(None, env={"MOODBOT__MODEL__BACKEND": "openai", "MOODBOT__MODEL__BASE_URL": URL,
+                                        "MOODBOT__MODEL__API_KEY": "12345"})
+    assert settings.model.api_key is not None and settings.model.api_key.get_secret_value() == "12345"
+    assert "12345" not in repr(settings) and "12345" not in RemoteEngine(settings.model, SentimentSettings()).status()
+
+
+async def test_engine_errors_are_engine_errors() -> None:
+    server = FakeServer()
+    engine = engine_for(server)
+    server.down = True
+    with pytest.raises(EngineError):
+        await engine.classify("so sad")
