@@ -86,11 +86,10 @@ async def run_level(engine: Any, backend: str, chats: int, per_chat: int, server
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings.model_validate({
             "schedule": {"enabled": False},
-            "outbound": {"max_inflight": max(8, chats), "queue_size": 10 * chats + 10,
-                         "per_contact_per_minute": 10_000, "global_per_minute": 100_000},
+            "queue": {"max_inflight": max(8, chats), "size": 10 * chats + 10},
+            "outbound": {"per_contact_per_minute": 10_000, "global_per_minute": 100_000},
         })
-        app = Application(settings, engine, SystemClock(), Store(f"sqlite:///{tmp}/scale.db"))
-        app.attach(RecordingSender())
+        app = Application(settings, engine, RecordingSender(), SystemClock(), Store(f"sqlite:///{tmp}/scale.db"))
         latencies: list[float] = []
 
         async def chat(index: int) -> None:

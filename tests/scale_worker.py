@@ -22,9 +22,13 @@ from tests.fakes import FakeEngine, RecordingSender, make_message
 
 async def main(url: str, start_at: float, count: int) -> None:
     settings = Settings.model_validate({"admin": {"ids": ["boss"]}, "schedule": {"enabled": False}})
-    app = Application(settings, FakeEngine(), SystemClock(), Store(url))
     sender = RecordingSender()
-    app.attach(sender)
+    async with Application(settings, FakeEngine(), sender, SystemClock(), Store(url)) as app:
+        result = await work(app, sender, start_at, count)
+    print(json.dumps(result))
+
+
+async def work(app: Application, sender: RecordingSender, start_at: float, count: int) -> dict[str, object]:
     await asyncio.sleep(max(0.0, start_at - time.time()))
     alerts = []
     for i in range(count):
@@ -37,8 +41,7 @@ async def main(url: str, start_at: float, count: int) -> None:
     await asyncio.sleep(max(0.0, start_at + count * 0.05 + 1.0 - time.time()))  # both fire the digest together
     digest = await app.scheduler.run("daily_digest")
     digests = sum("Daily mood digest" in m.text for m in sender.sent)
-    await app.stop()
-    print(json.dumps({"alerts": alerts, "digest_ran": digest, "digests_sent": digests}))
+    return {"alerts": alerts, "digest_ran": digest, "digests_sent": digests}
 
 
 if __name__ == "__main__":

@@ -217,7 +217,7 @@ async def test_pages_show_the_data(store: Store, clock: ManualClock) -> None:
         found = await client.get("/contact?q=ALICE")
         assert found.headers["location"] == "/contact/alice"
         summary = (await client.get("/api/summary")).json()
-        assert summary["open_alerts"] == 1 and summary["open_by_kind"] == {} and not summary["paused"]
+        assert summary["open_alerts"] == 1 and summary["open_by_kind"] == {"mood": 1} and not summary["paused"]
 
 
 async def test_full_text_only_with_keep_text(tmp_path, clock: ManualClock) -> None:

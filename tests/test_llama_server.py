@@ -92,9 +92,8 @@ async def test_server_down_falls_back_then_recovers(llama_server: LlamaServer, c
                               SentimentSettings(readout="none"), monotonic=lambda: now[0])
         engine.check()
         settings = Settings.model_validate({"admin": {"ids": ["boss"]}, "schedule": {"enabled": False}})
-        app = Application(settings, engine, clock, store)
         sender = RecordingSender()
-        app.attach(sender)
+        app = Application(settings, engine, sender, clock, store)
 
         async def say(text: str, who: str = "alice") -> list[str]:
             clock.advance(seconds=30)
@@ -118,6 +117,6 @@ async def test_server_down_falls_back_then_recovers(llama_server: LlamaServer, c
         assert (await engine.generate([ChatTurn("user", "Thanks!")], Strategy.PLAIN, "en", "Reply in English.")).strip()
         [status] = await say("#status", who="boss")
         assert ": up" in status and len(store.moods("alice")) == 2
-        await app.stop()
+        await app.__aexit__(None, None, None)
     finally:
         server.stop()

@@ -35,9 +35,14 @@ class EchoEngine(FakeEngine):
     """Replies name the message they answer, so the order of answers can be checked."""
 
     async def generate(self, history: list[ChatTurn], strategy: Strategy, lang: str, system: str,
-                       knowledge: Sequence[str] = ()) -> str:
+                       knowledge: Sequence[str] = (), attempt: int = 0) -> str:
         await asyncio.sleep(0)  # a real engine yields while it works
-        return f"re: {history[-1].text}"
+        return answer(history[-1].text)
+
+
+def answer(text: str) -> str:
+    """Names the message it answers without repeating it (the reply guard refuses an echo)."""
+    return f"ok, got number {text.split()[1]}"
 
 
 class Recorder:
@@ -107,7 +112,7 @@ async def test_a_burst_loses_nothing_keeps_order_and_bounded_memory(tmp_path: Pa
         # per-chat order: turns end in arrival order, and so do the answers
         assert handled[chat] == [m.message_id for m in messages if m.chat_id == chat]
         for message, text, turn in zip(wanted, per_chat[chat], [t for t in turns if t.message in wanted], strict=True):
-            assert text == (busy_text if turn.busy else f"re: {message.text}")
+            assert text == (busy_text if turn.busy else answer(message.text))
     # room answers @mention their sender
     assert all(s.mention_ids for s in sender.sent if s.chat_id.endswith("@chatroom"))
 
