@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+
 from bot.mock_wechat import free_port
 
 ALIAS = "gemma-3-270m"
