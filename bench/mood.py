@@ -28,10 +28,10 @@ from bench.report import update_sections
 from bot.config import ModelSettings, SentimentSettings
 
 BENCH = Path(__file__).resolve().parent
-VARIANTS = {
-    "frozen readout, base weights (before)": {"adapter": "none"},
-    "fine-tuned + heads, int8 (serving)": {},
-    "fine-tuned + heads, bf16 dense": {"quantize": "none"},
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "before": ("frozen readout, base weights (before)", {"adapter": "none"}),
+    "int8": ("fine-tuned + heads, int8 (serving)", {}),
+    "dense": ("fine-tuned + heads, dense weights", {"quantize": "none"}),
 }
 
 
@@ -50,7 +50,7 @@ def score_set(engine: Any, rows: list[dict[str, str]], three: bool) -> dict[str,
     texts = [r["text"] for r in rows]
     gold = [r["label"] for r in rows]
     probs = torch.cat([engine.mood_probs(texts[i : i + 32]) for i in range(0, len(texts), 32)])
-    printed = engine.classify_batch(texts)
+    printed = [engine.sentiment_of(row) for row in probs]  # what classify() prints, from the same pass
     labels = [s.label.value for s in printed]
     out: dict[str, Any] = {"n": len(rows)}
     out["printed_accuracy"] = sum(a == b for a, b in zip(labels, gold)) / len(rows)
@@ -67,13 +67,15 @@ def score_set(engine: Any, rows: list[dict[str, str]], three: bool) -> dict[str,
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=BENCH)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names from VARIANTS")
     args = parser.parse_args(argv)
     from bot.model.engine import ModelEngine
     from bot.model.loader import load_model
 
     sets = sources.scored_sets()
     results: dict[str, Any] = {"load_start": os.getloadavg()[0], "variants": {}}
-    for name, overrides in VARIANTS.items():
+    for key in args.variants.split(","):
+        name, overrides = VARIANTS[key]
         settings = ModelSettings(**overrides)
         engine = ModelEngine(load_model(settings), settings, SentimentSettings())
         started = time.perf_counter()
