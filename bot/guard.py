@@ -23,6 +23,7 @@ _EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
 _NUMBER = re.compile(r"\d+(?:[.:：,，-]\d+)*")
 # Chinese numerals that state a fact ("九点", "三天", "五十元"), not "一下" or "一起"
 _ZH_FACT = re.compile(r"[零一二两三四五六七八九十百千万]+(?:点|点半|号|天|小时|分钟|元|块|折|个工作日|周|年|月)")
+_CLAUSE = re.compile(r"[。.!！?？…]")  # sentence ends: the opening sentence
 _FIRST_PERSON = re.compile(r"^\s*(?:你好[，,]\s*)?(?:我|i\b|i'm\b|im\b|my\b)", re.IGNORECASE)
 
 
@@ -55,7 +56,11 @@ def echoes(reply: str, message: str, lang: str) -> bool:
     if a in b or (b in a and len(b) >= 0.6 * len(a)):
         return True
     share = overlap(reply, message, lang)
-    return share >= ECHO_OVERLAP or (bool(_FIRST_PERSON.match(reply)) and share >= RESTATE_OVERLAP)
+    if share >= ECHO_OVERLAP or (bool(_FIRST_PERSON.match(reply)) and share >= RESTATE_OVERLAP):
+        return True
+    # a reply that opens by restating the message ("考试没考好，心情很低落。你…") also echoes it
+    opening = _CLAUSE.split(reply.strip(), maxsplit=1)[0]
+    return len(_grams(opening, lang)) >= 4 and overlap(opening, message, lang) >= ECHO_OVERLAP
 
 
 def facts(text: str) -> set[str]:

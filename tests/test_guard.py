@@ -22,6 +22,12 @@ def test_first_person_restatement_is_an_echo() -> None:
     assert guard.echoes("I got laid off today and I feel lost, what should I do", "got laid off today and I feel lost", "en")
 
 
+def test_opening_with_the_message_is_an_echo() -> None:
+    assert guard.echoes("考试没考好，心情很低落。你有没有办法找个好老师？", "今天考试没考好，心情很低落", "zh")
+    assert guard.echoes("got laid off today and I feel lost. What will you do next?",
+                        "I got laid off today and I feel lost", "en")
+
+
 def test_a_reply_about_the_same_topic_is_not_an_echo() -> None:
     assert not guard.echoes("考试没发挥好一定很难受，是哪一科呀？", "今天考试没考好，心情很低落", "zh")
     assert not guard.echoes("Losing a job out of nowhere is a shock. How are you holding up?",
