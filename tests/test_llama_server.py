@@ -71,7 +71,7 @@ async def test_labels_agree_with_the_local_label_token_path(llama_server: LlamaS
     from bot.model.engine import ModelEngine
     from bot.model.loader import load_model
 
-    settings = ModelSettings()
+    settings = ModelSettings(adapter="none")  # the server serves the GGUF as shipped, without the adapter
     local = ModelEngine(load_model(settings), settings, SentimentSettings(readout="none"))
     texts = [text for text, _ in FIXED]
     here = local.classify_batch(texts)
@@ -105,7 +105,8 @@ async def test_server_down_falls_back_then_recovers(llama_server: LlamaServer, c
         await say("I failed my exam and I feel awful.")
         assert len(store.moods("alice")) == 1 and engine.breaker.state == "closed"
         server.stop()
-        assert await say("Still feeling awful today.") == [settings.reply.fallback["en"]]
+        [reply] = await say("Still feeling awful today.")
+        assert reply in settings.reply.fallbacks["plain"]["en"]  # the mood is unknown: a plain curated line
         assert engine.breaker.state == "open"
         [status] = await say("#status", who="boss")
         assert "DOWN" in status and "replies fall back" in status
