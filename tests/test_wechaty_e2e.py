@@ -129,14 +129,16 @@ async def test_own_duplicate_stale_and_image_messages_get_no_reply(running: Runn
 
 @pytest.mark.parametrize("running", [{"outbound": {"split_chars": 60}}], indirect=True)
 async def test_long_reply_arrives_as_several_messages_in_order(running: Running) -> None:
-    long_reply = " ".join(f"This is sentence number {i} of a long answer." for i in range(6))
+    # words, not digits: a number the message does not contain would be an invented fact to the guard
+    words = ["one", "two", "three", "four", "five", "six"]
+    long_reply = " ".join(f"This is sentence number {w} of a long answer." for w in words)
     running.app.engine.reply = long_reply  # type: ignore[attr-defined]
     running.gateway.say(**{"from": "carol", "text": "tell me everything"})
     await running.replies_after(0, n=6)
     sent = await running.quiet(0.5)
     assert [s["listenerId"] for s in sent] == ["carol_id"] * len(sent)
     assert " ".join(s["text"] for s in sent) == long_reply
-    assert [s["text"] for s in sent] == [f"This is sentence number {i} of a long answer." for i in range(6)]
+    assert [s["text"] for s in sent] == [f"This is sentence number {w} of a long answer." for w in words]
 
 
 @pytest.mark.parametrize("running", [{"admin": {"ids": ["admin_id"]}}], indirect=True)
