@@ -67,7 +67,7 @@ class ReplyStage:
             if reason is None:
                 return reply
             self.rejections[reason.split(":")[0]] += 1
-            log.info("reply to message %s rejected (%s): %r", turn.message.message_id, reason, reply)
+            log.debug("reply to message %s rejected (%s): %r", turn.message.message_id, reason, reply)
         return None
 
     async def __call__(self, turn: Turn) -> None:
