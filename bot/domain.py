@@ -137,3 +137,15 @@ class ContactState:
     last_alert_at: datetime | None = None
     muted_until: datetime | None = None
     last_severity: str | None = None
+
+
+# The label-token crisis question (" yes" vs " no") was calibrated to flag at 0.9; a trained crisis
+# head flags at its own validation threshold. Both are put on one scale on which 0.5 means "flag".
+LABEL_TOKEN_CRISIS_THRESHOLD = 0.9
+
+
+def crisis_scale(p: float, threshold: float) -> float:
+    """Map a crisis probability so that the scorer's own threshold becomes 0.5 (monotone, 0..1)."""
+    if p < threshold:
+        return 0.5 * p / threshold
+    return 0.5 + 0.5 * (p - threshold) / max(1e-9, 1 - threshold)

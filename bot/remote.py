@@ -24,7 +24,7 @@ import httpx
 
 from bot import prompts
 from bot.config import ModelSettings, SentimentSettings
-from bot.domain import ChatTurn, Label, Sentiment, Strategy
+from bot.domain import LABEL_TOKEN_CRISIS_THRESHOLD, ChatTurn, Label, Sentiment, Strategy, crisis_scale
 from bot.errors import EngineError, EngineTimeout
 from bot.text import clean_reply
 
@@ -388,8 +388,8 @@ class RemoteEngine:
         return (await self.classify_batch([text]))[0]
 
     async def crisis_score(self, text: str) -> float:
-        """Calibrated probability of " yes" to the crisis question."""
-        return float((await self.crisis.probs([text]))[0][0])
+        """Calibrated probability of " yes" to the crisis question, on the shared scale (0.5 flags)."""
+        return crisis_scale(float((await self.crisis.probs([text]))[0][0]), LABEL_TOKEN_CRISIS_THRESHOLD)
 
     async def generate(
         self,

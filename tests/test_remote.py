@@ -106,7 +106,8 @@ async def test_mood_crisis_and_reply_over_the_api() -> None:
     last = server.requests[-1]
     assert len(last["prompt"]) == 3 and all(p.startswith(prompts.CLASSIFY_PREFIX) for p in last["prompt"])
     assert last["max_tokens"] == 1 and last["logprobs"] == 20
-    assert await engine.crisis_score("I want to end it") > 0.8
+    # on the shared crisis scale, 0.5 and above flags (bot/domain.py crisis_scale)
+    assert await engine.crisis_score("I want to end it") >= 0.5
     assert await engine.crisis_score("so tired") < 0.5
     reply = await engine.generate([ChatTurn("user", "hello")], Strategy.PLAIN, "en", "Be kind.", knowledge=("Opens at 9",))
     assert reply == "I hear you: hello"

@@ -20,7 +20,7 @@ import torch
 
 from bot import prompts
 from bot.config import ModelSettings, SentimentSettings
-from bot.domain import ChatTurn, Label, Sentiment, Strategy
+from bot.domain import LABEL_TOKEN_CRISIS_THRESHOLD, ChatTurn, Label, Sentiment, Strategy, crisis_scale
 from bot.errors import EngineError, EngineTimeout
 from bot.model.cache import save_file
 from bot.model.generate import complete
@@ -144,13 +144,13 @@ class ModelEngine:
     def crisis_score(self, text: str) -> float:
         """Calibrated probability that the message signals a crisis (self-harm, suicide).
 
-        With a trained crisis head it is scaled so that its own threshold (chosen on validation for
-        recall) maps to 0.5: `escalation.crisis_threshold` then means the same for every head."""
+        Put on one scale (bot/domain.py `crisis_scale`): the scorer's own threshold (the head's, chosen
+        on validation for recall, or the label-token question's) maps to 0.5, so that
+        `escalation.crisis_threshold` means the same for every model and backend."""
         if self.crisis_head is None:
-            return float(self.crisis.probs([text])[0, 0])
+            return crisis_scale(float(self.crisis.probs([text])[0, 0]), LABEL_TOKEN_CRISIS_THRESHOLD)
         p = float(self.crisis_head.probs(self._head_input(self.crisis_head, [text]))[0, 0])
-        t = self.crisis_head.threshold
-        return 0.5 * p / t if p < t else 0.5 + 0.5 * (p - t) / max(1e-9, 1 - t)
+        return crisis_scale(p, self.crisis_head.threshold)
 
     def sentiment_of(self, probs: torch.Tensor) -> Sentiment:
         """The label and the confidence that the neutral rule used, from calibrated probabilities.
