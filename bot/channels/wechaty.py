@@ -12,12 +12,12 @@ import contextlib
 import logging
 import os
 import re
-import signal
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from bot.app import Application
+from bot.channels.lifecycle import until_signal
 from bot.config import Settings
 from bot.domain import InboundMessage, OutboundMessage
 from bot.errors import MoodbotError
@@ -288,12 +288,4 @@ async def run_wechaty(settings: Settings) -> int:
 
     channel = WechatyChannel(settings)  # checks the token and endpoint before the model loads
     app = Application(settings, build_engine(settings), channel)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        return await channel.run(app, stop)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+    return await until_signal(lambda stop: channel.run(app, stop))
