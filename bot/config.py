@@ -61,6 +61,12 @@ class ModelSettings(Section):
     # with int4: also keep the dense weights for prompts and batches (faster batch classification,
     # about 200 MB more memory for the embedded model)
     keep_dense: bool = False
+    # auto: this project's decode loop and forward pass for the models it knows (Gemma 3 text with
+    # int8 layers: bot/model/fast.py), transformers for the rest; transformers: always transformers
+    decoder: Literal["auto", "transformers"] = "auto"
+    # auto: greedy replies read only the output rows of the shipped zh + en token shortlist
+    # (bot/model/vocab.py) where one matches the tokenizer; full: the whole vocabulary
+    output_vocab: Literal["auto", "full"] = "auto"
     threads: int = Field(default=0, ge=0, le=256)  # 0: all cores
     timeout_s: float = Field(default=60.0, gt=0, le=3600)
     max_new_tokens: int = Field(default=64, ge=1, le=1024)

@@ -22,8 +22,10 @@ from bot import prompts
 from bot.config import ModelSettings, SentimentSettings
 from bot.domain import LABEL_TOKEN_CRISIS_THRESHOLD, ChatTurn, Label, Sentiment, Strategy, crisis_scale
 from bot.errors import EngineError, EngineTimeout
+from bot.model import fast, vocab
 from bot.model.cache import save_file
-from bot.model.generate import complete
+from bot.model.fast import FastGemma, Shortlist
+from bot.model.generate import complete, complete_fast
 from bot.model.heads import Readout, shipped_path
 from bot.model.loader import LoadedModel
 from bot.model.mood import Scorer
@@ -45,17 +47,24 @@ class ModelEngine:
         self.softcap = getattr(self.model.config, "final_logit_softcapping", None)
         self.cache_key = loaded.cache_key
         self.tuned = loaded.tuned
+        hidden = self.model.config.hidden_size
+        self.readout = _pick_readout(sentiment.readout, loaded.fingerprint, hidden, "mood")
+        self.crisis_head = _pick_readout(sentiment.crisis_head, loaded.fingerprint, hidden, "crisis")
+        # mood and crisis read the same features: the crisis check after classify() costs nothing
+        self._features: dict[str, torch.Tensor] = {}
+        self.fast: FastGemma | None = None
+        self.head: Shortlist | None = None
+        if settings.decoder == "auto" and fast.supported(self.model):
+            self.fast = FastGemma(self.model, max_positions=MAX_PROMPT_TOKENS + settings.max_new_tokens + 64)
+            ids = vocab.shortlist(self.tokenizer) if settings.output_vocab == "auto" else None
+            self.head = Shortlist(self.model.get_output_embeddings(), ids)
+            log.debug("decoder: bot/model/fast.py, output rows %d of %d", len(self.head.ids), self.head.vocab)
         words = [prompts.LABEL_WORDS[label] for label in LABELS]
         if self.tuned:  # the prompt the adapter's mood and crisis heads were trained on
             self.mood = Scorer(self, prompts.TUNED_MOOD_PREFIX, prompts.TUNED_MOOD_ITEM, words)
         else:
             self.mood = Scorer(self, prompts.CLASSIFY_PREFIX, prompts.CLASSIFY_ITEM, words)
         self.crisis = Scorer(self, prompts.CRISIS_PREFIX, prompts.CRISIS_ITEM, prompts.CRISIS_WORDS)
-        hidden = self.model.config.hidden_size
-        self.readout = _pick_readout(sentiment.readout, loaded.fingerprint, hidden, "mood")
-        self.crisis_head = _pick_readout(sentiment.crisis_head, loaded.fingerprint, hidden, "crisis")
-        # mood and crisis read the same features: the crisis check after classify() costs nothing
-        self._features: dict[str, torch.Tensor] = {}
 
     def encode(self, text: str, special: bool = False) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
@@ -206,6 +215,9 @@ class ModelEngine:
     ) -> str:
         """One reply. `attempt` > 0 asks again with other settings (the reply guard rejected one)."""
         ids, stops = self.reply_ids(history, strategy, lang, system, knowledge)
+        if self.fast is not None and self.head is not None and not attempt:
+            return complete_fast(self.fast, self.head, self.tokenizer, ids, stops, deadline,
+                                 self.settings.max_new_tokens, self.settings.max_reply_chars)
         return complete(self.model, self.tokenizer, ids, stops, deadline, attempt,
                         self.settings.max_new_tokens, self.settings.max_reply_chars)
 

@@ -1,4 +1,5 @@
-"""The decode call: greedy first, sampling when asked again, stopped by a stop string or a deadline."""
+"""The decode call: greedy first (on bot/model/fast.py where the model allows), sampling when asked
+again, stopped by a stop string or a deadline."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 
 from bot import prompts
 from bot.errors import EngineTimeout
+from bot.model.fast import FastGemma, Shortlist, greedy
 from bot.text import clean_reply, trim_to_sentence
 
 
@@ -32,15 +34,40 @@ class _Stop:
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
 
-def complete(model: Any, tokenizer: Any, ids: list[int], stops: list[str], deadline: float | None, attempt: int,
-             max_new_tokens: int, max_chars: int) -> str:
-    """Continue `ids`; `attempt` > 0 samples, away from the words already used (the guard refused one)."""
-    stopper = _Stop(tokenizer, len(ids), stops, deadline)
-    input_ids = torch.tensor([ids])
+def _ends(tokenizer: Any) -> list[int]:
     ends = [tokenizer.eos_token_id]
     end_turn = tokenizer.convert_tokens_to_ids(prompts.END_TURN)
     if isinstance(end_turn, int) and end_turn != tokenizer.unk_token_id:
         ends.append(end_turn)  # the fine-tuned format ends a reply with <end_of_turn>
+    return ends
+
+
+def _finish(tokenizer: Any, new: list[int], ends: list[int], max_new_tokens: int, max_chars: int) -> str:
+    reply = clean_reply(tokenizer.decode(new, skip_special_tokens=True), max_chars=max_chars)
+    if len(new) >= max_new_tokens and new[-1] not in ends:
+        reply = trim_to_sentence(reply)  # cut off by the token limit: keep the finished sentences
+    return reply
+
+
+def complete_fast(fast: FastGemma, head: Shortlist, tokenizer: Any, ids: list[int], stops: list[str],
+                  deadline: float | None, max_new_tokens: int, max_chars: int) -> str:
+    """The greedy first attempt on this project's decode loop (bot/model/fast.py)."""
+    ends = _ends(tokenizer)
+
+    def stop(new: list[int]) -> bool:
+        return bool(stops) and any(s in tokenizer.decode(new[-8:]) for s in stops)
+
+    new = greedy(fast, head, ids, max_new_tokens, ends, stop, deadline)
+    return _finish(tokenizer, new, ends, max_new_tokens, max_chars)
+
+
+def complete(model: Any, tokenizer: Any, ids: list[int], stops: list[str], deadline: float | None, attempt: int,
+             max_new_tokens: int, max_chars: int) -> str:
+    """Continue `ids` with transformers' generate(); `attempt` > 0 samples, away from the words
+    already used (the guard refused one)."""
+    stopper = _Stop(tokenizer, len(ids), stops, deadline)
+    input_ids = torch.tensor([ids])
+    ends = _ends(tokenizer)
     if attempt:
         torch.manual_seed(1000 + attempt + len(ids))
         options: dict[str, Any] = dict(do_sample=True, temperature=0.7, top_p=0.9, repetition_penalty=1.3,
@@ -59,8 +86,4 @@ def complete(model: Any, tokenizer: Any, ids: list[int], stops: list[str], deadl
         )
     if stopper.hit:
         raise EngineTimeout("generation ran past its deadline")
-    new = out[0][len(ids):]
-    reply = clean_reply(tokenizer.decode(new, skip_special_tokens=True), max_chars=max_chars)
-    if len(new) >= max_new_tokens and int(new[-1]) not in ends:
-        reply = trim_to_sentence(reply)  # cut off by the token limit: keep the finished sentences
-    return reply
+    return _finish(tokenizer, [int(t) for t in out[0][len(ids):]], ends, max_new_tokens, max_chars)

@@ -15,6 +15,7 @@ import torch
 
 from bot import prompts
 from bot.errors import EngineError
+from bot.model.fast import KV, FastGemma
 from bot.model.quant import Int8Linear
 
 
@@ -28,6 +29,9 @@ class Encoder(Protocol):
     def encode(self, text: str, special: bool = False) -> list[int]: ...
 
     def prefix_cache(self, ids: list[int]) -> Any: ...
+
+    @property
+    def fast(self) -> FastGemma | None: ...
 
 
 @contextlib.contextmanager
@@ -70,7 +74,9 @@ class Scorer:
             raise EngineError(f"the tokenizer maps two answer words {list(words)} to one token")
         self.rows = _output_rows(engine.model, self.token_ids)
         self.prefix_ids = engine.encode(prefix, special=True)
-        self.prefix_cache = engine.prefix_cache(self.prefix_ids)
+        # the fast path keeps its own prefix cache, made on first use (bot/model/fast.py)
+        self.prefix_cache = None if engine.fast is not None else engine.prefix_cache(self.prefix_ids)
+        self._prefix_kv: KV | None = None
         self._bias: torch.Tensor | None = None
 
     @property
@@ -88,12 +94,16 @@ class Scorer:
         """
         engine = self.engine
         items = [engine.encode(self.item.format(text=t.replace("\n", " "))) for t in texts]
+        if engine.fast is not None:
+            return self._hidden_fast(engine.fast, items, layers)
         lengths = torch.tensor([len(i) for i in items])
         width = int(lengths.max())
         pad = engine.tokenizer.pad_token_id or 0
         # right padding: with causal attention, pads after the last real token cannot change it
         ids = torch.tensor([i + [pad] * (width - len(i)) for i in items])
         mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
+        if self.prefix_cache is None:  # the fast path's scorer was made without one
+            self.prefix_cache = engine.prefix_cache(self.prefix_ids)
         cache = copy.deepcopy(self.prefix_cache)
         if len(texts) > 1:
             cache.batch_repeat_interleave(len(texts))
@@ -111,6 +121,24 @@ class Scorer:
                            output_hidden_states=True)
             # hidden_states[0] is the embedding output; [i + 1] the output of layer i
             return torch.stack([out.hidden_states[i + 1][rows, lengths - 1].float() for i in layers], dim=1)
+
+    def _hidden_fast(self, fast: FastGemma, items: list[list[int]], layers: Sequence[int]) -> torch.Tensor:
+        """`hidden` on the fast path: one message at a time after the cached prefix, stopping after
+        the deepest layer asked for."""
+        with torch.inference_mode():
+            if self._prefix_kv is None:
+                self._prefix_kv = fast.new_kv(len(self.prefix_ids))
+                fast.forward(self.prefix_ids, self._prefix_kv)
+            rows = []
+            for item in items:
+                kv = self._prefix_kv.extended(len(item))
+                if not layers:
+                    last, _ = fast.forward(item, kv)
+                    rows.append(last)
+                else:
+                    _, states = fast.forward(item, kv, layers=max(layers) + 1, collect=layers)
+                    rows.append(torch.stack(states))
+        return torch.stack(rows).float()
 
     def normed(self, texts: Sequence[str], layers: Sequence[int]) -> torch.Tensor:
         """The final norm applied to the outputs after each of `layers` layers: (texts, len(layers) * hidden)."""

@@ -68,10 +68,30 @@ class Int8Linear(nn.Module):
             # matmul is faster there, and computes the same product
             weight = self.weight_q.to(self.scales.dtype) * self.scales[:, None]
             return nn.functional.linear(x.to(self.scales.dtype), weight, self.bias)
-        out: torch.Tensor = torch.ops.aten._weight_int8pack_mm(flat, self.weight_q, self.scales)
+        out = int8_matmul(flat, self.weight_q, self.act_scales()).to(self.scales.dtype)
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features)
+
+    def act_scales(self) -> torch.Tensor:
+        """The scales in the activation dtype of the int8 kernel (made once, not saved)."""
+        cached = self.__dict__.get("_act_scales")
+        if cached is None or cached.device != self.scales.device:
+            cached = self.scales.to(ACT_DTYPE)
+            self.__dict__["_act_scales"] = cached
+        return cached
+
+
+# torch's int8 weight-only kernel has a vectorized path for bfloat16 activations only: measured on an
+# AVX2 CPU, float32 activations took 81 ms for the 262k x 640 output matrix and bfloat16 ones 14.5 ms.
+# The model's own dtype (float32 where the CPU lacks bf16 instructions) is kept everywhere else.
+ACT_DTYPE = torch.bfloat16
+
+
+def int8_matmul(x: torch.Tensor, weight_q: torch.Tensor, act_scales: torch.Tensor) -> torch.Tensor:
+    """x @ (weight_q * scales).T for a few rows, in the kernel's fast activation dtype."""
+    out: torch.Tensor = torch.ops.aten._weight_int8pack_mm(x.to(ACT_DTYPE), weight_q, act_scales)
+    return out
 
 
 class Int4Linear(nn.Module):

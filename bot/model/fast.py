@@ -1,0 +1,254 @@
+"""A forward pass and decode loop of our own for the Gemma 3 text models, batch of one.
+
+transformers' `generate()` spends most of a decode step of this small model in Python: module
+calls, mask building, cache bookkeeping and logits processors (measured here: 61 ms a token, of
+which the weight reads take about 20). This module runs the same arithmetic with a few plain
+tensor operations per layer:
+
+- q/k/v and gate/up are fused into one int8 matrix each (the modules' buffers become views of
+  the fused matrices, so no weight is stored twice);
+- a key/value cache of fixed size per call, written in place, no per-step allocation of a
+  cache object; the prefix of a fixed prompt is reused by copying its rows;
+- greedy decoding over the output shortlist (bot/model/vocab.py), with the repetition penalty
+  applied to the tokens seen, as transformers applies it.
+
+It is used only for models it knows (model_type gemma3_text with int8 linear layers); anything
+else keeps the transformers path. `tests/test_fast.py` checks it against transformers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from bot.errors import EngineTimeout
+from bot.model.quant import INT8_DEQUANT_ABOVE_ROWS, Int8Linear, int8_matmul
+
+KIND = "gemma3_text"
+
+
+@dataclass
+class _Int8:
+    """One (possibly fused) int8 weight: rows, per-row scales, and the scales for the int8 kernel."""
+
+    q: torch.Tensor
+    scales: torch.Tensor
+    act: torch.Tensor
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > INT8_DEQUANT_ABOVE_ROWS:  # a long prompt: the dense matmul wins (see quant.py)
+            return nn.functional.linear(x, self.q.to(torch.float32) * self.scales.float()[:, None])
+        return int8_matmul(x, self.q, self.act).float()
+
+
+def _fuse(modules: Sequence[Int8Linear]) -> _Int8:
+    """One int8 matrix for several linear layers that read the same input; the modules keep views."""
+    q = torch.cat([m.weight_q for m in modules])
+    scales = torch.cat([m.scales for m in modules])
+    start = 0
+    for m in modules:
+        end = start + m.out_features
+        m.weight_q, m.scales = q[start:end], scales[start:end]
+        m.__dict__.pop("_act_scales", None)
+        start = end
+    return _Int8(q, scales, scales.to(torch.bfloat16))
+
+
+@dataclass
+class _Layer:
+    qkv: _Int8
+    o: _Int8
+    gate_up: _Int8
+    down: _Int8
+    norm_in: torch.Tensor  # each (1 + weight), as Gemma's RMSNorm applies it
+    norm_qk: torch.Tensor  # (heads + 1, head_dim): q's norm for each query head (the attention scale folded in), k's
+    norm_post_attn: torch.Tensor
+    norm_pre_ff: torch.Tensor
+    norm_post_ff: torch.Tensor
+    sliding: bool
+
+
+class KV:
+    """Keys and values of one sequence for every layer, written in place."""
+
+    def __init__(self, layers: int, length: int, head_dim: int) -> None:
+        self.k = torch.zeros(layers, length, head_dim)
+        self.v = torch.zeros(layers, length, head_dim)
+        self.used = 0
+
+    def extended(self, extra: int) -> KV:
+        """A copy with room for `extra` more tokens (a cached prefix, reused by one call)."""
+        new = KV(self.k.shape[0], self.used + extra, self.k.shape[2])
+        new.k[:, : self.used] = self.k[:, : self.used]
+        new.v[:, : self.used] = self.v[:, : self.used]
+        new.used = self.used
+        return new
+
+
+def supported(model: Any) -> bool:
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) != KIND or getattr(config, "num_key_value_heads", 0) != 1:
+        return False
+    body = model.get_decoder()
+    return all(isinstance(getattr(layer.self_attn, name), Int8Linear)
+               for layer in body.layers for name in ("q_proj", "k_proj", "v_proj", "o_proj")) and \
+        all(isinstance(getattr(layer.mlp, name), Int8Linear) for layer in body.layers
+            for name in ("gate_proj", "up_proj", "down_proj"))
+
+
+class FastGemma:
+    """The model's arithmetic, one sequence at a time, on its own weights (see the module doc)."""
+
+    def __init__(self, model: Any, max_positions: int = 4096) -> None:
+        config = model.config
+        body = model.get_decoder()
+        self.model = model
+        self.embed = body.embed_tokens
+        self.final_norm = 1.0 + body.norm.weight.detach().float()
+        self.eps = float(config.rms_norm_eps)
+        self.heads = int(config.num_attention_heads)
+        self.head_dim = int(config.head_dim)
+        self.window = int(config.sliding_window)
+        self.scaling = float(config.query_pre_attn_scalar) ** -0.5
+        self.layers: list[_Layer] = []
+
+        def weight(norm: Any) -> torch.Tensor:
+            result: torch.Tensor = 1.0 + norm.weight.detach().float()
+            return result
+
+        for index, layer in enumerate(body.layers):
+            attn, mlp = layer.self_attn, layer.mlp
+            norm_qk = torch.stack([weight(attn.q_norm) * self.scaling] * self.heads + [weight(attn.k_norm)])
+            self.layers.append(_Layer(
+                qkv=_fuse([attn.q_proj, attn.k_proj, attn.v_proj]),
+                o=_fuse([attn.o_proj]),
+                gate_up=_fuse([mlp.gate_proj, mlp.up_proj]),
+                down=_fuse([mlp.down_proj]),
+                norm_in=weight(layer.input_layernorm),
+                norm_qk=norm_qk,
+                norm_post_attn=weight(layer.post_attention_layernorm),
+                norm_pre_ff=weight(layer.pre_feedforward_layernorm),
+                norm_post_ff=weight(layer.post_feedforward_layernorm),
+                sliding=config.layer_types[index] == "sliding_attention",
+            ))
+        self.q_width = self.heads * self.head_dim
+        self.inter = int(config.intermediate_size)
+        rotary = body.rotary_emb
+        positions = torch.arange(max_positions, dtype=torch.float32)
+        self.rope: dict[bool, tuple[torch.Tensor, torch.Tensor]] = {}
+        for sliding, kind in ((True, "sliding_attention"), (False, "full_attention")):
+            if kind not in config.layer_types:
+                continue
+            freqs = positions[:, None] * getattr(rotary, f"{kind}_inv_freq").float()[None, :]
+            # rotate_half(x) * sin == x.roll(half) * [-sin, sin]: one roll instead of a split and a cat
+            self.rope[sliding] = (torch.cat([freqs, freqs], -1).cos(), torch.cat([-freqs.sin(), freqs.sin()], -1))
+        self.max_positions = max_positions
+
+    def new_kv(self, length: int) -> KV:
+        return KV(len(self.layers), length, self.head_dim)
+
+    def _norm(self, x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        return nn.functional.rms_norm(x, (x.shape[-1],), weight, self.eps)
+
+    def forward(self, ids: Sequence[int], kv: KV, layers: int | None = None,
+                collect: Sequence[int] = ()) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run `ids` after the `kv.used` tokens already in the cache.
+
+        Returns the normed last hidden state of the last token (after `layers` layers when given)
+        and, for each index in `collect`, the raw output of that layer (0-based) at the last token.
+        """
+        count = len(ids)
+        start = kv.used
+        if start + count > min(kv.k.shape[1], self.max_positions):
+            raise ValueError(f"{start + count} tokens do not fit the cache of {kv.k.shape[1]}")
+        x = self.embed(torch.tensor(ids)).float()
+        positions = slice(start, start + count)
+        mask: dict[bool, torch.Tensor | None] = {True: None, False: None}
+        if count > 1:
+            query = torch.arange(start, start + count)[:, None]
+            key = torch.arange(start + count)[None, :]
+            mask[False] = key > query
+            mask[True] = (key > query) | (key <= query - self.window)
+        rope = {sliding: (cos[positions, None, :], sin[positions, None, :]) for sliding, (cos, sin) in self.rope.items()}
+        half = self.head_dim // 2
+        qk_width = self.q_width + self.head_dim
+        collected: dict[int, torch.Tensor] = {}
+        todo = self.layers if layers is None else self.layers[:layers]
+        for index, layer in enumerate(todo):
+            qkv = layer.qkv(self._norm(x, layer.norm_in))
+            # q and k (one kv head) normed together per head, then rotated together
+            qk = self._norm(qkv[:, :qk_width].view(count, self.heads + 1, self.head_dim), None) * layer.norm_qk
+            cos, sin = rope[layer.sliding]
+            qk = torch.addcmul(qk * cos, qk.roll(half, -1), sin)
+            kv.k[index, positions] = qk[:, self.heads]
+            kv.v[index, positions] = qkv[:, qk_width:]
+            low = max(0, start + count - self.window) if layer.sliding and count == 1 else 0
+            keys, values = kv.k[index, low : start + count], kv.v[index, low : start + count]
+            scores = (qk[:, : self.heads].reshape(count * self.heads, self.head_dim) @ keys.T).view(count, self.heads, -1)
+            if mask[layer.sliding] is not None:
+                scores = scores.masked_fill(mask[layer.sliding][:, None, :], -math.inf)  # type: ignore[index]
+            attn = torch.softmax(scores, dim=-1).view(count * self.heads, -1) @ values
+            x = x + self._norm(layer.o(attn.view(count, self.q_width)), layer.norm_post_attn)
+            gate_up = layer.gate_up(self._norm(x, layer.norm_pre_ff))
+            mixed = nn.functional.gelu(gate_up[:, : self.inter], approximate="tanh") * gate_up[:, self.inter :]
+            x = x + self._norm(layer.down(mixed), layer.norm_post_ff)
+            if index in collect:
+                collected[index] = x[-1]
+        kv.used = start + count
+        return self._norm(x[-1:], self.final_norm), [collected[i] for i in collect]
+
+
+class Shortlist:
+    """The output layer restricted to the tokens the served languages use (bot/model/vocab.py).
+
+    The full embedding stays for input; only the output rows are trimmed, and ids map back to the
+    full vocabulary. Measured on the reply validation prompts: see bench/NOTES.md."""
+
+    def __init__(self, head: Int8Linear, ids: torch.Tensor | None) -> None:
+        self.vocab = head.out_features
+        self.ids = torch.arange(self.vocab) if ids is None else ids.long()
+        if len(self.ids) == self.vocab:
+            self.rows = _Int8(head.weight_q, head.scales, head.act_scales())
+        else:  # a copy of the kept rows (about a third of the matrix), contiguous for the kernel
+            scales = head.scales[self.ids]
+            self.rows = _Int8(head.weight_q[self.ids].contiguous(), scales, scales.to(torch.bfloat16))
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Full-vocabulary logits of one position: the shortlist's, -inf elsewhere."""
+        out = torch.full((self.vocab,), -math.inf)
+        out[self.ids] = self.rows(h)[0]
+        return out
+
+
+def _penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """transformers' repetition penalty: seen tokens' logits divided (positive) or multiplied by it."""
+    picked = logits[seen]
+    logits[seen] = torch.where(picked > 0, picked / penalty, picked * penalty)
+    return logits
+
+
+def greedy(fast: FastGemma, head: Shortlist, ids: list[int], max_new_tokens: int, ends: Sequence[int],
+           stop: Callable[[list[int]], bool], deadline: float | None, repetition_penalty: float = 1.1) -> list[int]:
+    """Greedy decoding with the repetition penalty over prompt and reply tokens, as transformers does it."""
+    kv = fast.new_kv(len(ids) + max_new_tokens)
+    with torch.inference_mode():
+        h, _ = fast.forward(ids, kv)
+        seen = torch.zeros(head.vocab, dtype=torch.bool)
+        seen[torch.tensor(ids)] = True
+        new: list[int] = []
+        while len(new) < max_new_tokens:
+            if deadline is not None and time.monotonic() > deadline:
+                raise EngineTimeout("generation ran past its deadline")
+            logits = _penalize(head.logits(h), seen.nonzero()[:, 0], repetition_penalty)
+            token = int(torch.argmax(logits))
+            new.append(token)
+            if token in ends or stop(new):
+                break
+            seen[token] = True
+            h, _ = fast.forward([token], kv)
+    return new

@@ -1,0 +1,43 @@
+"""The output shortlist: the token ids that Chinese and English replies use (built by train/shortlist.py).
+
+Gemma's 262k-token vocabulary serves 140 languages; the bot answers in two. Reading only the
+shortlist's rows of the output matrix cuts the largest weight read of a decode step. The list is
+tied to the tokenizer by a digest of its pieces, and refused for any other tokenizer.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+VOCAB_DIR = Path(__file__).resolve().parent.parent / "vocab"
+
+
+def tokenizer_digest(tokenizer: Any) -> str:
+    """Names a tokenizer by its size and a sample of its pieces (cheap enough for every start)."""
+    size = len(tokenizer)
+    sample = tokenizer.convert_ids_to_tokens(list(range(0, size, max(1, size // 4096))))
+    raw = json.dumps([size, sample], ensure_ascii=False).encode()
+    return f"v{size}-{hashlib.sha256(raw).hexdigest()[:12]}"
+
+
+def shortlist(tokenizer: Any) -> torch.Tensor | None:
+    """The shipped shortlist's ids for this tokenizer, or None (the full vocabulary is used)."""
+    path = VOCAB_DIR / f"{tokenizer_digest(tokenizer)}.json.gz"
+    if not path.exists():
+        return None
+    with gzip.open(path, "rt", encoding="utf-8") as src:
+        data = json.load(src)
+    ids = torch.cat([torch.arange(start, start + length) for start, length in data["runs"]])
+    if int(ids.max()) >= len(tokenizer):
+        log.warning("the output shortlist %s does not fit this tokenizer; using the full vocabulary", path.name)
+        return None
+    return ids

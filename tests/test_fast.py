@@ -1,0 +1,90 @@
+"""The decode loop and forward pass of bot/model/fast.py against transformers, on a tiny random Gemma 3."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+from bot.model import fast
+from bot.model.quant import quantize
+
+
+@pytest.fixture(scope="module")
+def model() -> Gemma3ForCausalLM:
+    torch.manual_seed(0)
+    # six layers: five sliding-window layers and one full one; a window of 8 so that prompts pass it
+    config = Gemma3TextConfig(
+        vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=32, sliding_window=8, max_position_embeddings=256,
+        eos_token_id=1, pad_token_id=0, bos_token_id=2,
+    )
+    model = Gemma3ForCausalLM(config).eval()
+    quantize(model, "int8")
+    return model
+
+
+def test_only_known_int8_gemma_models_take_the_fast_path(model: Gemma3ForCausalLM) -> None:
+    assert fast.supported(model)
+    dense = Gemma3ForCausalLM(model.config)
+    assert not fast.supported(dense)
+
+
+def test_forward_matches_transformers_past_the_sliding_window(model: Gemma3ForCausalLM) -> None:
+    runner = fast.FastGemma(model, max_positions=256)
+    ids = torch.randint(3, 320, (20,)).tolist()
+    kv = runner.new_kv(30)
+    with torch.inference_mode():
+        expected = model(torch.tensor([ids]), output_hidden_states=True).hidden_states
+        last, states = runner.forward(ids, kv, collect=[1, 4])
+    assert torch.allclose(last[0], expected[-1][0, -1], rtol=2e-2, atol=2e-2)
+    for layer, state in zip([1, 4], states):
+        assert torch.allclose(state, expected[layer + 1][0, -1], rtol=2e-2, atol=2e-2)
+    # one token at a time after the prompt: the cached keys and values must give the same states
+    more = torch.randint(3, 320, (6,)).tolist()
+    with torch.inference_mode():
+        expected = model(torch.tensor([ids + more]), output_hidden_states=True).hidden_states[-1][0]
+        for offset, token in enumerate(more):
+            last, _ = runner.forward([token], kv)
+            assert torch.allclose(last[0], expected[len(ids) + offset], rtol=2e-2, atol=2e-2), offset
+
+
+def test_stopping_after_a_layer_gives_that_layers_state(model: Gemma3ForCausalLM) -> None:
+    runner = fast.FastGemma(model, max_positions=256)
+    ids = torch.randint(3, 320, (12,)).tolist()
+    with torch.inference_mode():
+        _, full = runner.forward(ids, runner.new_kv(12), collect=[2])
+        _, early = runner.forward(ids, runner.new_kv(12), layers=3, collect=[2])
+    assert torch.equal(full[0], early[0])
+
+
+def test_greedy_decoding_matches_transformers_generate(model: Gemma3ForCausalLM) -> None:
+    runner = fast.FastGemma(model, max_positions=256)
+    head = fast.Shortlist(model.lm_head, None)
+    ids = torch.randint(3, 320, (10,)).tolist()
+    got = fast.greedy(runner, head, ids, 12, ends=[], stop=lambda new: False, deadline=None)
+    with torch.inference_mode():
+        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             max_new_tokens=12, min_new_tokens=12, do_sample=False, repetition_penalty=1.1)
+    assert got == out[0, len(ids):].tolist()
+
+
+def test_a_shortlist_only_ever_emits_its_tokens_and_stops_at_an_end_token(model: Gemma3ForCausalLM) -> None:
+    runner = fast.FastGemma(model, max_positions=256)
+    allowed = torch.arange(3, 320, 3)
+    head = fast.Shortlist(model.lm_head, allowed)
+    ids = torch.randint(3, 320, (10,)).tolist()
+    got = fast.greedy(runner, head, ids, 16, ends=[], stop=lambda new: False, deadline=None)
+    assert len(got) == 16 and set(got) <= set(allowed.tolist())
+    end = got[3]
+    stopped = fast.greedy(runner, head, ids, 16, ends=[end], stop=lambda new: False, deadline=None)
+    assert stopped == got[: got.index(end) + 1]
+
+
+def test_the_deadline_stops_decoding(model: Gemma3ForCausalLM) -> None:
+    from bot.errors import EngineTimeout
+
+    runner = fast.FastGemma(model, max_positions=256)
+    with pytest.raises(EngineTimeout):
+        fast.greedy(runner, fast.Shortlist(model.lm_head, None), [5, 6, 7], 8, ends=[], stop=lambda new: False,
+                    deadline=0.0)
