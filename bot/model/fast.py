@@ -218,11 +218,14 @@ class Shortlist:
             scales = head.scales[self.ids]
             self.rows = _Int8(head.weight_q[self.ids].contiguous(), scales, scales.to(torch.bfloat16))
 
+        # token id -> its row in the shortlist, or -1: the repetition penalty works in shortlist space
+        self.row_of = torch.full((self.vocab,), -1, dtype=torch.long)
+        self.row_of[self.ids] = torch.arange(len(self.ids))
+
     def logits(self, h: torch.Tensor) -> torch.Tensor:
-        """Full-vocabulary logits of one position: the shortlist's, -inf elsewhere."""
-        out = torch.full((self.vocab,), -math.inf)
-        out[self.ids] = self.rows(h)[0]
-        return out
+        """The shortlist's logits for one position (row i is token ids[i])."""
+        result: torch.Tensor = self.rows(h)[0]
+        return result
 
 
 def _penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -238,17 +241,17 @@ def greedy(fast: FastGemma, head: Shortlist, ids: list[int], max_new_tokens: int
     kv = fast.new_kv(len(ids) + max_new_tokens)
     with torch.inference_mode():
         h, _ = fast.forward(ids, kv)
-        seen = torch.zeros(head.vocab, dtype=torch.bool)
-        seen[torch.tensor(ids)] = True
+        rows = head.row_of[torch.tensor(ids)]
+        seen = set(rows[rows >= 0].tolist())
         new: list[int] = []
         while len(new) < max_new_tokens:
             if deadline is not None and time.monotonic() > deadline:
                 raise EngineTimeout("generation ran past its deadline")
-            logits = _penalize(head.logits(h), seen.nonzero()[:, 0], repetition_penalty)
-            token = int(torch.argmax(logits))
+            logits = _penalize(head.logits(h), torch.tensor(sorted(seen), dtype=torch.long), repetition_penalty)
+            token = int(head.ids[int(torch.argmax(logits))])
             new.append(token)
             if token in ends or stop(new):
                 break
-            seen[token] = True
+            seen.add(int(head.row_of[token]))
             h, _ = fast.forward([token], kv)
     return new
