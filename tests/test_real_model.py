@@ -41,6 +41,29 @@ def test_clear_messages_are_classified_correctly(engine: ModelEngine, text: str,
     assert engine.classify(text).label is label
 
 
+def test_the_embedded_model_runs_on_the_fast_path_with_the_shipped_shortlist(engine: ModelEngine) -> None:
+    from bot.model import fast
+
+    assert engine.fast is not None and engine.head is not None
+    assert 50_000 < len(engine.head.ids) < engine.head.vocab  # the zh + en rows, not the whole vocabulary
+    ids = engine.encode("今天考试没考好", special=True)
+    new = fast.greedy(engine.fast, engine.head, ids, 6, [], lambda tokens: False, None)
+    assert len(new) == 6 and all(int(engine.head.row_of[t]) >= 0 for t in new)
+
+
+def test_the_fast_path_labels_as_transformers_does(engine: ModelEngine) -> None:
+    texts = [t for t, _ in CLEAR]
+    runner = engine.fast
+    try:
+        fast_labels = [s.label for s in engine.classify_batch(texts)]
+        engine.fast = None
+        engine.forget_features()
+        assert [s.label for s in engine.classify_batch(texts)] == fast_labels
+    finally:
+        engine.fast = runner
+        engine.forget_features()
+
+
 def test_classification_is_deterministic(engine: ModelEngine) -> None:
     texts = [t for t, _ in CLEAR]
     assert engine.classify_batch(texts) == engine.classify_batch(texts)

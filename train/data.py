@@ -30,6 +30,7 @@ REPLIES = DATA_DIR / "replies.jsonl"
 REPLIES_EVAL = DATA_DIR / "replies_eval.jsonl"
 CRISIS = DATA_DIR / "crisis.jsonl"
 NEUTRAL = DATA_DIR / "neutral.jsonl"
+OWN_SOURCES = {"chat_train", "neutral", "replies"}  # own_mood_rows(): chat messages written for this project
 STRATEGY_MOOD = {"comfort": "negative", "celebrate": "positive", "plain": "neutral"}
 VALIDATION_SHARE = 10  # one row in ten, by hash
 
@@ -189,9 +190,13 @@ def own_mood_rows() -> list[MoodRow]:
 
 
 def crisis_rows(split: str) -> list[MoodRow]:
-    """The crisis set (ours): crisis messages count as negative; hard negatives carry no mood label."""
+    """The crisis set (ours): crisis messages count as negative; hard negatives carry no mood label.
+
+    crisis_more_*.jsonl add training rows only (more hard negatives and crisis wordings); the
+    validation and test splits stay those of crisis.jsonl."""
     rows = []
-    for r in load_jsonl(CRISIS):
+    files = [CRISIS] + (sorted(DATA_DIR.glob("crisis_more_*.jsonl")) if split == "train" else [])
+    for r in (row for path in files for row in load_jsonl(path)):
         if r["split"] == split:
             crisis = int(r["label"] == "crisis")
             rows.append(MoodRow(r["text"], r["lang"], "negative" if crisis else None, crisis=crisis,
