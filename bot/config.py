@@ -287,10 +287,19 @@ class CrisisSettings(Section):
             "emergency number or {hotline} now, or someone you trust.",
         }
     )
+    # a negative message that may signal a crisis (escalation.concern_threshold): a person is alerted,
+    # and the bot checks in with vetted text instead of a generated reply
+    check_in: LangTexts = Field(
+        default_factory=lambda: {
+            "zh": "我在这儿，听你说。你现在还好吗？如果心里很难受，可以多跟我说一点，我也可以请同事来陪你聊聊。",
+            "en": "I'm here and listening. Are you okay right now? If things feel heavy, tell me a bit more, "
+            "and I can ask a colleague to talk with you too.",
+        }
+    )
     careful_minutes: float = Field(default=120, ge=0)
 
-    def text(self, key: Literal["reply", "follow_up"], lang: str) -> str:
-        texts = self.reply if key == "reply" else self.follow_up
+    def text(self, key: Literal["reply", "follow_up", "check_in"], lang: str) -> str:
+        texts = {"reply": self.reply, "follow_up": self.follow_up, "check_in": self.check_in}[key]
         template = texts.get(lang) or texts.get("en") or next(iter(texts.values()), "")
         hotline = self.hotline.get(lang) or self.hotline.get("en") or ""
         return template.replace("{hotline}", hotline)
@@ -314,8 +323,18 @@ class EscalationSettings(Section):
     # added to DEFAULT_CRISIS_PHRASES, which always apply: the floor cannot be switched off by accident
     crisis_phrases: list[str] = Field(default_factory=list)
     model_crisis_check: bool = True  # also ask the model (the crisis head) about every message
-    # 0.5 is the crisis head's own threshold, chosen on validation data for recall
-    crisis_threshold: float = Field(default=0.5, gt=0, le=1)
+    # On the crisis scale (bot/domain.py crisis_scale) 0.8 is the head's threshold chosen on validation
+    # data for few false alarms on hard negatives: the vetted crisis reply and a critical alert.
+    crisis_threshold: float = Field(default=0.8, gt=0, le=1)
+    # 0.5 is its recall-first threshold: a possible crisis. The admins get a "high" alert to check on
+    # the person, and a negative message gets the vetted check-in reply (crisis.check_in)
+    concern_threshold: float = Field(default=0.5, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _concern_below_crisis(self) -> "EscalationSettings":
+        if self.concern_threshold > self.crisis_threshold:
+            raise ValueError("escalation.concern_threshold must not be above escalation.crisis_threshold")
+        return self
 
 
 class AdminSettings(Section):

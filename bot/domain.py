@@ -94,6 +94,8 @@ class Turn:
     reply: str | None = None
     knowledge: tuple[str, ...] = ()  # FAQ entries for the reply prompt (handlers/knowledge.py)
     crisis: bool = False
+    # a possible crisis: the model's score passed the recall-first threshold but not the sure one
+    concern: bool = False
     careful: bool = False  # a crisis was raised for this contact a short while ago
     record_only: bool = False  # mood is recorded but the bot does not answer
     paused: bool = False  # auto-replies were paused when the turn started (#pause, the dashboard)
@@ -140,12 +142,20 @@ class ContactState:
 
 
 # The label-token crisis question (" yes" vs " no") was calibrated to flag at 0.9; a trained crisis
-# head flags at its own validation threshold. Both are put on one scale on which 0.5 means "flag".
+# head flags at its own validation thresholds. All are put on one scale: 0.5 is the recall-first
+# threshold (a possible crisis: a person should look), CRISIS_SURE the one chosen for few false
+# alarms on hard negatives (the crisis reply and the critical alert).
 LABEL_TOKEN_CRISIS_THRESHOLD = 0.9
+CRISIS_SURE = 0.8
 
 
-def crisis_scale(p: float, threshold: float) -> float:
-    """Map a crisis probability so that the scorer's own threshold becomes 0.5 (monotone, 0..1)."""
+def crisis_scale(p: float, threshold: float, sure: float | None = None) -> float:
+    """Map a crisis probability so that the scorer's recall-first threshold becomes 0.5 and its
+    few-false-alarms threshold (`sure`, when it has one) CRISIS_SURE (monotone, 0..1)."""
     if p < threshold:
         return 0.5 * p / threshold
-    return 0.5 + 0.5 * (p - threshold) / max(1e-9, 1 - threshold)
+    if sure is None or sure <= threshold:  # one threshold: it is both, and nothing is "possible"
+        return CRISIS_SURE + (1 - CRISIS_SURE) * (p - threshold) / max(1e-9, 1 - threshold)
+    if p < sure:
+        return 0.5 + (CRISIS_SURE - 0.5) * (p - threshold) / (sure - threshold)
+    return CRISIS_SURE + (1 - CRISIS_SURE) * (p - sure) / max(1e-9, 1 - sure)

@@ -50,7 +50,9 @@ class CrisisStage:
             turn.crisis = True
         elif self.settings.model_crisis_check:
             try:
-                turn.crisis = await self.engine.crisis_score(turn.text) >= self.settings.crisis_threshold
+                score = await self.engine.crisis_score(turn.text)
+                turn.crisis = score >= self.settings.crisis_threshold
+                turn.concern = not turn.crisis and score >= self.settings.concern_threshold
             except EngineError as exc:
                 log.warning("crisis check of message %s failed: %s", turn.message.message_id, exc)
         if not turn.crisis and self.careful:
@@ -66,6 +68,7 @@ def decide(
     crisis: bool,
     now: datetime,
     settings: EscalationSettings,
+    concern: bool = False,
 ) -> tuple[ContactState, str | None, str]:
     """The escalation rules as a pure function: (new state, severity or None, reason)."""
     current = recent[-1]
@@ -81,6 +84,11 @@ def decide(
         if cooling and state.last_severity == "critical":
             return state, None, "crisis already alerted"
         return replace(state, armed=False, last_alert_at=now, last_severity="critical"), "critical", "crisis language"
+    if concern:  # a possible crisis: a person should look, whatever the mood trend says
+        if cooling and state.last_severity in ("critical", "high"):
+            return state, None, "possible crisis already alerted"
+        return (replace(state, armed=False, last_alert_at=now, last_severity="high"), "high",
+                "possible crisis language: please check on this person")
     by_count = negatives >= settings.negative_count
     by_score = len(recent) >= settings.negative_count and score < settings.score_threshold
     if not (by_count or by_score) or not state.armed or cooling:
@@ -151,7 +159,8 @@ class EscalationStage:
         )
 
         def rule(state: ContactState, recent: list[MoodPoint], in_window: list[MoodPoint]) -> tuple[ContactState, Alert | None]:
-            new_state, severity, reason = decide(state, recent, in_window, turn.crisis, now, self.settings)
+            new_state, severity, reason = decide(state, recent, in_window, turn.crisis, now, self.settings,
+                                               turn.concern)
             if severity is None:
                 return new_state, None
             shown = recent[-self.alerts.excerpts :] if self.alerts.excerpts else []

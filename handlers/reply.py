@@ -79,6 +79,10 @@ class ReplyStage:
         history = await asyncio.to_thread(self.memory.history, message.chat_id) + [user_turn]
         if strategy is Strategy.CRISIS:
             reply = self.crisis.text("reply" if turn.crisis else "follow_up", turn.lang)
+        elif turn.concern and strategy is Strategy.COMFORT:
+            # a negative message that may signal a crisis: vetted words, and a person was alerted
+            reply = self.crisis.text("check_in", turn.lang)
+            await asyncio.to_thread(self.memory.add, message.chat_id, user_turn, ChatTurn("assistant", reply))
         else:
             generated = await self.guarded_reply(turn, history, strategy)
             if generated is None:

@@ -61,7 +61,10 @@ class FakeEngine:
     async def crisis_score(self, text: str) -> float:
         if isinstance(self.fail, EngineError):
             raise self.fail
-        return 0.95 if "end it all" in text.lower() else 0.05
+        lowered = text.lower()
+        if "end it all" in lowered:
+            return 0.95
+        return 0.6 if "nobody would notice" in lowered else 0.05  # a possible crisis (between the thresholds)
 
     def close(self) -> None:
         self.closed = True

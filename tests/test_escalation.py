@@ -128,6 +128,44 @@ async def test_model_judgement_flags_crisis_without_a_listed_phrase(clock: Manua
     assert not turn.crisis
 
 
+async def test_a_possible_crisis_alerts_a_person_and_checks_in_with_vetted_text(clock: ManualClock, store: Store) -> None:
+    app, sender = build(clock, store)
+    turn = await say(app, clock, "so sad, I wonder if nobody would notice if I was gone")
+    assert turn.concern and not turn.crisis and turn.strategy is Strategy.COMFORT
+    assert "[high]" in alerts_sent(sender)[0] and "possible crisis" in alerts_sent(sender)[0]
+    assert [m.text for m in sender.sent if m.chat_id == "alice"] == [CrisisSettings().text("check_in", "en")]
+    assert app.engine.generated == []  # never generated
+    again = await say(app, clock, "sad again, nobody would notice", minutes=5)
+    assert again.concern and len(alerts_sent(sender)) == 1  # once per episode
+
+
+async def test_a_possible_crisis_in_a_neutral_message_alerts_but_answers_normally(clock: ManualClock, store: Store) -> None:
+    app, sender = build(clock, store)
+    turn = await say(app, clock, "would anyone even care, nobody would notice")
+    assert turn.concern and turn.strategy is Strategy.PLAIN
+    assert "[high]" in alerts_sent(sender)[0]
+    assert len(app.engine.generated) == 1
+
+
+def test_crisis_scale_maps_both_thresholds() -> None:
+    from bot.domain import CRISIS_SURE, crisis_scale
+
+    assert crisis_scale(0.1, 0.1, 0.9) == pytest.approx(0.5)
+    assert crisis_scale(0.9, 0.1, 0.9) == pytest.approx(CRISIS_SURE)
+    assert crisis_scale(0.5, 0.1, 0.9) == pytest.approx(0.5 + (CRISIS_SURE - 0.5) / 2)
+    scores = [crisis_scale(p / 100, 0.1, 0.9) for p in range(101)]
+    assert scores == sorted(scores) and scores[0] == 0 and scores[-1] == pytest.approx(1)
+    # one threshold (the label-token question, a remote model): it is the crisis threshold itself
+    assert crisis_scale(0.9, 0.9) == pytest.approx(CRISIS_SURE) and crisis_scale(0.89, 0.9) < 0.5
+
+
+def test_the_concern_threshold_cannot_exceed_the_crisis_threshold() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="concern_threshold"):
+        EscalationSettings(concern_threshold=0.9, crisis_threshold=0.8)
+
+
 def test_the_phrase_floor_cannot_be_switched_off_by_configuring_phrases() -> None:
     from handlers.escalation import CrisisStage
 

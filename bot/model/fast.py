@@ -160,7 +160,7 @@ class FastGemma:
         """Run `ids` after the `kv.used` tokens already in the cache.
 
         Returns the normed last hidden state of the last token (after `layers` layers when given)
-        and, for each index in `collect`, the raw output of that layer (0-based) at the last token.
+        and, for each index in `collect`, the raw output of that layer (0-based) at every new token.
         """
         count = len(ids)
         start = kv.used
@@ -198,7 +198,7 @@ class FastGemma:
             mixed = nn.functional.gelu(gate_up[:, : self.inter], approximate="tanh") * gate_up[:, self.inter :]
             x = x + self._norm(layer.down(mixed), layer.norm_post_ff)
             if index in collect:
-                collected[index] = x[-1]
+                collected[index] = x
         kv.used = start + count
         return self._norm(x[-1:], self.final_norm), [collected[i] for i in collect]
 

@@ -29,6 +29,7 @@ class Readout:
     temperature: float = 1.0
     offset: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
     threshold: float = 0.5  # for a two-label head: labels[0] when its probability reaches this
+    sure: float | None = None  # the crisis head's threshold for few false alarms (bot/domain.py crisis_scale)
 
     def probs(self, hidden: torch.Tensor) -> torch.Tensor:
         """(n, features) -> (n, labels) calibrated probabilities in the order of `labels`."""
@@ -44,7 +45,7 @@ class Readout:
             {
                 "layers": list(self.layers), "mean": self.mean, "std": self.std, "weight": self.weight, "bias": self.bias,
                 "labels": list(self.labels), "fingerprint": self.fingerprint, "note": self.note,
-                "temperature": self.temperature, "offset": self.offset, "threshold": self.threshold,
+                "temperature": self.temperature, "offset": self.offset, "threshold": self.threshold, "sure": self.sure,
             },
             path,
         )
@@ -58,6 +59,7 @@ class Readout:
             labels=tuple(str(v) for v in data["labels"]), fingerprint=str(data["fingerprint"]),
             note=str(data.get("note", "")), temperature=float(data.get("temperature", 1.0)),
             offset=data.get("offset", torch.zeros(0)).float(), threshold=float(data.get("threshold", 0.5)),
+            sure=None if data.get("sure") is None else float(data["sure"]),
         )
 
 

@@ -137,7 +137,7 @@ class Scorer:
                     rows.append(last)
                 else:
                     _, states = fast.forward(item, kv, layers=max(layers) + 1, collect=layers)
-                    rows.append(torch.stack(states))
+                    rows.append(torch.stack([state[-1] for state in states]))
         return torch.stack(rows).float()
 
     def normed(self, texts: Sequence[str], layers: Sequence[int]) -> torch.Tensor:
