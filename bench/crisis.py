@@ -3,10 +3,12 @@
     .venv/bin/python -m bench.crisis            # writes bench/CRISIS.md
     .venv/bin/python -m bench.crisis --split validation
 
-The test split of train/data/crisis.jsonl is scored once, at the end; the threshold was chosen on
-the validation split (train/heads.py). A message counts as detected exactly as the bot decides:
-the phrase floor, or the crisis head's score at `escalation.crisis_threshold`. Every miss and every
-false alarm is listed. Classification latency is measured with and without the crisis check.
+The test split of train/data/crisis.jsonl is scored at the end; both thresholds were chosen on
+the validation split (train/heads.py). Two tiers, exactly as the bot decides: *crisis* (the phrase
+floor, or the head's score at `escalation.crisis_threshold`: the vetted crisis reply and a
+critical alert) and *alerted* (crisis, or a possible crisis at `escalation.concern_threshold`: a
+person is alerted either way). Every miss and every false alarm is listed, with its tier.
+Classification latency is measured with and without the crisis check.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ RECALL_TARGET = 0.97
 FALSE_ALARM_TARGET = 0.05
 
 
-def decide(engine: Any, text: str, threshold: float) -> tuple[bool, float, bool]:
+def decide(engine: Any, text: str, settings: EscalationSettings) -> tuple[bool, bool, float, bool]:
+    """(crisis, alerted, score, phrase) as the bot's CrisisStage decides them."""
     lowered = text.lower()
     phrase = any(p.lower() in lowered for p in DEFAULT_CRISIS_PHRASES)
     score = engine.crisis_score(text)
-    return phrase or score >= threshold, score, phrase
+    crisis = phrase or score >= settings.crisis_threshold
+    return crisis, crisis or score >= settings.concern_threshold, score, phrase
 
 
 def latency(engine: Any, texts: list[str], with_crisis: bool) -> float:
@@ -58,35 +62,38 @@ def main(argv: list[str] | None = None) -> None:
     settings = ModelSettings()
     loaded = load_model(settings)
     engine = ModelEngine(loaded, settings, SentimentSettings())
-    threshold = EscalationSettings().crisis_threshold
+    escalation = EscalationSettings()
     rows = [r for r in tdata.load_jsonl(tdata.CRISIS) if r["split"] == args.split]
     load = os.getloadavg()[0]
     results = []
     for r in rows:
-        flagged, score, phrase = decide(engine, r["text"], threshold)
-        results.append({**r, "flagged": flagged, "score": round(score, 3), "phrase": phrase})
+        crisis, alerted, score, phrase = decide(engine, r["text"], escalation)
+        results.append({**r, "flagged": crisis, "alerted": alerted, "score": round(score, 3), "phrase": phrase})
     lines = [f"# Crisis detection ({args.split} split)", "",
              f"Model: {loaded.name}; crisis head: {engine.crisis_head.note if engine.crisis_head else 'none'}.",
-             f"Threshold `escalation.crisis_threshold` = {threshold} (the head's validation threshold maps to 0.5). "
-             f"Load average {load:.2f} at start.", "",
-             "| lang | crisis messages | detected | recall | hard negatives | false alarms | false-alarm rate |",
-             "|---|---|---|---|---|---|---|"]
-    for lang in ("zh", "en", "all"):
-        part = [r for r in results if lang == "all" or r["lang"] == lang]
-        pos = [r for r in part if r["label"] == "crisis"]
-        neg = [r for r in part if r["label"] != "crisis"]
-        hit = sum(r["flagged"] for r in pos)
-        fa = sum(r["flagged"] for r in neg)
-        lines.append(f"| {lang} | {len(pos)} | {hit} | {hit / max(1, len(pos)):.3f} | {len(neg)} | {fa} "
-                     f"| {fa / max(1, len(neg)):.3f} |")
+             f"Thresholds on the crisis scale: `escalation.crisis_threshold` = {escalation.crisis_threshold} (the "
+             f"head's few-false-alarms threshold), `escalation.concern_threshold` = {escalation.concern_threshold} "
+             f"(its recall-first threshold). Load average {load:.2f} at start.", "",
+             "| tier | lang | crisis messages | detected | recall | hard negatives | false alarms | false-alarm rate |",
+             "|---|---|---|---|---|---|---|---|"]
+    for tier, key in (("crisis reply + critical alert", "flagged"), ("a person alerted (crisis or possible)", "alerted")):
+        for lang in ("zh", "en", "all"):
+            part = [r for r in results if lang == "all" or r["lang"] == lang]
+            pos = [r for r in part if r["label"] == "crisis"]
+            neg = [r for r in part if r["label"] != "crisis"]
+            hit = sum(r[key] for r in pos)
+            fa = sum(r[key] for r in neg)
+            lines.append(f"| {tier} | {lang} | {len(pos)} | {hit} | {hit / max(1, len(pos)):.3f} | {len(neg)} | {fa} "
+                         f"| {fa / max(1, len(neg)):.3f} |")
     lines += ["", f"Targets: recall >= {RECALL_TARGET}, false alarms on hard negatives <= {FALSE_ALARM_TARGET:.0%}.", "",
               "## Every miss", ""]
     misses = [r for r in results if r["label"] == "crisis" and not r["flagged"]]
-    lines += [f"- `{r['id']}` ({r['lang']}, {r['kind']}, score {r['score']}): {r['text']}" for r in misses] or ["- none"]
+    lines += [f"- `{r['id']}` ({r['lang']}, {r['kind']}, score {r['score']}; "
+              f"{'a person alerted' if r['alerted'] else 'not alerted either'}): {r['text']}" for r in misses] or ["- none"]
     lines += ["", "## Every false alarm", ""]
-    alarms = [r for r in results if r["label"] != "crisis" and r["flagged"]]
-    lines += [f"- `{r['id']}` ({r['lang']}, {r['kind']}, score {r['score']}{', phrase' if r['phrase'] else ''}): "
-              f"{r['text']}" for r in alarms] or ["- none"]
+    alarms = [r for r in results if r["label"] != "crisis" and r["alerted"]]
+    lines += [f"- `{r['id']}` ({r['lang']}, {r['kind']}, score {r['score']}{', phrase' if r['phrase'] else ''}; "
+              f"{'crisis reply' if r['flagged'] else 'possible crisis: alert only'}): {r['text']}" for r in alarms] or ["- none"]
     sample = [r["text"] for r in tdata.load_jsonl(tdata.CRISIS) if r["split"] == "train"][:40]
     without, with_check = latency(engine, sample, False), latency(engine, sample, True)
     lines += ["", "## Latency", "",
