@@ -173,10 +173,12 @@ def write(data: dict[str, Any], path: Path) -> None:
     lines = [
         "# Speed: this engine against llama.cpp on the same GGUF",
         "",
-        f"`python -m bench.fast`, {data['threads']} threads. Load average {data['load_avg_start']:.2f} at the start, "
-        f"{data['load_avg_speed_end']:.2f} after the speed runs, {data['load_avg_end']:.2f} at the end"
-        + (" (**above 0.5: treat the times as noisy**)" if max(data['load_avg_start'], data['load_avg_speed_end']) > 0.5 else "")
-        + f". Read bandwidth measured in the same run: {bw:.1f} GB/s. Medians of each run's figure.",
+        f"`python -m bench.fast`, {data['threads']} threads. Load average {data['load_avg_start']:.2f} at the start"
+        + (" (**above 0.5: other work was running; treat the times as noisy**)" if data['load_avg_start'] > 0.5 else
+           " (a quiet machine)")
+        + f", {data['load_avg_speed_end']:.2f} after the speed runs and {data['load_avg_end']:.2f} at the end: those two "
+        "count the benchmark's own two busy threads. "
+        f"Read bandwidth measured in the same run: {bw:.1f} GB/s. Medians of each run's figure.",
         "",
         "| figure | moodbot | llama.cpp | ratio (llama.cpp ÷ moodbot for times) |",
         "|---|---|---|---|",

@@ -194,7 +194,7 @@ def write(levels: list[Level], args: argparse.Namespace) -> None:
         + (" (a smoke run: too few messages for the figures to mean anything)." if args.smoke else "."),
         "",
         f"Both backends run the same embedded GGUF (Gemma 3 270M, Q4_K_M) with 2 threads; each turn is the whole "
-        f"pipeline (mood, crisis check for negatives, escalation on SQLite, a reply of up to {args.max_new_tokens} "
+        f"pipeline (mood, crisis check, escalation on SQLite, a reply of up to {args.max_new_tokens} "
         f"tokens). Each chat sends {args.per_chat} messages, the next when the reply to the last came back.",
         "",
         *table(levels),
