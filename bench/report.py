@@ -207,6 +207,8 @@ def update_readme(data: dict[str, Any], readme: Path) -> None:
 # Benchmarks that run on their own (python -m bench.<name>) write a markdown page each; the report
 # carries the latest of them between these markers, so that one file shows every measured figure.
 SECTIONS = [
+    ("Selection protocol (bench/SELECTION.md)", "SELECTION.md"),
+    ("Speed against llama.cpp (bench/fast.py)", "SPEED.md"),
     ("Reply quality: base prompt vs fine-tuned (bench/replies.py)", "REPLIES.md"),
     ("Reply grades by reading (bench/GRADES.md)", "GRADES.md"),
     ("Crisis detection (bench/crisis.py)", "CRISIS.md"),

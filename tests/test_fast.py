@@ -88,3 +88,13 @@ def test_the_deadline_stops_decoding(model: Gemma3ForCausalLM) -> None:
     with pytest.raises(EngineTimeout):
         fast.greedy(runner, fast.Shortlist(model.lm_head, None), [5, 6, 7], 8, ends=[], stop=lambda new: False,
                     deadline=0.0)
+
+
+def test_a_text_longer_than_the_tables_grows_them(model: Gemma3ForCausalLM) -> None:
+    runner = fast.FastGemma(model, max_positions=16)
+    ids = torch.randint(3, 320, (40,)).tolist()
+    with torch.inference_mode():
+        expected = model(torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0, -1]
+        last, _ = runner.forward(ids, runner.new_kv(40))
+    assert runner.max_positions >= 40
+    assert torch.allclose(last[0], expected, rtol=2e-2, atol=2e-2)

@@ -204,7 +204,7 @@ def crisis_rows(split: str) -> list[MoodRow]:
     return rows
 
 
-def mood_training_mix(per_group: int, seed: int = 0) -> tuple[list[MoodRow], list[MoodRow]]:
+def mood_training_mix(per_group: int, seed: int = 0, own_copies: int = 3) -> tuple[list[MoodRow], list[MoodRow]]:
     """(train, validation): packaged corpora capped per (source, label), our own data in full.
 
     Languages and domains are balanced by the cap; our own chat rows are repeated because short
@@ -222,7 +222,7 @@ def mood_training_mix(per_group: int, seed: int = 0) -> tuple[list[MoodRow], lis
     own = [r for r in own_mood_rows() if digest(r.text) not in drop]
     train = [r for r in picked + own if not is_validation(r.text)]
     val = [r for r in picked + own if is_validation(r.text)]
-    train += [r for r in own if not is_validation(r.text)] * 2
+    train += [r for r in own if not is_validation(r.text)] * (own_copies - 1)
     rng.shuffle(train)
     return train, val
 

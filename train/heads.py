@@ -166,7 +166,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true", help="a tiny random model and a few rows (make test)")
     parser.add_argument("--model-dir", type=Path, help="a transformers checkpoint (default: the embedded model)")
     parser.add_argument("--adapter", default="auto", help="auto (the shipped one), none, or an adapter folder")
-    parser.add_argument("--per-group", type=int, default=250, help="rows per (source, label) of packaged corpora")
+    parser.add_argument("--per-group", type=int, default=600, help="rows per (source, label) of packaged corpora")
+    parser.add_argument("--own-copies", type=int, default=8, help="copies of our own chat rows in the mood training mix")
+    parser.add_argument("--ordinary-per-group", type=int, default=250,
+                        help="rows per (source, label) of the mix the non-crisis examples are drawn from")
     parser.add_argument("--ordinary-negatives", type=int, default=1000, help="mood rows used as non-crisis examples")
     parser.add_argument("--out", type=Path, help="folder for the heads (default: bot/readouts/)")
     args = parser.parse_args(argv)
@@ -187,14 +190,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         mood_val = mood_train[:6]
         crisis_train = crisis_val = [tdata.MoodRow(w, "en", None, crisis=int("end" in w)) for w in words] * 2
     else:
-        mood_train, mood_val = tdata.mood_training_mix(args.per_group)
+        mood_train, mood_val = tdata.mood_training_mix(args.per_group, own_copies=args.own_copies)
         crisis_train, crisis_val = tdata.crisis_rows("train"), tdata.crisis_rows("validation")
     mood_train = [r for r in mood_train if r.mood is not None]
     mood_val = [r for r in mood_val if r.mood is not None]
     # non-crisis examples: all of our own chat messages (thanks, questions, sad and happy news: the
     # messages the bot sees) and a sample of the packaged corpora
-    own = tdata.dedupe(r for r in mood_train if r.source in tdata.OWN_SOURCES)
-    packaged = [r for r in mood_train if r.source not in tdata.OWN_SOURCES]
+    # drawn from a mix of its own size, so that the mood mix can change without moving the crisis head
+    crisis_mix = mood_train if args.smoke else [r for r in tdata.mood_training_mix(args.ordinary_per_group)[0] if r.mood]
+    own = tdata.dedupe(r for r in crisis_mix if r.source in tdata.OWN_SOURCES)
+    packaged = [r for r in crisis_mix if r.source not in tdata.OWN_SOURCES]
     ordinary = own + rng.sample(packaged, min(args.ordinary_negatives, len(packaged)))
     texts = list(dict.fromkeys([r.text for r in mood_train + mood_val + crisis_train + crisis_val + ordinary]))
     log.info("features of %d texts on layers %s (%s)", len(texts), layers, loaded.name)

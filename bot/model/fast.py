@@ -138,16 +138,20 @@ class FastGemma:
             ))
         self.q_width = self.heads * self.head_dim
         self.inter = int(config.intermediate_size)
-        rotary = body.rotary_emb
-        positions = torch.arange(max_positions, dtype=torch.float32)
+        self.inv_freq = {kind == "sliding_attention": getattr(body.rotary_emb, f"{kind}_inv_freq").float()
+                         for kind in ("sliding_attention", "full_attention") if kind in config.layer_types}
+        self.limit = int(config.max_position_embeddings)
         self.rope: dict[bool, tuple[torch.Tensor, torch.Tensor]] = {}
-        for sliding, kind in ((True, "sliding_attention"), (False, "full_attention")):
-            if kind not in config.layer_types:
-                continue
-            freqs = positions[:, None] * getattr(rotary, f"{kind}_inv_freq").float()[None, :]
+        self._grow_rope(max_positions)
+
+    def _grow_rope(self, positions: int) -> None:
+        """cos and sin tables for the first `positions` positions (grown when a longer text comes)."""
+        steps = torch.arange(positions, dtype=torch.float32)
+        for sliding, inv_freq in self.inv_freq.items():
+            freqs = steps[:, None] * inv_freq[None, :]
             # rotate_half(x) * sin == x.roll(half) * [-sin, sin]: one roll instead of a split and a cat
             self.rope[sliding] = (torch.cat([freqs, freqs], -1).cos(), torch.cat([-freqs.sin(), freqs.sin()], -1))
-        self.max_positions = max_positions
+        self.max_positions = positions
 
     def new_kv(self, length: int) -> KV:
         return KV(len(self.layers), length, self.head_dim)
@@ -164,8 +168,10 @@ class FastGemma:
         """
         count = len(ids)
         start = kv.used
-        if start + count > min(kv.k.shape[1], self.max_positions):
-            raise ValueError(f"{start + count} tokens do not fit the cache of {kv.k.shape[1]}")
+        if start + count > kv.k.shape[1] or start + count > self.limit:
+            raise ValueError(f"{start + count} tokens do not fit the cache of {kv.k.shape[1]} (model limit {self.limit})")
+        if start + count > self.max_positions:
+            self._grow_rope(max(start + count, 2 * self.max_positions))
         x = self.embed(torch.tensor(ids)).float()
         positions = slice(start, start + count)
         mask: dict[bool, torch.Tensor | None] = {True: None, False: None}
