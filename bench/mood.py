@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     results["load_end"] = os.getloadavg()[0]
     (args.out / "mood_results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
     lines = [f"Load average {results['load_start']:.2f} at start, {results['load_end']:.2f} at end. "
-             "Dev sets scored once, after selection on training-data validation splits.", "",
+             "Dev sets scored at the end of a session, after every knob was chosen on training-data validation splits (bench/SELECTION.md: 2026-11-22, and 2026-11-23 after the mood mix was chosen).", "",
              "| set | variant | pos-vs-neg accuracy | printed-label accuracy | neutral share | chat macro-F1 | ECE |",
              "|---|---|---|---|---|---|---|"]
     for s in sets:
