@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from bot.errors import EngineTimeout
-from bot.model.quant import INT8_DEQUANT_ABOVE_ROWS, Int8Linear, int8_matmul
+from bot.model.quant import INT8_DEQUANT_ABOVE_ROWS, Int8Linear, int8_matmul, store_together, stored_together
 
 KIND = "gemma3_text"
 
@@ -47,15 +47,16 @@ class _Int8:
 
 
 def _fuse(modules: Sequence[Int8Linear]) -> _Int8:
-    """One int8 matrix for several linear layers that read the same input; the modules keep views."""
-    q = torch.cat([m.weight_q for m in modules])
-    scales = torch.cat([m.scales for m in modules])
-    start = 0
-    for m in modules:
-        end = start + m.out_features
-        m.weight_q, m.scales = q[start:end], scales[start:end]
-        m.__dict__.pop("_act_scales", None)
-        start = end
+    """One int8 matrix for several linear layers that read the same input.
+
+    quantize() stores such layers back to back and the serving snapshot keeps that, so this is
+    usually a view; otherwise the rows are copied together once and the modules keep views."""
+    together = stored_together(list(modules))
+    if together is None:
+        store_together(list(modules))
+        together = stored_together(list(modules))
+        assert together is not None
+    q, scales = together
     return _Int8(q, scales, scales.to(torch.bfloat16))
 
 

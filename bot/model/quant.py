@@ -226,6 +226,8 @@ def quantize(model: nn.Module, mode: Mode, keep_dense: bool = False) -> tuple[st
             _set(model, path, replacement)
             kind = "int4+dense" if mode == "int4" and keep_dense else mode
             plan.swaps.append(Swap(path, kind, child.out_features, child.in_features, child.bias is not None))
+    if mode == "int8":
+        _store_siblings_together(body)
     head = model.get_output_embeddings()  # type: ignore[operator]
     if isinstance(head, nn.Linear):
         embeddings = model.get_input_embeddings()  # type: ignore[operator]
@@ -242,6 +244,51 @@ def quantize(model: nn.Module, mode: Mode, keep_dense: bool = False) -> tuple[st
     layout = f"groups of {GROUP}" if mode == "int4" else "one scale per row"
     dense = ", dense copy for prompts" if mode == "int4" and keep_dense else ""
     return f"weight-only {mode} ({layout}){dense}, output matrix int8", plan
+
+
+# linear layers that read the same input: their int8 rows are stored back to back, so that one
+# matmul can serve them all (bot/model/fast.py) without a second copy of the weights
+SIBLINGS = (("self_attn", ("q_proj", "k_proj", "v_proj")), ("mlp", ("gate_proj", "up_proj")))
+
+
+def store_together(modules: list[Int8Linear]) -> None:
+    """Give several int8 layers one storage for their rows and one for their scales (views, no copy kept)."""
+    q = torch.cat([m.weight_q for m in modules])
+    scales = torch.cat([m.scales for m in modules])
+    start = 0
+    for m in modules:
+        end = start + m.out_features
+        m.weight_q, m.scales = q[start:end], scales[start:end]
+        m.__dict__.pop("_act_scales", None)
+        start = end
+
+
+def stored_together(modules: list[Int8Linear]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The rows and scales of `modules` as single tensors when they already lie back to back in one
+    storage (a snapshot keeps that layout), else None."""
+    out = []
+    for name in ("weight_q", "scales"):
+        parts = [getattr(m, name) for m in modules]
+        first = parts[0]
+        offset = first.storage_offset()
+        for part in parts:
+            if part.untyped_storage().data_ptr() != first.untyped_storage().data_ptr() or \
+                    part.storage_offset() != offset or not part.is_contiguous():
+                return None
+            offset += part.numel()
+        rows = sum(p.shape[0] for p in parts)
+        out.append(first.new_empty(0).set_(first.untyped_storage(), first.storage_offset(),
+                                           (rows, *first.shape[1:]), first.stride()))
+    return out[0], out[1]
+
+
+def _store_siblings_together(body: nn.Module) -> None:
+    for layer in getattr(body, "layers", []):
+        for parent_name, names in SIBLINGS:
+            parent = getattr(layer, parent_name, None)
+            modules = [getattr(parent, n, None) for n in names]
+            if all(isinstance(m, Int8Linear) for m in modules):
+                store_together(modules)  # type: ignore[arg-type]
 
 
 def apply_plan(model: nn.Module, plan: Plan, dtype: torch.dtype) -> None:

@@ -19,7 +19,7 @@ from bot.model.quant import Plan, apply_plan
 
 log = logging.getLogger(__name__)
 
-FORMAT = 4  # 4: the quantization plan is typed (plain data in the file)
+FORMAT = 5  # 5: sibling int8 layers (q/k/v, gate/up) stored back to back; 4: the plan is typed
 
 
 def snapshot_path(cache_dir: Path, weights: Path, dtype: torch.dtype, mode: str) -> Path:
