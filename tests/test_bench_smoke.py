@@ -30,3 +30,14 @@ def test_benchmark_smoke_run(tmp_path: Path) -> None:
     assert "## Targets" in report and "## Mood accuracy" in report
     for chart in ("accuracy.png", "latency.png"):
         assert (tmp_path / chart).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_speed_benchmark_smoke_run() -> None:
+    # bench/fast.py in seconds: the fast path with and without the shortlist, transformers, classification
+    result = subprocess.run([sys.executable, "-m", "bench.fast", "--smoke"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    data = json.loads(result.stdout[result.stdout.index("{"):])
+    assert data["fast+shortlist"]["tok_s"] > 0 and data["fast, full vocabulary"]["tok_s"] > 0
+    assert data["fast+shortlist"]["bytes"] < data["fast, full vocabulary"]["bytes"]
+    assert data["classify_p50_ms"] > 0 and data["bandwidth_gbs"] > 0
