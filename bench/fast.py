@@ -30,7 +30,7 @@ from bot.config import load_settings
 from bot.domain import ChatTurn, Strategy
 from bot.model import fast
 from bot.model.engine import ModelEngine
-from bot.model.generate import _ends
+from bot.model.generate import end_tokens
 from bot.model.loader import embedded_gguf, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +81,7 @@ def reply_agreement(engine: ModelEngine, limit: int | None) -> dict[str, Any]:
     rows = [json.loads(line) for line in (ROOT / "train/data/replies_eval.jsonl").read_text(encoding="utf-8").splitlines()]
     rows = rows[::5][:limit]
     full = fast.Shortlist(engine.model.get_output_embeddings(), None)
-    ends = _ends(engine.tokenizer)
+    ends = end_tokens(engine.tokenizer)
     same, examples = 0, []
     for row in rows:
         history = [ChatTurn(role, text) for role, text in row["history"]] + [ChatTurn("user", row["message"])]
@@ -103,7 +103,6 @@ def mood_agreement(engine: ModelEngine, limit: int) -> dict[str, Any]:
     got = []
     for use_fast in (True, False):
         engine.fast = fast_runner if use_fast else None
-        engine.mood._prefix_kv = None
         engine.forget_features()
         got.append([(engine.classify(t).label.value, engine.crisis_score(t) >= 0.5) for t in texts])
     engine.fast = fast_runner

@@ -79,18 +79,16 @@ class ReplyStage:
         history = await asyncio.to_thread(self.memory.history, message.chat_id) + [user_turn]
         if strategy is Strategy.CRISIS:
             reply = self.crisis.text("reply" if turn.crisis else "follow_up", turn.lang)
-        elif turn.concern and strategy is Strategy.COMFORT:
-            # a negative message that may signal a crisis: vetted words, and a person was alerted
-            reply = self.crisis.text("check_in", turn.lang)
-            await asyncio.to_thread(self.memory.add, message.chat_id, user_turn, ChatTurn("assistant", reply))
         else:
-            generated = await self.guarded_reply(turn, history, strategy)
-            if generated is None:
+            if turn.concern and strategy is Strategy.COMFORT:
+                # a negative message that may signal a crisis: vetted words, and a person was alerted
+                reply = self.crisis.text("check_in", turn.lang)
+            elif (generated := await self.guarded_reply(turn, history, strategy)) is not None:
+                reply = generated
+            else:
                 self.fallbacks += 1
                 previous = next((t.text for t in reversed(history[:-1]) if t.role == "assistant"), None)
                 reply = self.fallback(strategy, turn.lang, message.message_id + turn.text, previous)
-            else:
-                reply = generated
             # memory keeps what was said, curated lines included, so the next reply can differ from it
             await asyncio.to_thread(self.memory.add, message.chat_id, user_turn, ChatTurn("assistant", reply))
         turn.reply = reply

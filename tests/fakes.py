@@ -122,3 +122,15 @@ def build_app(clock: Any, db: Any, engine: Any = None, **sections: Any) -> tuple
     sender = RecordingSender()
     app = Application(Settings.model_validate(data), engine or FakeEngine(), sender, clock, db)
     return app, sender
+
+
+def speaker(app: Any, sender: RecordingSender, clock: Any) -> Any:
+    """`await say(text, who)`: one message through the app 30 s after the last; returns what went out."""
+
+    async def say(text: str, who: str = "alice") -> list[str]:
+        clock.advance(seconds=30)
+        before = len(sender.sent)
+        await app.process(make_message(text, sender_id=who, chat_id=who, sent_at=clock.now()))
+        return [m.text for m in sender.sent[before:]]
+
+    return say

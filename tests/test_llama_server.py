@@ -12,7 +12,7 @@ from bot.app import Application
 from bot.config import ModelSettings, SentimentSettings, Settings
 from bot.domain import ChatTurn, Label, Strategy
 from bot.remote import RemoteEngine
-from tests.fakes import RecordingSender, make_message
+from tests.fakes import RecordingSender, speaker
 from tests.llama_server import LlamaServer
 
 pytestmark = pytest.mark.server
@@ -95,11 +95,7 @@ async def test_server_down_falls_back_then_recovers(llama_server: LlamaServer, c
         sender = RecordingSender()
         app = Application(settings, engine, sender, clock, store)
 
-        async def say(text: str, who: str = "alice") -> list[str]:
-            clock.advance(seconds=30)
-            before = len(sender.sent)
-            await app.process(make_message(text, sender_id=who, chat_id=who, sent_at=clock.now()))
-            return [m.text for m in sender.sent[before:]]
+        say = speaker(app, sender, clock)
 
         # whether the reply guard keeps a 270M model's reply is not the point here: that the server answers is
         await say("I failed my exam and I feel awful.")

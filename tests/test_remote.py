@@ -16,7 +16,7 @@ from bot.config import ModelSettings, SentimentSettings, Settings
 from bot.domain import ChatTurn, Label, Strategy
 from bot.errors import EngineError
 from bot.remote import Breaker, NoLogprobs, RemoteEngine, calibrated, content_free_bias, word_probs
-from tests.fakes import RecordingSender, make_message
+from tests.fakes import RecordingSender, speaker
 
 URL = "http://model.test/v1"
 
@@ -172,11 +172,7 @@ async def test_server_down_falls_back_and_says_so_then_recovers(clock: Any, stor
     sender = RecordingSender()
     app = Application(settings, engine, sender, clock, store)
 
-    async def say(text: str, who: str = "alice") -> list[str]:
-        clock.advance(seconds=30)
-        before = len(sender.sent)
-        await app.process(make_message(text, sender_id=who, chat_id=who, sent_at=clock.now()))
-        return [m.text for m in sender.sent[before:]]
+    say = speaker(app, sender, clock)
 
     assert await say("so sad") == ["I hear you: so sad"]
     server.down = True

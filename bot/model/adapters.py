@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from bot.errors import EngineError
-from bot.model.cache import save_dir
+from bot.model.cache import save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +59,5 @@ def merged_checkpoint(weights: Path, adapter: Path, dtype: torch.dtype, cache_di
     merged = PeftModel.from_pretrained(base, str(adapter), is_trainable=False).merge_and_unload().to(dtype)
     tokenizer = AutoTokenizer.from_pretrained(str(weights), local_files_only=True)
 
-    def fill(partial: Path) -> None:
-        merged.save_pretrained(str(partial))
-        tokenizer.save_pretrained(str(partial))
-
-    try:
-        save_dir(target, fill)
-    except OSError as exc:
-        raise EngineError(f"could not save the merged model to {target}: {exc}") from exc
+    save_checkpoint(target, merged, tokenizer, "merged")
     return target

@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
+
+from bot.errors import EngineError
 
 
 def save_file(path: Path, write: Callable[[Path], None]) -> None:
@@ -37,3 +39,16 @@ def save_dir(path: Path, fill: Callable[[Path], None]) -> None:
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+
+
+def save_checkpoint(path: Path, model: Any, tokenizer: Any, what: str) -> None:
+    """A transformers model and its tokenizer saved as one folder, whole or not at all."""
+
+    def fill(partial: Path) -> None:
+        model.save_pretrained(str(partial))
+        tokenizer.save_pretrained(str(partial))
+
+    try:
+        save_dir(path, fill)
+    except OSError as exc:
+        raise EngineError(f"could not save the {what} model to {path}: {exc}") from exc

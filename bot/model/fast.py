@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from bot.errors import EngineTimeout
-from bot.model.quant import INT8_DEQUANT_ABOVE_ROWS, Int8Linear, int8_matmul, store_together, stored_together
+from bot.model.quant import ACT_DTYPE, Int8Linear, int8_linear, store_together, stored_together
 
 KIND = "gemma3_text"
 
@@ -40,10 +40,12 @@ class _Int8:
     scales: torch.Tensor
     act: torch.Tensor
 
+    @classmethod
+    def of(cls, q: torch.Tensor, scales: torch.Tensor) -> _Int8:
+        return cls(q, scales, scales.to(ACT_DTYPE))
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] > INT8_DEQUANT_ABOVE_ROWS:  # a long prompt: the dense matmul wins (see quant.py)
-            return nn.functional.linear(x, self.q.to(torch.float32) * self.scales.float()[:, None])
-        return int8_matmul(x, self.q, self.act).float()
+        return int8_linear(x, self.q, self.scales, self.act).float()
 
 
 def _fuse(modules: Sequence[Int8Linear]) -> _Int8:
@@ -56,8 +58,7 @@ def _fuse(modules: Sequence[Int8Linear]) -> _Int8:
         store_together(list(modules))
         together = stored_together(list(modules))
         assert together is not None
-    q, scales = together
-    return _Int8(q, scales, scales.to(torch.bfloat16))
+    return _Int8.of(*together)
 
 
 @dataclass
@@ -96,7 +97,8 @@ def supported(model: Any) -> bool:
     if getattr(config, "model_type", None) != KIND or getattr(config, "num_key_value_heads", 0) != 1:
         return False
     body = model.get_decoder()
-    return all(isinstance(getattr(layer.self_attn, name), Int8Linear)
+    return isinstance(model.get_output_embeddings(), Int8Linear) and \
+        all(isinstance(getattr(layer.self_attn, name), Int8Linear)
                for layer in body.layers for name in ("q_proj", "k_proj", "v_proj", "o_proj")) and \
         all(isinstance(getattr(layer.mlp, name), Int8Linear) for layer in body.layers
             for name in ("gate_proj", "up_proj", "down_proj"))
@@ -108,7 +110,6 @@ class FastGemma:
     def __init__(self, model: Any, max_positions: int = 4096) -> None:
         config = model.config
         body = model.get_decoder()
-        self.model = model
         self.embed = body.embed_tokens
         self.final_norm = 1.0 + body.norm.weight.detach().float()
         self.eps = float(config.rms_norm_eps)
@@ -222,8 +223,7 @@ class Shortlist:
         if len(self.ids) == self.vocab:
             self.rows = _Int8(head.weight_q, head.scales, head.act_scales())
         else:  # a copy of the kept rows (about a third of the matrix), contiguous for the kernel
-            scales = head.scales[self.ids]
-            self.rows = _Int8(head.weight_q[self.ids].contiguous(), scales, scales.to(torch.bfloat16))
+            self.rows = _Int8.of(head.weight_q[self.ids].contiguous(), head.scales[self.ids])
 
         # token id -> its row in the shortlist, or -1: the repetition penalty works in shortlist space
         self.row_of = torch.full((self.vocab,), -1, dtype=torch.long)
@@ -254,7 +254,7 @@ def greedy(fast: FastGemma, head: Shortlist, ids: list[int], max_new_tokens: int
         while len(new) < max_new_tokens:
             if deadline is not None and time.monotonic() > deadline:
                 raise EngineTimeout("generation ran past its deadline")
-            logits = _penalize(head.logits(h), torch.tensor(sorted(seen), dtype=torch.long), repetition_penalty)
+            logits = _penalize(head.logits(h), torch.tensor(list(seen), dtype=torch.long), repetition_penalty)
             token = int(head.ids[int(torch.argmax(logits))])
             new.append(token)
             if token in ends or stop(new):

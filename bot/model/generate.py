@@ -13,6 +13,13 @@ from bot.errors import EngineTimeout
 from bot.model.fast import FastGemma, Shortlist, greedy
 from bot.text import clean_reply, trim_to_sentence
 
+TAIL = 8  # tokens decoded to look for a stop string
+
+
+def at_stop(tokenizer: Any, new: list[int], stops: list[str]) -> bool:
+    """A stop string in the last few reply tokens (the whole vocabulary is never preprocessed)."""
+    return bool(stops) and any(stop in tokenizer.decode(new[-TAIL:]) for stop in stops)
+
 
 class _Stop:
     """Stops generation at a stop string or when the wall clock passes the deadline.
@@ -29,12 +36,13 @@ class _Stop:
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         self.hit = self.deadline is not None and time.monotonic() > self.deadline
-        tail = self.tokenizer.decode(input_ids[0, max(self.prompt_len, input_ids.shape[1] - 8) :])
-        done = self.hit or any(stop in tail for stop in self.stops)
+        tail = input_ids[0, max(self.prompt_len, input_ids.shape[1] - TAIL) :].tolist()
+        done = self.hit or at_stop(self.tokenizer, tail, self.stops)
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
 
-def _ends(tokenizer: Any) -> list[int]:
+def end_tokens(tokenizer: Any) -> list[int]:
+    """The token ids that end a reply: EOS, and <end_of_turn> where the tokenizer has it."""
     ends = [tokenizer.eos_token_id]
     end_turn = tokenizer.convert_tokens_to_ids(prompts.END_TURN)
     if isinstance(end_turn, int) and end_turn != tokenizer.unk_token_id:
@@ -52,12 +60,8 @@ def _finish(tokenizer: Any, new: list[int], ends: list[int], max_new_tokens: int
 def complete_fast(fast: FastGemma, head: Shortlist, tokenizer: Any, ids: list[int], stops: list[str],
                   deadline: float | None, max_new_tokens: int, max_chars: int) -> str:
     """The greedy first attempt on this project's decode loop (bot/model/fast.py)."""
-    ends = _ends(tokenizer)
-
-    def stop(new: list[int]) -> bool:
-        return bool(stops) and any(s in tokenizer.decode(new[-8:]) for s in stops)
-
-    new = greedy(fast, head, ids, max_new_tokens, ends, stop, deadline)
+    ends = end_tokens(tokenizer)
+    new = greedy(fast, head, ids, max_new_tokens, ends, lambda tokens: at_stop(tokenizer, tokens, stops), deadline)
     return _finish(tokenizer, new, ends, max_new_tokens, max_chars)
 
 
@@ -67,7 +71,7 @@ def complete(model: Any, tokenizer: Any, ids: list[int], stops: list[str], deadl
     already used (the guard refused one)."""
     stopper = _Stop(tokenizer, len(ids), stops, deadline)
     input_ids = torch.tensor([ids])
-    ends = _ends(tokenizer)
+    ends = end_tokens(tokenizer)
     if attempt:
         torch.manual_seed(1000 + attempt + len(ids))
         options: dict[str, Any] = dict(do_sample=True, temperature=0.7, top_p=0.9, repetition_penalty=1.3,

@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from bot.config import ModelSettings  # noqa: E402
 from bot.errors import EngineError, ModelNotFoundError  # noqa: E402
 from bot.model import adapters, snapshot  # noqa: E402
-from bot.model.cache import save_dir, save_file  # noqa: E402
+from bot.model.cache import save_checkpoint, save_file  # noqa: E402
 from bot.model.quant import Plan, quantize  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -174,14 +174,7 @@ def _convert_gguf(gguf: Path, target: Path, dtype: torch.dtype) -> None:
         del model.config.quantization_config
     model.eval()  # type: ignore[no-untyped-call]
 
-    def fill(partial: Path) -> None:
-        model.save_pretrained(str(partial))
-        tokenizer.save_pretrained(str(partial))
-
-    try:
-        save_dir(target, fill)
-    except OSError as exc:
-        raise EngineError(f"could not save the converted model to {target}: {exc}") from exc
+    save_checkpoint(target, model, tokenizer, "converted")
 
 
 def load_model(settings: ModelSettings) -> LoadedModel:

@@ -63,12 +63,7 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).to(self.scales.dtype)
-        if flat.shape[0] > INT8_DEQUANT_ABOVE_ROWS:
-            # the int8 kernel is slow for many rows; unpacking the weight once and using the dense
-            # matmul is faster there, and computes the same product
-            weight = self.weight_q.to(self.scales.dtype) * self.scales[:, None]
-            return nn.functional.linear(x.to(self.scales.dtype), weight, self.bias)
-        out = int8_matmul(flat, self.weight_q, self.act_scales()).to(self.scales.dtype)
+        out = int8_linear(flat, self.weight_q, self.scales, self.act_scales()).to(self.scales.dtype)
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features)
@@ -88,8 +83,12 @@ class Int8Linear(nn.Module):
 ACT_DTYPE = torch.bfloat16
 
 
-def int8_matmul(x: torch.Tensor, weight_q: torch.Tensor, act_scales: torch.Tensor) -> torch.Tensor:
-    """x @ (weight_q * scales).T for a few rows, in the kernel's fast activation dtype."""
+def int8_linear(x: torch.Tensor, weight_q: torch.Tensor, scales: torch.Tensor, act_scales: torch.Tensor) -> torch.Tensor:
+    """x @ (weight_q * scales).T for 2-D x: the int8 kernel in its fast activation dtype for a few
+    rows; for many rows (a long prompt, a batch) the kernel is slow, and unpacking the weight once
+    for the dense matmul computes the same product faster."""
+    if x.shape[0] > INT8_DEQUANT_ABOVE_ROWS:
+        return nn.functional.linear(x, weight_q.to(x.dtype) * scales.to(x.dtype)[:, None])
     out: torch.Tensor = torch.ops.aten._weight_int8pack_mm(x.to(ACT_DTYPE), weight_q, act_scales)
     return out
 
