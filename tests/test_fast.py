@@ -98,3 +98,37 @@ def test_a_text_longer_than_the_tables_grows_them(model: Gemma3ForCausalLM) -> N
         last, _ = runner.forward(ids, runner.new_kv(40))
     assert runner.max_positions >= 40
     assert torch.allclose(last[0], expected, rtol=2e-2, atol=2e-2)
+
+
+def test_sampling_is_seeded_never_repeats_a_trigram_and_stays_in_the_shortlist(model: Gemma3ForCausalLM) -> None:
+    runner = fast.FastGemma(model, max_positions=256)
+    allowed = torch.arange(3, 320, 2)
+    head = fast.Shortlist(model.lm_head, allowed)
+    ids = torch.randint(3, 320, (10,)).tolist()
+
+    def run(seed: int) -> list[int]:
+        return fast.decode(runner, head, ids, 24, ends=[], stop=lambda new: False, deadline=None,
+                           sampling=fast.Sampling(temperature=1.5, top_p=1.0, seed=seed))
+
+    first = run(1)
+    assert first == run(1) and len(first) == 24 and set(first) <= set(allowed.tolist())
+    assert any(run(seed) != first for seed in range(2, 6))  # other seeds give other replies
+    whole = ids + first
+    trigrams = [tuple(whole[i:i + 3]) for i in range(len(whole) - 2)]
+    assert len(trigrams) == len(set(trigrams))
+
+
+def test_sampling_with_a_tiny_top_p_is_greedy_without_the_penalties(model: Gemma3ForCausalLM) -> None:
+    runner = fast.FastGemma(model, max_positions=256)
+    head = fast.Shortlist(model.lm_head, None)
+    ids = torch.randint(3, 320, (10,)).tolist()
+    sampled = fast.decode(runner, head, ids, 8, ends=[], stop=lambda new: False, deadline=None,
+                          sampling=fast.Sampling(top_p=1e-6, repetition_penalty=1.0, no_repeat_ngram=0))
+    plain = fast.greedy(runner, head, ids, 8, ends=[], stop=lambda new: False, deadline=None, repetition_penalty=1.0)
+    assert sampled == plain
+
+
+def test_banned_tokens_complete_an_ngram_already_seen() -> None:
+    assert fast._banned([1, 2, 3, 1, 2], 3) == [3]
+    assert fast._banned([1, 2, 3, 1, 2], 0) == []
+    assert sorted(fast._banned([5, 1, 7, 5, 1, 9, 5, 1], 3)) == [7, 9]

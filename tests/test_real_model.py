@@ -51,6 +51,18 @@ def test_the_embedded_model_runs_on_the_fast_path_with_the_shipped_shortlist(eng
     assert len(new) == 6 and all(int(engine.head.row_of[t]) >= 0 for t in new)
 
 
+def test_the_guards_retry_samples_on_the_fast_path_reproducibly(engine: ModelEngine) -> None:
+    history = [ChatTurn("user", "今天考试没考好，心情很低落")]
+    runner = engine.fast
+    retry = engine.generate(history, Strategy.COMFORT, "zh", "", attempt=1)
+    assert retry and retry == engine.generate(history, Strategy.COMFORT, "zh", "", attempt=1)
+    try:
+        engine.fast = None  # without the fast path, the transformers sampler answers instead
+        assert engine.generate(history, Strategy.COMFORT, "zh", "", attempt=1)
+    finally:
+        engine.fast = runner
+
+
 def test_the_fast_path_labels_as_transformers_does(engine: ModelEngine) -> None:
     texts = [t for t, _ in CLEAR]
     runner = engine.fast

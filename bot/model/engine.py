@@ -215,8 +215,8 @@ class ModelEngine:
     ) -> str:
         """One reply. `attempt` > 0 asks again with other settings (the reply guard rejected one)."""
         ids, stops = self.reply_ids(history, strategy, lang, system, knowledge)
-        if self.fast is not None and self.head is not None and not attempt:
-            return complete_fast(self.fast, self.head, self.tokenizer, ids, stops, deadline,
+        if self.fast is not None and self.head is not None:
+            return complete_fast(self.fast, self.head, self.tokenizer, ids, stops, deadline, attempt,
                                  self.settings.max_new_tokens, self.settings.max_reply_chars)
         return complete(self.model, self.tokenizer, ids, stops, deadline, attempt,
                         self.settings.max_new_tokens, self.settings.max_reply_chars)

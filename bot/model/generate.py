@@ -1,5 +1,5 @@
-"""The decode call: greedy first (on bot/model/fast.py where the model allows), sampling when asked
-again, stopped by a stop string or a deadline."""
+"""The decode call: greedy first, sampling when asked again (on bot/model/fast.py where the model
+allows, else transformers' generate()), stopped by a stop string or a deadline."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from bot import prompts
 from bot.errors import EngineTimeout
-from bot.model.fast import FastGemma, Shortlist, greedy
+from bot.model.fast import FastGemma, Sampling, Shortlist, decode
 from bot.text import clean_reply, trim_to_sentence
 
 TAIL = 8  # tokens decoded to look for a stop string
@@ -57,11 +57,18 @@ def _finish(tokenizer: Any, new: list[int], ends: list[int], max_new_tokens: int
     return reply
 
 
+def retry_seed(attempt: int, ids: list[int]) -> int:
+    """A seed fixed by the attempt and the prompt, so a retried reply can be reproduced."""
+    return 1000 + attempt + len(ids)
+
+
 def complete_fast(fast: FastGemma, head: Shortlist, tokenizer: Any, ids: list[int], stops: list[str],
-                  deadline: float | None, max_new_tokens: int, max_chars: int) -> str:
-    """The greedy first attempt on this project's decode loop (bot/model/fast.py)."""
+                  deadline: float | None, attempt: int, max_new_tokens: int, max_chars: int) -> str:
+    """A reply on this project's decode loop (bot/model/fast.py): greedy first, sampling when asked again."""
     ends = end_tokens(tokenizer)
-    new = greedy(fast, head, ids, max_new_tokens, ends, lambda tokens: at_stop(tokenizer, tokens, stops), deadline)
+    sampling = Sampling(seed=retry_seed(attempt, ids)) if attempt else None
+    new = decode(fast, head, ids, max_new_tokens, ends, lambda tokens: at_stop(tokenizer, tokens, stops), deadline,
+                 sampling=sampling)
     return _finish(tokenizer, new, ends, max_new_tokens, max_chars)
 
 
@@ -73,9 +80,11 @@ def complete(model: Any, tokenizer: Any, ids: list[int], stops: list[str], deadl
     input_ids = torch.tensor([ids])
     ends = end_tokens(tokenizer)
     if attempt:
-        torch.manual_seed(1000 + attempt + len(ids))
-        options: dict[str, Any] = dict(do_sample=True, temperature=0.7, top_p=0.9, repetition_penalty=1.3,
-                                       no_repeat_ngram_size=3)
+        torch.manual_seed(retry_seed(attempt, ids))
+        how = Sampling()
+        options: dict[str, Any] = dict(do_sample=True, temperature=how.temperature, top_p=how.top_p,
+                                       repetition_penalty=how.repetition_penalty,
+                                       no_repeat_ngram_size=how.no_repeat_ngram)
     else:
         options = dict(do_sample=False, repetition_penalty=1.1)
     with torch.inference_mode():
