@@ -3,8 +3,8 @@
     .venv/bin/python -m bench.crisis            # writes bench/CRISIS.md
     .venv/bin/python -m bench.crisis --split validation
 
-The test split of train/data/crisis.jsonl is scored at the end; both thresholds were chosen on
-the validation split (train/heads.py). Two tiers, exactly as the bot decides: *crisis* (the phrase
+The test split (train/data/crisis.jsonl and crisis_fresh_*.jsonl) is scored at the end; both
+thresholds were chosen on the validation split (train/heads.py). Two tiers, exactly as the bot decides: *crisis* (the phrase
 floor, or the head's score at `escalation.crisis_threshold`: the vetted crisis reply and a
 critical alert) and *alerted* (crisis, or a possible crisis at `escalation.concern_threshold`: a
 person is alerted either way). Every miss and every false alarm is listed, with its tier.
@@ -39,6 +39,22 @@ def decide(engine: Any, text: str, settings: EscalationSettings) -> tuple[bool, 
     return crisis, crisis or score >= settings.concern_threshold, score, phrase
 
 
+def table(results: list[dict[str, Any]], name: str) -> list[str]:
+    lines = [f"**{name}**", "",
+             "| tier | lang | crisis messages | detected | recall | hard negatives | false alarms | false-alarm rate |",
+             "|---|---|---|---|---|---|---|---|"]
+    for tier, key in (("crisis reply + critical alert", "flagged"), ("a person alerted (crisis or possible)", "alerted")):
+        for lang in ("zh", "en", "all"):
+            part = [r for r in results if lang == "all" or r["lang"] == lang]
+            pos = [r for r in part if r["label"] == "crisis"]
+            neg = [r for r in part if r["label"] != "crisis"]
+            hit = sum(r[key] for r in pos)
+            fa = sum(r[key] for r in neg)
+            lines.append(f"| {tier} | {lang} | {len(pos)} | {hit} | {hit / max(1, len(pos)):.3f} | {len(neg)} | {fa} "
+                         f"| {fa / max(1, len(neg)):.3f} |")
+    return lines + [""]
+
+
 def latency(engine: Any, texts: list[str], with_crisis: bool) -> float:
     times = []
     for text in texts:
@@ -63,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     loaded = load_model(settings)
     engine = ModelEngine(loaded, settings, SentimentSettings())
     escalation = EscalationSettings()
-    rows = [r for r in tdata.load_jsonl(tdata.CRISIS) if r["split"] == args.split]
+    rows = tdata.crisis_records(args.split)
     load = os.getloadavg()[0]
     results = []
     for r in rows:
@@ -74,17 +90,14 @@ def main(argv: list[str] | None = None) -> None:
              f"Thresholds on the crisis scale: `escalation.crisis_threshold` = {escalation.crisis_threshold} (the "
              f"head's few-false-alarms threshold), `escalation.concern_threshold` = {escalation.concern_threshold} "
              f"(its recall-first threshold). Load average {load:.2f} at start.", "",
-             "| tier | lang | crisis messages | detected | recall | hard negatives | false alarms | false-alarm rate |",
-             "|---|---|---|---|---|---|---|---|"]
-    for tier, key in (("crisis reply + critical alert", "flagged"), ("a person alerted (crisis or possible)", "alerted")):
-        for lang in ("zh", "en", "all"):
-            part = [r for r in results if lang == "all" or r["lang"] == lang]
-            pos = [r for r in part if r["label"] == "crisis"]
-            neg = [r for r in part if r["label"] != "crisis"]
-            hit = sum(r[key] for r in pos)
-            fa = sum(r[key] for r in neg)
-            lines.append(f"| {tier} | {lang} | {len(pos)} | {hit} | {hit / max(1, len(pos)):.3f} | {len(neg)} | {fa} "
-                         f"| {fa / max(1, len(neg)):.3f} |")
+             "The split holds two sets. `crisis.jsonl`'s rows were written first; its test split was scored "
+             "in earlier sessions too, so its figures are optimistic. `crisis_fresh_*.jsonl` was written later "
+             "by other hands, and its test split was scored once, by this run.", ""]
+    for name, files in (("all", None), ("crisis.jsonl", {"crisis.jsonl"}),
+                        ("crisis_fresh", {r["file"] for r in results if r["file"].startswith("crisis_fresh")})):
+        part = [r for r in results if files is None or r["file"] in files]
+        if part:
+            lines += table(part, name)
     lines += ["", f"Targets: recall >= {RECALL_TARGET}, false alarms on hard negatives <= {FALSE_ALARM_TARGET:.0%}.", "",
               "## Every miss", ""]
     misses = [r for r in results if r["label"] == "crisis" and not r["flagged"]]

@@ -34,3 +34,36 @@ def test_no_holdout_text_is_used() -> None:
             if digest(text) in holdout:
                 found.append((path.name, text))
     assert found == []
+
+
+def _texts(row: dict) -> list[str]:
+    """Every text a training row carries: message, reply, text, knowledge and history turns."""
+    out = [row.get(key) for key in ("text", "message", "reply")]
+    out += list(row.get("knowledge") or [])
+    out += [turn[-1] if isinstance(turn, list) else turn for turn in row.get("history") or []]
+    return [t for t in out if isinstance(t, str)]
+
+
+def test_no_holdout_text_is_in_our_training_or_validation_data() -> None:
+    listing = EVAL_DIR / "holdout.sha256"
+    if not listing.exists():
+        pytest.skip("../shared/eval is not beside this checkout")
+    holdout = set(listing.read_text().split())
+    digest = lambda text: hashlib.sha256(text.strip().encode()).hexdigest()  # noqa: E731
+    files = sorted(ROOT.glob("train/data/*.jsonl"))
+    assert {"replies.jsonl", "replies_eval.jsonl", "crisis.jsonl"} <= {f.name for f in files}
+    found = [(path.name, text) for path in files for line in path.read_text(encoding="utf-8").splitlines()
+             if line.strip() for text in _texts(json.loads(line)) if digest(text) in holdout]
+    assert found == []
+
+
+def test_the_packaged_mood_mix_leaves_out_every_holdout_text() -> None:
+    listing = EVAL_DIR / "holdout.sha256"
+    if not listing.exists():
+        pytest.skip("../shared/eval is not beside this checkout")
+    from train import data as tdata
+
+    holdout = set(listing.read_text().split())
+    train, validation = tdata.mood_training_mix(600, own_copies=1)
+    assert train and validation
+    assert [r.text for r in train + validation if tdata.digest(r.text) in holdout] == []

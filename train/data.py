@@ -191,18 +191,26 @@ def own_mood_rows() -> list[MoodRow]:
     return rows
 
 
-def crisis_rows(split: str) -> list[MoodRow]:
-    """The crisis set (ours): crisis messages count as negative; hard negatives carry no mood label.
+def crisis_files(split: str) -> list[Path]:
+    """crisis.jsonl, plus crisis_more_*.jsonl (training rows only: hard negatives and crisis
+    wordings) and crisis_fresh_*.jsonl (validation and test rows only, written after the first
+    test scorings so that one test set is scored once)."""
+    extra = "crisis_more_*.jsonl" if split == "train" else "crisis_fresh_*.jsonl"
+    return [CRISIS] + sorted(DATA_DIR.glob(extra))
 
-    crisis_more_*.jsonl add training rows only (more hard negatives and crisis wordings); the
-    validation and test splits stay those of crisis.jsonl."""
+
+def crisis_records(split: str) -> list[dict[str, Any]]:
+    """The raw rows of one split, each with the name of the file it came from."""
+    return [{**r, "file": path.name} for path in crisis_files(split) for r in load_jsonl(path) if r["split"] == split]
+
+
+def crisis_rows(split: str) -> list[MoodRow]:
+    """The crisis set (ours): crisis messages count as negative; hard negatives carry no mood label."""
     rows = []
-    files = [CRISIS] + (sorted(DATA_DIR.glob("crisis_more_*.jsonl")) if split == "train" else [])
-    for r in (row for path in files for row in load_jsonl(path)):
-        if r["split"] == split:
-            crisis = int(r["label"] == "crisis")
-            rows.append(MoodRow(r["text"], r["lang"], "negative" if crisis else None, crisis=crisis,
-                                source="crisis", extra={"kind": r["kind"], "id": r["id"]}))
+    for r in crisis_records(split):
+        crisis = int(r["label"] == "crisis")
+        rows.append(MoodRow(r["text"], r["lang"], "negative" if crisis else None, crisis=crisis,
+                            source="crisis", extra={"kind": r["kind"], "id": r["id"]}))
     return rows
 
 
