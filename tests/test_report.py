@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
+
+import pytest
 
 from bot.clock import ManualClock
 from bot.domain import Label, MoodPoint
@@ -45,3 +48,28 @@ def test_report_command(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "bot", "report", "--contact", "zed"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "no contact called 'zed'" in result.stderr
+
+
+def test_the_grade_pages_count_and_list_every_reply(tmp_path: Path) -> None:
+    from bench import grades
+
+    replies = [
+        {"id": "a", "lang": "zh", "strategy": "comfort", "history": [["user", "早"]], "knowledge": [],
+         "message": "考试没考好", "reply": "没考好真的很难受。", "fallback": False},
+        {"id": "b", "lang": "en", "strategy": "plain", "history": [], "knowledge": ["Open 9-5."],
+         "message": "when do you open?", "reply": "We open at 9 | daily.", "fallback": True},
+    ]
+    (tmp_path / "replies_tuned.jsonl").write_text("".join(json.dumps(r) + "\n" for r in replies))
+    (tmp_path / "grades_tuned.jsonl").write_text(
+        json.dumps({"id": "a", "grade": 2, "why": "specific"}) + "\n" + json.dumps({"id": "b", "grade": 1, "why": "ok"}) + "\n")
+    grades.main(["--bench", str(tmp_path)])
+    page = (tmp_path / "GRADES.md").read_text()
+    assert "2 replies, mean 1.50" in page and "| **all** | **both** | 2 | **1.50** | 0 | 1 | 1 |" in page
+    full = (tmp_path / "GRADED_REPLIES.md").read_text()
+    assert "| a | 考试没考好 (user: 早) | — | 没考好真的很难受。 | 2 | specific |" in full
+    assert "We open at 9 \\| daily. *(fallback)*" in full  # a pipe in a reply cannot break the table
+    assert "Reply grades by reading" in (tmp_path / "REPORT.md").read_text()
+
+    (tmp_path / "grades_tuned.jsonl").write_text(json.dumps({"id": "a", "grade": 2, "why": "x"}) + "\n")
+    with pytest.raises(SystemExit, match="no grade for 1 replies"):
+        grades.main(["--bench", str(tmp_path)])
