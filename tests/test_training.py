@@ -28,6 +28,27 @@ def test_finetune_smoke_writes_a_peft_adapter_and_heads(trained: Path) -> None:
     assert (trained / "joint_heads.pt").exists() and (trained / "train_meta.json").exists()
 
 
+def test_the_adapter_kept_is_the_best_on_validation(trained: Path) -> None:
+    import json
+
+    meta = json.loads((trained / "train_meta.json").read_text())
+    best = json.loads((trained / "best" / "scores.json").read_text())
+    assert meta["best"] == best and best["step"] in (2, 3)
+
+
+def test_batches_group_similar_lengths_and_cover_every_item_once_an_epoch() -> None:
+    import random
+
+    from train.finetune import Encoded, grouped_batches
+
+    items = [Encoded([0] * n, [-100] * n) for n in random.Random(1).sample(range(10, 400), 64)]
+    batches = grouped_batches(items, 8, random.Random(0))
+    epoch = [next(batches) for _ in range(8)]
+    assert sorted(id(x) for b in epoch for x in b) == sorted(id(x) for x in items)
+    spread = [max(len(x.ids) for x in b) - min(len(x.ids) for x in b) for b in epoch]
+    assert max(spread) < 100  # a random batch of 8 from 10..400 spans about 300
+
+
 def test_the_merged_checkpoint_computes_what_the_adapter_does(trained: Path, tiny_dirs: dict[str, Path],
                                                               tmp_path: Path) -> None:
     from peft import PeftModel
