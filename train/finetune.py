@@ -1,6 +1,6 @@
 """Fine-tune the one model for replies, mood and crisis: one LoRA adapter, three losses.
 
-    .venv/bin/python -m train.finetune                 # the shipped adapter (520 steps, ~60 min on 2 cores)
+    .venv/bin/python -m train.finetune                 # the shipped adapter (~55 min on 2 cores)
     .venv/bin/python -m train.finetune --smoke         # seconds, on a tiny random model (make test)
 
 - Replies: the loss covers only the reply tokens (and the <end_of_turn> that ends them); the
@@ -14,7 +14,8 @@
   `python -m train.heads` refits both heads on the served weights.
 
 Checkpoints go to --out every --save-every steps; a run resumes from the last one. The adapter
-kept is the checkpoint with the lowest validation reply loss. Knobs are
+kept is the checkpoint with the lowest validation reply loss, and the run stops once --patience
+checkpoints in a row have not bettered it (the shipped run: best at step 280, stopped at 360). Knobs are
 chosen on validation rows carved from the training data (train/data.py), never on a scored set.
 """
 
@@ -237,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--mood-weight", type=float, default=0.5)
     parser.add_argument("--per-group", type=int, default=2500, help="rows per (source, label) of packaged corpora")
     parser.add_argument("--save-every", type=int, default=40)
+    parser.add_argument("--patience", type=int, default=2,
+                        help="stop after this many checkpoints without a better validation reply loss (0: never)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     # float32: on this CPU (torch 2.13) bf16 matmuls in the backward pass ran ~50x slower than float32
@@ -329,6 +332,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             # the adapter that ships is the one with the lowest validation reply loss, not the last
             if scores["reply_loss"] < best_loss(args.out) or not (args.out / "best").exists():
                 save_best(peft_model, heads, layers, args.out, step, scores)
+            best_step = json.loads((args.out / "best" / "scores.json").read_text())["step"]
+            if args.patience and step - best_step >= args.patience * args.save_every:
+                log.info("stopping at step %d: no better validation reply loss since step %d", step, best_step)
+                break
     log.info("best adapter: %s", (args.out / "best" / "scores.json").read_text())
     import shutil
 
@@ -336,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     shutil.copytree(args.out / "best" / "adapter", args.out / "adapter")
     shutil.copy(args.out / "best" / "joint_heads.pt", args.out / "joint_heads.pt")
     (args.out / "train_meta.json").write_text(json.dumps({
-        "steps": args.steps, "best": json.loads((args.out / "best" / "scores.json").read_text()),
+        "steps": args.steps, "stopped_at": step, "best": json.loads((args.out / "best" / "scores.json").read_text()),
         "reply_batch": args.reply_batch, "rank": args.rank, "lr": args.lr, "reply_examples": len(reply_train),
         "mood_rows": len(mood_train), "crisis_rows": len(crisis_train), "head_layers": list(layers),
         "minutes": round((time.perf_counter() - started) / 60, 1), "base": str(model_dir),
