@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=BENCH)
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names from VARIANTS")
+    parser.add_argument("--previous", help="keep the variants of the last run, those re-run now renamed '<name> [PREVIOUS]'")
     args = parser.parse_args(argv)
     from bot.model.engine import ModelEngine
     from bot.model.loader import load_model
@@ -86,6 +87,13 @@ def main(argv: list[str] | None = None) -> None:
         }
         print(name, json.dumps(results["variants"][name]["sets"], indent=None), flush=True)
     results["load_end"] = os.getloadavg()[0]
+    old_path = args.out / "mood_results.json"
+    if args.previous and old_path.exists():  # the earlier figures stay beside the new ones
+        for name, data in json.loads(old_path.read_text(encoding="utf-8"))["variants"].items():
+            if name in results["variants"]:
+                results["variants"][f"{name} [{args.previous}]"] = data
+            elif not name.endswith("]"):
+                results["variants"][name] = data
     (args.out / "mood_results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
     lines = [f"Load average {results['load_start']:.2f} at start, {results['load_end']:.2f} at end. "
              "Dev sets scored at the end of a session, after every knob was chosen on training-data validation splits (bench/SELECTION.md: 2026-11-22, and 2026-11-23 after the mood mix was chosen).", "",
