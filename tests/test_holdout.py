@@ -11,17 +11,25 @@ import pytest
 from tests.conftest import EVAL_DIR, ROOT
 
 
+def _holdout() -> set[str]:
+    """The held-out texts' hashes; the test is skipped where ../shared/eval is not beside the checkout."""
+    listing = EVAL_DIR / "holdout.sha256"
+    if not listing.exists():
+        pytest.skip("../shared/eval is not beside this checkout")
+    return set(listing.read_text().split())
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.strip().encode()).hexdigest()
+
+
 def _pieces(value: str) -> set[str]:
     lines = value.split("\n")
     return {value, *lines, *(line.split(": ", 1)[-1] for line in lines)}
 
 
 def test_no_holdout_text_is_used() -> None:
-    listing = EVAL_DIR / "holdout.sha256"
-    if not listing.exists():
-        pytest.skip("../shared/eval is not beside this checkout")
-    holdout = set(listing.read_text().split())
-    digest = lambda text: hashlib.sha256(text.strip().encode()).hexdigest()  # noqa: E731
+    holdout = _holdout()
     found = []
     sources = [*ROOT.glob("bot/**/*.py"), *ROOT.glob("handlers/**/*.py"), *ROOT.glob("tests/**/*.py"), *ROOT.glob("bench/*.py")]
     for path in sources:
@@ -45,11 +53,7 @@ def _texts(row: dict) -> list[str]:
 
 
 def test_no_holdout_text_is_in_our_training_or_validation_data() -> None:
-    listing = EVAL_DIR / "holdout.sha256"
-    if not listing.exists():
-        pytest.skip("../shared/eval is not beside this checkout")
-    holdout = set(listing.read_text().split())
-    digest = lambda text: hashlib.sha256(text.strip().encode()).hexdigest()  # noqa: E731
+    holdout = _holdout()
     files = sorted(ROOT.glob("train/data/*.jsonl"))
     assert {"replies.jsonl", "replies_eval.jsonl", "crisis.jsonl"} <= {f.name for f in files}
     found = [(path.name, text) for path in files for line in path.read_text(encoding="utf-8").splitlines()
@@ -58,12 +62,9 @@ def test_no_holdout_text_is_in_our_training_or_validation_data() -> None:
 
 
 def test_the_packaged_mood_mix_leaves_out_every_holdout_text() -> None:
-    listing = EVAL_DIR / "holdout.sha256"
-    if not listing.exists():
-        pytest.skip("../shared/eval is not beside this checkout")
     from train import data as tdata
 
-    holdout = set(listing.read_text().split())
+    holdout = _holdout()
     train, validation = tdata.mood_training_mix(600, own_copies=1)
     assert train and validation
-    assert [r.text for r in train + validation if tdata.digest(r.text) in holdout] == []
+    assert [r.text for r in train + validation if digest(r.text) in holdout] == []

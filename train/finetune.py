@@ -32,6 +32,7 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import random  # noqa: E402
+import shutil  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -139,7 +140,8 @@ def reply_loss(model: Any, batch: list[Encoded], pad_id: int, rows: OutputRows) 
     # position t predicts token t + 1: keep only positions whose next token is a reply token
     # the bot can emit (every reply token of our data lies in the shortlist)
     target = labels[:, 1:].clone()
-    target[target != -100] = rows.position[target[target != -100]]
+    reply = target != -100
+    target[reply] = rows.position[target[reply]]
     keep = target >= 0
     chosen = hidden[:, :-1][keep]
     logits = chosen @ rows.weight.to(chosen.dtype).T
@@ -297,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     crisis_weight = max(1.0, sum(1 - r.crisis for r in crisis_train) / max(1, sum(r.crisis for r in crisis_train)))  # type: ignore[operator]
     peft_model.train()
     reply_batches = grouped_batches(enc_train, args.reply_batch, rng)
+    best = read_best(args.out)
     started, first = time.perf_counter(), step
     while step < args.steps:
         t0 = time.perf_counter()
@@ -330,20 +333,18 @@ def main(argv: Sequence[str] | None = None) -> None:
             scores = validate(model, heads, tokenizer, enc_val, mood_val, prefix_ids, layers, pad_id, rows)
             log.info("checkpoint at step %d; validation: %s", step, json.dumps(scores))
             # the adapter that ships is the one with the lowest validation reply loss, not the last
-            if scores["reply_loss"] < best_loss(args.out) or not (args.out / "best").exists():
-                save_best(peft_model, heads, layers, args.out, step, scores)
-            best_step = json.loads((args.out / "best" / "scores.json").read_text())["step"]
-            if args.patience and step - best_step >= args.patience * args.save_every:
-                log.info("stopping at step %d: no better validation reply loss since step %d", step, best_step)
+            if best is None or scores["reply_loss"] < best["reply_loss"]:
+                best = save_best(peft_model, heads, layers, args.out, step, scores)
+            if args.patience and step - best["step"] >= args.patience * args.save_every:
+                log.info("stopping at step %d: no better validation reply loss since step %d", step, best["step"])
                 break
-    log.info("best adapter: %s", (args.out / "best" / "scores.json").read_text())
-    import shutil
-
+    assert best is not None, "the last step always writes a checkpoint"
+    log.info("best adapter: %s", json.dumps(best))
     shutil.rmtree(args.out / "adapter", ignore_errors=True)
     shutil.copytree(args.out / "best" / "adapter", args.out / "adapter")
     shutil.copy(args.out / "best" / "joint_heads.pt", args.out / "joint_heads.pt")
     (args.out / "train_meta.json").write_text(json.dumps({
-        "steps": args.steps, "stopped_at": step, "best": json.loads((args.out / "best" / "scores.json").read_text()),
+        "steps": args.steps, "stopped_at": step, "best": best,
         "reply_batch": args.reply_batch, "rank": args.rank, "lr": args.lr, "reply_examples": len(reply_train),
         "mood_rows": len(mood_train), "crisis_rows": len(crisis_train), "head_layers": list(layers),
         "minutes": round((time.perf_counter() - started) / 60, 1), "base": str(model_dir),
@@ -351,21 +352,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     log.info("saved %s", args.out / "adapter")
 
 
-def best_loss(out: Path) -> float:
+def read_best(out: Path) -> dict[str, Any] | None:
+    """The best checkpoint's step and validation scores, when an earlier run of this folder saved one."""
     path = out / "best" / "scores.json"
-    return json.loads(path.read_text())["reply_loss"] if path.exists() else math.inf
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def save_best(peft_model: Any, heads: Heads, layers: Sequence[int], out: Path, step: int,
-              scores: dict[str, float]) -> None:
+              scores: dict[str, float]) -> dict[str, Any]:
     tmp = out / "best.tmp"
     peft_model.save_pretrained(str(tmp / "adapter"))
     torch.save({"layers": list(layers), "state": heads.state_dict()}, tmp / "joint_heads.pt")
-    (tmp / "scores.json").write_text(json.dumps({"step": step, **scores}))
-    import shutil
-
+    best = {"step": step, **scores}
+    (tmp / "scores.json").write_text(json.dumps(best))
     shutil.rmtree(out / "best", ignore_errors=True)
     tmp.replace(out / "best")
+    return best
 
 
 @torch.no_grad()
