@@ -240,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--mood-weight", type=float, default=0.5)
     parser.add_argument("--per-group", type=int, default=2500, help="rows per (source, label) of packaged corpora")
     parser.add_argument("--save-every", type=int, default=40)
+    parser.add_argument("--validate-from", type=int, default=0,
+                        help="skip validation at checkpoints before this step (early ones are never the best)")
     parser.add_argument("--patience", type=int, default=2,
                         help="stop after this many checkpoints without a better validation reply loss (0: never)")
     parser.add_argument("--threads", type=int, default=0)
@@ -330,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             torch.save({"adapter": get_peft_model_state_dict(peft_model), "heads": heads.state_dict(),
                         "opt": opt.state_dict(), "step": step, "rng": rng}, state_path.with_suffix(".tmp"))
             state_path.with_suffix(".tmp").replace(state_path)
+            if step < args.validate_from and step != args.steps:
+                continue
             scores = validate(model, heads, tokenizer, enc_val, mood_val, prefix_ids, layers, pad_id, rows)
             log.info("checkpoint at step %d; validation: %s", step, json.dumps(scores))
             # the adapter that ships is the one with the lowest validation reply loss, not the last
