@@ -27,6 +27,9 @@ _ZH_FACT = re.compile(r"(?:(?<![零一二两三四五六七八九十百千万])�
                       r"|(?:[零二两三四五六七八九十百千万][零一二两三四五六七八九十百千万]*|一(?=[零一二两三四五六七八九十百千万]))"
                       r"[零一二两三四五六七八九十百千万]*(?:点|点半|号|天|小时|分钟|元|块|折|个工作日|周|年|月)"
                       r"|一(?:号|天|小时|分钟|元|块|折|个工作日|周|年|月)")
+# vague amounts that state no fact: "这两天" (these days), "空了一块" (a piece), "一块儿" (together);
+# "一块钱" and "十一块" stay facts
+_ZH_VAGUE = re.compile(r"(?:这|过|前|那)两天|(?<![零一二两三四五六七八九十百千万])一块(?!钱)")
 _CLAUSE = re.compile(r"[。.!！?？…]")  # sentence ends: the opening sentence
 _FIRST_PERSON = re.compile(r"^\s*(?:你好[，,]\s*)?(?:我|i\b|i'm\b|im\b|my\b)", re.IGNORECASE)
 
@@ -74,7 +77,7 @@ def facts(text: str) -> set[str]:
     found |= {m.group(0).lower().rstrip(".") for m in _URL.finditer(rest)}
     rest = _URL.sub(" ", rest)
     found |= {re.sub(r"[,，]", "", m.group(0)).replace("：", ":") for m in _NUMBER.finditer(rest)}
-    found |= {m.group(0) for m in _ZH_FACT.finditer(rest)}
+    found |= {m.group(0) for m in _ZH_FACT.finditer(_ZH_VAGUE.sub(" ", rest))}
     return found
 
 

@@ -86,6 +86,8 @@ def test_facts_are_found_in_every_form() -> None:
     assert "9:00" in guard.facts("at 9：00")
     assert "三天" in guard.facts("大概三天到")
     assert guard.facts("一起加油，试一下") == set()
+    assert guard.facts("这两天多休息，心里空了一块，我们一块儿想办法") == set()
+    assert {"一块", "十一块", "两天"} <= guard.facts("一块钱；十一块；两天内发货")
 
 
 # --- the stage: regenerate once, then a curated line ------------------------------------
