@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 
 import pytest
 
 from tests.conftest import EVAL_DIR, ROOT
+from train.check_data import digest
 
 
 def _holdout() -> set[str]:
@@ -17,10 +17,6 @@ def _holdout() -> set[str]:
     if not listing.exists():
         pytest.skip("../shared/eval is not beside this checkout")
     return set(listing.read_text().split())
-
-
-def digest(text: str) -> str:
-    return hashlib.sha256(text.strip().encode()).hexdigest()
 
 
 def _pieces(value: str) -> set[str]:

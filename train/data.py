@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import hashlib
 import io
 import json
 import random
@@ -23,6 +22,8 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
+
+from train.check_data import digest  # one text hash for every data check (stdlib-only module)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / "train" / "data"
@@ -34,10 +35,6 @@ NEUTRAL = DATA_DIR / "neutral.jsonl"
 OWN_SOURCES = {"chat_train", "neutral", "replies"}  # own_mood_rows(): chat messages written for this project
 STRATEGY_MOOD = {"comfort": "negative", "celebrate": "positive", "plain": "neutral"}
 VALIDATION_SHARE = 10  # one row in ten, by hash
-
-
-def digest(text: str) -> str:
-    return hashlib.sha256(text.strip().encode("utf-8")).hexdigest()
 
 
 def is_validation(text: str) -> bool:
