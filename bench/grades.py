@@ -23,8 +23,8 @@ BENCH = Path(__file__).resolve().parent
 VARIANTS = [
     ("base", "base model, few-shot prompt"),
     ("tuned100", "fine-tuned, first adapter (100 steps, previous session)"),
-    ("tuned", "fine-tuned, shipped adapter (1,136 examples, step 280)"),
-    ("run3", "fine-tuned, third adapter (2,835 examples), not shipped"),
+    ("tuned2", "fine-tuned, second adapter (1,136 examples, step 280), shipped until 2026-11-23"),
+    ("tuned", "fine-tuned, shipped adapter: the third (2,835 examples, step 360)"),
 ]
 RUBRIC = """\
 - **2** = fits and is specific: speaks to this message's concrete situation in the right spirit for the strategy (comfort a negative mood, congratulate good news, answer a plain question), natural, no invented facts; a question the bot cannot know gets an honest hand-off; with knowledge given, uses its facts correctly.

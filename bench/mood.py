@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
                 results["variants"][name] = data
     (args.out / "mood_results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
     lines = [f"Load average {results['load_start']:.2f} at start, {results['load_end']:.2f} at end. "
-             "Dev sets scored at the end of a session, after every knob was chosen on training-data validation splits (bench/SELECTION.md). They have been scored at the end of three sessions (2026-11-22, and twice on 2026-11-23: after the mood mix was chosen, and after the second adapter); no knob was chosen on them, but three looks make them less clean than a first scoring. Rows marked [first adapter] are the previous run's figures, kept by --previous.", "",
+             "Dev sets scored at the end of a session, after every knob was chosen on training-data validation splits (bench/SELECTION.md). They have been scored four times (2026-11-22; on 2026-11-23 after the mood mix was chosen, after the second adapter, and after the third adapter shipped); no knob was chosen on them, but four looks make them less clean than a first scoring. Rows marked [second adapter] are the previous run's figures, kept by --previous.", "",
              "| set | variant | pos-vs-neg accuracy | printed-label accuracy | neutral share | chat macro-F1 | ECE |",
              "|---|---|---|---|---|---|---|"]
     for s in sets:
