@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.conftest import EVAL_DIR, ROOT
-from train.check_data import digest
+from train.check_data import digest, grams, similarity
 
 
 def _holdout() -> set[str]:
@@ -64,3 +64,15 @@ def test_the_packaged_mood_mix_leaves_out_every_holdout_text() -> None:
     train, validation = tdata.mood_training_mix(600, own_copies=1)
     assert train and validation
     assert [r.text for r in train + validation if digest(r.text) in holdout] == []
+
+
+def test_the_final_crisis_test_set_has_no_near_duplicate_of_a_training_row() -> None:
+    """crisis_final_*.jsonl is the crisis benchmark's honest figure: none of its rows may be a
+    training row with other punctuation or a word changed."""
+    rows = [json.loads(line) for path in sorted(ROOT.glob("train/data/crisis*.jsonl"))
+            for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    final = [r for r in rows if r["id"].startswith("crt-")]
+    train = [grams(r["text"]) for r in rows if r["split"] == "train"]
+    assert len(final) >= 200
+    close = [r["id"] for r in final if any(similarity(grams(r["text"]), t) >= 0.5 for t in train)]
+    assert close == []

@@ -32,6 +32,17 @@ def lang_of(text: str) -> str:
     return "zh" if han and han * 2 >= latin else "en"
 
 
+def grams(text: str) -> set[str]:
+    """Character 3-grams of the text without case, spaces or punctuation: for near-duplicate checks."""
+    bare = "".join(ch for ch in text.lower() if ch.isalnum())
+    return {bare[i : i + 3] for i in range(max(1, len(bare) - 2))}
+
+
+def similarity(a: set[str], b: set[str]) -> float:
+    """Jaccard similarity of two `grams` sets; the data checks call 0.5 and above a near duplicate."""
+    return len(a & b) / max(1, len(a | b))
+
+
 def rows_of(path: Path) -> list[tuple[int, dict]]:
     out = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
