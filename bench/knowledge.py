@@ -42,7 +42,7 @@ class ModelEmbedding:
         from bot.model.engine import ModelEngine
         from bot.model.loader import load_model
 
-        settings = ModelSettings()
+        settings = ModelSettings(decoder="transformers")  # reads hidden states through transformers' model
         self.engine = ModelEngine(load_model(settings), settings, SentimentSettings(readout="none", crisis_head="none"))
         self.entries = entries
         self.matrix = self.embed([f"{e.question} {e.answer}" for e in entries])

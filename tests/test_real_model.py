@@ -27,6 +27,13 @@ def engine() -> ModelEngine:
     return ModelEngine(load_model(settings.model), settings.model, settings.sentiment)
 
 
+@pytest.fixture(scope="module")
+def hf_engine() -> ModelEngine:
+    """The same weights served through transformers' modeling code (`model.decoder: transformers`)."""
+    settings = load_settings(ROOT / "config.yaml", env={"MOODBOT__MODEL__DECODER": "transformers"})
+    return ModelEngine(load_model(settings.model), settings.model, settings.sentiment)
+
+
 CLEAR = [
     ("今天考试没考好，心情很低落", Label.NEGATIVE),
     ("太好了，我拿到offer了，超级开心！", Label.POSITIVE),
@@ -51,29 +58,32 @@ def test_the_embedded_model_runs_on_the_fast_path_with_the_shipped_shortlist(eng
     assert len(new) == 6 and all(int(engine.head.row_of[t]) >= 0 for t in new)
 
 
-def test_the_guards_retry_samples_on_the_fast_path_reproducibly(engine: ModelEngine) -> None:
+def test_the_guards_retry_samples_on_the_fast_path_reproducibly(engine: ModelEngine, hf_engine: ModelEngine) -> None:
     history = [ChatTurn("user", "今天考试没考好，心情很低落")]
-    runner = engine.fast
     retry = engine.generate(history, Strategy.COMFORT, "zh", "", attempt=1)
     assert retry and retry == engine.generate(history, Strategy.COMFORT, "zh", "", attempt=1)
-    try:
-        engine.fast = None  # without the fast path, the transformers sampler answers instead
-        assert engine.generate(history, Strategy.COMFORT, "zh", "", attempt=1)
-    finally:
-        engine.fast = runner
+    assert hf_engine.fast is None  # without the fast path, the transformers sampler answers instead
+    assert hf_engine.generate(history, Strategy.COMFORT, "zh", "", attempt=1)
 
 
-def test_the_fast_path_labels_as_transformers_does(engine: ModelEngine) -> None:
+def test_the_fast_path_labels_as_transformers_does(engine: ModelEngine, hf_engine: ModelEngine) -> None:
     texts = [t for t, _ in CLEAR]
-    runner = engine.fast
-    try:
-        fast_labels = [s.label for s in engine.classify_batch(texts)]
-        engine.fast = None
-        engine.forget_features()
-        assert [s.label for s in engine.classify_batch(texts)] == fast_labels
-    finally:
-        engine.fast = runner
-        engine.forget_features()
+    assert [s.label for s in engine.classify_batch(texts)] == [s.label for s in hf_engine.classify_batch(texts)]
+
+
+def test_a_warm_start_serves_without_transformers_modeling_code(engine: ModelEngine) -> None:
+    assert engine.fast is not None  # the fixture made the serving snapshot: the start below is warm
+    # bot/model/light.py: the snapshot's tensors behind the attributes the fast path reads, so the
+    # modeling stack (torch._dynamo, torch.distributed, sympy) is never imported
+    code = (
+        "import sys; from bot.config import load_settings; from bot.model.loader import load_model; "
+        "from bot.model.engine import ModelEngine; s = load_settings('config.yaml', env={}); "
+        "e = ModelEngine(load_model(s.model), s.model, s.sentiment); e.classify('hello'); "
+        "print(type(e.model).__name__, e.fast is not None, "
+        "any(m.startswith('transformers.models.gemma3.modeling') for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600, check=True)
+    assert out.stdout.split() == ["LightGemma", "True", "False"]
 
 
 def test_classification_is_deterministic(engine: ModelEngine) -> None:

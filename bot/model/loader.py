@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from bot.config import ModelSettings  # noqa: E402
 from bot.errors import EngineError, ModelNotFoundError  # noqa: E402
-from bot.model import adapters, snapshot  # noqa: E402
+from bot.model import adapters, light, snapshot  # noqa: E402
 from bot.model.cache import save_checkpoint, save_file  # noqa: E402
 from bot.model.quant import Plan, quantize  # noqa: E402
 
@@ -112,14 +112,14 @@ def _tokenizer(directory: Path, cached: Path) -> Any:
 
     AutoTokenizer parses Gemma's 33 MB tokenizer.json with Python's json module (about 3 s here).
     The pickle is one the bot itself wrote into its own cache folder, keyed by the checkpoint."""
-    from transformers import AutoTokenizer
-
     if cached.exists():
         try:
             with cached.open("rb") as f:
                 return pickle.load(f)
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError) as exc:
             log.warning("tokenizer cache %s unusable (%s); loading the tokenizer again", cached.name, exc)
+    from transformers import AutoTokenizer  # imported here: the auto classes cost a second at start
+
     tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
 
     def write(partial: Path) -> None:
@@ -133,10 +133,16 @@ def _tokenizer(directory: Path, cached: Path) -> Any:
     return tokenizer
 
 
-def _serving_model(weights: Path, path: Path, dtype: torch.dtype, mode: str) -> tuple[Any, str]:
-    """The quantized model from its snapshot at `path`, or from the checkpoint (then snapshotted)."""
+def _serving_model(weights: Path, path: Path, dtype: torch.dtype, mode: str, light_ok: bool) -> tuple[Any, str]:
+    """The quantized model from its snapshot at `path`, or from the checkpoint (then snapshotted).
+
+    With `light_ok` (the fast path serves it) a Gemma 3 int8 snapshot is served without
+    transformers' modeling code (bot/model/light.py)."""
     if path.exists():
         try:
+            served = light.load(path, weights, dtype) if light_ok else None
+            if served is not None:
+                return served
             return snapshot.load(path, weights, dtype)
         except (OSError, RuntimeError, ValueError, KeyError) as exc:
             log.warning("serving snapshot %s unusable (%s); rebuilding it", path.name, exc)
@@ -228,7 +234,7 @@ def load_model(settings: ModelSettings) -> LoadedModel:
         # the tokenizer's large vocabulary loads on a second thread while the weights load
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(_tokenizer, weights, serving.with_suffix(".tokenizer.pkl"))
-            model, quantization = _serving_model(weights, serving, dtype, mode)
+            model, quantization = _serving_model(weights, serving, dtype, mode, settings.decoder == "auto")
             tokenizer = pending.result()
     except (ModelNotFoundError, EngineError):
         raise
