@@ -30,7 +30,7 @@ from bot.config import load_settings
 from bot.domain import ChatTurn, Strategy
 from bot.model import fast
 from bot.model.engine import ModelEngine
-from bot.model.generate import end_tokens
+from bot.model.generate import copyable, end_tokens
 from bot.model.loader import embedded_gguf, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +86,9 @@ def reply_agreement(engine: ModelEngine, limit: int | None) -> dict[str, Any]:
     for row in rows:
         history = [ChatTurn(role, text) for role, text in row["history"]] + [ChatTurn("user", row["message"])]
         ids, _ = engine.reply_ids(history, Strategy(row["strategy"]), row["lang"], "", row["knowledge"])
-        got = [fast.greedy(engine.fast, head, ids, N, ends, lambda new: False, None) for head in (engine.head, full)]
+        # the shortlist as the bot decodes with it: the prompt's own tokens may be copied
+        got = [fast.decode(engine.fast, head, ids, N, ends, lambda new: False, None, copyable=copyable(engine.tokenizer, ids))
+               for head in (engine.head, full)]
         if got[0] == got[1]:
             same += 1
         else:

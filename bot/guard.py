@@ -21,11 +21,11 @@ _CORE = re.compile(r"[\W_]+", re.UNICODE)
 _URL = re.compile(r"(?:https?://|www\.)\S+|\b[\w-]+\.(?:com|cn|net|org|io|top)\b", re.IGNORECASE)
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
 _NUMBER = re.compile(r"\d+(?:[.:：,，-]\d+)*")
-# Chinese numerals that state a fact ("九点", "三天", "五十元"), not "一下", "一起" or "一点" / "一点点"
+# Chinese numerals that state a fact ("九点", "三天", "五十元", "三个月"), not "一下", "一起" or "一点" / "一点点"
 # ("a little"; one o'clock is written with 钟 or 半, or after 上午 / 下午 / 凌晨 / 晚上)
 _ZH_FACT = re.compile(r"(?:(?<![零一二两三四五六七八九十百千万])一点(?:半|钟))|(?:(?:上午|下午|凌晨|晚上|中午)一点)"
                       r"|(?:[零二两三四五六七八九十百千万][零一二两三四五六七八九十百千万]*|一(?=[零一二两三四五六七八九十百千万]))"
-                      r"[零一二两三四五六七八九十百千万]*(?:点|点半|号|天|小时|分钟|元|块|折|个工作日|周|年|月)"
+                      r"[零一二两三四五六七八九十百千万]*(?:点|点半|号|天|个?小时|分钟|元|块|折|个?工作日|周|个?星期|个?礼拜|年|个?月|岁)"
                       r"|一(?:号|天|小时|分钟|元|块|折|个工作日|周|年|月)")
 # vague amounts that state no fact: "这两天" (these days), "空了一块" (a piece), "一块儿" (together);
 # "一块钱" and "十一块" stay facts

@@ -132,3 +132,17 @@ def test_banned_tokens_complete_an_ngram_already_seen() -> None:
     assert fast._banned([1, 2, 3, 1, 2], 3) == [3]
     assert fast._banned([1, 2, 3, 1, 2], 0) == []
     assert sorted(fast._banned([5, 1, 7, 5, 1, 9, 5, 1], 3)) == [7, 9]
+
+
+def test_a_prompt_token_outside_the_shortlist_can_be_copied_into_the_reply(model: Gemma3ForCausalLM) -> None:
+    runner = fast.FastGemma(model, max_positions=256)
+    every = fast.Shortlist(model.lm_head, torch.arange(3, 320))
+    ids = torch.randint(3, 320, (10,)).tolist()
+    first = fast.greedy(runner, every, ids, 1, ends=[], stop=lambda new: False, deadline=None)[0]
+    # a shortlist without the token the others pick first: it is emitted only when copyable
+    head = fast.Shortlist(model.lm_head, torch.tensor([t for t in range(3, 320) if t != first]))
+    assert fast.decode(runner, head, ids, 1, ends=[], stop=lambda new: False, deadline=None)[0] != first
+    prompt = ids + [first]
+    copied = fast.decode(runner, head, prompt, 4, ends=[], stop=lambda new: False, deadline=None, copyable=prompt)
+    assert copied == fast.decode(runner, every, prompt, 4, ends=[], stop=lambda new: False, deadline=None)
+    assert head.with_tokens([]) is head and len(head.with_tokens([first, first]).ids) == len(head.ids) + 1

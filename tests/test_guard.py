@@ -88,6 +88,13 @@ def test_facts_are_found_in_every_form() -> None:
     assert guard.facts("一起加油，试一下") == set()
     assert guard.facts("这两天多休息，心里空了一块，我们一块儿想办法") == set()
     assert {"一块", "十一块", "两天"} <= guard.facts("一块钱；十一块；两天内发货")
+    assert {"两个月", "三个星期", "十八岁"} <= guard.facts("等了两个月，还要三个星期，我才十八岁")
+
+
+def test_a_changed_duration_is_an_invented_fact() -> None:
+    # the kind seen in the reply benchmark: the message's two months came back as three
+    assert guard.invented("三个月就办好了，真快！", ["护照办了两个月才拿到"]) == {"三个月"}
+    assert guard.invented("两个月的等待值了！", ["护照办了两个月才拿到"]) == set()
 
 
 # --- the stage: regenerate once, then a curated line ------------------------------------

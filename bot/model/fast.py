@@ -19,6 +19,7 @@ else keeps the transformers path. `tests/test_fast.py` checks it against transfo
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -219,8 +220,10 @@ class Shortlist:
     full vocabulary. Measured on the reply validation prompts: see bench/NOTES.md."""
 
     def __init__(self, head: Int8Linear, ids: torch.Tensor | None) -> None:
+        self.head = head
         self.vocab = head.out_features
         self.ids = torch.arange(self.vocab) if ids is None else ids.long()
+        self.extra: _Int8 | None = None  # rows added for one prompt (with_tokens)
         if len(self.ids) == self.vocab:
             self.rows = _Int8(head.weight_q, head.scales, head.act_scales())
         else:  # a copy of the kept rows (about a third of the matrix), contiguous for the kernel
@@ -230,9 +233,26 @@ class Shortlist:
         self.row_of = torch.full((self.vocab,), -1, dtype=torch.long)
         self.row_of[self.ids] = torch.arange(len(self.ids))
 
+    def with_tokens(self, tokens: Sequence[int]) -> Shortlist:
+        """This shortlist plus those of `tokens` it lacks, for one call: a reply can always copy a
+        word of the message ("ICU" in a Chinese message, a rare name) at the cost of a few rows."""
+        missing = sorted({t for t in tokens if 0 <= t < self.vocab and int(self.row_of[t]) < 0})
+        if not missing:
+            return self
+        extra = torch.tensor(missing)
+        out = copy.copy(self)
+        out.ids = torch.cat([self.ids, extra])
+        out.row_of = self.row_of.clone()
+        out.row_of[extra] = torch.arange(len(self.ids), len(out.ids))
+        rows = [] if self.extra is None else [(self.extra.q, self.extra.scales)]
+        out.extra = _Int8.of(*(torch.cat(parts) for parts in zip(*rows, (self.head.weight_q[extra], self.head.scales[extra]))))
+        return out
+
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """The shortlist's logits for one position (row i is token ids[i])."""
         result: torch.Tensor = self.rows(h)[0]
+        if self.extra is not None:
+            result = torch.cat([result, self.extra(h)[0]])
         return result
 
 
@@ -280,8 +300,12 @@ def greedy(fast: FastGemma, head: Shortlist, ids: list[int], max_new_tokens: int
 
 def decode(fast: FastGemma, head: Shortlist, ids: list[int], max_new_tokens: int, ends: Sequence[int],
            stop: Callable[[list[int]], bool], deadline: float | None, repetition_penalty: float = 1.1,
-           sampling: Sampling | None = None) -> list[int]:
-    """Greedy decoding, or sampling with `sampling`; the penalties cover prompt and reply tokens."""
+           sampling: Sampling | None = None, copyable: Sequence[int] = ()) -> list[int]:
+    """Greedy decoding, or sampling with `sampling`; the penalties cover prompt and reply tokens.
+
+    `copyable`: tokens (the prompt's own, special tokens left out) that may be emitted even where
+    the shortlist lacks them."""
+    head = head.with_tokens(copyable)
     penalty = sampling.repetition_penalty if sampling else repetition_penalty
     generator = torch.Generator().manual_seed(sampling.seed) if sampling else None
     kv = fast.new_kv(len(ids) + max_new_tokens)

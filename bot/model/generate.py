@@ -62,13 +62,20 @@ def retry_seed(attempt: int, ids: list[int]) -> int:
     return 1000 + attempt + len(ids)
 
 
+def copyable(tokenizer: Any, ids: list[int]) -> list[int]:
+    """The prompt's tokens that a reply may copy although the output shortlist lacks them (not the
+    special tokens: a reply must not emit <bos> or a turn marker from the prompt)."""
+    special = set(getattr(tokenizer, "all_special_ids", None) or [])
+    return [t for t in ids if t not in special]
+
+
 def complete_fast(fast: FastGemma, head: Shortlist, tokenizer: Any, ids: list[int], stops: list[str],
                   deadline: float | None, attempt: int, max_new_tokens: int, max_chars: int) -> str:
     """A reply on this project's decode loop (bot/model/fast.py): greedy first, sampling when asked again."""
     ends = end_tokens(tokenizer)
     sampling = Sampling(seed=retry_seed(attempt, ids)) if attempt else None
     new = decode(fast, head, ids, max_new_tokens, ends, lambda tokens: at_stop(tokenizer, tokens, stops), deadline,
-                 sampling=sampling)
+                 sampling=sampling, copyable=copyable(tokenizer, ids))
     return _finish(tokenizer, new, ends, max_new_tokens, max_chars)
 
 
