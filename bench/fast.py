@@ -205,8 +205,9 @@ def write(data: dict[str, Any], path: Path) -> None:
         "",
         "llama.cpp's limit counts the whole GGUF file as read per token (an upper bound on its bytes).",
         "",
-        f"**Reply agreement** (shortlist vs full vocabulary, greedy, every 5th reply-validation prompt): "
-        f"{replies['identical']} of {replies['prompts']} replies identical. The others, shortlist first:",
+        f"**Reply agreement** (shortlist vs full vocabulary, greedy, every 5th reply-validation prompt; the "
+        f"shortlist as the bot decodes with it, the prompt's own tokens copyable): {replies['identical']} of "
+        f"{replies['prompts']} replies identical." + (" The others, shortlist first:" if replies["differing"] else ""),
         "",
     ]
     for message, short, full in replies["differing"]:
