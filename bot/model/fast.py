@@ -223,7 +223,7 @@ class Shortlist:
         self.head = head
         self.vocab = head.out_features
         self.ids = torch.arange(self.vocab) if ids is None else ids.long()
-        self.extra: _Int8 | None = None  # rows added for one prompt (with_tokens)
+        self.extra: _Int8 | None = None  # rows added for one prompt (with_tokens, on the base shortlist)
         if len(self.ids) == self.vocab:
             self.rows = _Int8(head.weight_q, head.scales, head.act_scales())
         else:  # a copy of the kept rows (about a third of the matrix), contiguous for the kernel
@@ -236,16 +236,15 @@ class Shortlist:
     def with_tokens(self, tokens: Sequence[int]) -> Shortlist:
         """This shortlist plus those of `tokens` it lacks, for one call: a reply can always copy a
         word of the message ("ICU" in a Chinese message, a rare name) at the cost of a few rows."""
-        missing = sorted({t for t in tokens if 0 <= t < self.vocab and int(self.row_of[t]) < 0})
-        if not missing:
+        given = torch.tensor(list(tokens), dtype=torch.long)
+        extra = torch.unique(given[self.row_of[given] < 0])
+        if not len(extra):
             return self
-        extra = torch.tensor(missing)
         out = copy.copy(self)
         out.ids = torch.cat([self.ids, extra])
         out.row_of = self.row_of.clone()
         out.row_of[extra] = torch.arange(len(self.ids), len(out.ids))
-        rows = [] if self.extra is None else [(self.extra.q, self.extra.scales)]
-        out.extra = _Int8.of(*(torch.cat(parts) for parts in zip(*rows, (self.head.weight_q[extra], self.head.scales[extra]))))
+        out.extra = _Int8.of(self.head.weight_q[extra], self.head.scales[extra])
         return out
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:

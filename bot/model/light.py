@@ -87,6 +87,9 @@ def _fits(config: dict[str, Any], plan: Plan, state: dict[str, torch.Tensor], ex
 def load(path: Path, weights: Path, dtype: torch.dtype) -> tuple[LightGemma, str] | None:
     """The snapshot at `path` behind LightGemma, or None when it is not one this module serves."""
     config = json.loads((weights / "config.json").read_text(encoding="utf-8"))
+    if config.get("model_type") != KIND:  # decided before the snapshot is read, which transformers reads again
+        log.debug("serving snapshot %s goes through transformers: model type %s", path.name, config.get("model_type"))
+        return None
     data = torch.load(path, mmap=True, weights_only=True)
     plan, state, extra = Plan.from_data(data["plan"]), data["state"], data["extra"]
     why = _fits(config, plan, state, extra)
