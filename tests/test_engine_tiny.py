@@ -127,6 +127,21 @@ def test_second_start_loads_the_serving_snapshot(family: str, tiny_dirs: dict[st
     assert first.generate(prompt, Strategy.PLAIN, "en", "be brief") == second.generate(prompt, Strategy.PLAIN, "en", "be brief")
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_gemma_checkpoint_gets_the_raw_tokenizer_and_a_chat_model_keeps_transformers(
+    family: str, tiny_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    settings = ModelSettings(path=str(tiny_dirs[family]), dtype="float32", cache_dir=str(tmp_path))
+    served = load_model(settings).tokenizer
+    assert (type(served).__name__ == "RawTokenizer") == (family == "gemma3")  # qwen2 has a chat template
+    hf = load_model(settings.model_copy(update={"decoder": "transformers"})).tokenizer
+    assert type(hf).__name__ != "RawTokenizer"  # decoder transformers: batch padding and the rest of its API
+    for text in ["I love it", "太糟糕了", "<eos> hi", ""]:
+        assert served(text, add_special_tokens=True)["input_ids"] == hf(text, add_special_tokens=True)["input_ids"]
+        ids = hf(text)["input_ids"]
+        assert served.decode(ids, skip_special_tokens=True) == hf.decode(ids, skip_special_tokens=True)
+
+
 def test_missing_model_path_says_how_to_get_weights(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError, match="never downloads"):
         load_model(ModelSettings(path=str(tmp_path / "nope")))

@@ -71,19 +71,44 @@ def test_the_fast_path_labels_as_transformers_does(engine: ModelEngine, hf_engin
     assert [s.label for s in engine.classify_batch(texts)] == [s.label for s in hf_engine.classify_batch(texts)]
 
 
-def test_a_warm_start_serves_without_transformers_modeling_code(engine: ModelEngine) -> None:
+def test_a_warm_start_serves_without_transformers(engine: ModelEngine) -> None:
     assert engine.fast is not None  # the fixture made the serving snapshot: the start below is warm
-    # bot/model/light.py: the snapshot's tensors behind the attributes the fast path reads, so the
-    # modeling stack (torch._dynamo, torch.distributed, sympy) is never imported
+    # bot/model/light.py and bot/model/tokenizer.py: the snapshot's tensors behind the attributes the
+    # fast path reads and the Rust tokenizer alone, so transformers is never imported (its modeling
+    # stack alone pulls in torch._dynamo, torch.distributed and sympy)
     code = (
         "import sys; from bot.config import load_settings; from bot.model.loader import load_model; "
         "from bot.model.engine import ModelEngine; s = load_settings('config.yaml', env={}); "
         "e = ModelEngine(load_model(s.model), s.model, s.sentiment); e.classify('hello'); "
-        "print(type(e.model).__name__, e.fast is not None, "
-        "any(m.startswith('transformers.models.gemma3.modeling') for m in sys.modules))"
+        "print(type(e.model).__name__, type(e.tokenizer).__name__, e.fast is not None, "
+        "any(m.split('.')[0] == 'transformers' for m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600, check=True)
-    assert out.stdout.split() == ["LightGemma", "True", "False"]
+    assert out.stdout.split() == ["LightGemma", "RawTokenizer", "True", "False"]
+
+
+def test_the_raw_tokenizer_encodes_and_decodes_as_transformers_does(engine: ModelEngine, hf_engine: ModelEngine) -> None:
+    raw, hf = engine.tokenizer, hf_engine.tokenizer
+    assert type(raw).__name__ == "RawTokenizer" and type(hf).__name__ != "RawTokenizer"
+    rows = [json.loads(line) for line in (ROOT / "train" / "data" / "replies.jsonl").read_text("utf-8").splitlines()[:400]]
+    texts = [t for row in rows for t in (row["message"], row["reply"])] + [
+        "<start_of_turn>user\n你好<end_of_turn>\n<start_of_turn>model\n", "<unused5> <mask> [multimodal]",
+        "", "  two  spaces ", "a\n\n\nb\tc", "🙂👍🏽 ok", "\u200bzero width", "Ａｂｃ１２３", "ﬁ ligature",
+    ]
+    for text in texts:
+        for special in (False, True):
+            ids = hf(text, add_special_tokens=special)["input_ids"]
+            assert raw(text, add_special_tokens=special)["input_ids"] == ids, text
+            for skip in (False, True):
+                assert raw.decode(ids, skip_special_tokens=skip) == hf.decode(ids, skip_special_tokens=skip), text
+    assert len(raw) == len(hf)
+    for name in ("bos_token", "eos_token", "pad_token", "unk_token", "bos_token_id", "eos_token_id", "pad_token_id",
+                 "unk_token_id"):
+        assert getattr(raw, name) == getattr(hf, name), name
+    sample = list(range(0, len(hf), 997))
+    assert raw.convert_ids_to_tokens(sample) == hf.convert_ids_to_tokens(sample)
+    assert raw.convert_tokens_to_ids(prompts.END_TURN) == hf.convert_tokens_to_ids(prompts.END_TURN)
+    assert set(hf.all_special_ids) <= set(raw.all_special_ids)  # turn markers too: no reply copies them
 
 
 def test_classification_is_deterministic(engine: ModelEngine) -> None:

@@ -53,6 +53,9 @@ def merged_checkpoint(weights: Path, adapter: Path, dtype: torch.dtype, cache_di
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from bot.model.loader import quiet_transformers  # loader imports this module
+
+    quiet_transformers()
     log.info("merging the adapter %s into %s once", adapter.name, weights.name)
     # merge in float32: the LoRA product is small next to the weights and would round away in bf16
     base = AutoModelForCausalLM.from_pretrained(str(weights), dtype=torch.float32, local_files_only=True)

@@ -30,6 +30,7 @@ from bot.errors import EngineError, ModelNotFoundError  # noqa: E402
 from bot.model import adapters, light, snapshot  # noqa: E402
 from bot.model.cache import save_checkpoint, save_file  # noqa: E402
 from bot.model.quant import Plan, quantize  # noqa: E402
+from bot.model.tokenizer import RawTokenizer  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +108,23 @@ def _is_complete(directory: Path) -> bool:
     )
 
 
-def _tokenizer(directory: Path, cached: Path) -> Any:
-    """The tokenizer; a pickled copy beside the serving snapshot loads in a third of the time.
+def quiet_transformers() -> None:
+    """No progress bars from transformers: the bot's own output stays readable. Called only where
+    transformers loads something, so that a warm start on the fast path never imports it (0.7 s)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+def _tokenizer(directory: Path, cached: Path, raw_ok: bool) -> Any:
+    """The tokenizer. With `raw_ok` (the fast path serves the model) a checked model type is served
+    on the `tokenizers` library alone (bot/model/tokenizer.py); otherwise transformers' tokenizer,
+    from a pickled copy beside the serving snapshot, which loads in a third of the time.
 
     AutoTokenizer parses Gemma's 33 MB tokenizer.json with Python's json module (about 3 s here).
     The pickle is one the bot itself wrote into its own cache folder, keyed by the checkpoint."""
+    if raw_ok and RawTokenizer.serves(directory):
+        return RawTokenizer.load(directory)
     if cached.exists():
         try:
             with cached.open("rb") as f:
@@ -120,17 +133,18 @@ def _tokenizer(directory: Path, cached: Path) -> Any:
             log.warning("tokenizer cache %s unusable (%s); loading the tokenizer again", cached.name, exc)
     from transformers import AutoTokenizer  # imported here: the auto classes cost a second at start
 
-    tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    quiet_transformers()
+    loaded = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
 
     def write(partial: Path) -> None:
         with partial.open("wb") as f:
-            pickle.dump(tokenizer, f)
+            pickle.dump(loaded, f)
 
     try:
         save_file(cached, write)
     except (OSError, pickle.PicklingError, TypeError) as exc:
         log.info("tokenizer not cached (%s)", exc)
-    return tokenizer
+    return loaded
 
 
 def _serving_model(weights: Path, path: Path, dtype: torch.dtype, mode: str, light_ok: bool) -> tuple[Any, str]:
@@ -148,6 +162,7 @@ def _serving_model(weights: Path, path: Path, dtype: torch.dtype, mode: str, lig
             log.warning("serving snapshot %s unusable (%s); rebuilding it", path.name, exc)
     from transformers import AutoModelForCausalLM
 
+    quiet_transformers()
     model = AutoModelForCausalLM.from_pretrained(str(weights), dtype=dtype, local_files_only=True)
     model.eval()  # type: ignore[no-untyped-call]
     quantization, plan = _quantize(model, mode)
@@ -168,6 +183,7 @@ def _with_snapshot(model: Any, plan: Plan, quantization: str, path: Path) -> Any
 def _convert_gguf(gguf: Path, target: Path, dtype: torch.dtype) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    quiet_transformers()
     log.info("converting %s once; later starts load %s", gguf, target)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(
@@ -185,9 +201,6 @@ def _convert_gguf(gguf: Path, target: Path, dtype: torch.dtype) -> None:
 
 def load_model(settings: ModelSettings) -> LoadedModel:
     """Load the configured model once; raise ModelNotFoundError with instructions when it is missing."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # the bot's own output stays readable
     started = time.perf_counter()
     dtype = pick_dtype(settings.dtype)
     if settings.threads:
@@ -233,7 +246,7 @@ def load_model(settings: ModelSettings) -> LoadedModel:
         serving = snapshot.snapshot_path(cache_dir, weights, dtype, mode)
         # the tokenizer's large vocabulary loads on a second thread while the weights load
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(_tokenizer, weights, serving.with_suffix(".tokenizer.pkl"))
+            pending = pool.submit(_tokenizer, weights, serving.with_suffix(".tokenizer.pkl"), settings.decoder == "auto")
             model, quantization = _serving_model(weights, serving, dtype, mode, settings.decoder == "auto")
             tokenizer = pending.result()
     except (ModelNotFoundError, EngineError):
