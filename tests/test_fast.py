@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig
@@ -146,3 +149,27 @@ def test_a_prompt_token_outside_the_shortlist_can_be_copied_into_the_reply(model
     copied = fast.decode(runner, head, prompt, 4, ends=[], stop=lambda new: False, deadline=None, copyable=prompt)
     assert copied == fast.decode(runner, every, prompt, 4, ends=[], stop=lambda new: False, deadline=None)
     assert head.with_tokens([]) is head and len(head.with_tokens([first, first]).ids) == len(head.ids) + 1
+
+
+def test_the_shortlist_rows_are_cached_on_disk_and_refused_for_other_weights(
+    model: Gemma3ForCausalLM, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    allowed = torch.arange(3, 320, 2)
+    built = fast.Shortlist.cached(model.lm_head, allowed, tmp_path, "snap")
+    files = list(tmp_path.glob("snap.shortlist-*.pt"))
+    assert len(files) == 1
+    mapped = fast.Shortlist.cached(model.lm_head, allowed, tmp_path, "snap")
+    assert mapped.rows.q.data_ptr() != built.rows.q.data_ptr()  # read back from the file, not rebuilt
+    h = torch.randn(1, 64)
+    assert torch.equal(mapped.logits(h), built.logits(h))
+    assert torch.equal(mapped.logits(h), fast.Shortlist(model.lm_head, allowed).logits(h))
+    # the same key over other weights (a rebuilt snapshot) must not serve stale rows
+    other = copy.deepcopy(model.lm_head)
+    other.weight_q = other.weight_q.flip(0).contiguous()
+    other.scales = other.scales.flip(0).contiguous()
+    rebuilt = fast.Shortlist.cached(other, allowed, tmp_path, "snap")
+    assert "for other weights" in caplog.text
+    assert torch.equal(rebuilt.logits(h), fast.Shortlist(other, allowed).logits(h))
+    files[0].write_bytes(b"not a tensor file")
+    assert torch.equal(fast.Shortlist.cached(model.lm_head, allowed, tmp_path, "snap").logits(h), built.logits(h))
+    assert "unusable" in caplog.text

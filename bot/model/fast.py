@@ -20,17 +20,22 @@ else keeps the transformers path. `tests/test_fast.py` checks it against transfo
 from __future__ import annotations
 
 import copy
+import hashlib
+import logging
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
 from bot.errors import EngineTimeout
+from bot.model.cache import save_file
 from bot.model.quant import ACT_DTYPE, Int8Linear, int8_linear, store_together, stored_together
 
+log = logging.getLogger(__name__)
 KIND = "gemma3_text"
 
 
@@ -219,19 +224,46 @@ class Shortlist:
     The full embedding stays for input; only the output rows are trimmed, and ids map back to the
     full vocabulary. Measured on the reply validation prompts: see bench/NOTES.md."""
 
-    def __init__(self, head: Int8Linear, ids: torch.Tensor | None) -> None:
+    def __init__(self, head: Int8Linear, ids: torch.Tensor | None,
+                 rows: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         self.head = head
         self.vocab = head.out_features
         self.ids = torch.arange(self.vocab) if ids is None else ids.long()
         self.extra: _Int8 | None = None  # rows added for one prompt (with_tokens, on the base shortlist)
         if len(self.ids) == self.vocab:
             self.rows = _Int8(head.weight_q, head.scales, head.act_scales())
-        else:  # a copy of the kept rows (about a third of the matrix), contiguous for the kernel
-            self.rows = _Int8.of(head.weight_q[self.ids].contiguous(), head.scales[self.ids])
-
+        else:  # the kept rows (about a third of the matrix), contiguous for the kernel
+            self.rows = _Int8.of(*(rows or (head.weight_q[self.ids].contiguous(), head.scales[self.ids])))
         # token id -> its row in the shortlist, or -1: the repetition penalty works in shortlist space
         self.row_of = torch.full((self.vocab,), -1, dtype=torch.long)
         self.row_of[self.ids] = torch.arange(len(self.ids))
+
+    @classmethod
+    def cached(cls, head: Int8Linear, ids: torch.Tensor | None, folder: Path, key: str) -> Shortlist:
+        """The shortlist with its rows kept in a file under `folder` and memory-mapped back.
+
+        Gathering the rows reads every page of the memory-mapped 262k-row output matrix, and those
+        pages then stay resident (168 MB) although only the input embedding's few rows are used
+        again. From the file, a warm start never touches the rest of the matrix."""
+        if ids is None:
+            return cls(head, None)
+        ids = ids.long()
+        digest = hashlib.sha256(ids.numpy().tobytes()).hexdigest()[:12]
+        path = folder / f"{key}.shortlist-{digest}.pt"
+        if path.exists():
+            try:
+                data = torch.load(path, mmap=True, weights_only=True)
+                if _same_rows(head, ids, data):
+                    return cls(head, ids, (data["q"], data["scales"]))
+                log.warning("output shortlist cache %s is for other weights; rebuilding it", path.name)
+            except (OSError, RuntimeError, KeyError, ValueError) as exc:
+                log.warning("output shortlist cache %s unusable (%s); rebuilding it", path.name, exc)
+        q, scales = head.weight_q[ids].contiguous(), head.scales[ids].contiguous()
+        try:
+            save_file(path, lambda partial: torch.save({"ids": ids, "q": q, "scales": scales}, partial))
+        except OSError as exc:
+            log.info("output shortlist not cached (%s)", exc)
+        return cls(head, ids, (q, scales))
 
     def with_tokens(self, tokens: Sequence[int]) -> Shortlist:
         """This shortlist plus those of `tokens` it lacks, for one call: a reply can always copy a
@@ -253,6 +285,15 @@ class Shortlist:
         if self.extra is not None:
             result = torch.cat([result, self.extra(h)[0]])
         return result
+
+
+def _same_rows(head: Int8Linear, ids: torch.Tensor, data: dict[str, torch.Tensor]) -> bool:
+    """Whether cached shortlist rows are those of `head` for `ids`: the ids, every scale and a sample
+    of the rows compared (the sample reads a few pages of the output matrix, not all of them)."""
+    if not torch.equal(data["ids"], ids) or data["q"].shape != (len(ids), head.in_features):
+        return False
+    sample = torch.arange(0, len(ids), 997)
+    return torch.equal(data["scales"], head.scales[ids]) and torch.equal(data["q"][sample], head.weight_q[ids[sample]])
 
 
 def _penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
