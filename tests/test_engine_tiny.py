@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -136,6 +137,13 @@ def test_a_gemma_checkpoint_gets_the_raw_tokenizer_and_a_chat_model_keeps_transf
     assert (type(served).__name__ == "RawTokenizer") == (family == "gemma3")  # qwen2 has a chat template
     hf = load_model(settings.model_copy(update={"decoder": "transformers"})).tokenizer
     assert type(hf).__name__ != "RawTokenizer"  # decoder transformers: batch padding and the rest of its API
+    compact = list((tmp_path / "serving").glob("*.tokenizer.json"))
+    assert len(compact) == (family == "gemma3")  # the Rust tokenizer's faster-loading copy
+    if compact:
+        compact[0].write_text("{not json", encoding="utf-8")
+        again = load_model(settings).tokenizer  # a damaged copy is read past and written again
+        assert again("I love it")["input_ids"] == hf("I love it")["input_ids"]
+        assert json.loads(compact[0].read_text(encoding="utf-8"))["model"]["type"] == "BPE"
     for text in ["I love it", "太糟糕了", "<eos> hi", ""]:
         assert served(text, add_special_tokens=True)["input_ids"] == hf(text, add_special_tokens=True)["input_ids"]
         ids = hf(text)["input_ids"]

@@ -124,7 +124,7 @@ def _tokenizer(directory: Path, cached: Path, raw_ok: bool) -> Any:
     AutoTokenizer parses Gemma's 33 MB tokenizer.json with Python's json module (about 3 s here).
     The pickle is one the bot itself wrote into its own cache folder, keyed by the checkpoint."""
     if raw_ok and RawTokenizer.serves(directory):
-        return RawTokenizer.load(directory)
+        return RawTokenizer.load(directory, cached.with_suffix(".json"))
     if cached.exists():
         try:
             with cached.open("rb") as f:

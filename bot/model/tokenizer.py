@@ -11,8 +11,13 @@ transformers' tokenizer on the real model); any other checkpoint keeps AutoToken
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
+
+from bot.model.cache import save_file
+
+log = logging.getLogger(__name__)
 
 KINDS = ("gemma3_text",)
 ROLES = ("bos", "eos", "unk", "pad")
@@ -47,12 +52,16 @@ class RawTokenizer:
         )
 
     @classmethod
-    def load(cls, directory: Path) -> "RawTokenizer":
+    def load(cls, directory: Path, compact: Path | None = None) -> "RawTokenizer":
+        """The tokenizer of the checkpoint at `directory`; with `compact`, from a copy of its
+        tokenizer.json kept there (written on first use) that the Rust side reads faster."""
         from tokenizers import Tokenizer  # the Rust library that transformers' fast tokenizers wrap
 
         tok_config = json.loads((directory / "tokenizer_config.json").read_text(encoding="utf-8"))
         special = {k: v for k, v in tok_config.items() if k.endswith("_token") and isinstance(v, str)}
-        return cls(Tokenizer.from_file(str(directory / "tokenizer.json")), special)
+        source = directory / "tokenizer.json"
+        backend = _read_compact(source, compact) if compact is not None else None
+        return cls(Tokenizer.from_file(str(source)) if backend is None else backend, special)
 
     def _id(self, role: str) -> int | None:
         token = self._special[role]
@@ -112,3 +121,34 @@ class RawTokenizer:
     def convert_tokens_to_ids(self, token: str) -> int | None:
         found = self.backend.token_to_id(token)
         return self.unk_token_id if found is None else int(found)
+
+
+def _read_compact(source: Path, compact: Path) -> Any:
+    """The tokenizer from its compact copy, written first where missing or damaged; None on failure."""
+    from tokenizers import Tokenizer
+
+    for _ in range(2):  # a damaged copy is written again once
+        if not compact.exists():
+            try:
+                save_file(compact, lambda partial: write_compact(source, partial))
+            except (OSError, ValueError) as exc:
+                log.info("compact tokenizer not written (%s)", exc)
+                return None
+        try:
+            return Tokenizer.from_file(str(compact))
+        except Exception as exc:  # the Rust side raises a bare Exception for a bad file
+            log.warning("compact tokenizer %s unusable (%s); writing it again", compact.name, exc)
+            compact.unlink(missing_ok=True)
+    return None
+
+
+def write_compact(source: Path, target: Path) -> None:
+    """`source` rewritten for a faster load, the same tokenizer: BPE merges as "a b" strings rather
+    than pairs (the Rust loader reads 515k strings faster than 515k two-element lists: 0.9 s
+    against 1.2 s here) and no indentation. A merge whose parts hold a space keeps the pair form."""
+    data = json.loads(source.read_text(encoding="utf-8"))
+    merges = data.get("model", {}).get("merges")
+    if isinstance(merges, list) and all(isinstance(m, list) and len(m) == 2 for m in merges):
+        if not any(" " in part for m in merges for part in m):
+            data["model"]["merges"] = [f"{a} {b}" for a, b in merges]
+    target.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
