@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import gzip
+import json
 from pathlib import Path
 
 import pytest
@@ -155,21 +157,31 @@ def test_the_shortlist_rows_are_cached_on_disk_and_refused_for_other_weights(
     model: Gemma3ForCausalLM, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     allowed = torch.arange(3, 320, 2)
-    built = fast.Shortlist.cached(model.lm_head, allowed, tmp_path, "snap")
+    source = tmp_path / "v320-test.json.gz"
+    with gzip.open(source, "wt", encoding="utf-8") as out:  # the shipped format: runs of consecutive ids
+        json.dump({"runs": [[int(t), 1] for t in allowed]}, out)
+    built = fast.Shortlist.cached(model.lm_head, source, tmp_path, "snap")
+    assert torch.equal(built.ids, allowed)
     files = list(tmp_path.glob("snap.shortlist-*.pt"))
     assert len(files) == 1
-    mapped = fast.Shortlist.cached(model.lm_head, allowed, tmp_path, "snap")
+    mapped = fast.Shortlist.cached(model.lm_head, source, tmp_path, "snap")
     assert mapped.rows.q.data_ptr() != built.rows.q.data_ptr()  # read back from the file, not rebuilt
     h = torch.randn(1, 64)
+    assert torch.equal(mapped.ids, allowed) and torch.equal(mapped.row_of, built.row_of)
     assert torch.equal(mapped.logits(h), built.logits(h))
     assert torch.equal(mapped.logits(h), fast.Shortlist(model.lm_head, allowed).logits(h))
     # the same key over other weights (a rebuilt snapshot) must not serve stale rows
     other = copy.deepcopy(model.lm_head)
     other.weight_q = other.weight_q.flip(0).contiguous()
     other.scales = other.scales.flip(0).contiguous()
-    rebuilt = fast.Shortlist.cached(other, allowed, tmp_path, "snap")
+    rebuilt = fast.Shortlist.cached(other, source, tmp_path, "snap")
     assert "for other weights" in caplog.text
     assert torch.equal(rebuilt.logits(h), fast.Shortlist(other, allowed).logits(h))
     files[0].write_bytes(b"not a tensor file")
-    assert torch.equal(fast.Shortlist.cached(model.lm_head, allowed, tmp_path, "snap").logits(h), built.logits(h))
+    assert torch.equal(fast.Shortlist.cached(model.lm_head, source, tmp_path, "snap").logits(h), built.logits(h))
     assert "unusable" in caplog.text
+    # another shortlist file is another cache
+    with gzip.open(source, "wt", encoding="utf-8") as out:
+        json.dump({"runs": [[3, 100]]}, out)
+    assert torch.equal(fast.Shortlist.cached(model.lm_head, source, tmp_path, "snap").ids, torch.arange(3, 103))
+    assert len(list(tmp_path.glob("snap.shortlist-*.pt"))) == 2

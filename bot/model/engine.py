@@ -56,12 +56,12 @@ class ModelEngine:
         self.head: Shortlist | None = None
         if settings.decoder == "auto" and fast.supported(self.model):
             self.fast = FastGemma(self.model, max_positions=MAX_PROMPT_TOKENS + settings.max_new_tokens + 64)
-            ids = vocab.shortlist(self.tokenizer) if settings.output_vocab == "auto" else None
+            source = vocab.shortlist_file(self.tokenizer) if settings.output_vocab == "auto" else None
             output = self.model.get_output_embeddings()
-            if self.cache_key:
-                self.head = Shortlist.cached(output, ids, Path(settings.cache_dir).expanduser() / "serving", self.cache_key)
+            if source is not None and self.cache_key:
+                self.head = Shortlist.cached(output, source, Path(settings.cache_dir).expanduser() / "serving", self.cache_key)
             else:
-                self.head = Shortlist(output, ids)
+                self.head = Shortlist(output, None if source is None else vocab.read_shortlist(source, len(self.tokenizer)))
             log.debug("decoder: bot/model/fast.py, output rows %d of %d", len(self.head.ids), self.head.vocab)
         words = [prompts.LABEL_WORDS[label] for label in LABELS]
         if self.tuned:  # the prompt the adapter's mood and crisis heads were trained on

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from bot.errors import EngineTimeout
+from bot.model import vocab
 from bot.model.cache import save_file
 from bot.model.quant import ACT_DTYPE, Int8Linear, int8_linear, store_together, stored_together
 
@@ -239,25 +240,27 @@ class Shortlist:
         self.row_of[self.ids] = torch.arange(len(self.ids))
 
     @classmethod
-    def cached(cls, head: Int8Linear, ids: torch.Tensor | None, folder: Path, key: str) -> Shortlist:
-        """The shortlist with its rows kept in a file under `folder` and memory-mapped back.
+    def cached(cls, head: Int8Linear, source: Path, folder: Path, key: str) -> Shortlist:
+        """The shortlist of the file `source` (bot/model/vocab.py), its ids and rows kept in a file
+        under `folder` and memory-mapped back.
 
         Gathering the rows reads every page of the memory-mapped 262k-row output matrix, and those
         pages then stay resident (168 MB) although only the input embedding's few rows are used
-        again. From the file, a warm start never touches the rest of the matrix."""
-        if ids is None:
-            return cls(head, None)
-        ids = ids.long()
-        digest = hashlib.sha256(ids.numpy().tobytes()).hexdigest()[:12]
+        again. From the file, a warm start never touches the rest of the matrix, nor expands the
+        shortlist file's runs again."""
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
         path = folder / f"{key}.shortlist-{digest}.pt"
         if path.exists():
             try:
                 data = torch.load(path, mmap=True, weights_only=True)
-                if _same_rows(head, ids, data):
-                    return cls(head, ids, (data["q"], data["scales"]))
+                if _same_rows(head, data):
+                    return cls(head, data["ids"], (data["q"], data["scales"]))
                 log.warning("output shortlist cache %s is for other weights; rebuilding it", path.name)
             except (OSError, RuntimeError, KeyError, ValueError) as exc:
                 log.warning("output shortlist cache %s unusable (%s); rebuilding it", path.name, exc)
+        ids = vocab.read_shortlist(source, head.out_features)
+        if ids is None:
+            return cls(head, None)
         q, scales = head.weight_q[ids].contiguous(), head.scales[ids].contiguous()
         try:
             save_file(path, lambda partial: torch.save({"ids": ids, "q": q, "scales": scales}, partial))
@@ -287,10 +290,13 @@ class Shortlist:
         return result
 
 
-def _same_rows(head: Int8Linear, ids: torch.Tensor, data: dict[str, torch.Tensor]) -> bool:
-    """Whether cached shortlist rows are those of `head` for `ids`: the ids, every scale and a sample
-    of the rows compared (the sample reads a few pages of the output matrix, not all of them)."""
-    if not torch.equal(data["ids"], ids) or data["q"].shape != (len(ids), head.in_features):
+def _same_rows(head: Int8Linear, data: dict[str, torch.Tensor]) -> bool:
+    """Whether cached shortlist rows are those of `head`: every scale and a sample of the rows
+    compared (the sample reads a few pages of the output matrix, not all of them)."""
+    ids = data["ids"]
+    if ids.dtype != torch.long or not len(ids) or int(ids.max()) >= head.out_features:
+        return False
+    if data["q"].shape != (len(ids), head.in_features):
         return False
     sample = torch.arange(0, len(ids), 997)
     return torch.equal(data["scales"], head.scales[ids]) and torch.equal(data["q"][sample], head.weight_q[ids[sample]])

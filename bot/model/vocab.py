@@ -29,11 +29,14 @@ def tokenizer_digest(tokenizer: Any) -> str:
     return f"v{size}-{hashlib.sha256(raw).hexdigest()[:12]}"
 
 
-def shortlist(tokenizer: Any) -> torch.Tensor | None:
-    """The shipped shortlist's ids for this tokenizer, or None (the full vocabulary is used)."""
+def shortlist_file(tokenizer: Any) -> Path | None:
+    """The shipped shortlist file for this tokenizer, or None (the full vocabulary is used)."""
     path = VOCAB_DIR / f"{tokenizer_digest(tokenizer)}.json.gz"
-    if not path.exists():
-        return None
+    return path if path.exists() else None
+
+
+def read_shortlist(path: Path, vocab_size: int) -> torch.Tensor | None:
+    """The ids a shortlist file holds, or None when they do not fit a vocabulary of `vocab_size`."""
     with gzip.open(path, "rt", encoding="utf-8") as src:
         data = json.load(src)
     runs = torch.tensor(data["runs"], dtype=torch.long)
@@ -41,7 +44,13 @@ def shortlist(tokenizer: Any) -> torch.Tensor | None:
     # every run expanded at once (a loop over 50k runs took half a second of the start-up)
     run_starts = torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
     ids = torch.repeat_interleave(starts, lengths) + torch.arange(int(lengths.sum())) - run_starts
-    if int(ids.max()) >= len(tokenizer):
+    if int(ids.max()) >= vocab_size:
         log.warning("the output shortlist %s does not fit this tokenizer; using the full vocabulary", path.name)
         return None
     return ids
+
+
+def shortlist(tokenizer: Any) -> torch.Tensor | None:
+    """The shipped shortlist's ids for this tokenizer, or None (the full vocabulary is used)."""
+    path = shortlist_file(tokenizer)
+    return None if path is None else read_shortlist(path, len(tokenizer))
