@@ -8,7 +8,7 @@ from torch import nn
 
 from bot.config import ModelSettings
 from bot.model.loader import load_model
-from bot.model.quant import DENSE_ABOVE_ROWS, Int4Linear, Int8Embedding, Int8Linear, quantize
+from bot.model.quant import DENSE_ABOVE_ROWS, FileRows, Int4Linear, Int8Embedding, Int8Linear, quantize
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -47,3 +47,29 @@ def test_quantize_none_keeps_dense_weights(tiny_dirs: dict[str, Path], tmp_path:
     loaded = load_model(ModelSettings(path=str(tiny_dirs["qwen2"]), dtype="float32", quantize="none", cache_dir=str(tmp_path)))
     assert loaded.quantization == "dense weights"
     assert not any(isinstance(m, (Int4Linear, Int8Linear)) for m in loaded.model.modules())
+
+
+def test_file_rows_read_a_memory_mapped_matrix_without_touching_the_mapping(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    matrix = torch.randint(-127, 128, (300, 48), dtype=torch.int8)
+    path = tmp_path / "snap.pt"
+    torch.save({"w": matrix, "other": torch.ones(7)}, path)
+    mapped = torch.load(path, mmap=True, weights_only=True)["w"]
+    reader = FileRows.of(mapped)
+    assert reader is not None
+    ids = torch.tensor([[0, 299, 5], [5, 17, 123]])
+    assert torch.equal(reader(ids), matrix[ids])
+    head = Int8Linear(nn.Linear(48, 300, bias=False), torch.float32)
+    head.weight_q = mapped
+    head.__dict__["file_rows"] = reader
+    q, scales = head.rows(ids)
+    assert torch.equal(q, matrix[ids]) and torch.equal(scales, head.scales[ids])
+    embed = Int8Embedding(head, 2.0)
+    assert torch.equal(embed(ids), matrix[ids].float() * head.scales[ids].unsqueeze(-1) * 2.0)
+    assert FileRows.of(matrix) is None  # not memory-mapped: indexing is the way
+    # a snapshot replaced on disk after it was mapped (as bot/model/cache.py replaces files) must
+    # not be read through its path
+    torch.save({"w": torch.zeros_like(matrix)}, tmp_path / "new.pt")
+    (tmp_path / "new.pt").replace(path)
+    assert FileRows.of(mapped) is None
+    assert torch.equal(reader(ids), matrix[ids])  # the reader made before still reads the mapped file

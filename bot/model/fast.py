@@ -279,7 +279,7 @@ class Shortlist:
         out.ids = torch.cat([self.ids, extra])
         out.row_of = self.row_of.clone()
         out.row_of[extra] = torch.arange(len(self.ids), len(out.ids))
-        out.extra = _Int8.of(self.head.weight_q[extra], self.head.scales[extra])
+        out.extra = _Int8.of(*self.head.rows(extra))
         return out
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
@@ -299,7 +299,7 @@ def _same_rows(head: Int8Linear, data: dict[str, torch.Tensor]) -> bool:
     if data["q"].shape != (len(ids), head.in_features):
         return False
     sample = torch.arange(0, len(ids), 997)
-    return torch.equal(data["scales"], head.scales[ids]) and torch.equal(data["q"][sample], head.weight_q[ids[sample]])
+    return torch.equal(data["scales"], head.scales[ids]) and torch.equal(data["q"][sample], head.rows(ids[sample])[0])
 
 
 def _penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:

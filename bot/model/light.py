@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bot.model.quant import Int8Embedding, Int8Linear, Plan
+from bot.model.quant import FileRows, Int8Embedding, Int8Linear, Plan
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,9 @@ def load(path: Path, weights: Path, dtype: torch.dtype) -> tuple[LightGemma, str
         return None
     eps = float(config["rms_norm_eps"])
     lm_head = _int8(state, "lm_head")
+    # the embedding's lookups read rows from the file, so the mapping of this 168 MB matrix stays
+    # untouched outside the output shortlist's own copy (bot/model/quant.py FileRows)
+    lm_head.__dict__["file_rows"] = FileRows.of(lm_head.weight_q)
     layers = []
     for i in range(int(config["num_hidden_layers"])):
         prefix = f"model.layers.{i}"

@@ -54,7 +54,8 @@ def _output_rows(model: Any, ids: list[int]) -> torch.Tensor:
     """The output layer's rows for the given tokens, dense or quantized."""
     head = model.get_output_embeddings()
     if isinstance(head, Int8Linear):
-        return (head.weight_q[ids].float() * head.scales[ids].float()[:, None]).clone()
+        q, scales = head.rows(torch.tensor(ids))
+        return (q.float() * scales.float()[:, None]).clone()
     rows: torch.Tensor = head.weight[ids].detach().float().clone()
     return rows
 
