@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -159,3 +161,21 @@ def test_missing_model_path_says_how_to_get_weights(tmp_path: Path) -> None:
     (tmp_path / "x.bin").write_bytes(b"x")
     with pytest.raises(ModelNotFoundError, match="neither a folder nor a .gguf"):
         load_model(ModelSettings(path=str(tmp_path / "x.bin")))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_transformers_is_imported_before_the_tokenizer_thread_starts(family: str, tiny_dirs: dict[str, Path],
+                                                                     tmp_path: Path) -> None:
+    # two threads importing transformers at once left it half initialized (an ImportError seen in
+    # CI with `model.decoder: transformers`); a fresh process records the state at submit time
+    code = (
+        "import sys, concurrent.futures as cf; seen = []; submit = cf.ThreadPoolExecutor.submit\n"
+        "def record(self, *a, **k):\n    seen.append('transformers' in sys.modules); return submit(self, *a, **k)\n"
+        "cf.ThreadPoolExecutor.submit = record\n"
+        "from bot.config import ModelSettings; from bot.model.loader import load_model\n"
+        f"load_model(ModelSettings(path={str(tiny_dirs[family])!r}, dtype='float32', cache_dir={str(tmp_path)!r}, "
+        "decoder='transformers')); print(seen[0])"
+    )  # seen[0]: the tokenizer's submit (transformers' own weight loading uses thread pools later)
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                         capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.split()[-1] == "True"

@@ -244,10 +244,15 @@ def load_model(settings: ModelSettings) -> LoadedModel:
             fingerprint = (fingerprint or weights.name) + suffix
             name += f" + adapter {tuned.name}"
         serving = snapshot.snapshot_path(cache_dir, weights, dtype, mode)
+        raw_ok = settings.decoder == "auto"
+        if not (raw_ok and RawTokenizer.serves(weights)):
+            # transformers' tokenizer: import the package here, before the second thread, or both
+            # threads import it at once and one finds it half initialized (seen in CI)
+            quiet_transformers()
         # the tokenizer's large vocabulary loads on a second thread while the weights load
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(_tokenizer, weights, serving.with_suffix(".tokenizer.pkl"), settings.decoder == "auto")
-            model, quantization = _serving_model(weights, serving, dtype, mode, settings.decoder == "auto")
+            pending = pool.submit(_tokenizer, weights, serving.with_suffix(".tokenizer.pkl"), raw_ok)
+            model, quantization = _serving_model(weights, serving, dtype, mode, raw_ok)
             tokenizer = pending.result()
     except (ModelNotFoundError, EngineError):
         raise
