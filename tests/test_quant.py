@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,10 @@ def test_file_rows_read_a_memory_mapped_matrix_without_touching_the_mapping(tmp_
     embed = Int8Embedding(head, 2.0)
     assert torch.equal(embed(ids), matrix[ids].float() * head.scales[ids].unsqueeze(-1) * 2.0)
     assert FileRows.of(matrix) is None  # not memory-mapped: indexing is the way
+    twin = copy.deepcopy(head)
+    assert twin.__dict__["file_rows"] is reader  # shared, so no copy closes the original's descriptor
+    del twin
+    assert torch.equal(reader(ids), matrix[ids])
     # a snapshot replaced on disk after it was mapped (as bot/model/cache.py replaces files) must
     # not be read through its path
     torch.save({"w": torch.zeros_like(matrix)}, tmp_path / "new.pt")

@@ -186,6 +186,12 @@ class FileRows:
             return None
         return None
 
+    def __copy__(self) -> FileRows:
+        return self  # one owner of the descriptor: a copy closing it would leave the original reading a reused number
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FileRows:
+        return self
+
     def __del__(self) -> None:
         try:
             os.close(self.fd)
