@@ -146,7 +146,9 @@ def test_a_gemma_checkpoint_gets_the_raw_tokenizer_and_a_chat_model_keeps_transf
         again = load_model(settings).tokenizer  # a damaged copy is read past and written again
         assert again("I love it")["input_ids"] == hf("I love it")["input_ids"]
         assert json.loads(compact[0].read_text(encoding="utf-8"))["model"]["type"] == "BPE"
-    for text in ["I love it", "太糟糕了", "<eos> hi", ""]:
+    batch = ["I love it", "太糟糕了", "<eos> hi", ""]  # a batch, as train/shortlist.py passes one
+    assert served(batch, add_special_tokens=False)["input_ids"] == hf(batch, add_special_tokens=False)["input_ids"]
+    for text in batch:
         assert served(text, add_special_tokens=True)["input_ids"] == hf(text, add_special_tokens=True)["input_ids"]
         ids = hf(text)["input_ids"]
         assert served.decode(ids, skip_special_tokens=True) == hf.decode(ids, skip_special_tokens=True)

@@ -68,6 +68,9 @@ def test_file_rows_read_a_memory_mapped_matrix_without_touching_the_mapping(tmp_
     embed = Int8Embedding(head, 2.0)
     assert torch.equal(embed(ids), matrix[ids].float() * head.scales[ids].unsqueeze(-1) * 2.0)
     assert FileRows.of(matrix) is None  # not memory-mapped: indexing is the way
+    with pytest.raises(IndexError):
+        reader(torch.tensor([300]))  # past the matrix: an error, as indexing gives, not the next bytes of the file
+    assert reader(torch.tensor([], dtype=torch.long)).shape == (0, 48)
     twin = copy.deepcopy(head)
     assert twin.__dict__["file_rows"] is reader  # shared, so no copy closes the original's descriptor
     del twin

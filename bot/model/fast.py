@@ -23,6 +23,7 @@ import copy
 import hashlib
 import logging
 import math
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,7 +257,7 @@ class Shortlist:
                 if _same_rows(head, data):
                     return cls(head, data["ids"], (data["q"], data["scales"]))
                 log.warning("output shortlist cache %s is for other weights; rebuilding it", path.name)
-            except (OSError, RuntimeError, KeyError, ValueError) as exc:
+            except (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError, pickle.UnpicklingError) as exc:
                 log.warning("output shortlist cache %s unusable (%s); rebuilding it", path.name, exc)
         ids = vocab.read_shortlist(source, head.out_features)
         if ids is None:
@@ -264,7 +265,7 @@ class Shortlist:
         q, scales = head.weight_q[ids].contiguous(), head.scales[ids].contiguous()
         try:
             save_file(path, lambda partial: torch.save({"ids": ids, "q": q, "scales": scales}, partial))
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
             log.info("output shortlist not cached (%s)", exc)
         return cls(head, ids, (q, scales))
 
@@ -293,13 +294,13 @@ class Shortlist:
 def _same_rows(head: Int8Linear, data: dict[str, torch.Tensor]) -> bool:
     """Whether cached shortlist rows are those of `head`: every scale and a sample of the rows
     compared (the sample reads a few pages of the output matrix, not all of them)."""
-    ids = data["ids"]
-    if ids.dtype != torch.long or not len(ids) or int(ids.max()) >= head.out_features:
+    ids, q, scales = data["ids"], data["q"], data["scales"]
+    if ids.dtype != torch.long or not len(ids) or int(ids.min()) < 0 or int(ids.max()) >= head.out_features:
         return False
-    if data["q"].shape != (len(ids), head.in_features):
+    if q.dtype != torch.int8 or q.shape != (len(ids), head.in_features) or scales.dtype != head.scales.dtype:
         return False
     sample = torch.arange(0, len(ids), 997)
-    return torch.equal(data["scales"], head.scales[ids]) and torch.equal(data["q"][sample], head.rows(ids[sample])[0])
+    return torch.equal(scales, head.scales[ids]) and torch.equal(q[sample], head.rows(ids[sample])[0])
 
 
 def _penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:

@@ -159,8 +159,8 @@ class FileRows:
 
     MOST = 4096  # more rows at once (building a shortlist, first start only) go through the mapping
 
-    def __init__(self, fd: int, offset: int, width: int) -> None:
-        self.fd, self.offset, self.width = fd, offset, width
+    def __init__(self, fd: int, offset: int, width: int, count: int) -> None:
+        self.fd, self.offset, self.width, self.count = fd, offset, width, count
 
     @classmethod
     def of(cls, tensor: torch.Tensor) -> FileRows | None:
@@ -181,7 +181,7 @@ class FileRows:
                     if os.fstat(fd).st_ino != int(fields[4]):  # the file was replaced since it was mapped
                         os.close(fd)
                         return None
-                    return cls(fd, address - low + int(fields[2], 16), tensor.shape[1])
+                    return cls(fd, address - low + int(fields[2], 16), tensor.shape[1], tensor.shape[0])
         except (OSError, ValueError):
             return None
         return None
@@ -200,6 +200,10 @@ class FileRows:
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         flat = [int(i) for i in ids.reshape(-1)]
+        if flat and not 0 <= min(flat) <= max(flat) < self.count:  # as indexing would, not other bytes of the file
+            raise IndexError(f"row ids outside 0..{self.count - 1}")
+        if not flat:
+            return torch.empty(*ids.shape, self.width, dtype=torch.int8)
         data = b"".join(os.pread(self.fd, self.width, self.offset + i * self.width) for i in flat)
         if len(data) != len(flat) * self.width:
             raise OSError("short read from the serving snapshot")

@@ -106,7 +106,10 @@ class RawTokenizer:
     def __len__(self) -> int:
         return int(self.backend.get_vocab_size(with_added_tokens=True))
 
-    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+    def __call__(self, text: str | list[str], add_special_tokens: bool = True) -> dict[str, Any]:
+        if isinstance(text, list):  # a batch, as train/shortlist.py passes it
+            found = self.backend.encode_batch(text, add_special_tokens=add_special_tokens)
+            return {"input_ids": [list(e.ids) for e in found]}
         return {"input_ids": self.encode(text, add_special_tokens=add_special_tokens)}
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
