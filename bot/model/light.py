@@ -100,7 +100,7 @@ def load(path: Path, weights: Path, dtype: torch.dtype) -> tuple[LightGemma, str
     lm_head = _int8(state, "lm_head")
     # the embedding's lookups read rows from the file, so the mapping of this 168 MB matrix stays
     # untouched outside the output shortlist's own copy (bot/model/quant.py FileRows)
-    lm_head.__dict__["file_rows"] = FileRows.of(lm_head.weight_q)
+    lm_head.file_rows = FileRows.of(lm_head.weight_q)
     layers = []
     for i in range(int(config["num_hidden_layers"])):
         prefix = f"model.layers.{i}"

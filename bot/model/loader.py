@@ -116,14 +116,14 @@ def quiet_transformers() -> None:
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
-def _tokenizer(directory: Path, cached: Path, raw_ok: bool) -> Any:
-    """The tokenizer. With `raw_ok` (the fast path serves the model) a checked model type is served
-    on the `tokenizers` library alone (bot/model/tokenizer.py); otherwise transformers' tokenizer,
-    from a pickled copy beside the serving snapshot, which loads in a third of the time.
+def _tokenizer(directory: Path, cached: Path, raw: bool) -> Any:
+    """The tokenizer. With `raw` (RawTokenizer serves this checkpoint and the decoder is ours) it is
+    served on the `tokenizers` library alone (bot/model/tokenizer.py); otherwise transformers'
+    tokenizer, from a pickled copy beside the serving snapshot, which loads in a third of the time.
 
     AutoTokenizer parses Gemma's 33 MB tokenizer.json with Python's json module (about 3 s here).
     The pickle is one the bot itself wrote into its own cache folder, keyed by the checkpoint."""
-    if raw_ok and RawTokenizer.serves(directory):
+    if raw:
         return RawTokenizer.load(directory, cached.with_suffix(".json"))
     if cached.exists():
         try:
@@ -244,15 +244,16 @@ def load_model(settings: ModelSettings) -> LoadedModel:
             fingerprint = (fingerprint or weights.name) + suffix
             name += f" + adapter {tuned.name}"
         serving = snapshot.snapshot_path(cache_dir, weights, dtype, mode)
-        raw_ok = settings.decoder == "auto"
-        if not (raw_ok and RawTokenizer.serves(weights)):
+        ours = settings.decoder == "auto"
+        raw = ours and RawTokenizer.serves(weights)
+        if not raw:
             # transformers' tokenizer: import the package here, before the second thread, or both
             # threads import it at once and one finds it half initialized (seen in CI)
             quiet_transformers()
         # the tokenizer's large vocabulary loads on a second thread while the weights load
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(_tokenizer, weights, serving.with_suffix(".tokenizer.pkl"), raw_ok)
-            model, quantization = _serving_model(weights, serving, dtype, mode, raw_ok)
+            pending = pool.submit(_tokenizer, weights, serving.with_suffix(".tokenizer.pkl"), raw)
+            model, quantization = _serving_model(weights, serving, dtype, mode, ours)
             tokenizer = pending.result()
     except (ModelNotFoundError, EngineError):
         raise

@@ -46,6 +46,7 @@ class Int8Linear(nn.Module):
     weight_q: torch.Tensor  # buffers, declared for the type checker
     scales: torch.Tensor
     bias: nn.Parameter | None
+    file_rows: FileRows | None = None  # set where the matrix is memory-mapped (bot/model/light.py)
     def __init__(self, linear: nn.Linear | None, dtype: torch.dtype, shape: tuple[int, int, bool] | None = None) -> None:
         super().__init__()
         if linear is None:  # an empty shell for a snapshot to fill (see bot/model/snapshot.py)
@@ -71,9 +72,8 @@ class Int8Linear(nn.Module):
 
     def rows(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The int8 rows and the scales of `ids` (the embedding lookup, a few output rows)."""
-        reader: FileRows | None = self.__dict__.get("file_rows")
-        if reader is not None and ids.numel() <= FileRows.MOST:
-            return reader(ids), self.scales[ids]
+        if self.file_rows is not None and ids.numel() <= FileRows.MOST:
+            return self.file_rows(ids), self.scales[ids]
         return self.weight_q[ids], self.scales[ids]
 
     def act_scales(self) -> torch.Tensor:

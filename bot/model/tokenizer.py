@@ -20,7 +20,6 @@ from bot.model.cache import save_file
 log = logging.getLogger(__name__)
 
 KINDS = ("gemma3_text",)
-ROLES = ("bos", "eos", "unk", "pad")
 
 
 class RawTokenizer:
@@ -30,7 +29,10 @@ class RawTokenizer:
 
     def __init__(self, backend: Any, special: dict[str, str]) -> None:
         self.backend = backend
-        self._special = {role: special.get(f"{role}_token") for role in ROLES}
+        self.bos_token: str | None = special.get("bos_token")
+        self.eos_token: str | None = special.get("eos_token")
+        self.unk_token: str | None = special.get("unk_token")
+        self.pad_token: str | None = special.get("pad_token")
         # every added token marked special (turn markers, <unusedN>): none is text a reply may copy.
         # transformers lists only the five named ones, which the output shortlist holds anyway.
         self.all_special_ids = sorted(i for i, t in backend.get_added_tokens_decoder().items() if t.special)
@@ -63,45 +65,24 @@ class RawTokenizer:
         backend = _read_compact(source, compact) if compact is not None else None
         return cls(Tokenizer.from_file(str(source)) if backend is None else backend, special)
 
-    def _id(self, role: str) -> int | None:
-        token = self._special[role]
+    def _id(self, token: str | None) -> int | None:
         return None if token is None else self.backend.token_to_id(token)
 
     @property
-    def bos_token(self) -> str | None:
-        return self._special["bos"]
-
-    @property
-    def eos_token(self) -> str | None:
-        return self._special["eos"]
-
-    @property
-    def pad_token(self) -> str | None:
-        return self._special["pad"]
-
-    @pad_token.setter
-    def pad_token(self, token: str | None) -> None:
-        self._special["pad"] = token
-
-    @property
-    def unk_token(self) -> str | None:
-        return self._special["unk"]
-
-    @property
     def bos_token_id(self) -> int | None:
-        return self._id("bos")
+        return self._id(self.bos_token)
 
     @property
     def eos_token_id(self) -> int | None:
-        return self._id("eos")
+        return self._id(self.eos_token)
 
     @property
     def unk_token_id(self) -> int | None:
-        return self._id("unk")
+        return self._id(self.unk_token)
 
     @property
     def pad_token_id(self) -> int | None:
-        return self._id("pad")
+        return self._id(self.pad_token)
 
     def __len__(self) -> int:
         return int(self.backend.get_vocab_size(with_added_tokens=True))
