@@ -62,8 +62,10 @@ class ModelSettings(Section):
     # about 200 MB more memory for the embedded model)
     keep_dense: bool = False
     # auto: this project's decode loop and forward pass for the models it knows (Gemma 3 text with
-    # int8 layers: bot/model/fast.py), transformers for the rest; transformers: always transformers
-    decoder: Literal["auto", "transformers"] = "auto"
+    # int8 layers: bot/model/fast.py) with its decode steps in C where a compiler is found
+    # (bot/model/native.py), transformers for the rest; torch: that decode loop on torch's kernels
+    # only; transformers: always transformers
+    decoder: Literal["auto", "torch", "transformers"] = "auto"
     # auto: greedy replies read only the output rows of the shipped zh + en token shortlist
     # (bot/model/vocab.py) where one matches the tokenizer; full: the whole vocabulary
     output_vocab: Literal["auto", "full"] = "auto"

@@ -22,7 +22,7 @@ from bot import prompts
 from bot.config import ModelSettings, SentimentSettings
 from bot.domain import LABEL_TOKEN_CRISIS_THRESHOLD, ChatTurn, Label, Sentiment, Strategy, crisis_scale
 from bot.errors import EngineError, EngineTimeout
-from bot.model import fast, vocab
+from bot.model import fast, native, vocab
 from bot.model.cache import save_file
 from bot.model.fast import FastGemma, Shortlist
 from bot.model.generate import complete, complete_fast
@@ -54,8 +54,10 @@ class ModelEngine:
         self._features: dict[str, torch.Tensor] = {}
         self.fast: FastGemma | None = None
         self.head: Shortlist | None = None
-        if settings.decoder == "auto" and fast.supported(self.model):
+        if settings.decoder in ("auto", "torch") and fast.supported(self.model):
             self.fast = FastGemma(self.model, max_positions=MAX_PROMPT_TOKENS + settings.max_new_tokens + 64)
+            if settings.decoder == "auto":
+                self.fast.use_native(native.load(Path(settings.cache_dir).expanduser()))
             source = vocab.shortlist_file(self.tokenizer) if settings.output_vocab == "auto" else None
             output = self.model.get_output_embeddings()
             if source is not None and self.cache_key:

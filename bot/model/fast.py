@@ -20,6 +20,7 @@ else keeps the transformers path. `tests/test_fast.py` checks it against transfo
 from __future__ import annotations
 
 import copy
+import ctypes
 import hashlib
 import logging
 import math
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 
 from bot.errors import EngineTimeout
-from bot.model import vocab
+from bot.model import native, vocab
 from bot.model.cache import save_file
 from bot.model.quant import ACT_DTYPE, Int8Linear, int8_linear, store_together, stored_together
 
@@ -53,8 +54,22 @@ class _Int8:
     def of(cls, q: torch.Tensor, scales: torch.Tensor) -> _Int8:
         return cls(q, scales, scales.to(ACT_DTYPE))
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return int8_linear(x, self.q, self.scales, self.act).float()
+    def __call__(self, x: torch.Tensor, lib: ctypes.CDLL | None = None) -> torch.Tensor:
+        if lib is None or x.shape[0] != 1 or not self.q.is_contiguous():
+            return int8_linear(x, self.q, self.scales, self.act).float()
+        x = x.float().contiguous()
+        out = torch.empty(1, self.q.shape[0])
+        scratch = torch.empty(self.q.shape[1])
+        lib.mb_matvec(self.q.data_ptr(), self.act_f32().data_ptr(), x.data_ptr(), scratch.data_ptr(), out.data_ptr(),
+                      self.q.shape[0], self.q.shape[1], torch.get_num_threads())
+        return out
+
+    def act_f32(self) -> torch.Tensor:
+        """The kernel's bfloat16 scales as float32, for the C kernels (made once)."""
+        cached = self.__dict__.get("_act_f32")
+        if cached is None:
+            cached = self.__dict__["_act_f32"] = self.act.float().contiguous()
+        return cached
 
 
 def _fuse(modules: Sequence[Int8Linear]) -> _Int8:
@@ -91,6 +106,7 @@ class KV:
         self.k = torch.zeros(layers, length, head_dim)
         self.v = torch.zeros(layers, length, head_dim)
         self.used = 0
+        self.native: Any = None  # the C step's layer table for this cache (FastGemma._native_layers)
 
     def extended(self, extra: int) -> KV:
         """A copy with room for `extra` more tokens (a cached prefix, reused by one call)."""
@@ -154,6 +170,58 @@ class FastGemma:
         self.limit = int(config.max_position_embeddings)
         self.rope: dict[bool, tuple[torch.Tensor, torch.Tensor]] = {}
         self._grow_rope(max_positions)
+        self.native: ctypes.CDLL | None = None
+
+    def use_native(self, lib: ctypes.CDLL | None) -> None:
+        """Decode steps through the C kernels of `lib` (bot/model/native.py); None: torch's."""
+        if lib is not None and self.head_dim > native.HEAD_DIM_LIMIT:
+            log.info("decode kernels not used: head_dim %d over %d", self.head_dim, native.HEAD_DIM_LIMIT)
+            lib = None
+        self.native = lib
+        if lib is None:
+            return
+        self._dims = native.Dims(hidden=self.final_norm.numel(), heads=self.heads, head_dim=self.head_dim,
+                                 inter=self.inter, window=self.window, threads=1, eps=self.eps)
+        self._keep: list[torch.Tensor] = []  # what the C layer table points into
+
+        def ptr(t: torch.Tensor) -> int:
+            t = t.contiguous()
+            self._keep.append(t)
+            return t.data_ptr()
+
+        self._template = []
+        for layer in self.layers:
+            self._template.append(dict(
+                qkv=ptr(layer.qkv.q), o=ptr(layer.o.q), gate_up=ptr(layer.gate_up.q), down=ptr(layer.down.q),
+                qkv_s=ptr(layer.qkv.act_f32()), o_s=ptr(layer.o.act_f32()), gate_up_s=ptr(layer.gate_up.act_f32()),
+                down_s=ptr(layer.down.act_f32()), norm_in=ptr(layer.norm_in), norm_qk=ptr(layer.norm_qk),
+                norm_post_attn=ptr(layer.norm_post_attn), norm_pre_ff=ptr(layer.norm_pre_ff),
+                norm_post_ff=ptr(layer.norm_post_ff), sliding=int(layer.sliding)))
+
+    def _native_layers(self, kv: KV) -> Any:
+        if kv.native is None:
+            table = (native.Layer * len(self.layers))()
+            for index, fields in enumerate(self._template):
+                table[index] = native.Layer(k=kv.k[index].data_ptr(), v=kv.v[index].data_ptr(), **fields)
+            kv.native = table
+        return kv.native
+
+    def _native_step(self, token: int, kv: KV) -> torch.Tensor:
+        """One token through every layer in C; the normed last hidden state, as forward() gives it."""
+        pos = kv.used
+        x = self.embed(torch.tensor([token])).float().contiguous()
+        scratch = torch.empty(4 * self.final_norm.numel() + max(self.inter, self.q_width) + 4 * self.inter
+                              + (3 * self.heads + 3) * self.head_dim + pos + 1)
+        # a model may have only one kind of layer: the other kind's tables are then never read
+        local = self.rope.get(True) or self.rope[False]
+        (cos_l, sin_l), (cos_g, sin_g) = local, self.rope.get(False) or local
+        self._dims.threads = torch.get_num_threads()
+        assert self.native is not None
+        self.native.mb_step(self._native_layers(kv), len(self.layers), ctypes.byref(self._dims), x.data_ptr(), pos,
+                            cos_l[pos].data_ptr(), sin_l[pos].data_ptr(), cos_g[pos].data_ptr(), sin_g[pos].data_ptr(),
+                            scratch.data_ptr())
+        kv.used = pos + 1
+        return self._norm(x, self.final_norm)
 
     def _grow_rope(self, positions: int) -> None:
         """cos and sin tables for the first `positions` positions (grown when a longer text comes)."""
@@ -183,6 +251,8 @@ class FastGemma:
             raise ValueError(f"{start + count} tokens do not fit the cache of {kv.k.shape[1]} (model limit {self.limit})")
         if start + count > self.max_positions:
             self._grow_rope(max(start + count, 2 * self.max_positions))
+        if count == 1 and self.native is not None and layers is None and not collect:
+            return self._native_step(ids[0], kv), []
         x = self.embed(torch.tensor(ids)).float()
         positions = slice(start, start + count)
         mask: dict[bool, torch.Tensor | None] = {True: None, False: None}
@@ -283,11 +353,11 @@ class Shortlist:
         out.extra = _Int8.of(*self.head.rows(extra))
         return out
 
-    def logits(self, h: torch.Tensor) -> torch.Tensor:
-        """The shortlist's logits for one position (row i is token ids[i])."""
-        result: torch.Tensor = self.rows(h)[0]
+    def logits(self, h: torch.Tensor, lib: ctypes.CDLL | None = None) -> torch.Tensor:
+        """The shortlist's logits for one position (row i is token ids[i]); `lib`: through the C kernels."""
+        result: torch.Tensor = self.rows(h, lib)[0]
         if self.extra is not None:
-            result = torch.cat([result, self.extra(h)[0]])
+            result = torch.cat([result, self.extra(h, lib)[0]])
         return result
 
 
@@ -365,7 +435,7 @@ def decode(fast: FastGemma, head: Shortlist, ids: list[int], max_new_tokens: int
         while len(new) < max_new_tokens:
             if deadline is not None and time.monotonic() > deadline:
                 raise EngineTimeout("generation ran past its deadline")
-            logits = _penalize(head.logits(h), torch.tensor(list(seen), dtype=torch.long), penalty)
+            logits = _penalize(head.logits(h, fast.native), torch.tensor(list(seen), dtype=torch.long), penalty)
             if sampling is None:
                 row = int(torch.argmax(logits))
             else:

@@ -244,7 +244,7 @@ def load_model(settings: ModelSettings) -> LoadedModel:
             fingerprint = (fingerprint or weights.name) + suffix
             name += f" + adapter {tuned.name}"
         serving = snapshot.snapshot_path(cache_dir, weights, dtype, mode)
-        ours = settings.decoder == "auto"
+        ours = settings.decoder in ("auto", "torch")
         raw = ours and RawTokenizer.serves(weights)
         if not raw:
             # transformers' tokenizer: import the package here, before the second thread, or both

@@ -1,0 +1,105 @@
+"""The C decode step (bot/model/kernels.c, loaded by bot/model/native.py) against the torch path
+of bot/model/fast.py and against transformers, on a tiny random Gemma 3.
+
+Skipped where the kernels cannot be built (no compiler, a CPU without AVX2), unless
+MOODBOT_REQUIRE_KERNELS is set (CI sets it): then that is a failure."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+from bot.model import fast, native
+from bot.model.quant import quantize
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
+    loaded = native.load(tmp_path_factory.mktemp("kernels"))
+    if loaded is None:
+        if os.environ.get("MOODBOT_REQUIRE_KERNELS"):
+            pytest.fail("the decode kernels could not be built (see the log)")
+        pytest.skip("the decode kernels cannot be built here")
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def model() -> Gemma3ForCausalLM:
+    torch.manual_seed(0)
+    # as tests/test_fast.py: five sliding-window layers and a full one, a window of 8
+    config = Gemma3TextConfig(
+        vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=32, sliding_window=8, max_position_embeddings=256,
+        eos_token_id=1, pad_token_id=0, bos_token_id=2,
+    )
+    model = Gemma3ForCausalLM(config).eval()
+    quantize(model, "int8")
+    return model
+
+
+def _bf16(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.bfloat16).float()
+
+
+@pytest.mark.parametrize("rows,cols,threads", [(1027, 72, 2), (64, 640, 1), (4099, 640, 2), (7, 20, 2)])
+def test_matvec_rounds_as_torchs_int8_kernel(lib: ctypes.CDLL, rows: int, cols: int, threads: int) -> None:
+    torch.manual_seed(rows)
+    w = torch.randint(-128, 128, (rows, cols), dtype=torch.int8)
+    scales = _bf16(torch.rand(rows) / 50)
+    x = torch.randn(cols) * 3
+    y, scratch = torch.full((rows,), float("nan")), torch.empty(cols)
+    lib.mb_matvec(w.data_ptr(), scales.data_ptr(), x.data_ptr(), scratch.data_ptr(), y.data_ptr(), rows, cols, threads)
+    exact = (w.double() @ _bf16(x).double()) * scales.double()
+    # only the float32 sum's order and the bfloat16 rounding of the result differ from exact
+    assert torch.allclose(y.double(), exact, rtol=2 ** -8, atol=1e-4)
+    assert torch.equal(y, _bf16(y))  # every result rounded to bfloat16, as the kernel it replaces returns
+
+
+def test_decode_steps_match_the_torch_path_past_the_sliding_window(lib: ctypes.CDLL, model: Gemma3ForCausalLM) -> None:
+    ids = torch.randint(3, 320, (12,), generator=torch.Generator().manual_seed(1)).tolist()
+    more = torch.randint(3, 320, (10,), generator=torch.Generator().manual_seed(2)).tolist()
+    states = {}
+    for name, kernels in (("torch", None), ("c", lib)):
+        runner = fast.FastGemma(model, max_positions=256)
+        runner.use_native(kernels)
+        kv = runner.new_kv(len(ids) + len(more))
+        with torch.inference_mode():
+            runner.forward(ids, kv)
+            states[name] = torch.cat([runner.forward([token], kv)[0] for token in more])
+        assert kv.used == len(ids) + len(more)
+    assert torch.allclose(states["c"], states["torch"], rtol=3e-2, atol=3e-2)
+
+
+def test_greedy_decoding_in_c_matches_transformers_generate(lib: ctypes.CDLL, model: Gemma3ForCausalLM) -> None:
+    runner = fast.FastGemma(model, max_positions=256)
+    runner.use_native(lib)
+    head = fast.Shortlist(model.lm_head, None)
+    ids = torch.randint(3, 320, (10,), generator=torch.Generator().manual_seed(3)).tolist()
+    got = fast.greedy(runner, head, ids, 12, ends=[], stop=lambda new: False, deadline=None)
+    with torch.inference_mode():
+        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             max_new_tokens=12, min_new_tokens=12, do_sample=False, repetition_penalty=1.1)
+    assert got == out[0, len(ids):].tolist()
+
+
+def test_without_a_compiler_the_torch_kernels_serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("CC", "no-such-compiler")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no cc, no gcc
+    with caplog.at_level(logging.INFO, logger="bot.model.native"):
+        assert native.load(tmp_path / "cache") is None
+    assert "decode kernels not used" in caplog.text and "compiler" in caplog.text
+
+
+def test_a_damaged_library_is_built_again(lib: ctypes.CDLL, tmp_path: Path) -> None:
+    target = native.library_path(tmp_path)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"not a shared object")  # e.g. a copy cut short
+    assert native.load(tmp_path) is not None
+    assert target.read_bytes()[:4] == b"\x7fELF"
