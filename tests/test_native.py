@@ -76,6 +76,31 @@ def test_decode_steps_match_the_torch_path_past_the_sliding_window(lib: ctypes.C
     assert torch.allclose(states["c"], states["torch"], rtol=3e-2, atol=3e-2)
 
 
+def test_a_prompt_in_c_matches_the_torch_path_with_collected_layers(lib: ctypes.CDLL, model: Gemma3ForCausalLM) -> None:
+    # a prompt after a cached prefix, long enough to pass the sliding window of 8; stopped after
+    # 5 of the 6 layers, as the mood readout stops after its last layer
+    prefix = torch.randint(3, 320, (6,), generator=torch.Generator().manual_seed(4)).tolist()
+    ids = torch.randint(3, 320, (11,), generator=torch.Generator().manual_seed(5)).tolist()
+    got = {}
+    for name, kernels in (("torch", None), ("c", lib)):
+        runner = fast.FastGemma(model, max_positions=256)
+        runner.use_native(kernels)
+        kv = runner.new_kv(len(prefix) + len(ids))
+        with torch.inference_mode():
+            runner.forward(prefix, kv)
+            last, states = runner.forward(ids, kv, layers=5, collect=[1, 4])
+        got[name] = (last, states, kv.k.clone(), kv.v.clone())
+    for a, b in zip(got["torch"][1], got["c"][1]):
+        assert a.shape == b.shape == (len(ids), 64)
+        assert torch.allclose(a, b, rtol=3e-2, atol=3e-2)
+    assert torch.allclose(got["torch"][0], got["c"][0], rtol=3e-2, atol=3e-2)
+    # the same keys and values cached for the 5 layers run; none for the sixth
+    assert torch.allclose(got["torch"][2][:5], got["c"][2][:5], rtol=3e-2, atol=3e-2)
+    assert torch.allclose(got["torch"][3][:5], got["c"][3][:5], rtol=3e-2, atol=3e-2)
+    with pytest.raises(KeyError):
+        runner.forward(ids[:2], runner.new_kv(2), layers=2, collect=[3])
+
+
 def test_greedy_decoding_in_c_matches_transformers_generate(lib: ctypes.CDLL, model: Gemma3ForCausalLM) -> None:
     runner = fast.FastGemma(model, max_positions=256)
     runner.use_native(lib)

@@ -79,11 +79,16 @@ def _open(target: Path) -> ctypes.CDLL:
     import torch  # noqa: F401  (its libgomp.so.1 must be loaded first, so that the kernels share it)
 
     lib = ctypes.CDLL(str(target))
-    lib.mb_step.restype = None
-    lib.mb_step.argtypes = [ctypes.POINTER(Layer), ctypes.c_int, ctypes.POINTER(Dims), ctypes.c_void_p, ctypes.c_int,
-                            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    lib.mb_forward.restype = None
+    lib.mb_forward.argtypes = [ctypes.POINTER(Layer), ctypes.c_int, ctypes.POINTER(Dims), ctypes.c_void_p, ctypes.c_int,
+                               ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                               ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p]
+    lib.mb_scratch_floats.restype = ctypes.c_long
+    lib.mb_scratch_floats.argtypes = [ctypes.POINTER(Dims), ctypes.c_int, ctypes.c_int]
     lib.mb_matvec.restype = None
     lib.mb_matvec.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_long, ctypes.c_int, ctypes.c_int]
+    lib.mb_matmat.restype = None
+    lib.mb_matmat.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int, ctypes.c_long, ctypes.c_int, ctypes.c_int]
     return lib
 
 
