@@ -116,7 +116,10 @@ def run(smoke: bool, runs: int) -> dict[str, Any]:
     engine = ModelEngine(load_model(settings.model), settings.model, settings.sentiment)
     if engine.fast is None or engine.head is None:
         raise SystemExit("the fast path is not in use for this model (model.decoder or an unsupported model)")
-    out: dict[str, Any] = {"load_avg_start": speed.load_average(), "threads": torch.get_num_threads()}
+    from bench.run import machine
+
+    out: dict[str, Any] = {"load_avg_start": speed.load_average(), "threads": torch.get_num_threads(),
+                           "date": machine()["date"], "cpu": machine()["cpu"]}
     out["bandwidth_gbs"] = bandwidth_gbs(64 if smoke else 512)
     n = 8 if smoke else N
     prompt = speed.reply_prompt(engine)
@@ -127,6 +130,17 @@ def run(smoke: bool, runs: int) -> dict[str, Any]:
         timings = [fast_generate(engine, ids, head, n) for _ in range(runs)]
         out[name] = {"reply_s": statistics.median(t[0] for t in timings), "tok_s": statistics.median(t[1] for t in timings),
                      "bytes": step_bytes(engine, rows["shortlist" if head is engine.head else "full"])}
+    lib = engine.fast.native
+    if lib is not None:  # the same loop on torch's kernels (model.decoder: torch), for comparison
+        engine.fast.use_native(None)
+        timings = [fast_generate(engine, ids, engine.head, n) for _ in range(runs)]
+        out["fast+shortlist, torch kernels"] = {"reply_s": statistics.median(t[0] for t in timings),
+                                                "tok_s": statistics.median(t[1] for t in timings),
+                                                "bytes": out["fast+shortlist"]["bytes"]}
+        texts = MESSAGES[:4] if smoke else MESSAGES
+        out["classify_torch_p50_ms"] = statistics.median(
+            percentile_ms(speed.ours_classify_times(engine, texts), 50) for _ in range(runs))
+        engine.fast.use_native(lib)
     # transformers' generate() needs transformers' model, which the fast path's warm start skips
     hf_settings = settings.model.model_copy(update={"decoder": "transformers"})
     hf_engine = ModelEngine(load_model(hf_settings), hf_settings, settings.sentiment)
@@ -197,13 +211,20 @@ def write(data: dict[str, Any], path: Path) -> None:
         "| variant | decode tok/s | 64-token reply s | limit |",
         "|---|---|---|---|",
     ]
-    for name in ("fast+shortlist", "fast, full vocabulary", "transformers generate()", "llama.cpp"):
+    for name in ("fast+shortlist", "fast+shortlist, torch kernels", "fast, full vocabulary", "transformers generate()",
+                 "llama.cpp"):
+        if name not in data:
+            continue
         row = data[name]
         lines.append(f"| {name} | {row['tok_s']:.1f} | {row['reply_s']:.2f} | {limit(row) if 'bytes' in row else ''} |")
     replies, mood = data["replies"], data["mood"]
     lines += [
         "",
-        "llama.cpp's limit counts the whole GGUF file as read per token (an upper bound on its bytes).",
+        "llama.cpp's limit counts the whole GGUF file as read per token (an upper bound on its bytes). "
+        "`fast+shortlist` is the path the bot serves: every layer of a step in C (bot/model/kernels.c); "
+        "`torch kernels` is the same loop on torch's int8 kernel and ops (`model.decoder: torch`)"
+        + (f", whose classification p50 was {data['classify_torch_p50_ms']:.1f} ms." if "classify_torch_p50_ms" in data
+           else "."),
         "",
         f"**Reply agreement** (shortlist vs full vocabulary, greedy, every 5th reply-validation prompt; the "
         f"shortlist as the bot decodes with it, the prompt's own tokens copyable): {replies['identical']} of "
@@ -221,6 +242,40 @@ def write(data: dict[str, Any], path: Path) -> None:
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
+README_START, README_END = "<!-- speed:start -->", "<!-- speed:end -->"
+
+
+def readme_table(data: dict[str, Any]) -> list[str]:
+    """The README's headline speed table, from one run of this benchmark."""
+    ours, llama, bw = data["fast+shortlist"], data["llama.cpp"], data["bandwidth_gbs"]
+    quiet = "a quiet machine" if data["load_avg_start"] <= 0.5 else "**not a quiet machine**"
+    return [
+        f"Measured by `python -m bench.fast` on {data['date']} ({data['cpu']}, {data['threads']} threads; load average "
+        f"{data['load_avg_start']:.2f} at the start, {quiet}; read bandwidth {bw:.1f} GB/s). "
+        "Full tables: [bench/SPEED.md](bench/SPEED.md).",
+        "",
+        "| speed and memory | moodbot | llama.cpp, same GGUF | limit (bytes a token ÷ bandwidth) |",
+        "|---|---|---|---|",
+        f"| decode, greedy | {ours['tok_s']:.1f} tok/s | {llama['tok_s']:.1f} tok/s | "
+        f"{bw * 1e9 / ours['bytes']:.0f} / {bw * 1e9 / llama['bytes']:.0f} tok/s |",
+        f"| 64-token reply | {ours['reply_s']:.2f} s | {llama['reply_s']:.2f} s | |",
+        f"| classify a short message, p50 | {data['classify_p50_ms']:.1f} ms | {data['llama_classify_p50_ms']:.1f} ms "
+        "(prefix cached) | |",
+        f"| warm start to ready | {data['ours_ready_s']:.2f} s | {data['llama_ready_s']:.2f} s | |",
+        f"| peak memory while serving | {data['ours_serving_mib']:.0f} MiB | {data['llama_serving_mib']:.0f} MiB | |",
+    ]
+
+
+def update_readme(data: dict[str, Any], readme: Path) -> None:
+    text = readme.read_text(encoding="utf-8")
+    if README_START not in text or README_END not in text:
+        return
+    head, rest = text.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1]
+    readme.write_text(head + README_START + "\n" + "\n".join(readme_table(data)) + "\n" + README_END + tail,
+                      encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.fast", description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true")
@@ -230,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({k: v for k, v in data.items() if k not in ("replies",)}, indent=1, default=str))
     if not args.smoke:
         write(data, OUT)
+        update_readme(data, ROOT / "README.md")
         from bench.report import update_sections
 
         update_sections(ROOT / "bench" / "REPORT.md")

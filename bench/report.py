@@ -160,15 +160,14 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
 def headline(data: dict[str, Any]) -> list[str]:
-    """The README's table: accuracy and speed beside the peers, from one benchmark run."""
-    acc, sp, st = data["accuracy"], data["speed"], data["startup"]
+    """The README's mood table: accuracy beside the peers, from one benchmark run."""
+    acc, sp = data["accuracy"], data["speed"]
     ours = "moodbot (readout)" if any(r["method"] == "moodbot (readout)" for r in acc) else "moodbot"
 
     def cell(name: str, prefix: str, key: str = "accuracy") -> str:
         value = _get(acc, name, prefix, key)
         return _fmt(value)
 
-    c, g = sp["classify"], sp["generate"]
     lines = [
         f"Measured by `make bench` on {data['machine']['date']} ({data['machine']['cpu']}, 2 threads; "
         f"load average {sp['load_avg_start']:.2f}). Full tables: [bench/REPORT.md](bench/REPORT.md).",
@@ -181,17 +180,8 @@ def headline(data: dict[str, Any]) -> list[str]:
     lines.append(f"| chat, ours (macro-F1, 3 classes) | {cell('chat (ours)', ours, 'macro_f1')} | "
                  f"{cell('chat (ours)', 'seed', 'macro_f1')} | {cell('chat (ours)', 'SnowNLP', 'macro_f1')} (zh rows) | "
                  f"{cell('chat (ours)', 'VADER', 'macro_f1')} (en rows) |")
-    lines += [
-        "",
-        "| speed and memory | moodbot | llama.cpp, same GGUF |",
-        "|---|---|---|",
-        f"| classify a short message, p50 | {c['ours_p50_ms']:.1f} ms | {_fmt(c.get('llama_full_p50_ms'), 1)} ms "
-        f"(whole prompt) / {_fmt(c.get('llama_prefix_p50_ms'), 1)} ms (cached prefix) |",
-        f"| decode, greedy | {g['ours_tok_s']:.1f} tok/s | {_fmt(g.get('llama_tok_s'), 1)} tok/s |",
-        f"| warm start to ready | {st['ours_warm_ready_s']:.2f} s | {_fmt(st.get('llama_ready_s'), 2)} s |",
-        f"| peak memory while serving | {st['ours_serving_peak_mib']:.0f} MiB | "
-        f"{_fmt(st.get('llama_serving_peak_mib'), 0)} MiB |",
-    ]
+    # speed and memory: the README's table above this one comes from `python -m bench.fast`, which
+    # runs the decode path the bot serves against llama.cpp in one run (bench/SPEED.md)
     return lines
 
 
