@@ -61,6 +61,79 @@ def test_matvec_rounds_as_torchs_int8_kernel(lib: ctypes.CDLL, rows: int, cols: 
     assert torch.equal(y, _bf16(y))  # every result rounded to bfloat16, as the kernel it replaces returns
 
 
+@pytest.mark.parametrize("rows,cols,count", [(1027, 72, 5), (66, 640, 9), (3, 20, 2), (130, 24, 1)])
+def test_matmat_rounds_as_torchs_int8_kernel_at_any_thread_count(lib: ctypes.CDLL, rows: int, cols: int,
+                                                                 count: int) -> None:
+    torch.manual_seed(rows + count)
+    w = torch.randint(-128, 128, (rows, cols), dtype=torch.int8)
+    scales = _bf16(torch.rand(rows) / 50)
+    x = torch.randn(count, cols) * 3
+    exact = (_bf16(x).double() @ w.double().T) * scales.double()
+    for threads in (1, 2, 3):
+        y, scratch = torch.full((count, rows), float("nan")), torch.empty(count, cols)
+        lib.mb_matmat(w.data_ptr(), scales.data_ptr(), x.data_ptr(), scratch.data_ptr(), y.data_ptr(), count, rows, cols,
+                      threads)
+        assert torch.allclose(y.double(), exact, rtol=2 ** -8, atol=1e-4), threads
+        assert torch.equal(y, _bf16(y))
+
+
+@pytest.fixture(scope="module")
+def wide_model() -> Gemma3ForCausalLM:
+    torch.manual_seed(1)
+    # a hidden size wider than both the MLP and the attention output (the scratch slot for a
+    # product's rounded input is then sized by the hidden size); quantize() int8s only layers whose
+    # sizes are multiples of 32, so the kernels' tails for other sizes are tested on the products alone
+    config = Gemma3TextConfig(
+        vocab_size=320, hidden_size=96, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=32, sliding_window=5, max_position_embeddings=512,
+        eos_token_id=1, pad_token_id=0, bos_token_id=2,
+    )
+    model = Gemma3ForCausalLM(config).eval()
+    quantize(model, "int8")
+    return model
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_a_wide_hidden_size_and_any_thread_count_match_the_torch_path(lib: ctypes.CDLL, wide_model: Gemma3ForCausalLM,
+                                                            threads: int) -> None:
+    # prompts of 5 and 9 tokens (four-row blocks with tails), then single steps
+    chunks = [torch.randint(3, 320, (n,), generator=torch.Generator().manual_seed(n)).tolist() for n in (5, 9, 1, 1, 1)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = {}
+        for name, kernels in (("torch", None), ("c", lib)):
+            runner = fast.FastGemma(wide_model, max_positions=64)
+            runner.use_native(kernels)
+            kv = runner.new_kv(sum(map(len, chunks)))
+            with torch.inference_mode():
+                got[name] = [runner.forward(chunk, kv, collect=[0, 2])[1] for chunk in chunks]
+    finally:
+        torch.set_num_threads(before)
+    for a_states, b_states in zip(got["torch"], got["c"]):
+        for a, b in zip(a_states, b_states):
+            assert torch.allclose(a, b, rtol=3e-2, atol=3e-2)
+
+
+def test_prompts_up_to_128_tokens_run_in_c_and_longer_ones_in_torch(lib: ctypes.CDLL, wide_model: Gemma3ForCausalLM,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    runner = fast.FastGemma(wide_model, max_positions=512)
+    runner.use_native(lib)
+    original = runner._native_forward
+    monkeypatch.setattr(runner, "_native_forward", lambda ids, *rest: calls.append(len(ids)) or original(ids, *rest))
+    ids = torch.randint(3, 320, (260,), generator=torch.Generator().manual_seed(7)).tolist()
+    reference = fast.FastGemma(wide_model, max_positions=512)
+    for prompt in (ids[:100], ids[:128], ids[:129]):
+        kv, ref_kv = runner.new_kv(len(prompt) + 2), reference.new_kv(len(prompt) + 2)
+        with torch.inference_mode():
+            states = [runner.forward(prompt, kv)[0], runner.forward(ids[200:201], kv)[0]]
+            expected = [reference.forward(prompt, ref_kv)[0], reference.forward(ids[200:201], ref_kv)[0]]
+        for a, b in zip(states, expected):  # the step after the prompt reads the prompt's cache either way
+            assert torch.allclose(a, b, rtol=3e-2, atol=3e-2), len(prompt)
+    assert calls == [100, 1, 128, 1, 1]  # 129 tokens went through torch, the steps after it through C
+
+
 def test_decode_steps_match_the_torch_path_past_the_sliding_window(lib: ctypes.CDLL, model: Gemma3ForCausalLM) -> None:
     ids = torch.randint(3, 320, (12,), generator=torch.Generator().manual_seed(1)).tolist()
     more = torch.randint(3, 320, (10,), generator=torch.Generator().manual_seed(2)).tolist()
@@ -115,11 +188,21 @@ def test_greedy_decoding_in_c_matches_transformers_generate(lib: ctypes.CDLL, mo
 
 def test_without_a_compiler_the_torch_kernels_serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(native, "_cpu_ok", lambda: None)  # the compiler's absence, whatever this CPU
     monkeypatch.setenv("CC", "no-such-compiler")
     monkeypatch.setenv("PATH", str(tmp_path))  # no cc, no gcc
     with caplog.at_level(logging.INFO, logger="bot.model.native"):
         assert native.load(tmp_path / "cache") is None
     assert "decode kernels not used" in caplog.text and "compiler" in caplog.text
+
+
+def test_without_the_kernel_source_the_torch_kernels_serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(native, "_cpu_ok", lambda: None)
+    monkeypatch.setattr(native, "SOURCE", tmp_path / "kernels.c")  # an installation that left it out
+    with caplog.at_level(logging.INFO, logger="bot.model.native"):
+        assert native.load(tmp_path / "cache") is None
+    assert "no kernel source" in caplog.text
 
 
 def test_a_damaged_library_is_built_again(lib: ctypes.CDLL, tmp_path: Path) -> None:

@@ -62,6 +62,8 @@ class _Int8:
         """x @ (q * scales).T; `lib`: through the C kernels for up to INT8_DEQUANT_ABOVE_ROWS rows."""
         if lib is None or x.shape[0] > INT8_DEQUANT_ABOVE_ROWS or not self.q.is_contiguous():
             return int8_linear(x, self.q, self.scales, self.act).float()
+        if x.dim() != 2 or x.shape[1] != self.q.shape[1]:  # C would read past the row
+            raise ValueError(f"input of shape {tuple(x.shape)} for a {tuple(self.q.shape)} matrix")
         x = x.float().contiguous()
         out = torch.empty(x.shape[0], self.q.shape[0])
         scratch = torch.empty(x.shape)
@@ -115,7 +117,7 @@ class KV:
         self.k = torch.zeros(layers, length, head_dim)
         self.v = torch.zeros(layers, length, head_dim)
         self.used = 0
-        self.native: Any = None  # the C step's layer table for this cache (FastGemma._native_layers)
+        self.native: tuple[Any, Any] | None = None  # (runner, its C layer table for this cache): _native_layers
 
     def extended(self, extra: int) -> KV:
         """A copy with room for `extra` more tokens (a cached prefix, reused by one call)."""
@@ -208,12 +210,13 @@ class FastGemma:
                 norm_post_ff=ptr(layer.norm_post_ff), sliding=int(layer.sliding)))
 
     def _native_layers(self, kv: KV) -> Any:
-        if kv.native is None:
+        """The C layer table for `kv`, made once per cache for this runner's weights."""
+        if kv.native is None or kv.native[0] is not self._template:
             table = (native.Layer * len(self.layers))()
             for index, fields in enumerate(self._template):
                 table[index] = native.Layer(k=kv.k[index].data_ptr(), v=kv.v[index].data_ptr(), **fields)
-            kv.native = table
-        return kv.native
+            kv.native = (self._template, table)
+        return kv.native[1]
 
     def _native_forward(self, ids: Sequence[int], kv: KV, layers: int,
                         collect: Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -228,9 +231,10 @@ class FastGemma:
         # a model may have only one kind of layer: the other kind's tables are then never read
         local = self.rope.get(True) or self.rope[False]
         (cos_l, sin_l), (cos_g, sin_g) = local, self.rope.get(False) or local
-        self.native.mb_forward(self._native_layers(kv), layers, ctypes.byref(self._dims), x.data_ptr(), count, start,
-                               cos_l.data_ptr(), sin_l.data_ptr(), cos_g.data_ptr(), sin_g.data_ptr(), targets,
-                               scratch.data_ptr())
+        if self.native.mb_forward(self._native_layers(kv), layers, ctypes.byref(self._dims), x.data_ptr(), count, start,
+                                  cos_l.data_ptr(), sin_l.data_ptr(), cos_g.data_ptr(), sin_g.data_ptr(), targets,
+                                  scratch.data_ptr()) != 0:
+            raise ValueError(f"the decode kernels refused {count} tokens of head_dim {self.head_dim}")
         kv.used = start + count
         return self._norm(x[-1:], self.final_norm), [outs[i] for i in collect]
 
@@ -264,8 +268,8 @@ class FastGemma:
             self._grow_rope(max(start + count, 2 * self.max_positions))
         if self.native is not None and count <= NATIVE_ROWS:
             todo_count = len(self.layers) if layers is None else min(layers, len(self.layers))
-            if any(index >= todo_count for index in collect):
-                raise KeyError(f"layer {max(collect)} is not among the {todo_count} run")
+            if any(not 0 <= index < todo_count for index in collect):
+                raise KeyError(f"layers {list(collect)} are not all among the {todo_count} run")
             return self._native_forward(ids, kv, todo_count, collect)
         x = self.embed(torch.tensor(ids)).float()
         positions = slice(start, start + count)

@@ -7,9 +7,12 @@
    no second thread pool competes for the cores.
 
    The arithmetic follows bot/model/fast.py's torch path operation by operation, including
-   where that path rounds: the int8 kernel there takes bfloat16 activations and returns bfloat16
-   results, so inputs and outputs of each product are rounded to bfloat16 here too. What differs
-   is only the order of the float32 sums. */
+   where that path rounds: its int8 kernel takes bfloat16 activations and returns bfloat16
+   results, so inputs and outputs of each product are rounded to bfloat16 here too. For a decode
+   step and prompts of up to 64 tokens what differs is then the order of the float32 sums and
+   the exp inside gelu and softmax (a polynomial here, torch's own there). Prompts of 65 to 128
+   tokens run here too, still rounded, where torch's path multiplies them unrounded (a dense
+   matmul on the unpacked weights): the same accuracy class, other bits. */
 
 #include <immintrin.h>
 #include <math.h>
@@ -21,6 +24,7 @@
    alone does not follow four interleaved row streams far enough. Prefetches never fault, so
    those past the matrix's end are harmless. */
 #define PREFETCH_ROWS 8
+#define HEAD_DIM_LIMIT 512 /* bot/model/native.py HEAD_DIM_LIMIT */
 
 static inline float bf16(float f) {
     uint32_t u;
@@ -292,16 +296,19 @@ static void product(const int8_t *w, const float *scales, const float *x, float 
    l. `scratch` holds mb_scratch_floats(d, count, start + count) floats. */
 long mb_scratch_floats(const mb_dims *d, int count, int positions) {
     long H = d->hidden, hd = d->head_dim, heads = d->heads, inter = d->inter;
-    long widest = inter > heads * hd ? inter : heads * hd;
+    long widest = inter > heads * hd ? inter : heads * hd; /* the products' widest input */
+    widest = widest > H ? widest : H;
     return count * (2 * H + widest + (heads + 2) * hd + (heads + 1) * hd + heads * hd + 2 * inter) + positions;
 }
 
-void mb_forward(const mb_layer *layers, int n, const mb_dims *d, float *x, int count, int start,
-                const float *cos_local, const float *sin_local, const float *cos_global, const float *sin_global,
-                float **collect, float *scratch) {
+int mb_forward(const mb_layer *layers, int n, const mb_dims *d, float *x, int count, int start,
+               const float *cos_local, const float *sin_local, const float *cos_global, const float *sin_global,
+               float **collect, float *scratch) {
     const int H = d->hidden, hd = d->head_dim, heads = d->heads, inter = d->inter, half = hd / 2;
     const int qkv_rows = (heads + 2) * hd, qk_width = (heads + 1) * hd, q_width = heads * hd;
-    const long widest = inter > q_width ? inter : q_width;
+    long widest = inter > q_width ? inter : q_width;
+    widest = widest > H ? widest : H;
+    if (hd > HEAD_DIM_LIMIT || count < 1) return -1; /* one head lives in a stack array below */
     float *xn = scratch, *tmp = xn + (long)count * H, *xr = tmp + (long)count * H;
     float *qkv = xr + count * widest, *qk = qkv + (long)count * qkv_rows, *attn = qk + (long)count * qk_width;
     float *gu = attn + (long)count * q_width, *scores = gu + (long)count * 2 * inter;
@@ -314,7 +321,7 @@ void mb_forward(const mb_layer *layers, int n, const mb_dims *d, float *x, int c
             const int pos = start + t;
             const float *row = qkv + (long)t * qkv_rows;
             for (int h = 0; h <= heads; h++) { /* q's heads and k: normed per head, scaled, rotated */
-                float nrm[512], *dst = qk + (long)t * qk_width + h * hd;
+                float nrm[HEAD_DIM_LIMIT], *dst = qk + (long)t * qk_width + h * hd;
                 rms_norm(row + h * hd, 0, nrm, hd, d->eps);
                 for (int i = 0; i < hd; i++) nrm[i] *= L->norm_qk[h * hd + i];
                 for (int i = 0; i < hd; i++) {
@@ -360,4 +367,5 @@ void mb_forward(const mb_layer *layers, int n, const mb_dims *d, float *x, int c
         }
         if (collect && collect[l]) memcpy(collect[l], x, (long)count * H * sizeof(float));
     }
+    return 0;
 }

@@ -6,8 +6,10 @@ layer in one call. It needs an x86-64 CPU with AVX2 and FMA and a C compiler (`c
 without either the torch path serves, as before, and the log says why once.
 
 The library is built into the cache folder, named by a digest of the source and the flags, so a
-changed kernel is rebuilt and a warm start only loads it (a few milliseconds). It is linked
-against the OpenMP runtime torch has already loaded, so both share one thread pool.
+changed kernel is rebuilt and a warm start only loads it (a few milliseconds). Built with gcc, it
+needs libgomp.so.1, which torch's Linux wheels ship and load first under that very name, so both
+share one thread pool. A second OpenMP runtime in the process (clang's libomp, Intel's libiomp5)
+would still work, with two pools competing for the cores; the log says so when it happens.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import hashlib
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -55,7 +58,8 @@ def _cpu_ok() -> str | None:
 
 def _build(target: Path) -> str | None:
     """Compile the kernels to `target`; why not, or None."""
-    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    # gcc first: its -fopenmp links libgomp, the runtime torch has loaded (see the module doc)
+    compiler = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
     if compiler is None:
         return "no C compiler (cc or $CC)"
 
@@ -79,7 +83,7 @@ def _open(target: Path) -> ctypes.CDLL:
     import torch  # noqa: F401  (its libgomp.so.1 must be loaded first, so that the kernels share it)
 
     lib = ctypes.CDLL(str(target))
-    lib.mb_forward.restype = None
+    lib.mb_forward.restype = ctypes.c_int
     lib.mb_forward.argtypes = [ctypes.POINTER(Layer), ctypes.c_int, ctypes.POINTER(Dims), ctypes.c_void_p, ctypes.c_int,
                                ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p]
@@ -89,7 +93,19 @@ def _open(target: Path) -> ctypes.CDLL:
     lib.mb_matvec.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_long, ctypes.c_int, ctypes.c_int]
     lib.mb_matmat.restype = None
     lib.mb_matmat.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int, ctypes.c_long, ctypes.c_int, ctypes.c_int]
+    runtimes = _openmp_runtimes()
+    if len(runtimes) > 1:
+        log.info("two OpenMP runtimes loaded (%s): the decode kernels' threads and torch's may compete for the cores",
+                 ", ".join(sorted(runtimes)))
     return lib
+
+
+def _openmp_runtimes() -> set[str]:
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return set()
+    return set(re.findall(r"(/\S*/lib(?:gomp|iomp5|omp)[^/\s]*\.so[.\d]*)$", maps, re.MULTILINE))
 
 
 def library_path(cache_dir: Path) -> Path:
@@ -101,24 +117,30 @@ def library_path(cache_dir: Path) -> Path:
 def load(cache_dir: Path) -> ctypes.CDLL | None:
     """The compiled kernels (built on first use), or None with the reason logged."""
     why = _cpu_ok()
-    target = library_path(cache_dir)
-    if why is None and target in _loaded:
-        return _loaded[target]
-    for attempt in range(2):
-        if why is not None:
-            break
-        if not target.exists():
-            log.info("compiling the decode kernels (once per machine)")
-            why = _build(target)
-            if why is not None:
-                break
+    target: Path | None = None
+    if why is None:
         try:
-            _loaded[target] = _open(target)
+            target = library_path(cache_dir)
+        except OSError as exc:  # an installation without the source
+            why = f"no kernel source ({exc})"
+    if why is None and target is not None:
+        if target in _loaded:
             return _loaded[target]
-        except (OSError, AttributeError) as exc:  # a damaged file: built again once
-            why = f"could not load {target.name}: {exc}"
-            if attempt == 0:
-                target.unlink(missing_ok=True)
-                why = None
+        built = False
+        for _ in range(2):
+            if not target.exists():
+                log.info("compiling the decode kernels (once per machine)")
+                why = _build(target)
+                if why is not None:
+                    break
+                built = True
+            try:
+                _loaded[target] = _open(target)
+                return _loaded[target]
+            except (OSError, AttributeError) as exc:
+                why = f"could not load {target.name}: {exc}"
+                if built:  # a fresh build that does not load (a noexec cache folder...): not again
+                    break
+                target.unlink(missing_ok=True)  # a damaged file from before: built again once
     log.info("decode kernels not used (%s): decoding with torch's kernels", why)
     return None
