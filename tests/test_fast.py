@@ -180,8 +180,12 @@ def test_the_shortlist_rows_are_cached_on_disk_and_refused_for_other_weights(
     files[0].write_bytes(b"not a tensor file")
     assert torch.equal(fast.Shortlist.cached(model.lm_head, source, tmp_path, "snap").logits(h), built.logits(h))
     assert "unusable" in caplog.text
-    # another shortlist file is another cache
+    # another shortlist file is another cache, and replaces this snapshot's old one (60 MB each for
+    # the real model); another snapshot's caches stay
+    (tmp_path / "other.shortlist-0123456789ab.pt").write_bytes(b"another snapshot's")
     with gzip.open(source, "wt", encoding="utf-8") as out:
         json.dump({"runs": [[3, 100]]}, out)
     assert torch.equal(fast.Shortlist.cached(model.lm_head, source, tmp_path, "snap").ids, torch.arange(3, 103))
-    assert len(list(tmp_path.glob("snap.shortlist-*.pt"))) == 2
+    remaining = list(tmp_path.glob("snap.shortlist-*.pt"))
+    assert len(remaining) == 1 and remaining[0] != files[0]
+    assert (tmp_path / "other.shortlist-0123456789ab.pt").exists()

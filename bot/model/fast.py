@@ -355,6 +355,10 @@ class Shortlist:
             save_file(path, lambda partial: torch.save({"ids": ids, "q": q, "scales": scales}, partial))
         except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
             log.info("output shortlist not cached (%s)", exc)
+        else:  # this snapshot's caches for other shortlist files (60 MB each) are not read again
+            for stale in folder.glob(f"{key}.shortlist-*.pt"):
+                if stale != path:
+                    stale.unlink(missing_ok=True)
         return cls(head, ids, (q, scales))
 
     def with_tokens(self, tokens: Sequence[int]) -> Shortlist:
