@@ -9,24 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+from transformers import Gemma3ForCausalLM
 
 from bot.model import fast
-from bot.model.quant import quantize
+from tests.tiny_models import int8_gemma
 
 
 @pytest.fixture(scope="module")
 def model() -> Gemma3ForCausalLM:
-    torch.manual_seed(0)
-    # six layers: five sliding-window layers and one full one; a window of 8 so that prompts pass it
-    config = Gemma3TextConfig(
-        vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=32, sliding_window=8, max_position_embeddings=256,
-        eos_token_id=1, pad_token_id=0, bos_token_id=2,
-    )
-    model = Gemma3ForCausalLM(config).eval()
-    quantize(model, "int8")
-    return model
+    return int8_gemma()
 
 
 def test_only_known_int8_gemma_models_take_the_fast_path(model: Gemma3ForCausalLM) -> None:

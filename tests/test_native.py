@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+from transformers import Gemma3ForCausalLM
 
 from bot.model import fast, native
-from bot.model.quant import quantize
+from tests.tiny_models import int8_gemma
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +31,7 @@ def lib(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
 
 @pytest.fixture(scope="module")
 def model() -> Gemma3ForCausalLM:
-    torch.manual_seed(0)
-    # as tests/test_fast.py: five sliding-window layers and a full one, a window of 8
-    config = Gemma3TextConfig(
-        vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=32, sliding_window=8, max_position_embeddings=256,
-        eos_token_id=1, pad_token_id=0, bos_token_id=2,
-    )
-    model = Gemma3ForCausalLM(config).eval()
-    quantize(model, "int8")
-    return model
+    return int8_gemma()  # the model of tests/test_fast.py
 
 
 def _bf16(t: torch.Tensor) -> torch.Tensor:
@@ -79,18 +70,11 @@ def test_matmat_rounds_as_torchs_int8_kernel_at_any_thread_count(lib: ctypes.CDL
 
 @pytest.fixture(scope="module")
 def wide_model() -> Gemma3ForCausalLM:
-    torch.manual_seed(1)
     # a hidden size wider than both the MLP and the attention output (the scratch slot for a
     # product's rounded input is then sized by the hidden size); quantize() int8s only layers whose
     # sizes are multiples of 32, so the kernels' tails for other sizes are tested on the products alone
-    config = Gemma3TextConfig(
-        vocab_size=320, hidden_size=96, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=32, sliding_window=5, max_position_embeddings=512,
-        eos_token_id=1, pad_token_id=0, bos_token_id=2,
-    )
-    model = Gemma3ForCausalLM(config).eval()
-    quantize(model, "int8")
-    return model
+    return int8_gemma(seed=1, hidden_size=96, intermediate_size=64, num_hidden_layers=3, sliding_window=5,
+                      max_position_embeddings=512)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])

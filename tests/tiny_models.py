@@ -31,6 +31,20 @@ def _tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>")
 
 
+def int8_gemma(seed: int = 0, **sizes: int) -> Gemma3ForCausalLM:
+    """A tiny random Gemma 3 quantized to int8, as the fast path serves one; by default six layers
+    (five sliding-window ones and a full one) with a window of 8, so that prompts pass it."""
+    from bot.model.quant import quantize
+
+    torch.manual_seed(seed)
+    shape = dict(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=2,
+                 head_dim=32, sliding_window=8, max_position_embeddings=256) | sizes
+    config = Gemma3TextConfig(num_key_value_heads=1, eos_token_id=1, pad_token_id=0, bos_token_id=2, **shape)
+    model = Gemma3ForCausalLM(config).eval()
+    quantize(model, "int8")
+    return model
+
+
 def build_tiny(family: str, directory: Path) -> Path:
     torch.manual_seed(0)
     tokenizer = _tokenizer()
