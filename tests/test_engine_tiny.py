@@ -154,6 +154,47 @@ def test_a_gemma_checkpoint_gets_the_raw_tokenizer_and_a_chat_model_keeps_transf
         assert served.decode(ids, skip_special_tokens=True) == hf.decode(ids, skip_special_tokens=True)
 
 
+def test_a_tokenizer_replaced_in_place_gets_a_new_compact_copy(tiny_dirs: dict[str, Path], tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    from bot.model.tokenizer import _read_compact
+
+    source, compact = tmp_path / "tokenizer.json", tmp_path / "copy.tokenizer.json"
+    shutil.copy(tiny_dirs["gemma3"] / "tokenizer.json", source)
+    first = _read_compact(source, compact)
+    assert first is not None
+    # the checkpoint's tokenizer.json replaced afterwards, with another vocabulary
+    data = json.loads(source.read_text(encoding="utf-8"))
+    data["added_tokens"].append({"id": first.get_vocab_size(), "content": "<new_token>", "single_word": False,
+                                 "lstrip": False, "rstrip": False, "normalized": False, "special": True})
+    source.write_text(json.dumps(data), encoding="utf-8")
+    stamp = source.stat().st_mtime_ns
+    os.utime(compact, ns=(stamp - 10**9, stamp - 10**9))  # the copy older than the file it was made from
+    again = _read_compact(source, compact)
+    assert again is not None and again.token_to_id("<new_token>") == first.get_vocab_size()
+
+
+def test_a_tokenizer_replaced_in_place_is_not_served_from_the_pickled_copy(tiny_dirs: dict[str, Path],
+                                                                            tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    from bot.model.loader import _tokenizer
+
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(tiny_dirs["qwen2"], checkpoint)  # a chat model: transformers' tokenizer, pickled
+    cached = tmp_path / "copy.tokenizer.pkl"
+    first = _tokenizer(checkpoint, cached, raw=False)
+    assert cached.exists() and "<new_token>" not in first.get_vocab()
+    first.add_special_tokens({"additional_special_tokens": ["<new_token>"]})
+    first.save_pretrained(str(checkpoint))  # the checkpoint's tokenizer replaced afterwards
+    stamp = max((checkpoint / name).stat().st_mtime_ns for name in ("tokenizer.json", "tokenizer_config.json"))
+    os.utime(cached, ns=(stamp - 10**9, stamp - 10**9))
+    again = _tokenizer(checkpoint, cached, raw=False)
+    assert "<new_token>" in again.get_vocab()
+
+
 def test_missing_model_path_says_how_to_get_weights(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError, match="never downloads"):
         load_model(ModelSettings(path=str(tmp_path / "nope")))

@@ -116,6 +116,19 @@ def quiet_transformers() -> None:
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def _tokenizer_changed(directory: Path, cached: Path) -> bool:
+    """Whether a tokenizer file of the checkpoint was written after the cached copy (a tokenizer
+    replaced in place keeps config.json, and so the snapshot's name, unchanged)."""
+    try:
+        stamp = cached.stat().st_mtime_ns
+        return any((directory / name).stat().st_mtime_ns > stamp for name in TOKENIZER_FILES if (directory / name).exists())
+    except OSError:
+        return False
+
+
 def _tokenizer(directory: Path, cached: Path, raw: bool) -> Any:
     """The tokenizer. With `raw` (RawTokenizer serves this checkpoint and the decoder is ours) it is
     served on the `tokenizers` library alone (bot/model/tokenizer.py); otherwise transformers'
@@ -125,6 +138,9 @@ def _tokenizer(directory: Path, cached: Path, raw: bool) -> Any:
     The pickle is one the bot itself wrote into its own cache folder, keyed by the checkpoint."""
     if raw:
         return RawTokenizer.load(directory, cached.with_suffix(".json"))
+    if cached.exists() and _tokenizer_changed(directory, cached):
+        log.info("the checkpoint's tokenizer files are newer than %s; loading the tokenizer again", cached.name)
+        cached.unlink(missing_ok=True)
     if cached.exists():
         try:
             with cached.open("rb") as f:

@@ -111,6 +111,12 @@ def _read_compact(source: Path, compact: Path) -> Any:
     """The tokenizer from its compact copy, written first where missing or damaged; None on failure."""
     from tokenizers import Tokenizer
 
+    try:  # a tokenizer.json replaced in place (config.json, and so the snapshot's name, unchanged)
+        if compact.exists() and compact.stat().st_mtime_ns < source.stat().st_mtime_ns:
+            log.info("tokenizer.json is newer than its compact copy; writing the copy again")
+            compact.unlink()
+    except OSError:
+        pass
     for _ in range(2):  # a damaged copy is written again once
         if not compact.exists():
             try:
