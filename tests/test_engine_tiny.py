@@ -195,6 +195,27 @@ def test_a_tokenizer_replaced_in_place_is_not_served_from_the_pickled_copy(tiny_
     assert "<new_token>" in again.get_vocab()
 
 
+def test_the_raw_tokenizer_serves_only_tokenizer_configs_it_follows(tiny_dirs: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    from bot.model.tokenizer import RawTokenizer
+
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(tiny_dirs["gemma3"], checkpoint)
+    config_path = checkpoint / "tokenizer_config.json"
+    original = json.loads(config_path.read_text(encoding="utf-8"))
+    assert RawTokenizer.serves(checkpoint)
+    # special tokens written as objects, as some checkpoints do, are read by their content
+    config_path.write_text(json.dumps(original | {"eos_token": {"content": original["eos_token"], "special": True}}),
+                           encoding="utf-8")
+    assert RawTokenizer.serves(checkpoint)
+    assert RawTokenizer.load(checkpoint).eos_token == original["eos_token"]
+    # flags that transformers would apply to the post-processor and the Rust tokenizer would not
+    for flags in ({"add_eos_token": True}, {"add_bos_token": False}):
+        config_path.write_text(json.dumps(original | flags), encoding="utf-8")
+        assert not RawTokenizer.serves(checkpoint), flags
+
+
 def test_missing_model_path_says_how_to_get_weights(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError, match="never downloads"):
         load_model(ModelSettings(path=str(tmp_path / "nope")))

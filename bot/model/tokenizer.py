@@ -51,6 +51,10 @@ class RawTokenizer:
             and (directory / "tokenizer.json").exists()
             and "chat_template" not in tok_config
             and not (directory / "chat_template.jinja").exists()
+            # transformers rebuilds the post-processor from these flags; the Rust tokenizer follows
+            # tokenizer.json alone, which adds <bos> and no <eos> for the checked models
+            and tok_config.get("add_bos_token", True) is True
+            and tok_config.get("add_eos_token", False) is False
         )
 
     @classmethod
@@ -60,7 +64,7 @@ class RawTokenizer:
         from tokenizers import Tokenizer  # the Rust library that transformers' fast tokenizers wrap
 
         tok_config = json.loads((directory / "tokenizer_config.json").read_text(encoding="utf-8"))
-        special = {k: v for k, v in tok_config.items() if k.endswith("_token") and isinstance(v, str)}
+        special = {k: text for k, v in tok_config.items() if k.endswith("_token") and (text := _content(v)) is not None}
         source = directory / "tokenizer.json"
         backend = _read_compact(source, compact) if compact is not None else None
         return cls(Tokenizer.from_file(str(source)) if backend is None else backend, special)
@@ -105,6 +109,13 @@ class RawTokenizer:
     def convert_tokens_to_ids(self, token: str) -> int | None:
         found = self.backend.token_to_id(token)
         return self.unk_token_id if found is None else int(found)
+
+
+def _content(value: Any) -> str | None:
+    """A special token as tokenizer_config.json names it: a string, or {"content": ..., ...}."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
 
 
 def _read_compact(source: Path, compact: Path) -> Any:
