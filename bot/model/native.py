@@ -2,7 +2,7 @@
 
 A decode step of the 270M model through torch is about a thousand small ops, and torch's int8
 kernel reads weights at a third of the memory bandwidth (bench/NOTES.md). The C step runs every
-layer in one call. It needs an x86-64 CPU with AVX2 and FMA and a C compiler (`cc`, or `$CC`);
+layer in one call. It needs an x86-64 CPU with AVX2 and FMA and a C compiler (`$CC`, gcc or cc);
 without either the torch path serves, as before, and the log says why once.
 
 The library is built into the cache folder, named by a digest of the source and the flags, so a
@@ -61,7 +61,7 @@ def _build(target: Path) -> str | None:
     # gcc first: its -fopenmp links libgomp, the runtime torch has loaded (see the module doc)
     compiler = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
     if compiler is None:
-        return "no C compiler (cc or $CC)"
+        return "no C compiler: neither $CC, gcc nor cc"
 
     def write(partial: Path) -> None:
         subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(partial), "-lm"],
