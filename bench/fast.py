@@ -118,8 +118,9 @@ def run(smoke: bool, runs: int) -> dict[str, Any]:
         raise SystemExit("the fast path is not in use for this model (model.decoder or an unsupported model)")
     from bench.run import machine
 
+    here = machine()
     out: dict[str, Any] = {"load_avg_start": speed.load_average(), "threads": torch.get_num_threads(),
-                           "date": machine()["date"], "cpu": machine()["cpu"]}
+                           "date": here["date"], "cpu": here["cpu"]}
     out["bandwidth_gbs"] = bandwidth_gbs(64 if smoke else 512)
     n = 8 if smoke else N
     prompt = speed.reply_prompt(engine)

@@ -34,6 +34,20 @@ def model() -> Gemma3ForCausalLM:
     return int8_gemma()  # the model of tests/test_fast.py
 
 
+def _both(model: Gemma3ForCausalLM, lib: ctypes.CDLL, positions: int) -> list[tuple[str, fast.FastGemma]]:
+    """A runner on torch's kernels and one on the C kernels, over the same weights."""
+    runners = []
+    for name, kernels in (("torch", None), ("c", lib)):
+        runner = fast.FastGemma(model, max_positions=positions)
+        runner.use_native(kernels)
+        runners.append((name, runner))
+    return runners
+
+
+def _tokens(count: int, seed: int) -> list[int]:
+    return torch.randint(3, 320, (count,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
 def _bf16(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.bfloat16).float()
 
@@ -81,14 +95,12 @@ def wide_model() -> Gemma3ForCausalLM:
 def test_a_wide_hidden_size_and_any_thread_count_match_the_torch_path(lib: ctypes.CDLL, wide_model: Gemma3ForCausalLM,
                                                             threads: int) -> None:
     # prompts of 5 and 9 tokens (four-row blocks with tails), then single steps
-    chunks = [torch.randint(3, 320, (n,), generator=torch.Generator().manual_seed(n)).tolist() for n in (5, 9, 1, 1, 1)]
+    chunks = [_tokens(n, n) for n in (5, 9, 1, 1, 1)]
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         got = {}
-        for name, kernels in (("torch", None), ("c", lib)):
-            runner = fast.FastGemma(wide_model, max_positions=64)
-            runner.use_native(kernels)
+        for name, runner in _both(wide_model, lib, 64):
             kv = runner.new_kv(sum(map(len, chunks)))
             with torch.inference_mode():
                 got[name] = [runner.forward(chunk, kv, collect=[0, 2])[1] for chunk in chunks]
@@ -106,7 +118,7 @@ def test_prompts_up_to_128_tokens_run_in_c_and_longer_ones_in_torch(lib: ctypes.
     runner.use_native(lib)
     original = runner._native_forward
     monkeypatch.setattr(runner, "_native_forward", lambda ids, *rest: calls.append(len(ids)) or original(ids, *rest))
-    ids = torch.randint(3, 320, (260,), generator=torch.Generator().manual_seed(7)).tolist()
+    ids = _tokens(260, 7)
     reference = fast.FastGemma(wide_model, max_positions=512)
     for prompt in (ids[:100], ids[:128], ids[:129]):
         kv, ref_kv = runner.new_kv(len(prompt) + 2), reference.new_kv(len(prompt) + 2)
@@ -119,12 +131,10 @@ def test_prompts_up_to_128_tokens_run_in_c_and_longer_ones_in_torch(lib: ctypes.
 
 
 def test_decode_steps_match_the_torch_path_past_the_sliding_window(lib: ctypes.CDLL, model: Gemma3ForCausalLM) -> None:
-    ids = torch.randint(3, 320, (12,), generator=torch.Generator().manual_seed(1)).tolist()
-    more = torch.randint(3, 320, (10,), generator=torch.Generator().manual_seed(2)).tolist()
+    ids = _tokens(12, 1)
+    more = _tokens(10, 2)
     states = {}
-    for name, kernels in (("torch", None), ("c", lib)):
-        runner = fast.FastGemma(model, max_positions=256)
-        runner.use_native(kernels)
+    for name, runner in _both(model, lib, 256):
         kv = runner.new_kv(len(ids) + len(more))
         with torch.inference_mode():
             runner.forward(ids, kv)
@@ -136,12 +146,10 @@ def test_decode_steps_match_the_torch_path_past_the_sliding_window(lib: ctypes.C
 def test_a_prompt_in_c_matches_the_torch_path_with_collected_layers(lib: ctypes.CDLL, model: Gemma3ForCausalLM) -> None:
     # a prompt after a cached prefix, long enough to pass the sliding window of 8; stopped after
     # 5 of the 6 layers, as the mood readout stops after its last layer
-    prefix = torch.randint(3, 320, (6,), generator=torch.Generator().manual_seed(4)).tolist()
-    ids = torch.randint(3, 320, (11,), generator=torch.Generator().manual_seed(5)).tolist()
+    prefix = _tokens(6, 4)
+    ids = _tokens(11, 5)
     got = {}
-    for name, kernels in (("torch", None), ("c", lib)):
-        runner = fast.FastGemma(model, max_positions=256)
-        runner.use_native(kernels)
+    for name, runner in _both(model, lib, 256):
         kv = runner.new_kv(len(prefix) + len(ids))
         with torch.inference_mode():
             runner.forward(prefix, kv)
@@ -162,7 +170,7 @@ def test_greedy_decoding_in_c_matches_transformers_generate(lib: ctypes.CDLL, mo
     runner = fast.FastGemma(model, max_positions=256)
     runner.use_native(lib)
     head = fast.Shortlist(model.lm_head, None)
-    ids = torch.randint(3, 320, (10,), generator=torch.Generator().manual_seed(3)).tolist()
+    ids = _tokens(10, 3)
     got = fast.greedy(runner, head, ids, 12, ends=[], stop=lambda new: False, deadline=None)
     with torch.inference_mode():
         out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),

@@ -15,6 +15,16 @@ from typing import Any, Callable
 from bot.errors import EngineError
 
 
+def older_than(copy: Path, sources: list[Path]) -> bool:
+    """Whether a cached `copy` was written before one of the `sources` it was made from (a file
+    replaced in place, which keeps the name the copy is filed under). Missing files count as not."""
+    try:
+        stamp = copy.stat().st_mtime_ns
+        return any(source.stat().st_mtime_ns > stamp for source in sources if source.exists())
+    except OSError:
+        return False
+
+
 def save_file(path: Path, write: Callable[[Path], None]) -> None:
     """Call `write(partial)` for a temporary name beside `path`, then move it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,7 @@ import math
 import pickle
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -36,7 +37,7 @@ from torch import nn
 from bot.errors import EngineTimeout
 from bot.model import native, vocab
 from bot.model.cache import save_file
-from bot.model.quant import ACT_DTYPE, INT8_DEQUANT_ABOVE_ROWS, Int8Linear, int8_linear, store_together, stored_together
+from bot.model.quant import ACT_DTYPE, Int8Linear, int8_linear, store_together, stored_together
 
 log = logging.getLogger(__name__)
 KIND = "gemma3_text"
@@ -59,28 +60,21 @@ class _Int8:
         return cls(q, scales, scales.to(ACT_DTYPE))
 
     def __call__(self, x: torch.Tensor, lib: ctypes.CDLL | None = None) -> torch.Tensor:
-        """x @ (q * scales).T; `lib`: through the C kernels for up to INT8_DEQUANT_ABOVE_ROWS rows."""
-        if lib is None or x.shape[0] > INT8_DEQUANT_ABOVE_ROWS or not self.q.is_contiguous():
+        """x @ (q * scales).T; `lib`: one row (the output shortlist's) through the C kernels."""
+        if lib is None or x.shape[0] != 1 or not self.q.is_contiguous():
             return int8_linear(x, self.q, self.scales, self.act).float()
         if x.dim() != 2 or x.shape[1] != self.q.shape[1]:  # C would read past the row
             raise ValueError(f"input of shape {tuple(x.shape)} for a {tuple(self.q.shape)} matrix")
         x = x.float().contiguous()
-        out = torch.empty(x.shape[0], self.q.shape[0])
-        scratch = torch.empty(x.shape)
-        if x.shape[0] == 1:
-            lib.mb_matvec(self.q.data_ptr(), self.act_f32().data_ptr(), x.data_ptr(), scratch.data_ptr(), out.data_ptr(),
-                          self.q.shape[0], self.q.shape[1], torch.get_num_threads())
-        else:
-            lib.mb_matmat(self.q.data_ptr(), self.act_f32().data_ptr(), x.data_ptr(), scratch.data_ptr(), out.data_ptr(),
-                          x.shape[0], self.q.shape[0], self.q.shape[1], torch.get_num_threads())
+        out, scratch = torch.empty(1, self.q.shape[0]), torch.empty(x.shape)
+        lib.mb_matvec(self.q.data_ptr(), self.act_f32.data_ptr(), x.data_ptr(), scratch.data_ptr(), out.data_ptr(),
+                      self.q.shape[0], self.q.shape[1], torch.get_num_threads())
         return out
 
+    @cached_property
     def act_f32(self) -> torch.Tensor:
-        """The kernel's bfloat16 scales as float32, for the C kernels (made once)."""
-        cached = self.__dict__.get("_act_f32")
-        if cached is None:
-            cached = self.__dict__["_act_f32"] = self.act.float().contiguous()
-        return cached
+        """The kernel's bfloat16 scales as float32, for the C kernels."""
+        return self.act.float().contiguous()
 
 
 def _fuse(modules: Sequence[Int8Linear]) -> _Int8:
@@ -204,8 +198,8 @@ class FastGemma:
         for layer in self.layers:
             self._template.append(dict(
                 qkv=ptr(layer.qkv.q), o=ptr(layer.o.q), gate_up=ptr(layer.gate_up.q), down=ptr(layer.down.q),
-                qkv_s=ptr(layer.qkv.act_f32()), o_s=ptr(layer.o.act_f32()), gate_up_s=ptr(layer.gate_up.act_f32()),
-                down_s=ptr(layer.down.act_f32()), norm_in=ptr(layer.norm_in), norm_qk=ptr(layer.norm_qk),
+                qkv_s=ptr(layer.qkv.act_f32), o_s=ptr(layer.o.act_f32), gate_up_s=ptr(layer.gate_up.act_f32),
+                down_s=ptr(layer.down.act_f32), norm_in=ptr(layer.norm_in), norm_qk=ptr(layer.norm_qk),
                 norm_post_attn=ptr(layer.norm_post_attn), norm_pre_ff=ptr(layer.norm_pre_ff),
                 norm_post_ff=ptr(layer.norm_post_ff), sliding=int(layer.sliding)))
 

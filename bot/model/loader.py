@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from bot.config import ModelSettings  # noqa: E402
 from bot.errors import EngineError, ModelNotFoundError  # noqa: E402
 from bot.model import adapters, light, snapshot  # noqa: E402
-from bot.model.cache import save_checkpoint, save_file  # noqa: E402
+from bot.model.cache import older_than, save_checkpoint, save_file  # noqa: E402
 from bot.model.quant import Plan, quantize  # noqa: E402
 from bot.model.tokenizer import RawTokenizer  # noqa: E402
 
@@ -116,17 +116,8 @@ def quiet_transformers() -> None:
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
+# a tokenizer replaced in place keeps config.json, and so the snapshot's name, unchanged
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
-
-
-def _tokenizer_changed(directory: Path, cached: Path) -> bool:
-    """Whether a tokenizer file of the checkpoint was written after the cached copy (a tokenizer
-    replaced in place keeps config.json, and so the snapshot's name, unchanged)."""
-    try:
-        stamp = cached.stat().st_mtime_ns
-        return any((directory / name).stat().st_mtime_ns > stamp for name in TOKENIZER_FILES if (directory / name).exists())
-    except OSError:
-        return False
 
 
 def _tokenizer(directory: Path, cached: Path, raw: bool) -> Any:
@@ -138,7 +129,7 @@ def _tokenizer(directory: Path, cached: Path, raw: bool) -> Any:
     The pickle is one the bot itself wrote into its own cache folder, keyed by the checkpoint."""
     if raw:
         return RawTokenizer.load(directory, cached.with_suffix(".json"))
-    if cached.exists() and _tokenizer_changed(directory, cached):
+    if cached.exists() and older_than(cached, [directory / name for name in TOKENIZER_FILES]):
         log.info("the checkpoint's tokenizer files are newer than %s; loading the tokenizer again", cached.name)
         cached.unlink(missing_ok=True)
     if cached.exists():

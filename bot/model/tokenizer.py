@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from bot.model.cache import save_file
+from bot.model.cache import older_than, save_file
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +122,9 @@ def _read_compact(source: Path, compact: Path) -> Any:
     """The tokenizer from its compact copy, written first where missing or damaged; None on failure."""
     from tokenizers import Tokenizer
 
-    try:  # a tokenizer.json replaced in place (config.json, and so the snapshot's name, unchanged)
-        if compact.exists() and compact.stat().st_mtime_ns < source.stat().st_mtime_ns:
-            log.info("tokenizer.json is newer than its compact copy; writing the copy again")
-            compact.unlink()
-    except OSError:
-        pass
+    if compact.exists() and older_than(compact, [source]):  # tokenizer.json replaced in place
+        log.info("tokenizer.json is newer than its compact copy; writing the copy again")
+        compact.unlink(missing_ok=True)
     for _ in range(2):  # a damaged copy is written again once
         if not compact.exists():
             try:
