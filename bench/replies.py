@@ -2,6 +2,11 @@
 
     .venv/bin/python -m bench.replies                  # both variants, every eval example
     .venv/bin/python -m bench.replies --smoke          # a few examples on a tiny model (make test)
+    .venv/bin/python -m bench.replies --examples validation --adapter train/out/run/adapter \
+        --variants tuned --out /tmp/val                # a candidate adapter on the reply-validation rows
+
+The validation rows are carved from the training data by hash (train/data.py) and never trained
+on; candidate adapters are compared on them, so that replies_eval stays unread until the end.
 
 Each example goes through the reply stage's own generate-guard-fallback path (handlers/reply.py)
 with the example's strategy, history and knowledge. Counted per variant, strategy and language:
@@ -158,6 +163,15 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+SOURCES = {"eval": "train/data/replies_eval.jsonl", "validation": "the validation rows of train/data/replies.jsonl"}
+
+
+def examples_for(which: str) -> list[tdata.ReplyExample]:
+    if which == "validation":
+        return [r for r in tdata.reply_examples() if tdata.is_validation(r.message)]
+    return tdata.reply_eval()
+
+
 def build_engine(adapter: str, model_dir: str | None, timeout: float) -> Any:
     from bot.model.engine import AsyncEngine, ModelEngine
     from bot.model.loader import load_model
@@ -173,9 +187,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-dir", help="a transformers checkpoint (default: the embedded model)")
     parser.add_argument("--variants", default="base,tuned", help="base (adapter none), tuned (the shipped adapter)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N examples (0: all)")
+    parser.add_argument("--examples", choices=["eval", "validation"], default="eval",
+                        help="replies_eval (the report) or the validation rows of the training data")
+    parser.add_argument("--adapter", default="auto", help="the tuned variant's adapter: auto (shipped) or a folder")
     parser.add_argument("--out", type=Path, default=BENCH)
     args = parser.parse_args(argv)
-    examples = tdata.reply_eval()
+    if args.examples == "validation" and args.out.resolve() == BENCH:
+        parser.error("validation replies are not the report's: give --out another folder")
+    examples = examples_for(args.examples)
     if args.smoke:
         examples = examples[:: max(1, len(examples) // 4)][:4]
     elif args.limit:  # a spread over every strategy and language, not the first block
@@ -187,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
             results[other] = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     load = os.getloadavg()[0]
     for variant in args.variants.split(","):
-        engine = build_engine("none" if variant == "base" else "auto", args.model_dir, timeout=120)
+        engine = build_engine("none" if variant == "base" else args.adapter, args.model_dir, timeout=120)
         try:
             results[variant] = asyncio.run(run_variant(engine, examples, variant))
         finally:
@@ -197,9 +216,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {path}")
     sizes = ", ".join(f"{name}: {len(rows)} examples" for name, rows in results.items())
     text = (f"Load average at start {load:.2f}, at end {os.getloadavg()[0]:.2f} (the last variant's run); "
-            f"train/data/replies_eval.jsonl ({sizes}).\n\n" + table(results) + "\n")
+            f"{SOURCES[args.examples]} ({sizes}).\n\n" + table(results) + "\n")
     (args.out / "REPLIES.md").write_text(text, encoding="utf-8")
-    update_sections(args.out / "REPORT.md")
+    if args.out.resolve() == BENCH:
+        update_sections(args.out / "REPORT.md")
     print(text)
 
 

@@ -41,3 +41,23 @@ def test_speed_benchmark_smoke_run() -> None:
     assert data["fast+shortlist"]["tok_s"] > 0 and data["fast, full vocabulary"]["tok_s"] > 0
     assert data["fast+shortlist"]["bytes"] < data["fast, full vocabulary"]["bytes"]
     assert data["classify_p50_ms"] > 0 and data["bandwidth_gbs"] > 0
+
+
+def test_reply_benchmark_on_validation_rows_writes_beside_not_into_the_report(tmp_path: Path) -> None:
+    from bench import replies
+    from train import data as tdata
+
+    rows = replies.examples_for("validation")
+    eval_messages = {r.message for r in tdata.reply_eval()}
+    assert rows and all(tdata.is_validation(r.message) and r.message not in eval_messages for r in rows)
+    with pytest.raises(SystemExit):  # the report's folder keeps replies_eval's replies only
+        replies.main(["--examples", "validation"])
+    result = subprocess.run([sys.executable, "-m", "bench.replies", "--smoke", "--examples", "validation",
+                             "--variants", "tuned", "--out", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    written = [json.loads(line) for line in (tmp_path / "replies_tuned.jsonl").read_text().splitlines()]
+    ids = {r.id for r in rows}
+    assert len(written) == 4 and all(w["id"] in ids and w["reply"].strip() for w in written)
+    assert "validation rows" in (tmp_path / "REPLIES.md").read_text()
+    assert not (tmp_path / "REPORT.md").exists()

@@ -18,8 +18,12 @@ def trained(tiny_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
     from train import finetune
 
     out = tmp_path_factory.mktemp("finetune")
-    finetune.main(["--smoke", "--model-dir", str(tiny_dirs["gemma3"]), "--out", str(out)])
+    finetune.main(["--smoke", "--model-dir", str(tiny_dirs["gemma3"]), "--out", str(out),
+                   "--crisis-files", SHIPPED_CRISIS_FILES])
     return out
+
+
+SHIPPED_CRISIS_FILES = "crisis.jsonl,crisis_more_en.jsonl,crisis_more_zh.jsonl"  # as `make train` names them
 
 
 def test_finetune_smoke_writes_a_peft_adapter_and_heads(trained: Path) -> None:
@@ -34,6 +38,17 @@ def test_the_adapter_kept_is_the_best_on_validation(trained: Path) -> None:
     meta = json.loads((trained / "train_meta.json").read_text())
     best = json.loads((trained / "best" / "scores.json").read_text())
     assert meta["best"] == best and best["step"] in (2, 3)
+    assert set(meta["crisis_files"]) <= set(SHIPPED_CRISIS_FILES.split(","))
+
+
+def test_an_unknown_crisis_file_is_refused(tiny_dirs: dict[str, Path], tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from train import finetune
+
+    with pytest.raises(SystemExit):
+        finetune.main(["--smoke", "--model-dir", str(tiny_dirs["gemma3"]), "--out", str(tmp_path),
+                       "--crisis-files", "crisis.jsonl,crisis_typo.jsonl"])
+    assert "crisis_typo.jsonl" in capsys.readouterr().err
 
 
 def test_batches_group_similar_lengths_and_cover_every_item_once_an_epoch() -> None:

@@ -210,7 +210,7 @@ def crisis_rows(split: str) -> list[MoodRow]:
     for r in crisis_records(split):
         crisis = int(r["label"] == "crisis")
         rows.append(MoodRow(r["text"], r["lang"], "negative" if crisis else None, crisis=crisis,
-                            source="crisis", extra={"kind": r["kind"], "id": r["id"]}))
+                            source="crisis", extra={"kind": r["kind"], "id": r["id"], "file": r["file"]}))
     return rows
 
 

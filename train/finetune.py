@@ -245,6 +245,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="skip validation at checkpoints before this step (early ones are never the best)")
     parser.add_argument("--patience", type=int, default=2,
                         help="stop after this many checkpoints without a better validation reply loss (0: never)")
+    parser.add_argument("--crisis-files", default="",
+                        help="comma-separated crisis file names to train on (default: every training file); "
+                             "the shipped adapter saw crisis.jsonl,crisis_more_en.jsonl,crisis_more_zh.jsonl")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     # float32: on this CPU (torch 2.13) bf16 matmuls in the backward pass ran ~50x slower than float32
@@ -269,6 +272,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     replies = tdata.reply_examples()
     mood_train, mood_val = tdata.mood_training_mix(args.per_group, args.seed) if not args.smoke else smoke_mood()
     crisis_train = tdata.crisis_rows("train")
+    if args.crisis_files:
+        wanted = set(args.crisis_files.split(","))
+        unknown = wanted - {r.extra["file"] for r in crisis_train}
+        if unknown:
+            parser.error(f"--crisis-files: no training rows in {', '.join(sorted(unknown))}")
+        crisis_train = [r for r in crisis_train if r.extra["file"] in wanted]
     if args.smoke:
         replies, crisis_train = replies[:16], crisis_train[:8]
         args.steps, args.save_every = min(args.steps, 3), 2
@@ -351,7 +360,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     (args.out / "train_meta.json").write_text(json.dumps({
         "steps": args.steps, "stopped_at": step, "best": best,
         "reply_batch": args.reply_batch, "rank": args.rank, "lr": args.lr, "reply_examples": len(reply_train),
-        "mood_rows": len(mood_train), "crisis_rows": len(crisis_train), "head_layers": list(layers),
+        "mood_rows": len(mood_train), "crisis_rows": len(crisis_train),
+        "crisis_files": sorted({r.extra["file"] for r in crisis_train}), "head_layers": list(layers),
         "minutes": round((time.perf_counter() - started) / 60, 1), "base": str(model_dir),
     }, indent=2))
     log.info("saved %s", args.out / "adapter")
