@@ -41,6 +41,26 @@ def test_the_adapter_kept_is_the_best_on_validation(trained: Path) -> None:
     assert set(meta["crisis_files"]) <= set(SHIPPED_CRISIS_FILES.split(","))
 
 
+def test_replacement_replies_swap_rows_by_id_and_a_stray_row_is_refused(
+        tiny_dirs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from train import data as tdata
+    from train import finetune
+
+    first = json.loads(tdata.REPLIES.read_text(encoding="utf-8").splitlines()[0])
+    swap = tmp_path / "swap.jsonl"
+    swap.write_text(json.dumps({**first, "reply": "A rewritten reply for the test."}) + "\n", encoding="utf-8")
+    finetune.main(["--smoke", "--model-dir", str(tiny_dirs["gemma3"]), "--out", str(tmp_path / "run"),
+                   "--replace-replies", str(swap)])
+    assert json.loads((tmp_path / "run" / "train_meta.json").read_text())["replaced_replies"].startswith("1 from")
+    swap.write_text(json.dumps({**first, "message": "not the row's message"}) + "\n", encoding="utf-8")
+    with pytest.raises(SystemExit):
+        finetune.main(["--smoke", "--model-dir", str(tiny_dirs["gemma3"]), "--out", str(tmp_path / "run2"),
+                       "--replace-replies", str(swap)])
+    assert first["id"] in capsys.readouterr().err
+
+
 def test_an_unknown_crisis_file_is_refused(tiny_dirs: dict[str, Path], tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     from train import finetune

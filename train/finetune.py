@@ -248,6 +248,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--crisis-files", default="",
                         help="comma-separated crisis file names to train on (default: every training file); "
                              "the shipped adapter saw crisis.jsonl,crisis_more_en.jsonl,crisis_more_zh.jsonl")
+    parser.add_argument("--replace-replies", type=Path,
+                        help="a reply file whose rows replace the rows of train/data/replies.jsonl with the same id "
+                             "(e.g. train/data/replies_comfort_v2.jsonl, the fifth adapter's comfort replies)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     # float32: on this CPU (torch 2.13) bf16 matmuls in the backward pass ran ~50x slower than float32
@@ -270,6 +273,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     pad_id = tokenizer.pad_token_id
     layers = head_layers(model.config.num_hidden_layers)
     replies = tdata.reply_examples()
+    replaced = 0
+    if args.replace_replies:
+        swap = {r.id: r for r in tdata.reply_examples(args.replace_replies)}
+        known = {r.id: r for r in replies}
+        wrong = sorted(i for i, r in swap.items() if i not in known or known[i].message != r.message)
+        if wrong:
+            parser.error(f"--replace-replies: {len(wrong)} rows match no row of the same id and message, "
+                         f"e.g. {', '.join(wrong[:3])}")
+        replies, replaced = [swap.get(r.id, r) for r in replies], len(swap)
     mood_train, mood_val = tdata.mood_training_mix(args.per_group, args.seed) if not args.smoke else smoke_mood()
     crisis_train = tdata.crisis_rows("train")
     if args.crisis_files:
@@ -360,6 +372,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     (args.out / "train_meta.json").write_text(json.dumps({
         "steps": args.steps, "stopped_at": step, "best": best,
         "reply_batch": args.reply_batch, "rank": args.rank, "lr": args.lr, "reply_examples": len(reply_train),
+        "replaced_replies": f"{replaced} from {args.replace_replies}" if replaced else None,
         "mood_rows": len(mood_train), "crisis_rows": len(crisis_train),
         "crisis_files": sorted({r.extra["file"] for r in crisis_train}), "head_layers": list(layers),
         "minutes": round((time.perf_counter() - started) / 60, 1), "base": str(model_dir),
