@@ -370,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     shutil.copytree(args.out / "best" / "adapter", args.out / "adapter")
     shutil.copy(args.out / "best" / "joint_heads.pt", args.out / "joint_heads.pt")
     (args.out / "train_meta.json").write_text(json.dumps({
-        "steps": args.steps, "stopped_at": step, "best": best,
+        "steps": args.steps, "stopped_at": step, "best": best, "seed": args.seed,
         "reply_batch": args.reply_batch, "rank": args.rank, "lr": args.lr, "reply_examples": len(reply_train),
         "replaced_replies": f"{replaced} from {args.replace_replies}" if replaced else None,
         "mood_rows": len(mood_train), "crisis_rows": len(crisis_train),
