@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--adapter", default="auto", help="the tuned variant's adapter: auto (shipped) or a folder")
     parser.add_argument("--out", type=Path, default=BENCH)
     args = parser.parse_args(argv)
-    if args.examples == "validation" and args.out.resolve() == BENCH:
+    into_report = args.out.resolve() == BENCH
+    if args.examples == "validation" and into_report:
         parser.error("validation replies are not the report's: give --out another folder")
     examples = examples_for(args.examples)
     if args.smoke:
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     text = (f"Load average at start {load:.2f}, at end {os.getloadavg()[0]:.2f} (the last variant's run); "
             f"{SOURCES[args.examples]} ({sizes}).\n\n" + table(results) + "\n")
     (args.out / "REPLIES.md").write_text(text, encoding="utf-8")
-    if args.out.resolve() == BENCH:
+    if into_report:
         update_sections(args.out / "REPORT.md")
     print(text)
 

@@ -266,34 +266,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     from peft.utils import get_peft_model_state_dict
 
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
+    # the data first: a bad file name or row fails before the model is converted or loaded
+    replies, replaced, crisis_train = training_replies_and_crisis(parser, args)
+    mood_train, mood_val = tdata.mood_training_mix(args.per_group, args.seed) if not args.smoke else smoke_mood()
+    if args.smoke:
+        replies, crisis_train = replies[:16], crisis_train[:8]
+        args.steps, args.save_every = min(args.steps, 3), 2
+        args.reply_batch, args.mood_batch, args.crisis_batch = 2, 4, 2
     model_dir = args.model_dir or embedded_checkpoint()
     model, tokenizer = load_base(model_dir, dtype)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     pad_id = tokenizer.pad_token_id
     layers = head_layers(model.config.num_hidden_layers)
-    replies = tdata.reply_examples()
-    replaced = 0
-    if args.replace_replies:
-        swap = {r.id: r for r in tdata.reply_examples(args.replace_replies)}
-        known = {r.id: r for r in replies}
-        wrong = sorted(i for i, r in swap.items() if i not in known or known[i].message != r.message)
-        if wrong:
-            parser.error(f"--replace-replies: {len(wrong)} rows match no row of the same id and message, "
-                         f"e.g. {', '.join(wrong[:3])}")
-        replies, replaced = [swap.get(r.id, r) for r in replies], len(swap)
-    mood_train, mood_val = tdata.mood_training_mix(args.per_group, args.seed) if not args.smoke else smoke_mood()
-    crisis_train = tdata.crisis_rows("train")
-    if args.crisis_files:
-        wanted = set(args.crisis_files.split(","))
-        unknown = wanted - {r.extra["file"] for r in crisis_train}
-        if unknown:
-            parser.error(f"--crisis-files: no training rows in {', '.join(sorted(unknown))}")
-        crisis_train = [r for r in crisis_train if r.extra["file"] in wanted]
-    if args.smoke:
-        replies, crisis_train = replies[:16], crisis_train[:8]
-        args.steps, args.save_every = min(args.steps, 3), 2
-        args.reply_batch, args.mood_batch, args.crisis_batch = 2, 4, 2
     reply_train = [r for r in replies if not tdata.is_validation(r.message)]
     reply_val = [r for r in replies if tdata.is_validation(r.message)]
     log.info("data: %d reply (%d validation), %d mood (%d validation), %d crisis; head layers %s",
@@ -378,6 +363,30 @@ def main(argv: Sequence[str] | None = None) -> None:
         "minutes": round((time.perf_counter() - started) / 60, 1), "base": str(model_dir),
     }, indent=2))
     log.info("saved %s", args.out / "adapter")
+
+
+def training_replies_and_crisis(parser: argparse.ArgumentParser,
+                                args: argparse.Namespace) -> tuple[list[tdata.ReplyExample], int, list[tdata.MoodRow]]:
+    """The reply examples (with --replace-replies' rows swapped in by id), how many were swapped,
+    and the crisis training rows (of --crisis-files only, where given)."""
+    replies = tdata.reply_examples()
+    replaced = 0
+    if args.replace_replies:
+        swap = {r.id: r for r in tdata.reply_examples(args.replace_replies)}
+        known = {r.id: r for r in replies}
+        wrong = sorted(i for i, r in swap.items() if i not in known or known[i].message != r.message)
+        if wrong:
+            parser.error(f"--replace-replies: {len(wrong)} rows match no row of the same id and message, "
+                         f"e.g. {', '.join(wrong[:3])}")
+        replies, replaced = [swap.get(r.id, r) for r in replies], len(swap)
+    crisis_train = tdata.crisis_rows("train")
+    if args.crisis_files:
+        wanted = set(args.crisis_files.split(","))
+        unknown = wanted - {r.extra["file"] for r in crisis_train}
+        if unknown:
+            parser.error(f"--crisis-files: no training rows in {', '.join(sorted(unknown))}")
+        crisis_train = [r for r in crisis_train if r.extra["file"] in wanted]
+    return replies, replaced, crisis_train
 
 
 def read_best(out: Path) -> dict[str, Any] | None:
