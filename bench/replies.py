@@ -193,18 +193,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=BENCH)
     args = parser.parse_args(argv)
     into_report = args.out.resolve() == BENCH
-    if args.examples == "validation" and into_report:
-        parser.error("validation replies are not the report's: give --out another folder")
+    # the report's files hold the shipped adapter's replies to replies_eval, on the embedded model
+    other_run = {"--examples validation": args.examples != "eval", "--adapter": args.adapter != "auto",
+                 "--model-dir": bool(args.model_dir), "--smoke": args.smoke, "--limit": bool(args.limit)}
+    if into_report and any(other_run.values()):
+        named = ", ".join(k for k, v in other_run.items() if v)
+        parser.error(f"{named}: not the report's replies; give --out another folder")
+    args.out.mkdir(parents=True, exist_ok=True)
     examples = examples_for(args.examples)
     if args.smoke:
         examples = examples[:: max(1, len(examples) // 4)][:4]
     elif args.limit:  # a spread over every strategy and language, not the first block
         examples = examples[:: max(1, len(examples) // args.limit)][: args.limit]
     results: dict[str, list[dict[str, Any]]] = {}
-    for other in ("base", "tuned"):  # a variant run earlier on its own still shows in the table
+    for other in ("base", "tuned"):  # a variant run earlier on the same examples still shows in the table
         path = args.out / f"replies_{other}.jsonl"
         if other not in args.variants.split(",") and path.exists() and not args.smoke:
-            results[other] = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+            earlier = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+            if [r["id"] for r in earlier] == [ex.id for ex in examples]:
+                results[other] = earlier
     load = os.getloadavg()[0]
     for variant in args.variants.split(","):
         engine = build_engine("none" if variant == "base" else args.adapter, args.model_dir, timeout=120)
@@ -216,8 +223,9 @@ def main(argv: list[str] | None = None) -> None:
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results[variant]), encoding="utf-8")
         print(f"wrote {path}")
     sizes = ", ".join(f"{name}: {len(rows)} examples" for name, rows in results.items())
+    adapter_name = "the shipped adapter" if args.adapter == "auto" else f"adapter {args.adapter}"
     text = (f"Load average at start {load:.2f}, at end {os.getloadavg()[0]:.2f} (the last variant's run); "
-            f"{SOURCES[args.examples]} ({sizes}).\n\n" + table(results) + "\n")
+            f"{SOURCES[args.examples]} ({sizes}); tuned: {adapter_name}.\n\n" + table(results) + "\n")
     (args.out / "REPLIES.md").write_text(text, encoding="utf-8")
     if into_report:
         update_sections(args.out / "REPORT.md")

@@ -43,21 +43,25 @@ def test_speed_benchmark_smoke_run() -> None:
     assert data["classify_p50_ms"] > 0 and data["bandwidth_gbs"] > 0
 
 
-def test_reply_benchmark_on_validation_rows_writes_beside_not_into_the_report(tmp_path: Path) -> None:
+def test_reply_benchmark_on_validation_rows_writes_beside_not_into_the_report(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from bench import replies
     from train import data as tdata
 
     rows = replies.examples_for("validation")
     eval_messages = {r.message for r in tdata.reply_eval()}
     assert rows and all(tdata.is_validation(r.message) and r.message not in eval_messages for r in rows)
-    with pytest.raises(SystemExit):  # the report's folder keeps replies_eval's replies only
-        replies.main(["--examples", "validation"])
+    for other in (["--examples", "validation"], ["--adapter", "train/candidates/adapter6"], ["--smoke"]):
+        with pytest.raises(SystemExit):  # the report's folder keeps the shipped adapter's replies to replies_eval only
+            replies.main(other)
+        assert other[0] in capsys.readouterr().err
+    out = tmp_path / "new"  # created by the run
     result = subprocess.run([sys.executable, "-m", "bench.replies", "--smoke", "--examples", "validation",
-                             "--variants", "tuned", "--out", str(tmp_path)],
+                             "--variants", "tuned", "--out", str(out)],
                             cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    written = [json.loads(line) for line in (tmp_path / "replies_tuned.jsonl").read_text().splitlines()]
+    written = [json.loads(line) for line in (out / "replies_tuned.jsonl").read_text().splitlines()]
     ids = {r.id for r in rows}
     assert len(written) == 4 and all(w["id"] in ids and w["reply"].strip() for w in written)
-    assert "validation rows" in (tmp_path / "REPLIES.md").read_text()
-    assert not (tmp_path / "REPORT.md").exists()
+    assert "validation rows" in (out / "REPLIES.md").read_text()
+    assert not (out / "REPORT.md").exists()

@@ -41,34 +41,77 @@ def test_the_adapter_kept_is_the_best_on_validation(trained: Path) -> None:
     assert set(meta["crisis_files"]) <= set(SHIPPED_CRISIS_FILES.split(","))
 
 
-def test_replacement_replies_swap_rows_by_id_and_a_stray_row_is_refused(
-        tiny_dirs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _training_data(argv: list[str]) -> tuple[list, int, list]:
+    from train import finetune
+
+    parser = finetune.build_parser()
+    return finetune.training_replies_and_crisis(parser, parser.parse_args(argv))
+
+
+def test_replacement_replies_swap_rows_by_id(tmp_path: Path) -> None:
     import json
 
     from train import data as tdata
-    from train import finetune
 
     first = json.loads(tdata.REPLIES.read_text(encoding="utf-8").splitlines()[0])
     swap = tmp_path / "swap.jsonl"
     swap.write_text(json.dumps({**first, "reply": "A rewritten reply for the test."}) + "\n", encoding="utf-8")
-    finetune.main(["--smoke", "--model-dir", str(tiny_dirs["gemma3"]), "--out", str(tmp_path / "run"),
-                   "--replace-replies", str(swap)])
-    assert json.loads((tmp_path / "run" / "train_meta.json").read_text())["replaced_replies"].startswith("1 from")
-    swap.write_text(json.dumps({**first, "message": "not the row's message"}) + "\n", encoding="utf-8")
+    before, _, _ = _training_data([])
+    replies, replaced, _ = _training_data(["--replace-replies", str(swap)])
+    assert replaced == 1 and len(replies) == len(before)
+    changed = [(a.id, b.reply) for a, b in zip(before, replies) if a != b]
+    assert changed == [(first["id"], "A rewritten reply for the test.")]
+
+
+@pytest.mark.parametrize("change", ["message", "strategy", "unknown id", "same id twice", "empty", "not json"])
+def test_a_replacement_file_that_does_not_fit_the_data_is_refused(
+        change: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from train import data as tdata
+
+    first = json.loads(tdata.REPLIES.read_text(encoding="utf-8").splitlines()[0])
+    rows = {"message": [{**first, "message": "not the row's message"}],
+            "strategy": [{**first, "strategy": "celebrate" if first["strategy"] != "celebrate" else "plain"}],
+            "unknown id": [{**first, "id": "no-such-id"}],
+            "same id twice": [first, {**first, "reply": "another"}],
+            "empty": []}.get(change)
+    swap = tmp_path / "swap.jsonl"
+    text = "{not json\n" if rows is None else "".join(json.dumps(r) + "\n" for r in rows)
+    swap.write_text(text, encoding="utf-8")
     with pytest.raises(SystemExit):
-        finetune.main(["--smoke", "--model-dir", str(tiny_dirs["gemma3"]), "--out", str(tmp_path / "run2"),
-                       "--replace-replies", str(swap)])
-    assert first["id"] in capsys.readouterr().err
+        _training_data(["--replace-replies", str(swap)])
+    err = capsys.readouterr().err
+    assert "--replace-replies" in err
+    assert {"message": first["id"], "strategy": first["id"], "unknown id": "no-such-id", "same id twice": first["id"],
+            "empty": "no rows", "not json": "not valid JSON"}[change] in err
 
 
-def test_an_unknown_crisis_file_is_refused(tiny_dirs: dict[str, Path], tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_crisis_files_select_their_rows_only() -> None:
+    _, _, rows = _training_data(["--crisis-files", "crisis_more_en.jsonl"])
+    assert rows and {r.extra["file"] for r in rows} == {"crisis_more_en.jsonl"}
+    _, _, every = _training_data([])
+    assert len(every) > len(rows)
+
+
+@pytest.mark.parametrize("names", ["crisis.jsonl,crisis_typo.jsonl", ","])
+def test_an_unknown_or_empty_crisis_file_list_is_refused(names: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        _training_data(["--crisis-files", names])
+    assert ("crisis_typo.jsonl" if "typo" in names else "no file named") in capsys.readouterr().err
+
+
+def test_a_run_folder_resumes_only_the_run_that_made_it(trained: Path, tiny_dirs: dict[str, Path],
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
     from train import finetune
 
+    assert json.loads((trained / "train_meta.json").read_text())["recipe"]["seed"] == "0"
     with pytest.raises(SystemExit):
-        finetune.main(["--smoke", "--model-dir", str(tiny_dirs["gemma3"]), "--out", str(tmp_path),
-                       "--crisis-files", "crisis.jsonl,crisis_typo.jsonl"])
-    assert "crisis_typo.jsonl" in capsys.readouterr().err
+        finetune.main(["--smoke", "--model-dir", str(tiny_dirs["gemma3"]), "--out", str(trained),
+                       "--crisis-files", SHIPPED_CRISIS_FILES, "--seed", "1"])
+    assert "changed: seed" in capsys.readouterr().err
 
 
 def test_batches_group_similar_lengths_and_cover_every_item_once_an_epoch() -> None:

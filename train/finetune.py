@@ -35,6 +35,7 @@ import math  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
+from collections import Counter  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Iterator, Sequence  # noqa: E402
@@ -226,7 +227,7 @@ def embedded_checkpoint() -> Path:
     return target
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="a few steps on a tiny model and tiny data")
     parser.add_argument("--model-dir", type=Path, help="a transformers checkpoint (default: the embedded model)")
@@ -256,6 +257,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     # float32: on this CPU (torch 2.13) bf16 matmuls in the backward pass ran ~50x slower than float32
     parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="float32")
     parser.add_argument("--measure", type=int, default=0, help="run this many steps, print the time of each, stop")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.threads:
@@ -268,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
     # the data first: a bad file name or row fails before the model is converted or loaded
     replies, replaced, crisis_train = training_replies_and_crisis(parser, args)
+    recipe = run_recipe(args, replies, crisis_train)
+    check_resume(parser, args.out, recipe)
     mood_train, mood_val = tdata.mood_training_mix(args.per_group, args.seed) if not args.smoke else smoke_mood()
     if args.smoke:
         replies, crisis_train = replies[:16], crisis_train[:8]
@@ -296,6 +304,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     opt = torch.optim.AdamW([{"params": params, "lr": args.lr, "weight_decay": 0.0},
                              {"params": heads.parameters(), "lr": args.head_lr, "weight_decay": 1e-4}])
     args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "recipe.json").write_text(json.dumps(recipe, indent=1))
     state_path = args.out / "state.pt"
     step = 0
     if state_path.exists():
@@ -356,11 +365,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     shutil.copy(args.out / "best" / "joint_heads.pt", args.out / "joint_heads.pt")
     (args.out / "train_meta.json").write_text(json.dumps({
         "steps": args.steps, "stopped_at": step, "best": best, "seed": args.seed,
-        "reply_batch": args.reply_batch, "rank": args.rank, "lr": args.lr, "reply_examples": len(reply_train),
+        "reply_batch": args.reply_batch, "rank": args.rank, "lr": args.lr, "mood_weight": args.mood_weight,
+        "reply_examples": len(reply_train),
         "replaced_replies": f"{replaced} from {args.replace_replies}" if replaced else None,
         "mood_rows": len(mood_train), "crisis_rows": len(crisis_train),
         "crisis_files": sorted({r.extra["file"] for r in crisis_train}), "head_layers": list(layers),
-        "minutes": round((time.perf_counter() - started) / 60, 1), "base": str(model_dir),
+        "minutes": round((time.perf_counter() - started) / 60, 1), "base": str(model_dir), "recipe": recipe,
     }, indent=2))
     log.info("saved %s", args.out / "adapter")
 
@@ -372,21 +382,68 @@ def training_replies_and_crisis(parser: argparse.ArgumentParser,
     replies = tdata.reply_examples()
     replaced = 0
     if args.replace_replies:
-        swap = {r.id: r for r in tdata.reply_examples(args.replace_replies)}
+        try:
+            rows = [tdata.ReplyExample.from_row(r) for r in tdata.load_jsonl(args.replace_replies)]
+        except (OSError, ValueError) as exc:
+            parser.error(f"--replace-replies: {exc}")
+        if not rows:
+            parser.error(f"--replace-replies: {args.replace_replies} holds no rows")
+        for name, ids in (("--replace-replies", [r.id for r in rows]), ("reply data", [r.id for r in replies])):
+            twice = sorted(i for i, n in Counter(ids).items() if n > 1)
+            if twice:
+                parser.error(f"{name}: ids used twice: {', '.join(twice[:3])}")
         known = {r.id: r for r in replies}
-        wrong = sorted(i for i, r in swap.items() if i not in known or known[i].message != r.message)
+        wrong = sorted(r.id for r in rows if r.id not in known or _prompt_of(known[r.id]) != _prompt_of(r))
         if wrong:
-            parser.error(f"--replace-replies: {len(wrong)} rows match no row of the same id and message, "
-                         f"e.g. {', '.join(wrong[:3])}")
+            parser.error(f"--replace-replies: {len(wrong)} rows match no row of the same id, message, strategy, "
+                         f"language, history and knowledge, e.g. {', '.join(wrong[:3])}")
+        drop = tdata.banned()
+        held = sorted(r.id for r in rows if tdata.digest(r.reply) in drop)
+        if held:
+            parser.error(f"--replace-replies: {len(held)} replies are held-out or scored texts, e.g. {', '.join(held[:3])}")
+        swap = {r.id: r for r in rows}
         replies, replaced = [swap.get(r.id, r) for r in replies], len(swap)
     crisis_train = tdata.crisis_rows("train")
     if args.crisis_files:
-        wanted = set(args.crisis_files.split(","))
+        wanted = {name.strip() for name in args.crisis_files.split(",") if name.strip()}
+        if not wanted:
+            parser.error("--crisis-files: no file named")
         unknown = wanted - {r.extra["file"] for r in crisis_train}
         if unknown:
             parser.error(f"--crisis-files: no training rows in {', '.join(sorted(unknown))}")
         crisis_train = [r for r in crisis_train if r.extra["file"] in wanted]
     return replies, replaced, crisis_train
+
+
+# options that may change when a run resumes: how long it runs and how it reports
+RESUMABLE = {"out", "steps", "save_every", "validate_from", "patience", "threads", "measure"}
+
+
+def run_recipe(args: argparse.Namespace, replies: list[tdata.ReplyExample],
+               crisis_train: list[tdata.MoodRow]) -> dict[str, Any]:
+    """What a run's checkpoints depend on: its options and a digest of the data they select."""
+    recipe = {k: str(v) for k, v in sorted(vars(args).items()) if k not in RESUMABLE}
+    recipe["reply_data"] = tdata.digest(json.dumps([[r.id, r.message, r.reply] for r in replies], ensure_ascii=False))
+    recipe["crisis_data"] = tdata.digest(json.dumps([r.text for r in crisis_train], ensure_ascii=False))
+    return recipe
+
+
+def check_resume(parser: argparse.ArgumentParser, out: Path, recipe: dict[str, Any]) -> None:
+    """A folder with checkpoints resumes only the run that made them: its adapter would otherwise be
+    recorded under options and data it never saw."""
+    if not (out / "state.pt").exists():
+        return
+    path = out / "recipe.json"
+    saved = json.loads(path.read_text()) if path.exists() else None
+    if saved != recipe:
+        changed = sorted(k for k in set(recipe) | set(saved or {}) if (saved or {}).get(k) != recipe.get(k))
+        why = "no recipe.json" if saved is None else "changed: " + ", ".join(changed)
+        parser.error(f"{out} holds checkpoints of another run ({why}); give a new --out or delete that folder")
+
+
+def _prompt_of(example: tdata.ReplyExample) -> tuple[Any, ...]:
+    """Everything of an example but its reply: a replacement must keep all of it."""
+    return example.message, example.strategy, example.lang, example.history, example.knowledge
 
 
 def read_best(out: Path) -> dict[str, Any] | None:
