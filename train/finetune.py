@@ -364,13 +364,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     shutil.copytree(args.out / "best" / "adapter", args.out / "adapter")
     shutil.copy(args.out / "best" / "joint_heads.pt", args.out / "joint_heads.pt")
     (args.out / "train_meta.json").write_text(json.dumps({
-        "steps": args.steps, "stopped_at": step, "best": best, "seed": args.seed,
-        "reply_batch": args.reply_batch, "rank": args.rank, "lr": args.lr, "mood_weight": args.mood_weight,
-        "reply_examples": len(reply_train),
+        "steps": args.steps, "stopped_at": step, "best": best,
+        "reply_batch": args.reply_batch, "rank": args.rank, "lr": args.lr, "reply_examples": len(reply_train),
         "replaced_replies": f"{replaced} from {args.replace_replies}" if replaced else None,
         "mood_rows": len(mood_train), "crisis_rows": len(crisis_train),
         "crisis_files": sorted({r.extra["file"] for r in crisis_train}), "head_layers": list(layers),
-        "minutes": round((time.perf_counter() - started) / 60, 1), "base": str(model_dir), "recipe": recipe,
+        "minutes": round((time.perf_counter() - started) / 60, 1), "base": str(model_dir),
+        "recipe": recipe,  # every option (seed, mood weight...) and a digest of the data
     }, indent=2))
     log.info("saved %s", args.out / "adapter")
 
@@ -388,10 +388,10 @@ def training_replies_and_crisis(parser: argparse.ArgumentParser,
             parser.error(f"--replace-replies: {exc}")
         if not rows:
             parser.error(f"--replace-replies: {args.replace_replies} holds no rows")
-        for name, ids in (("--replace-replies", [r.id for r in rows]), ("reply data", [r.id for r in replies])):
-            twice = sorted(i for i, n in Counter(ids).items() if n > 1)
-            if twice:
-                parser.error(f"{name}: ids used twice: {', '.join(twice[:3])}")
+        # (replies.jsonl's own ids are checked by train/check_data.py)
+        twice = sorted(i for i, n in Counter(r.id for r in rows).items() if n > 1)
+        if twice:
+            parser.error(f"--replace-replies: ids used twice: {', '.join(twice[:3])}")
         known = {r.id: r for r in replies}
         wrong = sorted(r.id for r in rows if r.id not in known or _prompt_of(known[r.id]) != _prompt_of(r))
         if wrong:
