@@ -193,10 +193,11 @@ def crisis_files(split: str) -> list[Path]:
     wordings), crisis_fresh_*.jsonl (validation and test rows only, written after the first
     test scorings so that one test set is scored once) and crisis_final_*.jsonl (test rows only,
     written by other hands after the fresh test split had been scored twice; rows close to any
-    earlier row were dropped, and it is scored once)."""
+    earlier row were dropped, and it is scored once; crisis_final2_*.jsonl the same, written a
+    session later)."""
     if split == "train":
         return [CRISIS] + sorted(DATA_DIR.glob("crisis_more_*.jsonl"))
-    return [CRISIS] + sorted(DATA_DIR.glob("crisis_fresh_*.jsonl")) + sorted(DATA_DIR.glob("crisis_final_*.jsonl"))
+    return [CRISIS] + sorted(DATA_DIR.glob("crisis_fresh_*.jsonl")) + sorted(DATA_DIR.glob("crisis_final*_*.jsonl"))
 
 
 def crisis_records(split: str) -> list[dict[str, Any]]:
