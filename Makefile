@@ -51,11 +51,12 @@ bench: $(DEV_STAMP)
 	$(PY) -m bench.run
 
 # the fine-tune: one LoRA adapter for replies, mood and crisis (~55 min on 2 cores; the shipped
-# adapter's run, on the crisis files it saw), then the heads refitted on the served weights; see
-# train/ and README "Fine-tuning"
+# adapter's run: seed 1, the rewritten comfort replies, the crisis files it saw), then the heads
+# refitted on the served weights; see train/ and README "Fine-tuning"
 train: $(DEV_STAMP)
-	$(PY) -m train.finetune --out train/out/run --steps 360 --validate-from 200 \
-		--crisis-files crisis.jsonl,crisis_more_en.jsonl,crisis_more_zh.jsonl
+	$(PY) -m train.finetune --out train/out/run --steps 360 --validate-from 200 --seed 1 \
+		--crisis-files crisis.jsonl,crisis_more_en.jsonl,crisis_more_zh.jsonl \
+		--replace-replies train/data/replies_comfort_v2.jsonl
 	rm -rf bot/adapters/gemma3-270m-moodbot && mkdir -p bot/adapters
 	cp -r train/out/run/adapter bot/adapters/gemma3-270m-moodbot
 	cp train/out/run/train_meta.json bot/adapters/gemma3-270m-moodbot/

