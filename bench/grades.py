@@ -24,8 +24,10 @@ VARIANTS = [
     ("base", "base model, few-shot prompt"),
     ("tuned100", "fine-tuned, first adapter (100 steps, previous session)"),
     ("tuned2", "fine-tuned, second adapter (1,136 examples, step 280), shipped until 2026-11-23"),
-    ("tuned", "fine-tuned, shipped adapter: the third (2,835 examples, step 360)"),
-    ("tuned_c", "the shipped adapter decoded in C (bot/model/kernels.c), as the bot serves it since 2026-11-23"),
+    ("tuned3", "fine-tuned, third adapter (2,835 examples, step 360), on torch's kernels"),
+    ("tuned3_c", "the third adapter decoded in C (bot/model/kernels.c), as the bot served it until the sixth shipped"),
+    ("tuned", "fine-tuned, shipped adapter: the sixth (the third's data with the comfort replies rewritten, seed 1), "
+              "decoded in C"),
 ]
 RUBRIC = """\
 - **2** = fits and is specific: speaks to this message's concrete situation in the right spirit for the strategy (comfort a negative mood, congratulate good news, answer a plain question), natural, no invented facts; a question the bot cannot know gets an honest hand-off; with knowledge given, uses its facts correctly.

@@ -51,7 +51,7 @@ def test_reply_benchmark_on_validation_rows_writes_beside_not_into_the_report(
     rows = replies.examples_for("validation")
     eval_messages = {r.message for r in tdata.reply_eval()}
     assert rows and all(tdata.is_validation(r.message) and r.message not in eval_messages for r in rows)
-    for other in (["--examples", "validation"], ["--adapter", "train/candidates/adapter6"], ["--smoke"]):
+    for other in (["--examples", "validation"], ["--adapter", "train/out/run/adapter"], ["--smoke"]):
         with pytest.raises(SystemExit):  # the report's folder keeps the shipped adapter's replies to replies_eval only
             replies.main(other)
         assert other[0] in capsys.readouterr().err
