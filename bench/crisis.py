@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
              "and is scored once: read it as the honest figure.", ""]
     groups = [("all", None), ("crisis.jsonl", {"crisis.jsonl"})]
     for prefix in ("crisis_fresh_", "crisis_final_", "crisis_final2_"):
-        groups.append((prefix, {r["file"] for r in results if r["file"].startswith(prefix)}))
+        groups.append((prefix.rstrip("_"), {r["file"] for r in results if r["file"].startswith(prefix)}))
     for name, files in groups:
         part = [r for r in results if files is None or r["file"] in files]
         if part:
