@@ -210,5 +210,9 @@ def test_the_sure_crisis_threshold_also_bounds_false_alarms_on_ordinary_messages
 
     assert share(plain) > heads.SURE_ORDINARY_FALSE_ALARMS
     assert share(bounded) <= heads.SURE_ORDINARY_FALSE_ALARMS and bounded.sure > plain.sure
+    assert share(bounded) >= heads.SURE_ORDINARY_FALSE_ALARMS - 0.01  # the lowest such threshold, not any
+    assert "bound on ordinary messages" in bounded.note and "bound" not in plain.note
+    empty = heads.crisis_head(x, y, x, y, (0,), "fp", ordinary_val=torch.empty(0, 4))
+    assert empty.sure == plain.sure
     assert bounded.threshold == plain.threshold  # the recall-first tier is not moved
     assert heads.lowest_threshold(torch.tensor([0.9, 0.8, 0.1, 0.2]), 0.25) == pytest.approx(0.8 * 1.001)

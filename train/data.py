@@ -197,7 +197,8 @@ def crisis_files(split: str) -> list[Path]:
     session later)."""
     if split == "train":
         return [CRISIS] + sorted(DATA_DIR.glob("crisis_more_*.jsonl"))
-    return [CRISIS] + sorted(DATA_DIR.glob("crisis_fresh_*.jsonl")) + sorted(DATA_DIR.glob("crisis_final*_*.jsonl"))
+    return [CRISIS] + [path for pattern in ("crisis_fresh_*.jsonl", "crisis_final_*.jsonl", "crisis_final2_*.jsonl")
+                       for path in sorted(DATA_DIR.glob(pattern))]
 
 
 def crisis_records(split: str) -> list[dict[str, Any]]:

@@ -43,7 +43,7 @@ SURE_FALSE_ALARMS = 0.05
 # ordinary messages are most of the traffic, and a crisis reply to "how long can cooked rice stay in
 # the fridge" costs the bot its users' trust and the supervisors a critical alert: the sure tier may
 # flag at most this share of the validation chat messages (bench/NOTES.md, "A third batch of crisis
-# rows": 22 of 380 without the bound, 11 with it)
+# rows": without the bound 22 of 380 were flagged; with it at most 11, by construction)
 SURE_ORDINARY_FALSE_ALARMS = 0.03
 NEUTRAL_OFFSETS = [x / 4 for x in range(-8, 9)]
 # the crisis set's hard negatives ("累死了", a breakup, giving old clothes away) weigh this many
@@ -172,14 +172,22 @@ def crisis_head(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tenso
     # the sure threshold: the lowest that keeps false alarms on the validation hard negatives <= SURE_FALSE_ALARMS
     # and on ordinary validation messages <= SURE_ORDINARY_FALSE_ALARMS
     sure = max(threshold, lowest_threshold(p[y_val == 1], SURE_FALSE_ALARMS))
+    bound = ""
     if ordinary_val is not None and len(ordinary_val):
         ordinary_p = torch.softmax(logits_of(ordinary_val, params), dim=1)[:, 0]
-        sure = max(sure, lowest_threshold(ordinary_p, SURE_ORDINARY_FALSE_ALARMS))
+        ordinary_cut = lowest_threshold(ordinary_p, SURE_ORDINARY_FALSE_ALARMS)
+        if ordinary_cut > sure:
+            bound = f" (raised from {sure:.3f} by the bound on ordinary messages)"
+            log.warning("the sure crisis threshold is set by the ordinary messages' bound: %.3f instead of %.3f",
+                        ordinary_cut, sure)
+            sure = ordinary_cut
+    if sure >= 1.0:
+        log.warning("the sure crisis threshold is %.3f: no message can reach the sure tier", sure)
     sure_recall = float((p[y_val == 0] >= sure).float().mean())
     sure_false = float((p[y_val == 1] >= sure).float().mean())
     note = (f"crisis head on layers {list(layers)}: {len(y_train)} training rows; validation: recall {recall:.3f}, "
             f"false alarms {false_alarms:.3f} of {int((y_val == 1).sum())} hard negatives at the recall-first threshold "
-            f"{threshold:.3f}; recall {sure_recall:.3f}, false alarms {sure_false:.3f} at the sure threshold {sure:.3f}")
+            f"{threshold:.3f}; recall {sure_recall:.3f}, false alarms {sure_false:.3f} at the sure threshold {sure:.3f}{bound}")
     log.info(note)
     mean, std, w, b = params
     return Readout(layers, mean, std, w, b, ("crisis", "not_crisis"), fingerprint, note, threshold=threshold,
