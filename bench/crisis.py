@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> None:
              "was written in the same way a session later, after the third batch of crisis training rows, "
              "and is scored once: read it as the honest figure.", ""]
     groups = [("all", None), ("crisis.jsonl", {"crisis.jsonl"})]
-    for prefix in ("crisis_fresh_", "crisis_final_", "crisis_final2_"):
-        groups.append((prefix.rstrip("_"), {r["file"] for r in results if r["file"].startswith(prefix)}))
+    for name in tdata.CRISIS_TEST_SETS:
+        groups.append((name, {r["file"] for r in results if r["file"].startswith(f"{name}_")}))
     for name, files in groups:
         part = [r for r in results if files is None or r["file"] in files]
         if part:

@@ -188,6 +188,10 @@ def own_mood_rows() -> list[MoodRow]:
     return rows
 
 
+# the crisis sets that hold validation and test rows, in the order they were written (file name prefixes)
+CRISIS_TEST_SETS = ("crisis_fresh", "crisis_final", "crisis_final2")
+
+
 def crisis_files(split: str) -> list[Path]:
     """crisis.jsonl, plus crisis_more_*.jsonl (training rows only: hard negatives and crisis
     wordings), crisis_fresh_*.jsonl (validation and test rows only, written after the first
@@ -197,8 +201,7 @@ def crisis_files(split: str) -> list[Path]:
     session later)."""
     if split == "train":
         return [CRISIS] + sorted(DATA_DIR.glob("crisis_more_*.jsonl"))
-    return [CRISIS] + [path for pattern in ("crisis_fresh_*.jsonl", "crisis_final_*.jsonl", "crisis_final2_*.jsonl")
-                       for path in sorted(DATA_DIR.glob(pattern))]
+    return [CRISIS] + [path for name in CRISIS_TEST_SETS for path in sorted(DATA_DIR.glob(f"{name}_*.jsonl"))]
 
 
 def crisis_records(split: str) -> list[dict[str, Any]]:
