@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import Gemma3ForCausalLM
+from transformers import Gemma3ForCausalLM, RepetitionPenaltyLogitsProcessor
 
 from bot.model import fast
 from tests.tiny_models import int8_gemma
@@ -63,6 +63,25 @@ def test_greedy_decoding_matches_transformers_generate(model: Gemma3ForCausalLM)
         out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                              max_new_tokens=12, min_new_tokens=12, do_sample=False, repetition_penalty=1.1)
     assert got == out[0, len(ids):].tolist()
+
+
+def test_greedy_decoding_can_leave_the_prompts_tokens_unpenalised_as_transformers_does(
+        model: Gemma3ForCausalLM) -> None:
+    runner = fast.FastGemma(model, max_positions=256)
+    head = fast.Shortlist(model.lm_head, None)
+    changed = 0
+    for seed in range(8):
+        ids = torch.randint(3, 320, (10,), generator=torch.Generator().manual_seed(seed)).tolist()
+        got = fast.decode(runner, head, ids, 12, [], lambda new: False, None, repetition_penalty=3.0,
+                          penalize_prompt=False)
+        penalty = RepetitionPenaltyLogitsProcessor(3.0, prompt_ignore_length=len(ids))
+        with torch.inference_mode():
+            out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                 max_new_tokens=12, do_sample=False, logits_processor=[penalty],
+                                 eos_token_id=model.config.vocab_size - 1)  # no end token: all 12 compared
+        assert got == out[0, len(ids):].tolist(), seed
+        changed += got != fast.decode(runner, head, ids, 12, [], lambda new: False, None, repetition_penalty=3.0)
+    assert changed  # the prompt's tokens, penalised, would have changed some of these replies
 
 
 def test_a_shortlist_only_ever_emits_its_tokens_and_stops_at_an_end_token(model: Gemma3ForCausalLM) -> None:

@@ -58,12 +58,13 @@ def test_the_embedded_model_runs_on_the_fast_path_with_the_shipped_shortlist(eng
     assert len(new) == 6 and all(int(engine.head.row_of[t]) >= 0 for t in new)
 
 
-def test_the_guards_retry_samples_on_the_fast_path_reproducibly(engine: ModelEngine, hf_engine: ModelEngine) -> None:
+def test_every_attempts_settings_decode_reproducibly_on_both_paths(engine: ModelEngine, hf_engine: ModelEngine) -> None:
     history = [ChatTurn("user", "今天考试没考好，心情很低落")]
-    retry = engine.generate(history, Strategy.COMFORT, "zh", "", attempt=1)
-    assert retry and retry == engine.generate(history, Strategy.COMFORT, "zh", "", attempt=1)
-    assert hf_engine.fast is None  # without the fast path, the transformers sampler answers instead
-    assert hf_engine.generate(history, Strategy.COMFORT, "zh", "", attempt=1)
+    assert hf_engine.fast is None  # without the fast path, transformers' generate() answers instead
+    for attempt in (0, 1, 2):  # greedy (reply tokens penalised), greedy (prompt too), sampled
+        reply = engine.generate(history, Strategy.COMFORT, "zh", "", attempt=attempt)
+        assert reply and reply == engine.generate(history, Strategy.COMFORT, "zh", "", attempt=attempt)
+        assert hf_engine.generate(history, Strategy.COMFORT, "zh", "", attempt=attempt)
 
 
 def test_the_fast_path_labels_as_transformers_does(engine: ModelEngine, hf_engine: ModelEngine) -> None:

@@ -433,8 +433,9 @@ def greedy(fast: FastGemma, head: Shortlist, ids: list[int], max_new_tokens: int
 
 def decode(fast: FastGemma, head: Shortlist, ids: list[int], max_new_tokens: int, ends: Sequence[int],
            stop: Callable[[list[int]], bool], deadline: float | None, repetition_penalty: float = 1.1,
-           sampling: Sampling | None = None, copyable: Sequence[int] = ()) -> list[int]:
-    """Greedy decoding, or sampling with `sampling`; the penalties cover prompt and reply tokens.
+           sampling: Sampling | None = None, copyable: Sequence[int] = (), penalize_prompt: bool = True) -> list[int]:
+    """Greedy decoding, or sampling with `sampling`; the penalties cover prompt and reply tokens, or
+    with `penalize_prompt` False the reply's own tokens only.
 
     `copyable`: tokens (the prompt's own, special tokens left out) that may be emitted even where
     the shortlist lacks them."""
@@ -445,7 +446,7 @@ def decode(fast: FastGemma, head: Shortlist, ids: list[int], max_new_tokens: int
     with torch.inference_mode():
         h, _ = fast.forward(ids, kv)
         rows = head.row_of[torch.tensor(ids)]
-        seen = set(rows[rows >= 0].tolist())
+        seen = set(rows[rows >= 0].tolist()) if penalize_prompt else set()
         history = list(ids)  # prompt and reply: no_repeat_ngram looks at both, as transformers does
         new: list[int] = []
         while len(new) < max_new_tokens:

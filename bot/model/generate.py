@@ -1,5 +1,12 @@
-"""The decode call: greedy first, sampling when asked again (on bot/model/fast.py where the model
-allows, else transformers' generate()), stopped by a stop string or a deadline."""
+"""The decode call (on bot/model/fast.py where the model allows, else transformers' generate()),
+stopped by a stop string or a deadline.
+
+Attempt 0 is greedy with the repetition penalty on the reply's own tokens only: penalising the
+prompt's tokens too (transformers' default) pushed the tuned model off the words of the message,
+into paraphrases that misread it ("my grandma was taken to hospital" answered as a death, "six
+weeks" as "six months"); measured on the reply-validation rows, bench/NOTES.md. Attempt 1, when
+the guard refused the first reply (an echo, most often), penalises the prompt's tokens too, which
+steers away from the message's words. Later attempts sample."""
 
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ from bot.model.fast import FastGemma, Sampling, Shortlist, decode
 from bot.text import clean_reply, trim_to_sentence
 
 TAIL = 8  # tokens decoded to look for a stop string
+PENALTY = 1.1  # the greedy attempts' repetition penalty
 
 
 def at_stop(tokenizer: Any, new: list[int], stops: list[str]) -> bool:
@@ -71,29 +79,34 @@ def copyable(tokenizer: Any, ids: list[int]) -> list[int]:
 
 def complete_fast(fast: FastGemma, head: Shortlist, tokenizer: Any, ids: list[int], stops: list[str],
                   deadline: float | None, attempt: int, max_new_tokens: int, max_chars: int) -> str:
-    """A reply on this project's decode loop (bot/model/fast.py): greedy first, sampling when asked again."""
+    """A reply on this project's decode loop (bot/model/fast.py), with the attempt's settings."""
     ends = end_tokens(tokenizer)
-    sampling = Sampling(seed=retry_seed(attempt, ids)) if attempt else None
+    sampling = Sampling(seed=retry_seed(attempt, ids)) if attempt > 1 else None
     new = decode(fast, head, ids, max_new_tokens, ends, lambda tokens: at_stop(tokenizer, tokens, stops), deadline,
-                 sampling=sampling, copyable=copyable(tokenizer, ids))
+                 repetition_penalty=PENALTY, sampling=sampling, copyable=copyable(tokenizer, ids),
+                 penalize_prompt=attempt > 0)
     return _finish(tokenizer, new, ends, max_new_tokens, max_chars)
 
 
 def complete(model: Any, tokenizer: Any, ids: list[int], stops: list[str], deadline: float | None, attempt: int,
              max_new_tokens: int, max_chars: int) -> str:
-    """Continue `ids` with transformers' generate(); `attempt` > 0 samples, away from the words
-    already used (the guard refused one)."""
+    """Continue `ids` with transformers' generate(), with the attempt's settings."""
     stopper = _Stop(tokenizer, len(ids), stops, deadline)
     input_ids = torch.tensor([ids])
     ends = end_tokens(tokenizer)
-    if attempt:
+    if attempt > 1:
         torch.manual_seed(retry_seed(attempt, ids))
         how = Sampling()
         options: dict[str, Any] = dict(do_sample=True, temperature=how.temperature, top_p=how.top_p,
                                        repetition_penalty=how.repetition_penalty,
                                        no_repeat_ngram_size=how.no_repeat_ngram)
-    else:
-        options = dict(do_sample=False, repetition_penalty=1.1)
+    elif attempt == 1:
+        options = dict(do_sample=False, repetition_penalty=PENALTY)
+    else:  # the penalty skips the prompt's tokens
+        # imported here: a warm start on the fast path never imports transformers (bot/model/light.py)
+        from transformers import RepetitionPenaltyLogitsProcessor
+
+        options = dict(do_sample=False, logits_processor=[RepetitionPenaltyLogitsProcessor(PENALTY, len(ids))])
     with torch.inference_mode():
         out = model.generate(
             input_ids=input_ids,
