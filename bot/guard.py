@@ -9,6 +9,7 @@ once with other settings, then falls back to a curated line. Pure functions: tes
 from __future__ import annotations
 
 import re
+from difflib import SequenceMatcher
 from typing import Iterable
 
 from bot.text import detect_lang
@@ -17,6 +18,11 @@ from bot.text import detect_lang
 ECHO_OVERLAP = 0.6
 RESTATE_OVERLAP = 0.35
 NGRAM = 3
+# a reply that repeats this much of the message word for word, in one run, restates it wherever the
+# run stands and however the reply goes on ("考试没考好，心情很低落，这几天…"); messages shorter than
+# QUOTE_MIN units (characters for Chinese, words for English) may be named whole
+QUOTE_SHARE = 0.8
+QUOTE_MIN = {"zh": 6, "en": 4}
 _CORE = re.compile(r"[\W_]+", re.UNICODE)
 _URL = re.compile(r"(?:https?://|www\.)\S+|\b[\w-]+\.(?:com|cn|net|org|io|top)\b", re.IGNORECASE)
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
@@ -55,6 +61,19 @@ def overlap(reply: str, message: str, lang: str) -> float:
     return sum(g in source for g in grams) / len(grams)
 
 
+def _units(text: str, lang: str) -> list[str]:
+    return list(_core(text)) if lang == "zh" else [w for w in _CORE.split(text.lower()) if w]
+
+
+def quoted(reply: str, message: str, lang: str) -> float:
+    """Share of the message that the reply repeats in one unbroken run."""
+    said, heard = _units(reply, lang), _units(message, lang)
+    if len(heard) < QUOTE_MIN.get(lang, QUOTE_MIN["en"]) or not said:
+        return 0.0
+    run = SequenceMatcher(None, said, heard, autojunk=False).find_longest_match(0, len(said), 0, len(heard))
+    return run.size / len(heard)
+
+
 def echoes(reply: str, message: str, lang: str) -> bool:
     """The reply is the message back, whole or mostly, or restated as if the bot had the problem."""
     a, b = _core(reply), _core(message)
@@ -64,6 +83,8 @@ def echoes(reply: str, message: str, lang: str) -> bool:
         return True
     share = overlap(reply, message, lang)
     if share >= ECHO_OVERLAP or (bool(_FIRST_PERSON.match(reply)) and share >= RESTATE_OVERLAP):
+        return True
+    if quoted(reply, message, lang) >= QUOTE_SHARE:
         return True
     # a reply that opens by restating the message ("考试没考好，心情很低落。你…") also echoes it
     opening = _CLAUSE.split(reply.strip(), maxsplit=1)[0]

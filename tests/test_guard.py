@@ -28,6 +28,18 @@ def test_opening_with_the_message_is_an_echo() -> None:
                         "I got laid off today and I feel lost", "en")
 
 
+def test_quoting_most_of_the_message_is_an_echo_however_the_reply_goes_on() -> None:
+    # the opening clause ran on with a comma, so the opening rule above missed it
+    assert guard.echoes("考试没考好，心情很低落，这几天你最难熬。今天有什么事想说吗？", "今天考试没考好，心情很低落", "zh")
+    assert guard.echoes("So sorry, the movers broke my mirror and scratched the table, that's awful. Are you ok?",
+                        "the movers broke my mirror and scratched the table", "en")
+    assert guard.quoted("路面结冰摔了一跤，尾巴骨好疼，这几天一定很辛苦。", "路面结冰摔了一跤，尾巴骨好疼", "zh") == 1.0
+    # a short message may be named whole; a reply naming part of a longer one is fine
+    assert not guard.echoes("被拒了，真的很让人失望。你还好吗？", "被拒了", "zh")
+    assert not guard.echoes("Eating instant noodles every day is a real struggle. How are you managing?",
+                            "Money is so tight this month I'm eating instant noodles every day", "en")
+
+
 def test_a_reply_about_the_same_topic_is_not_an_echo() -> None:
     assert not guard.echoes("考试没发挥好一定很难受，是哪一科呀？", "今天考试没考好，心情很低落", "zh")
     assert not guard.echoes("Losing a job out of nowhere is a shock. How are you holding up?",
