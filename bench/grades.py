@@ -26,8 +26,10 @@ VARIANTS = [
     ("tuned2", "fine-tuned, second adapter (1,136 examples, step 280), shipped until 2026-11-23"),
     ("tuned3", "fine-tuned, third adapter (2,835 examples, step 360), on torch's kernels"),
     ("tuned3_c", "the third adapter decoded in C (bot/model/kernels.c), as the bot served it until the sixth shipped"),
+    ("tuned6_pp", "the sixth adapter decoded in C with the repetition penalty on the message's tokens too, "
+                  "as served until the penalty change"),
     ("tuned", "fine-tuned, shipped adapter: the sixth (the third's data with the comfort replies rewritten, seed 1), "
-              "decoded in C"),
+              "decoded in C, the first reply's repetition penalty on its own tokens only, the guard's quote rule"),
 ]
 RUBRIC = """\
 - **2** = fits and is specific: speaks to this message's concrete situation in the right spirit for the strategy (comfort a negative mood, congratulate good news, answer a plain question), natural, no invented facts; a question the bot cannot know gets an honest hand-off; with knowledge given, uses its facts correctly.
