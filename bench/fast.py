@@ -86,8 +86,10 @@ def reply_agreement(engine: ModelEngine, limit: int | None) -> dict[str, Any]:
     for row in rows:
         history = [ChatTurn(role, text) for role, text in row["history"]] + [ChatTurn("user", row["message"])]
         ids, _ = engine.reply_ids(history, Strategy(row["strategy"]), row["lang"], "", row["knowledge"])
-        # the shortlist as the bot decodes with it: the prompt's own tokens may be copied
-        got = [fast.decode(engine.fast, head, ids, N, ends, lambda new: False, None, copyable=copyable(engine.tokenizer, ids))
+        # the shortlist as the bot decodes a first reply with it: the prompt's own tokens may be
+        # copied, and only the reply's own are penalised
+        got = [fast.decode(engine.fast, head, ids, N, ends, lambda new: False, None,
+                           copyable=copyable(engine.tokenizer, ids), penalize_prompt=False)
                for head in (engine.head, full)]
         if got[0] == got[1]:
             same += 1

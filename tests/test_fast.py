@@ -115,38 +115,49 @@ def test_a_text_longer_than_the_tables_grows_them(model: Gemma3ForCausalLM) -> N
     assert torch.allclose(last[0], expected, rtol=2e-2, atol=2e-2)
 
 
-def test_sampling_is_seeded_never_repeats_a_trigram_and_stays_in_the_shortlist(model: Gemma3ForCausalLM) -> None:
-    runner = fast.FastGemma(model, max_positions=256)
-    allowed = torch.arange(3, 320, 2)
-    head = fast.Shortlist(model.lm_head, allowed)
-    ids = torch.randint(3, 320, (10,)).tolist()
+def test_each_attempt_decodes_with_its_own_penalty_on_both_paths(model: Gemma3ForCausalLM,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attempt 0 penalises the reply's tokens only, the guard's retry the prompt's too, on the fast
+    path and on transformers' generate() alike."""
+    from bot.model import generate
 
-    def run(seed: int) -> list[int]:
-        return fast.decode(runner, head, ids, 24, ends=[], stop=lambda new: False, deadline=None,
-                           sampling=fast.Sampling(temperature=1.5, top_p=1.0, seed=seed))
+    class Tokenizer:
+        eos_token_id, unk_token_id, pad_token_id, all_special_ids = 1, 3, 0, [0, 1, 2]
 
-    first = run(1)
-    assert first == run(1) and len(first) == 24 and set(first) <= set(allowed.tolist())
-    assert any(run(seed) != first for seed in range(2, 6))  # other seeds give other replies
-    whole = ids + first
-    trigrams = [tuple(whole[i:i + 3]) for i in range(len(whole) - 2)]
-    assert len(trigrams) == len(set(trigrams))
+        def convert_tokens_to_ids(self, token: str) -> int:
+            return 2
 
+        def decode(self, tokens: list[int], skip_special_tokens: bool = False) -> str:
+            return " ".join(f"w{t}" for t in tokens if not skip_special_tokens or t > 2)
 
-def test_sampling_with_a_tiny_top_p_is_greedy_without_the_penalties(model: Gemma3ForCausalLM) -> None:
+    tokenizer = Tokenizer()
     runner = fast.FastGemma(model, max_positions=256)
     head = fast.Shortlist(model.lm_head, None)
-    ids = torch.randint(3, 320, (10,)).tolist()
-    sampled = fast.decode(runner, head, ids, 8, ends=[], stop=lambda new: False, deadline=None,
-                          sampling=fast.Sampling(top_p=1e-6, repetition_penalty=1.0, no_repeat_ngram=0))
-    plain = fast.greedy(runner, head, ids, 8, ends=[], stop=lambda new: False, deadline=None, repetition_penalty=1.0)
-    assert sampled == plain
 
+    def both(ids: list[int]) -> list[list[int]]:  # attempt 0's tokens, attempt 1's
+        return [fast.decode(runner, head, ids, 12, [1, 2], lambda new: False, None, repetition_penalty=1.1,
+                            copyable=ids, penalize_prompt=attempt > 0) for attempt in (0, 1)]
 
-def test_banned_tokens_complete_an_ngram_already_seen() -> None:
-    assert fast._banned([1, 2, 3, 1, 2], 3) == [3]
-    assert fast._banned([1, 2, 3, 1, 2], 0) == []
-    assert sorted(fast._banned([5, 1, 7, 5, 1, 9, 5, 1], 3)) == [7, 9]
+    # a prompt whose two settings give different replies, so that swapped wiring would show
+    prompts = (torch.randint(3, 320, (10,), generator=torch.Generator().manual_seed(s)).tolist() for s in range(200))
+    ids, expected = next((ids, pair) for ids in prompts if (pair := both(ids))[0] != pair[1])
+    for attempt in (0, 1):
+        got = generate.complete_fast(runner, head, tokenizer, ids, [], None, attempt, 12, 1000)
+        assert got == generate._finish(tokenizer, expected[attempt], [1, 2], 12, 1000), attempt
+    seen: list[dict] = []
+
+    def generate_spy(**kwargs):  # type: ignore[no-untyped-def]
+        seen.append(kwargs)
+        return torch.tensor([kwargs["input_ids"][0].tolist() + [5]])
+
+    monkeypatch.setattr(model, "generate", generate_spy)
+    for attempt in (0, 1):
+        generate.complete(model, tokenizer, ids, [], None, attempt, 12, 1000)
+    first, retry = seen
+    (penalty,) = first["logits_processor"]
+    assert isinstance(penalty, RepetitionPenaltyLogitsProcessor) and penalty.prompt_ignore_length == len(ids)
+    assert "repetition_penalty" not in first and retry["repetition_penalty"] == generate.PENALTY
+    assert not first["do_sample"] and not retry["do_sample"]
 
 
 def test_a_prompt_token_outside_the_shortlist_can_be_copied_into_the_reply(model: Gemma3ForCausalLM) -> None:

@@ -10,8 +10,8 @@ with a few plain tensor operations per layer (about 25 ms a token there, bench/S
 - a key/value cache of fixed size per call, written in place, no per-step allocation of a
   cache object; the prefix of a fixed prompt is reused by copying its rows;
 - greedy decoding over the output shortlist (bot/model/vocab.py), with the repetition penalty
-  applied to the tokens seen, as transformers applies it; the guard's retry samples on the same
-  loop (temperature, top-p, no-repeat n-grams), so no reply needs transformers' generate().
+  applied to the tokens seen as transformers applies it (the reply's own, or the prompt's too), so
+  no reply needs transformers' generate().
 
 It is used only for models it knows (model_type gemma3_text with int8 linear layers); anything
 else keeps the transformers path. `tests/test_fast.py` checks it against transformers.
@@ -396,35 +396,6 @@ def _penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch
     return logits
 
 
-@dataclass(frozen=True)
-class Sampling:
-    """The retry's settings (the guard refused the greedy reply), as transformers' generate() takes them."""
-
-    temperature: float = 0.7
-    top_p: float = 0.9
-    repetition_penalty: float = 1.3
-    no_repeat_ngram: int = 3
-    seed: int = 0
-
-
-def _banned(tokens: list[int], n: int) -> list[int]:
-    """Tokens that would complete an n-gram already present in `tokens` (no_repeat_ngram_size)."""
-    if n <= 0 or len(tokens) < n:
-        return []
-    tail = tuple(tokens[len(tokens) - n + 1:])
-    return [tokens[i + n - 1] for i in range(len(tokens) - n + 1) if tuple(tokens[i:i + n - 1]) == tail]
-
-
-def _sample(logits: torch.Tensor, how: Sampling, generator: torch.Generator) -> int:
-    """One row index drawn with temperature and nucleus (top-p) filtering."""
-    probs = torch.softmax(logits.float() / how.temperature, dim=-1)
-    ordered, order = torch.sort(probs, descending=True)
-    # keep the smallest head of the distribution whose mass reaches top_p (the first token always)
-    keep = (torch.cumsum(ordered, 0) - ordered) < how.top_p
-    pick = torch.multinomial(ordered[keep], 1, generator=generator)
-    return int(order[keep][pick])
-
-
 def greedy(fast: FastGemma, head: Shortlist, ids: list[int], max_new_tokens: int, ends: Sequence[int],
            stop: Callable[[list[int]], bool], deadline: float | None, repetition_penalty: float = 1.1) -> list[int]:
     """Greedy decoding with the repetition penalty over prompt and reply tokens, as transformers does it."""
@@ -433,36 +404,27 @@ def greedy(fast: FastGemma, head: Shortlist, ids: list[int], max_new_tokens: int
 
 def decode(fast: FastGemma, head: Shortlist, ids: list[int], max_new_tokens: int, ends: Sequence[int],
            stop: Callable[[list[int]], bool], deadline: float | None, repetition_penalty: float = 1.1,
-           sampling: Sampling | None = None, copyable: Sequence[int] = (), penalize_prompt: bool = True) -> list[int]:
-    """Greedy decoding, or sampling with `sampling`; the penalties cover prompt and reply tokens, or
-    with `penalize_prompt` False the reply's own tokens only.
+           copyable: Sequence[int] = (), penalize_prompt: bool = True) -> list[int]:
+    """Greedy decoding; the repetition penalty covers prompt and reply tokens, or with
+    `penalize_prompt` False the reply's own tokens only (transformers' `prompt_ignore_length`).
 
     `copyable`: tokens (the prompt's own, special tokens left out) that may be emitted even where
     the shortlist lacks them."""
     head = head.with_tokens(copyable)
-    penalty = sampling.repetition_penalty if sampling else repetition_penalty
-    generator = torch.Generator().manual_seed(sampling.seed) if sampling else None
     kv = fast.new_kv(len(ids) + max_new_tokens)
     with torch.inference_mode():
         h, _ = fast.forward(ids, kv)
         rows = head.row_of[torch.tensor(ids)]
         seen = set(rows[rows >= 0].tolist()) if penalize_prompt else set()
-        history = list(ids)  # prompt and reply: no_repeat_ngram looks at both, as transformers does
         new: list[int] = []
         while len(new) < max_new_tokens:
             if deadline is not None and time.monotonic() > deadline:
                 raise EngineTimeout("generation ran past its deadline")
-            logits = _penalize(head.logits(h, fast.native), torch.tensor(list(seen), dtype=torch.long), penalty)
-            if sampling is None:
-                row = int(torch.argmax(logits))
-            else:
-                banned = head.row_of[torch.tensor(_banned(history, sampling.no_repeat_ngram), dtype=torch.long)]
-                logits[banned[banned >= 0]] = -math.inf
-                assert generator is not None
-                row = _sample(logits, sampling, generator)
+            logits = _penalize(head.logits(h, fast.native), torch.tensor(list(seen), dtype=torch.long),
+                               repetition_penalty)
+            row = int(torch.argmax(logits))
             token = int(head.ids[row])
             new.append(token)
-            history.append(token)
             if token in ends or stop(new):
                 break
             seen.add(row)

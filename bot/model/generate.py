@@ -6,7 +6,8 @@ prompt's tokens too (transformers' default) pushed the tuned model off the words
 into paraphrases that misread it ("my grandma was taken to hospital" answered as a death, "six
 weeks" as "six months"); measured on the reply-validation rows, bench/NOTES.md. Attempt 1, when
 the guard refused the first reply (an echo, most often), penalises the prompt's tokens too, which
-steers away from the message's words. Later attempts sample."""
+steers away from the message's words. Sampled retries were dropped: on those rows a sampled reply
+graded far below the greedy one, and below a curated fallback line."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 
 from bot import prompts
 from bot.errors import EngineTimeout
-from bot.model.fast import FastGemma, Sampling, Shortlist, decode
+from bot.model.fast import FastGemma, Shortlist, decode
 from bot.text import clean_reply, trim_to_sentence
 
 TAIL = 8  # tokens decoded to look for a stop string
@@ -65,11 +66,6 @@ def _finish(tokenizer: Any, new: list[int], ends: list[int], max_new_tokens: int
     return reply
 
 
-def retry_seed(attempt: int, ids: list[int]) -> int:
-    """A seed fixed by the attempt and the prompt, so a retried reply can be reproduced."""
-    return 1000 + attempt + len(ids)
-
-
 def copyable(tokenizer: Any, ids: list[int]) -> list[int]:
     """The prompt's tokens that a reply may copy although the output shortlist lacks them (not the
     special tokens: a reply must not emit <bos> or a turn marker from the prompt)."""
@@ -81,10 +77,8 @@ def complete_fast(fast: FastGemma, head: Shortlist, tokenizer: Any, ids: list[in
                   deadline: float | None, attempt: int, max_new_tokens: int, max_chars: int) -> str:
     """A reply on this project's decode loop (bot/model/fast.py), with the attempt's settings."""
     ends = end_tokens(tokenizer)
-    sampling = Sampling(seed=retry_seed(attempt, ids)) if attempt > 1 else None
     new = decode(fast, head, ids, max_new_tokens, ends, lambda tokens: at_stop(tokenizer, tokens, stops), deadline,
-                 repetition_penalty=PENALTY, sampling=sampling, copyable=copyable(tokenizer, ids),
-                 penalize_prompt=attempt > 0)
+                 repetition_penalty=PENALTY, copyable=copyable(tokenizer, ids), penalize_prompt=attempt > 0)
     return _finish(tokenizer, new, ends, max_new_tokens, max_chars)
 
 
@@ -94,13 +88,8 @@ def complete(model: Any, tokenizer: Any, ids: list[int], stops: list[str], deadl
     stopper = _Stop(tokenizer, len(ids), stops, deadline)
     input_ids = torch.tensor([ids])
     ends = end_tokens(tokenizer)
-    if attempt > 1:
-        torch.manual_seed(retry_seed(attempt, ids))
-        how = Sampling()
-        options: dict[str, Any] = dict(do_sample=True, temperature=how.temperature, top_p=how.top_p,
-                                       repetition_penalty=how.repetition_penalty,
-                                       no_repeat_ngram_size=how.no_repeat_ngram)
-    elif attempt == 1:
+    options: dict[str, Any]
+    if attempt:
         options = dict(do_sample=False, repetition_penalty=PENALTY)
     else:  # the penalty skips the prompt's tokens
         # imported here: a warm start on the fast path never imports transformers (bot/model/light.py)
