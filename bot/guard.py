@@ -8,8 +8,8 @@ once with other settings, then falls back to a curated line. Pure functions: tes
 
 from __future__ import annotations
 
+import math
 import re
-from difflib import SequenceMatcher
 from typing import Iterable
 
 from bot.text import detect_lang
@@ -65,13 +65,18 @@ def _units(text: str, lang: str) -> list[str]:
     return list(_core(text)) if lang == "zh" else [w for w in _CORE.split(text.lower()) if w]
 
 
-def quoted(reply: str, message: str, lang: str) -> float:
-    """Share of the message that the reply repeats in one unbroken run."""
+def quotes(reply: str, message: str, lang: str) -> bool:
+    """The reply repeats at least QUOTE_SHARE of the message in one unbroken run.
+
+    Each window of the run's length is looked up as a substring: at most a fifth of the message's
+    length in lookups, where a longest-common-substring search costs reply x message steps."""
     said, heard = _units(reply, lang), _units(message, lang)
-    if len(heard) < QUOTE_MIN.get(lang, QUOTE_MIN["en"]) or not said:
-        return 0.0
-    run = SequenceMatcher(None, said, heard, autojunk=False).find_longest_match(0, len(said), 0, len(heard))
-    return run.size / len(heard)
+    run = math.ceil(QUOTE_SHARE * len(heard) - 1e-9)
+    if len(heard) < QUOTE_MIN.get(lang, QUOTE_MIN["en"]) or len(said) < run:
+        return False
+    sep = "" if lang == "zh" else " "  # words are matched whole
+    text = sep + sep.join(said) + sep
+    return any(sep + sep.join(heard[i : i + run]) + sep in text for i in range(len(heard) - run + 1))
 
 
 def echoes(reply: str, message: str, lang: str) -> bool:
@@ -84,7 +89,7 @@ def echoes(reply: str, message: str, lang: str) -> bool:
     share = overlap(reply, message, lang)
     if share >= ECHO_OVERLAP or (bool(_FIRST_PERSON.match(reply)) and share >= RESTATE_OVERLAP):
         return True
-    if quoted(reply, message, lang) >= QUOTE_SHARE:
+    if quotes(reply, message, lang):
         return True
     # a reply that opens by restating the message ("考试没考好，心情很低落。你…") also echoes it
     opening = _CLAUSE.split(reply.strip(), maxsplit=1)[0]

@@ -31,9 +31,14 @@ def test_opening_with_the_message_is_an_echo() -> None:
 def test_quoting_most_of_the_message_is_an_echo_however_the_reply_goes_on() -> None:
     # the opening clause ran on with a comma, so the opening rule above missed it
     assert guard.echoes("考试没考好，心情很低落，这几天你最难熬。今天有什么事想说吗？", "今天考试没考好，心情很低落", "zh")
-    assert guard.echoes("So sorry, the movers broke my mirror and scratched the table, that's awful. Are you ok?",
-                        "the movers broke my mirror and scratched the table", "en")
-    assert guard.quoted("路面结冰摔了一跤，尾巴骨好疼，这几天一定很辛苦。", "路面结冰摔了一跤，尾巴骨好疼", "zh") == 1.0
+    # a long reply: under the share of n-grams that counts as an echo, but the message is in it whole
+    long_reply = "Oh no, I'm so sorry to hear that the movers broke my mirror and scratched the table, how awful for you."
+    assert guard.overlap(long_reply, "the movers broke my mirror and scratched the table", "en") < guard.ECHO_OVERLAP
+    assert guard.echoes(long_reply, "the movers broke my mirror and scratched the table", "en")
+    assert guard.quotes("路面结冰摔了一跤，尾巴骨好疼，这几天一定很辛苦。", "路面结冰摔了一跤，尾巴骨好疼", "zh")
+    # words are matched whole: "bathe movers broke it" does not hold "the movers broke it"
+    assert guard.quotes("so the movers broke it", "the movers broke it", "en")
+    assert not guard.quotes("bathe movers broke it", "the movers broke it", "en")
     # a short message may be named whole; a reply naming part of a longer one is fine
     assert not guard.echoes("被拒了，真的很让人失望。你还好吗？", "被拒了", "zh")
     assert not guard.echoes("Eating instant noodles every day is a real struggle. How are you managing?",
