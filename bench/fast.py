@@ -229,7 +229,7 @@ def write(data: dict[str, Any], path: Path) -> None:
         + (f", whose classification p50 was {data['classify_torch_p50_ms']:.1f} ms." if "classify_torch_p50_ms" in data
            else "."),
         "",
-        f"**Reply agreement** (shortlist vs full vocabulary, greedy, every 5th reply-validation prompt; the "
+        f"**Reply agreement** (shortlist vs full vocabulary, greedy, every 5th replies_eval prompt; the "
         f"shortlist as the bot decodes with it, the prompt's own tokens copyable): {replies['identical']} of "
         f"{replies['prompts']} replies identical." + (" The others, shortlist first:" if replies["differing"] else ""),
         "",
