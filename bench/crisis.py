@@ -90,13 +90,15 @@ def main(argv: list[str] | None = None) -> None:
              f"Thresholds on the crisis scale: `escalation.crisis_threshold` = {escalation.crisis_threshold} (the "
              f"head's few-false-alarms threshold), `escalation.concern_threshold` = {escalation.concern_threshold} "
              f"(its recall-first threshold). Load average {load:.2f} at start.", "",
-             "The test split holds four sets. `crisis.jsonl`'s rows were written first and its test split "
+             "The test split holds five sets. `crisis.jsonl`'s rows were written first and its test split "
              "was scored in earlier sessions too, so its figures are optimistic. `crisis_fresh_*.jsonl` was "
              "written later by other hands; its test split has been scored before this run as well. "
-             "`crisis_final_*.jsonl` was written last, by hands that saw none of the other rows; rows close to "
-             "any earlier row were dropped; it was first scored with the previous heads. `crisis_final2_*.jsonl` "
+             "`crisis_final_*.jsonl` was written next, by hands that saw none of the other rows; rows close to "
+             "any earlier row were dropped; it was first scored with older heads. `crisis_final2_*.jsonl` "
              "was written in the same way a session later, after the third batch of crisis training rows, "
-             "and is scored once: read it as the honest figure.", ""]
+             "and first scored with these heads. `crisis_final3_*.jsonl` was written in the same way in the "
+             "session after that, when these heads had already shipped, and nothing was chosen after reading "
+             "it: read it as the honest figure.", ""]
     groups = [("all", None), ("crisis.jsonl", {"crisis.jsonl"})]
     for name in tdata.CRISIS_TEST_SETS:
         groups.append((name, {r["file"] for r in results if r["file"].startswith(f"{name}_")}))
