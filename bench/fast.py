@@ -6,7 +6,7 @@ warm start and memory, with the bandwidth limit beside each decode figure.
 
 Also measured here, because the speed-ups must not change what the bot says or how it labels:
 - reply agreement: greedy replies over the output shortlist vs the full vocabulary, on every 5th
-  prompt of the reply validation set (train/data/replies_eval.jsonl, written for this project);
+  prompt of the reply evaluation set (train/data/replies_eval.jsonl, written for this project);
 - mood agreement: labels and crisis scores of the fast path vs transformers' forward pass, on
   validation texts carved from the training data (train/data.py), never on a scored set.
 
@@ -68,10 +68,10 @@ def fast_generate(engine: ModelEngine, ids: list[int], head: fast.Shortlist, n: 
     """(seconds to the complete n-token reply, decode tokens/s), EOS ignored as llama.cpp's run does."""
     assert engine.fast is not None
     started = time.perf_counter()
-    fast.greedy(engine.fast, head, ids, 1, [], lambda new: False, None)
+    fast.decode(engine.fast, head, ids, 1, [], lambda new: False, None)
     first = time.perf_counter() - started
     started = time.perf_counter()
-    fast.greedy(engine.fast, head, ids, n, [], lambda new: False, None)
+    fast.decode(engine.fast, head, ids, n, [], lambda new: False, None)
     total = time.perf_counter() - started
     return total, (n - 1) / max(total - first, 1e-9)
 

@@ -75,7 +75,7 @@ class _Recording:
 def distinct2(replies: list[str], lang: str) -> float:
     grams: list[str] = []
     for reply in replies:
-        units = list(guard._core(reply)) if lang == "zh" else [w for w in guard._CORE.split(reply.lower()) if w]
+        units = guard.units(reply, lang)
         grams += [" ".join(units[i : i + 2]) for i in range(len(units) - 1)]
     return len(set(grams)) / max(1, len(grams))
 

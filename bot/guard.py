@@ -44,12 +44,15 @@ def _core(text: str) -> str:
     return _CORE.sub("", text.lower())
 
 
+def units(text: str, lang: str) -> list[str]:
+    """What the rules count: characters for Chinese (punctuation and spaces left out), words otherwise."""
+    return list(_core(text)) if lang == "zh" else [w for w in _CORE.split(text.lower()) if w]
+
+
 def _grams(text: str, lang: str) -> list[str]:
-    if lang == "zh":
-        core = _core(text)
-        return [core[i : i + NGRAM] for i in range(len(core) - NGRAM + 1)]
-    words = [w for w in _CORE.split(text.lower()) if w]
-    return [" ".join(words[i : i + NGRAM]) for i in range(len(words) - NGRAM + 1)]
+    parts = units(text, lang)
+    sep = "" if lang == "zh" else " "
+    return [sep.join(parts[i : i + NGRAM]) for i in range(len(parts) - NGRAM + 1)]
 
 
 def overlap(reply: str, message: str, lang: str) -> float:
@@ -61,16 +64,12 @@ def overlap(reply: str, message: str, lang: str) -> float:
     return sum(g in source for g in grams) / len(grams)
 
 
-def _units(text: str, lang: str) -> list[str]:
-    return list(_core(text)) if lang == "zh" else [w for w in _CORE.split(text.lower()) if w]
-
-
 def quotes(reply: str, message: str, lang: str) -> bool:
     """The reply repeats at least QUOTE_SHARE of the message in one unbroken run.
 
     Each window of the run's length is looked up as a substring: at most a fifth of the message's
     length in lookups, where a longest-common-substring search costs reply x message steps."""
-    said, heard = _units(reply, lang), _units(message, lang)
+    said, heard = units(reply, lang), units(message, lang)
     run = math.ceil(QUOTE_SHARE * len(heard) - 1e-9)
     if len(heard) < QUOTE_MIN.get(lang, QUOTE_MIN["en"]) or len(said) < run:
         return False

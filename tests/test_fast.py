@@ -58,7 +58,7 @@ def test_greedy_decoding_matches_transformers_generate(model: Gemma3ForCausalLM)
     runner = fast.FastGemma(model, max_positions=256)
     head = fast.Shortlist(model.lm_head, None)
     ids = torch.randint(3, 320, (10,)).tolist()
-    got = fast.greedy(runner, head, ids, 12, ends=[], stop=lambda new: False, deadline=None)
+    got = fast.decode(runner, head, ids, 12, ends=[], stop=lambda new: False, deadline=None)
     with torch.inference_mode():
         out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                              max_new_tokens=12, min_new_tokens=12, do_sample=False, repetition_penalty=1.1)
@@ -89,10 +89,10 @@ def test_a_shortlist_only_ever_emits_its_tokens_and_stops_at_an_end_token(model:
     allowed = torch.arange(3, 320, 3)
     head = fast.Shortlist(model.lm_head, allowed)
     ids = torch.randint(3, 320, (10,)).tolist()
-    got = fast.greedy(runner, head, ids, 16, ends=[], stop=lambda new: False, deadline=None)
+    got = fast.decode(runner, head, ids, 16, ends=[], stop=lambda new: False, deadline=None)
     assert len(got) == 16 and set(got) <= set(allowed.tolist())
     end = got[3]
-    stopped = fast.greedy(runner, head, ids, 16, ends=[end], stop=lambda new: False, deadline=None)
+    stopped = fast.decode(runner, head, ids, 16, ends=[end], stop=lambda new: False, deadline=None)
     assert stopped == got[: got.index(end) + 1]
 
 
@@ -101,7 +101,7 @@ def test_the_deadline_stops_decoding(model: Gemma3ForCausalLM) -> None:
 
     runner = fast.FastGemma(model, max_positions=256)
     with pytest.raises(EngineTimeout):
-        fast.greedy(runner, fast.Shortlist(model.lm_head, None), [5, 6, 7], 8, ends=[], stop=lambda new: False,
+        fast.decode(runner, fast.Shortlist(model.lm_head, None), [5, 6, 7], 8, ends=[], stop=lambda new: False,
                     deadline=0.0)
 
 
@@ -164,7 +164,7 @@ def test_a_prompt_token_outside_the_shortlist_can_be_copied_into_the_reply(model
     runner = fast.FastGemma(model, max_positions=256)
     every = fast.Shortlist(model.lm_head, torch.arange(3, 320))
     ids = torch.randint(3, 320, (10,)).tolist()
-    first = fast.greedy(runner, every, ids, 1, ends=[], stop=lambda new: False, deadline=None)[0]
+    first = fast.decode(runner, every, ids, 1, ends=[], stop=lambda new: False, deadline=None)[0]
     # a shortlist without the token the others pick first: it is emitted only when copyable
     head = fast.Shortlist(model.lm_head, torch.tensor([t for t in range(3, 320) if t != first]))
     assert fast.decode(runner, head, ids, 1, ends=[], stop=lambda new: False, deadline=None)[0] != first

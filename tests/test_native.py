@@ -171,7 +171,7 @@ def test_greedy_decoding_in_c_matches_transformers_generate(lib: ctypes.CDLL, mo
     runner.use_native(lib)
     head = fast.Shortlist(model.lm_head, None)
     ids = _tokens(10, 3)
-    got = fast.greedy(runner, head, ids, 12, ends=[], stop=lambda new: False, deadline=None)
+    got = fast.decode(runner, head, ids, 12, ends=[], stop=lambda new: False, deadline=None)
     with torch.inference_mode():
         out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                              max_new_tokens=12, min_new_tokens=12, do_sample=False, repetition_penalty=1.1)

@@ -54,7 +54,7 @@ def test_the_embedded_model_runs_on_the_fast_path_with_the_shipped_shortlist(eng
     assert engine.fast is not None and engine.head is not None
     assert 50_000 < len(engine.head.ids) < engine.head.vocab  # the zh + en rows, not the whole vocabulary
     ids = engine.encode("今天考试没考好", special=True)
-    new = fast.greedy(engine.fast, engine.head, ids, 6, [], lambda tokens: False, None)
+    new = fast.decode(engine.fast, engine.head, ids, 6, [], lambda tokens: False, None)
     assert len(new) == 6 and all(int(engine.head.row_of[t]) >= 0 for t in new)
 
 

@@ -396,12 +396,6 @@ def _penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch
     return logits
 
 
-def greedy(fast: FastGemma, head: Shortlist, ids: list[int], max_new_tokens: int, ends: Sequence[int],
-           stop: Callable[[list[int]], bool], deadline: float | None, repetition_penalty: float = 1.1) -> list[int]:
-    """Greedy decoding with the repetition penalty over prompt and reply tokens, as transformers does it."""
-    return decode(fast, head, ids, max_new_tokens, ends, stop, deadline, repetition_penalty=repetition_penalty)
-
-
 def decode(fast: FastGemma, head: Shortlist, ids: list[int], max_new_tokens: int, ends: Sequence[int],
            stop: Callable[[list[int]], bool], deadline: float | None, repetition_penalty: float = 1.1,
            copyable: Sequence[int] = (), penalize_prompt: bool = True) -> list[int]:
