@@ -177,6 +177,7 @@ def test_heads_smoke_fits_fingerprinted_heads_and_a_foreign_head_is_refused(tiny
     mood, crisis = Readout.load(mood_files[0]), Readout.load(crisis_files[0])
     assert mood.labels == ("positive", "negative", "neutral") and crisis.labels == ("crisis", "not_crisis")
     assert 0 < crisis.threshold <= 0.5 and mood.temperature > 0
+    assert len(mood.members) == 5 and not crisis.members  # the mood head is the networks' mean, crisis linear
 
     settings = ModelSettings(path=str(tiny_dirs["gemma3"]), quantize="none", dtype="float32")
     loaded = load_model(settings)
@@ -186,6 +187,40 @@ def test_heads_smoke_fits_fingerprinted_heads_and_a_foreign_head_is_refused(tiny
     loaded.fingerprint = "other-weights"
     with pytest.raises(EngineError, match="trained for the weights"):
         ModelEngine(loaded, settings, SentimentSettings(readout=str(mood_files[0]), crisis_head="none"))
+
+
+def test_the_networks_mood_head_learns_saves_and_refuses_a_misshapen_file(tmp_path: Path) -> None:
+    """Three separable classes in 8 features: the networks learn them, stop early on their own rows,
+    and survive a save and load; a network that does not fit the features is refused at load."""
+    from train import heads
+
+    torch.manual_seed(0)
+    y = torch.arange(300) % 3
+    x = torch.randn(300, 8) * 0.3
+    x[torch.arange(300), y] += 2.0
+    stop = torch.arange(300) % 10 == 0
+    head = heads.mood_head(x, y, x[:60], y[:60], (0,), "fp", stop=stop)
+    assert len(head.members) == 5 and head.weight.numel() == 0
+    assert float((head.probs(x).argmax(1) == y).float().mean()) > 0.95
+    head.save(tmp_path / "mood.pt")
+    again = Readout.load(tmp_path / "mood.pt")
+    assert torch.allclose(again.probs(x), head.probs(x))
+    assert torch.allclose(head.probs(x).sum(1), torch.ones(300))
+    linear = heads.mood_head(x, y, x[:60], y[:60], (0,), "fp", kind="linear")
+    assert not linear.members and float((linear.probs(x).argmax(1) == y).float().mean()) > 0.95
+
+    w1, b1, w2, b2 = head.members[0]
+    head.members[0] = (w1[:, :4], b1, w2, b2)
+    head.save(tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="does not fit its 8 features"):
+        Readout.load(tmp_path / "bad.pt")
+    from bot.model.engine import _pick_readout
+
+    with pytest.raises(EngineError, match="cannot be read: .*does not fit"):
+        _pick_readout(str(tmp_path / "bad.pt"), "fp", 8, "mood")
+    (tmp_path / "junk.pt").write_bytes(b"not a head")
+    with pytest.raises(EngineError, match="cannot be read"):
+        _pick_readout(str(tmp_path / "junk.pt"), "fp", 8, "mood")
 
 
 def test_the_sure_crisis_threshold_also_bounds_false_alarms_on_ordinary_messages() -> None:

@@ -77,6 +77,48 @@ def fit(x: torch.Tensor, y: torch.Tensor, classes: int, decay: float = 1e-3,
     return mean, std, w.detach(), b.detach()
 
 
+def is_stopping_row(text: str) -> bool:
+    """One training row in twenty, by a hash other than the validation split's: the networks' early
+    stopping reads these, so validation rows stay for calibration and for choosing."""
+    return int(tdata.digest(text)[8:16], 16) % 20 == 0
+
+
+def fit_networks(x: torch.Tensor, y: torch.Tensor, stop: torch.Tensor, classes: int, seeds: int = 5,
+                 width: int = 256, epochs: int = 25) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, ...]]]:
+    """`seeds` one-hidden-layer networks (dropout 0.2, class-weighted cross-entropy, AdamW), each kept
+    at the epoch with the best macro-F1 on the rows flagged in `stop`, which it does not train on."""
+    mean, std = x[~stop].mean(0), x[~stop].std(0) + 1e-5
+    z = (x - mean) / std
+    z_fit, y_fit, z_stop, y_stop = z[~stop], y[~stop], z[stop], y[stop]
+    counts = torch.bincount(y_fit, minlength=classes).float().clamp(min=1)
+    class_weight = counts.sum() / (classes * counts)
+    members = []
+    for seed in range(seeds):
+        torch.manual_seed(seed)
+        net = torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(x.shape[1], width), torch.nn.GELU(),
+                                  torch.nn.Dropout(0.2), torch.nn.Linear(width, classes))
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
+        best: tuple[float, dict[str, torch.Tensor], int] = (-1.0, {}, -1)
+        for epoch in range(epochs):
+            net.train()
+            order = torch.randperm(len(y_fit))
+            for start in range(0, len(order), 256):
+                rows = order[start : start + 256]
+                loss = F.cross_entropy(net(z_fit[rows]), y_fit[rows], weight=class_weight)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            net.eval()
+            with torch.no_grad():
+                score = macro_f1(net(z_stop).argmax(1), y_stop, classes) if len(y_stop) else -float(epoch)
+            if score > best[0]:
+                best = (score, {k: v.detach().clone() for k, v in net.state_dict().items()}, epoch)
+        log.info("network %d of %d: epoch %d, stopping-row macro-F1 %.3f", seed + 1, seeds, best[2] + 1, best[0])
+        state = best[1]
+        members.append((state["1.weight"], state["1.bias"], state["4.weight"], state["4.bias"]))
+    return mean, std, members
+
+
 def logits_of(x: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
     mean, std, w, b = params
     return ((x - mean) / std) @ w.T + b
@@ -126,9 +168,19 @@ def features(engine: Any, texts: list[str], layers: Sequence[int], cache: Path |
 
 
 def mood_head(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
-              layers: tuple[int, ...], fingerprint: str) -> Readout:
-    params = fit(x_train, y_train, len(MOODS))
-    val_logits = logits_of(x_val, params)
+              layers: tuple[int, ...], fingerprint: str, stop: torch.Tensor | None = None,
+              kind: str = "networks") -> Readout:
+    """`kind` networks: the mean of five small networks (`stop` flags the training rows that only
+    their early stopping reads); linear: one logistic regression on every training row."""
+    if kind == "networks":
+        stop = torch.zeros(len(y_train), dtype=torch.bool) if stop is None else stop
+        mean, std, members = fit_networks(x_train, y_train, stop, len(MOODS))
+        head = Readout(layers, mean, std, torch.zeros(0), torch.zeros(0), MOODS, fingerprint, members=members)
+    else:
+        mean, std, w, b = fit(x_train, y_train, len(MOODS))
+        head = Readout(layers, mean, std, w, b, MOODS, fingerprint)
+    with torch.no_grad():
+        val_logits = head.logits(x_val)
     t = temperature(val_logits, y_val)
     neutral = MOODS.index("neutral")
     scored = []
@@ -142,12 +194,13 @@ def mood_head(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
     shift[neutral] = offset
     probs = torch.softmax(val_logits / t + shift, dim=1)
     accuracy = float((probs.argmax(1) == y_val).float().mean())
-    note = (f"mood head on layers {list(layers)}: {len(y_train)} training rows; validation ({len(y_val)} rows) "
+    what = f"{len(head.members)} networks" if head.members else "linear"
+    note = (f"mood head ({what}) on layers {list(layers)}: {len(y_train)} training rows; validation ({len(y_val)} rows) "
             f"macro-F1 {f1:.3f}, accuracy {accuracy:.3f}, ECE {ece(probs, y_val):.3f}; temperature {t:.2f}, "
             f"neutral offset {offset:+.2f}")
     log.info(note)
-    mean, std, w, b = params
-    return Readout(layers, mean, std, w, b, MOODS, fingerprint, note, temperature=t, offset=shift)
+    head.note, head.temperature, head.offset = note, t, shift
+    return head
 
 
 def lowest_threshold(scores: torch.Tensor, share: float) -> float:
@@ -201,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--adapter", default="auto", help="auto (the shipped one), none, or an adapter folder")
     # 3000 beat 600 and 1500 on validation (bench/NOTES.md, "A bigger mood mix"); groups with fewer rows give all
     parser.add_argument("--per-group", type=int, default=3000, help="rows per (source, label) of packaged corpora")
+    parser.add_argument("--mood-head", choices=("networks", "linear"), default="networks",
+                        help="the mood head: the mean of five small networks, or one logistic regression")
     parser.add_argument("--own-copies", type=int, default=8, help="copies of our own chat rows in the mood training mix")
     parser.add_argument("--ordinary-per-group", type=int, default=250,
                         help="rows per (source, label) of the mix the non-crisis examples are drawn from")
@@ -245,7 +300,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         return x[[index[r.text] for r in items]]
 
     y_mood = lambda items: torch.tensor([MOODS.index(r.mood) for r in items])  # noqa: E731
-    mood = mood_head(rows(mood_train), y_mood(mood_train), rows(mood_val), y_mood(mood_val), layers, fingerprint)
+    stop = torch.tensor([is_stopping_row(r.text) for r in mood_train])
+    mood = mood_head(rows(mood_train), y_mood(mood_train), rows(mood_val), y_mood(mood_val), layers, fingerprint,
+                     stop=stop, kind=args.mood_head)
     crisis_x = torch.cat([rows(crisis_train), rows(ordinary)])
     crisis_y = torch.tensor([1 - int(r.crisis or 0) for r in crisis_train] + [1] * len(ordinary))
     val_y = torch.tensor([1 - int(r.crisis or 0) for r in crisis_val])

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import pickle
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -241,7 +242,10 @@ def _pick_readout(choice: str, fingerprint: str | None, hidden_size: int, head: 
         path = Path(choice).expanduser()
         if not path.exists():
             raise EngineError(f"the {head} head {path} does not exist")
-    readout = Readout.load(path)
+    try:
+        readout = Readout.load(path)
+    except (ValueError, KeyError, RuntimeError, OSError, pickle.UnpicklingError) as exc:  # a damaged or foreign file
+        raise EngineError(f"the {head} head {path} cannot be read: {exc}") from exc
     if readout.mean.shape[-1] != hidden_size * len(readout.layers):
         raise EngineError(f"the {head} head {path} was trained for another model (hidden size {readout.mean.shape[-1]})")
     if fingerprint and readout.fingerprint != fingerprint:

@@ -1,8 +1,11 @@
-"""Small linear heads over the model's own hidden states at the mood-prompt answer position.
+"""Small heads over the model's own hidden states at the mood-prompt answer position.
 
 Mood (positive / negative / neutral) and crisis (crisis / not) read the same features, so one
 forward pass serves both: still one model. Trained by `python -m train.heads` for the exact
 weights being served; a head trained for other weights is refused at load, by fingerprint.
+
+A head is linear, or the mean of the logits of a few one-hidden-layer networks (the mood head:
+bench/NOTES.md, "A small neural mood head"); either costs well under a millisecond a message.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "readouts"  # package data: bot/readouts/
 
@@ -30,11 +34,21 @@ class Readout:
     offset: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
     threshold: float = 0.5  # for a two-label head: labels[0] when its probability reaches this
     sure: float | None = None  # the crisis head's threshold for few false alarms (bot/domain.py crisis_scale)
+    # networks whose logits are averaged, each (w1, b1, w2, b2) with w1 (width, features), w2 (labels, width);
+    # when there are any, `weight` and `bias` are unused
+    members: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(n, features) -> (n, labels) logits before calibration."""
+        z = (hidden - self.mean) / self.std
+        if not self.members:
+            out: torch.Tensor = z @ self.weight.T + self.bias
+            return out
+        return torch.stack([F.gelu(z @ w1.T + b1) @ w2.T + b2 for w1, b1, w2, b2 in self.members]).mean(0)
 
     def probs(self, hidden: torch.Tensor) -> torch.Tensor:
         """(n, features) -> (n, labels) calibrated probabilities in the order of `labels`."""
-        logits = ((hidden - self.mean) / self.std) @ self.weight.T + self.bias
-        logits = logits / self.temperature
+        logits = self.logits(hidden) / self.temperature
         if self.offset.numel():
             logits = logits + self.offset
         return torch.softmax(logits, dim=-1)
@@ -46,6 +60,7 @@ class Readout:
                 "layers": list(self.layers), "mean": self.mean, "std": self.std, "weight": self.weight, "bias": self.bias,
                 "labels": list(self.labels), "fingerprint": self.fingerprint, "note": self.note,
                 "temperature": self.temperature, "offset": self.offset, "threshold": self.threshold, "sure": self.sure,
+                "members": [list(m) for m in self.members],
             },
             path,
         )
@@ -53,6 +68,10 @@ class Readout:
     @classmethod
     def load(cls, path: Path) -> Readout:
         data = torch.load(path, map_location="cpu", weights_only=True)
+        features, labels = data["mean"].shape[-1], len(data["labels"])
+        for member in data.get("members", []):
+            if len(member) != 4 or member[0].shape[-1] != features or member[2].shape[0] != labels:
+                raise ValueError(f"{path}: a network of the head does not fit its {features} features and {labels} labels")
         return cls(
             layers=tuple(int(x) for x in data["layers"]), mean=data["mean"].float(), std=data["std"].float(),
             weight=data["weight"].float(), bias=data["bias"].float(),
@@ -60,6 +79,7 @@ class Readout:
             note=str(data.get("note", "")), temperature=float(data.get("temperature", 1.0)),
             offset=data.get("offset", torch.zeros(0)).float(), threshold=float(data.get("threshold", 0.5)),
             sure=None if data.get("sure") is None else float(data["sure"]),
+            members=[tuple(t.float() for t in m) for m in data.get("members", [])],
         )
 
 
