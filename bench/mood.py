@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
                 results["variants"][name] = data
     (args.out / "mood_results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
     lines = [f"Load average {results['load_start']:.2f} at start, {results['load_end']:.2f} at end. "
-             "Dev sets scored at the end of a session, after every knob was chosen on training-data validation splits (bench/SELECTION.md). They have been scored six times (2026-11-22; on 2026-11-23 after the mood mix was chosen, after the second adapter, after the third adapter shipped, after the mood mix grew from 600 to 3000 rows a packaged source and label, and after the sixth adapter shipped); no knob was chosen on them, but six looks make them less clean than a first scoring."
+             "Dev sets scored at the end of a session, after every knob was chosen on training-data validation splits (bench/SELECTION.md). They have been scored seven times (2026-11-22; on 2026-11-23 after the mood mix was chosen, after the second adapter, after the third adapter shipped, after the mood mix grew from 600 to 3000 rows a packaged source and label, and after the sixth adapter shipped; on 2026-11-24 after the mood head became five small networks); no knob was chosen on them, but seven looks make them less clean than a first scoring."
              + (f" Rows marked [{args.previous}] are the previous run's figures, kept by --previous." if args.previous else ""), "",
              "| set | variant | pos-vs-neg accuracy | printed-label accuracy | neutral share | chat macro-F1 | ECE |",
              "|---|---|---|---|---|---|---|"]

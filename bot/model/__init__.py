@@ -9,7 +9,7 @@ mood and crisis heads, generation, and the engine facade the rest of the bot use
     tokenizer.py the Gemma tokenizer on the `tokenizers` library alone
     vocab.py     the output shortlist of the tokens Chinese and English replies use
     cache.py     the one atomic save every cached file and folder goes through
-    heads.py     the linear mood and crisis heads over the model's hidden states
+    heads.py     the mood (five small networks) and crisis (linear) heads over the hidden states
     mood.py      prompt scoring: cached prefix, hidden states, label-token probabilities
     fast.py      the project's own decode loop: static KV cache, shortlist output layer
     generate.py  the decode call with deadline and stop strings

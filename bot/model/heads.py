@@ -67,20 +67,45 @@ class Readout:
 
     @classmethod
     def load(cls, path: Path) -> Readout:
+        """Read a head file; ValueError names what does not fit, so a damaged file fails at start-up."""
         data = torch.load(path, map_location="cpu", weights_only=True)
-        features, labels = data["mean"].shape[-1], len(data["labels"])
-        for member in data.get("members", []):
-            if len(member) != 4 or member[0].shape[-1] != features or member[2].shape[0] != labels:
-                raise ValueError(f"{path}: a network of the head does not fit its {features} features and {labels} labels")
-        return cls(
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: not a head file (it holds a {type(data).__name__})")
+        missing = [k for k in ("layers", "mean", "std", "weight", "bias", "labels", "fingerprint") if k not in data]
+        if missing:
+            raise ValueError(f"{path}: not a head file (missing {', '.join(missing)})")
+        head = cls(
             layers=tuple(int(x) for x in data["layers"]), mean=data["mean"].float(), std=data["std"].float(),
             weight=data["weight"].float(), bias=data["bias"].float(),
             labels=tuple(str(v) for v in data["labels"]), fingerprint=str(data["fingerprint"]),
             note=str(data.get("note", "")), temperature=float(data.get("temperature", 1.0)),
             offset=data.get("offset", torch.zeros(0)).float(), threshold=float(data.get("threshold", 0.5)),
             sure=None if data.get("sure") is None else float(data["sure"]),
-            members=[tuple(t.float() for t in m) for m in data.get("members", [])],
+            members=[tuple(t.float() for t in m) for m in data.get("members") or []],
         )
+        problem = head._misfit()
+        if problem:
+            raise ValueError(f"{path}: {problem}")
+        return head
+
+    def _misfit(self) -> str | None:
+        """What in the head's shapes does not fit together, or None."""
+        features, labels = self.mean.shape[-1], len(self.labels)
+        if self.mean.shape != (features,) or self.std.shape != (features,):
+            return f"its mean and std do not both have {features} features"
+        if self.offset.numel() not in (0, labels):
+            return f"its offset does not have {labels} labels"
+        if not self.members:
+            if self.weight.shape != (labels, features) or self.bias.shape != (labels,):
+                return f"its linear weights do not fit its {features} features and {labels} labels"
+        for member in self.members:
+            if len(member) != 4:
+                return "a network of the head does not have four tensors"
+            w1, b1, w2, b2 = member
+            if w1.dim() != 2 or w1.shape[1] != features or b1.shape != (w1.shape[0],) \
+                    or w2.shape != (labels, w1.shape[0]) or b2.shape != (labels,):
+                return f"a network of the head does not fit its {features} features and {labels} labels"
+        return None
 
 
 def shipped_path(fingerprint: str, head: str = "mood") -> Path:
