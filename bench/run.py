@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import random
 import shutil
@@ -31,34 +30,19 @@ from bench.charts import accuracy_chart, latency_chart
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-WHEELS = BENCH / ".wheels"
-LLAMA_CPP = "llama-cpp-python==0.3.36"
-# ggml's AMX kernels crash here (the CPU reports AMX, but its tile state is not usable in this
-# environment: seen as a segfault in ggml_backend_amx_mul_mat), so build for AVX-512 without AMX.
-# The tools and the multimodal library are not needed and halve the build.
-LLAMA_CMAKE_ARGS = (
-    "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON "
-    "-DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON "
-    "-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF"
-)
 
 
 def ensure_llama_cpp() -> bool:
-    """Install llama-cpp-python for the benchmark only (it builds from source once; the wheel is cached)."""
+    """Install llama-cpp-python for the benchmark only, with the one build recipe `.ci/llama-wheel`
+    (portable x86-64: AVX2, no AVX-512, no AMX; built from source once per machine, the wheel
+    cached outside the clone). A wheel built for AVX-512 dies with SIGILL on this round's AVX2 machine."""
     try:
         import llama_cpp  # noqa: F401
 
         return True
     except ImportError:
         pass
-    WHEELS.mkdir(parents=True, exist_ok=True)
-    if not list(WHEELS.glob("llama_cpp_python-*.whl")):
-        print(f"building {LLAMA_CPP} once (about 11 minutes here); the wheel is cached in {WHEELS}", flush=True)
-        env = {**os.environ, "CMAKE_ARGS": LLAMA_CMAKE_ARGS}
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-cache-dir", "--no-deps", LLAMA_CPP, "-w", str(WHEELS)],
-                       check=True, env=env)
-    wheel = sorted(WHEELS.glob("llama_cpp_python-*.whl"))[-1]
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", str(wheel), "diskcache"], check=True)
+    subprocess.run([str(ROOT / ".ci" / "llama-wheel"), sys.executable], check=True)
     return True
 
 
