@@ -389,6 +389,9 @@ def _same_rows(head: Int8Linear, data: dict[str, torch.Tensor]) -> bool:
     return torch.equal(scales, head.scales[ids]) and torch.equal(q[sample], head.rows(ids[sample])[0])
 
 
+PENALTY = 1.1  # the greedy attempts' repetition penalty (bench/NOTES.md, "Repetition penalty")
+
+
 def _penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
     """transformers' repetition penalty: seen tokens' logits divided (positive) or multiplied by it."""
     picked = logits[seen]
@@ -397,7 +400,7 @@ def _penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch
 
 
 def decode(fast: FastGemma, head: Shortlist, ids: list[int], max_new_tokens: int, ends: Sequence[int],
-           stop: Callable[[list[int]], bool], deadline: float | None, repetition_penalty: float = 1.1,
+           stop: Callable[[list[int]], bool], deadline: float | None, repetition_penalty: float = PENALTY,
            copyable: Sequence[int] = (), penalize_prompt: bool = True) -> list[int]:
     """Greedy decoding; the repetition penalty covers prompt and reply tokens, or with
     `penalize_prompt` False the reply's own tokens only (transformers' `prompt_ignore_length`).

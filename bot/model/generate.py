@@ -18,11 +18,10 @@ import torch
 
 from bot import prompts
 from bot.errors import EngineTimeout
-from bot.model.fast import FastGemma, Shortlist, decode
+from bot.model.fast import PENALTY, FastGemma, Shortlist, decode
 from bot.text import clean_reply, trim_to_sentence
 
 TAIL = 8  # tokens decoded to look for a stop string
-PENALTY = 1.1  # the greedy attempts' repetition penalty
 
 
 def at_stop(tokenizer: Any, new: list[int], stops: list[str]) -> bool:
