@@ -133,11 +133,6 @@ def _one_network(z_fit: torch.Tensor, y_fit: torch.Tensor, z_stop: torch.Tensor,
     return (state["1.weight"], state["1.bias"], state["4.weight"], state["4.bias"]), f"epoch {best[2] + 1}, {how}"
 
 
-def logits_of(x: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
-    mean, std, w, b = params
-    return ((x - mean) / std) @ w.T + b
-
-
 def temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
     best = min((F.cross_entropy(logits / t, y).item(), t) for t in [x / 10 for x in range(5, 41)])
     return best[1]
@@ -228,8 +223,9 @@ def crisis_head(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tenso
                 layers: tuple[int, ...], fingerprint: str, row_weight: torch.Tensor | None = None,
                 ordinary_val: torch.Tensor | None = None) -> Readout:
     # label 0 = crisis, so that probs[:, 0] is the crisis probability as the engine reads it
-    params = fit(x_train, y_train, 2, decay=1e-2, row_weight=row_weight)
-    p = torch.softmax(logits_of(x_val, params), dim=1)[:, 0]
+    head = Readout(layers, *fit(x_train, y_train, 2, decay=1e-2, row_weight=row_weight), ("crisis", "not_crisis"),
+                   fingerprint)
+    p = head.probs(x_val)[:, 0]
     crisis_p = p[y_val == 0].sort().values
     keep = max(0, int(len(crisis_p) * (1 - RECALL)))  # how many validation crises may fall under it
     threshold = float(crisis_p[keep]) * 0.999 if len(crisis_p) else 0.5
@@ -241,7 +237,7 @@ def crisis_head(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tenso
     sure = max(threshold, lowest_threshold(p[y_val == 1], SURE_FALSE_ALARMS))
     bound = ""
     if ordinary_val is not None and len(ordinary_val):
-        ordinary_p = torch.softmax(logits_of(ordinary_val, params), dim=1)[:, 0]
+        ordinary_p = head.probs(ordinary_val)[:, 0]
         ordinary_cut = lowest_threshold(ordinary_p, SURE_ORDINARY_FALSE_ALARMS)
         if ordinary_cut > sure:
             bound = f" (raised from {sure:.3f} by the bound on ordinary messages)"
@@ -256,9 +252,8 @@ def crisis_head(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tenso
             f"false alarms {false_alarms:.3f} of {int((y_val == 1).sum())} hard negatives at the recall-first threshold "
             f"{threshold:.3f}; recall {sure_recall:.3f}, false alarms {sure_false:.3f} at the sure threshold {sure:.3f}{bound}")
     log.info(note)
-    mean, std, w, b = params
-    return Readout(layers, mean, std, w, b, ("crisis", "not_crisis"), fingerprint, note, threshold=threshold,
-                   sure=sure)
+    head.note, head.threshold, head.sure = note, threshold, sure
+    return head
 
 
 def main(argv: Sequence[str] | None = None) -> None:

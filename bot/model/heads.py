@@ -95,9 +95,8 @@ class Readout:
             return f"its mean and std do not both have {features} features"
         if self.offset.numel() not in (0, labels):
             return f"its offset does not have {labels} labels"
-        if not self.members:
-            if self.weight.shape != (labels, features) or self.bias.shape != (labels,):
-                return f"its linear weights do not fit its {features} features and {labels} labels"
+        if not self.members and (self.weight.shape != (labels, features) or self.bias.shape != (labels,)):
+            return f"its linear weights do not fit its {features} features and {labels} labels"
         for member in self.members:
             if len(member) != 4:
                 return "a network of the head does not have four tensors"
