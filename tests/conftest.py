@@ -28,6 +28,27 @@ def _network_guard(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
+@pytest.fixture(scope="session")
+def _scratch_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(autouse=True)
+def _no_home_cache(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep tiny test models' serving snapshots, prefix caches and kernel builds out of the user's
+    ~/.cache/moodbot (the default model.cache_dir).
+
+    HOME rather than MOODBOT__MODEL__CACHE_DIR: a ModelSettings built in code (train.heads, tests)
+    takes its defaults without reading the environment, but every "~" follows HOME,
+    subprocesses included. One home for the session, so the C kernels are built once. Tests of the
+    real embedded model, the gateway, the browser and the servers keep the real home: they reuse the
+    model converted there once (slow), node modules and browsers installed there."""
+    marked = (line.split(":")[0].strip() for line in request.config.getini("markers"))  # pyproject.toml's
+    if any(request.node.get_closest_marker(name) for name in marked):
+        return
+    monkeypatch.setenv("HOME", str(request.getfixturevalue("_scratch_home")))
+
+
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
