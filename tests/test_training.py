@@ -127,32 +127,6 @@ def test_batches_group_similar_lengths_and_cover_every_item_once_an_epoch() -> N
     assert max(spread) < 100  # a random batch of 8 from 10..400 spans about 300
 
 
-def test_merging_a_new_adapter_removes_the_earlier_adapters_builds_only(trained: Path, tiny_dirs: dict[str, Path],
-                                                                        tmp_path: Path) -> None:
-    base_dir, adapter = tiny_dirs["gemma3"], trained / "adapter"
-    stale = f"{base_dir.name}+0123456789ab"
-    kept = {  # the base's own snapshot, another checkpoint's merge, a merge in progress, an unrelated file
-        tmp_path / "serving" / f"{base_dir.name}-aaaaaaaaaaaa.pt",
-        tmp_path / "merged" / "other-model+0123456789ab" / "config.json",
-        tmp_path / "merged" / f"{base_dir.name}+fedcba987654.tmp42" / "config.json",
-        tmp_path / "prefix" / "other-model+0123456789ab-bbbbbbbbbbbb-1.pt",
-    }
-    removed = {
-        tmp_path / "merged" / stale / "config.json",
-        tmp_path / "serving" / f"{stale}-cccccccccccc.pt",
-        tmp_path / "serving" / f"{stale}-cccccccccccc.shortlist-dddddddddddd.pt",
-        tmp_path / "serving" / f"{stale}-cccccccccccc.tokenizer.pkl",
-        tmp_path / "prefix" / f"{stale}-cccccccccccc-eeeeeeeeeeee-1.pt",
-    }
-    for path in kept | removed:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("{}")
-    merged_dir = adapters.merged_checkpoint(base_dir, adapter, torch.float32, tmp_path)
-    assert (merged_dir / "config.json").exists()
-    assert all(path.exists() for path in kept)
-    assert not any(path.exists() for path in removed) and not (tmp_path / "merged" / stale).exists()
-
-
 def test_the_merged_checkpoint_computes_what_the_adapter_does(trained: Path, tiny_dirs: dict[str, Path],
                                                               tmp_path: Path) -> None:
     from peft import PeftModel

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from bot.errors import EngineError
-from bot.model.cache import drop_stale_builds, save_checkpoint
+from bot.model.cache import save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -63,5 +63,4 @@ def merged_checkpoint(weights: Path, adapter: Path, dtype: torch.dtype, cache_di
     tokenizer = AutoTokenizer.from_pretrained(str(weights), local_files_only=True)
 
     save_checkpoint(target, merged, tokenizer, "merged")
-    drop_stale_builds(target.parent, f"{weights.name}+", target, cache_dir)
     return target

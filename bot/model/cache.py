@@ -7,15 +7,12 @@ disk mid-write never leaves a half file that a later start would trust.
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 from bot.errors import EngineError
-
-log = logging.getLogger(__name__)
 
 
 def older_than(copy: Path, sources: list[Path]) -> bool:
@@ -65,22 +62,3 @@ def save_checkpoint(path: Path, model: Any, tokenizer: Any, what: str) -> None:
         save_dir(path, fill)
     except OSError as exc:
         raise EngineError(f"could not save the {what} model to {path}: {exc}") from exc
-
-
-def drop_stale_builds(folder: Path, prefix: str, keep: Path, cache_dir: Path) -> None:
-    """Remove the checkpoints in `folder` named `prefix`... other than `keep`, and the serving
-    snapshots and prompt caches made from them (named after them).
-
-    Each new adapter release gets its own merged checkpoint (about 540 MB with its snapshot's
-    300 MB more); without this, every upgrade left the previous ones behind for good. A build in
-    progress (a .tmp name) is left alone; a process still serving a removed snapshot keeps its
-    mapping, and a later start with that adapter merges it again (about a minute)."""
-    for stale in folder.iterdir():
-        if stale == keep or not stale.name.startswith(prefix) or ".tmp" in stale.name or not stale.is_dir():
-            continue
-        shutil.rmtree(stale, ignore_errors=True)
-        derived = [path for sub in ("serving", "prefix") if (cache_dir / sub).is_dir()
-                   for path in (cache_dir / sub).iterdir() if path.name.startswith(stale.name + "-")]
-        for path in derived:
-            path.unlink(missing_ok=True)
-        log.info("removed %s and %d files made from it (an earlier adapter's build)", stale.name, len(derived))
