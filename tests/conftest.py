@@ -28,6 +28,10 @@ def _network_guard(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
+# pyproject.toml's markers (not getini("markers"): plugins add theirs, asyncio's on every async test)
+MARKED = ("model", "gateway", "browser", "load", "server")
+
+
 @pytest.fixture(scope="session")
 def _scratch_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("home")
@@ -43,8 +47,7 @@ def _no_home_cache(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
     subprocesses included. One home for the session, so the C kernels are built once. Tests of the
     real embedded model, the gateway, the browser and the servers keep the real home: they reuse the
     model converted there once (slow), node modules and browsers installed there."""
-    marked = (line.split(":")[0].strip() for line in request.config.getini("markers"))  # pyproject.toml's
-    if any(request.node.get_closest_marker(name) for name in marked):
+    if any(request.node.get_closest_marker(name) for name in MARKED):
         return
     monkeypatch.setenv("HOME", str(request.getfixturevalue("_scratch_home")))
 
