@@ -1,4 +1,4 @@
-"""Command line: python -m bot {run,chat,classify,demo,report,dashboard} [--config config.yaml]."""
+"""Command line: python -m bot {run,chat,classify,demo,report,dashboard,cache} [--config config.yaml]."""
 
 from __future__ import annotations
 
@@ -36,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     classify.add_argument("file", type=Path)
     classify.add_argument("-o", "--output", type=Path, help="JSONL output (default: FILE.moods.jsonl)")
     classify.add_argument("--no-progress", action="store_true")
+    cache = sub.add_parser("cache", help="list the model cache folder; --prune removes what no config uses")
+    cache.add_argument("--prune", action="store_true", help="remove the entries listed as unused")
+    cache.add_argument("--also", action="append", default=[], metavar="CONFIG",
+                       help="another config sharing the cache folder, whose files are kept too (repeatable)")
     return parser
 
 
@@ -80,6 +84,44 @@ def _classify(settings: Settings, args: argparse.Namespace) -> int:
     print(summary.report())
     print(f"wrote {target}")
     return 0
+
+
+def _cache(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.model.cleanup import human, in_use, remove, survey
+
+    folder = Path(settings.model.cache_dir).expanduser()
+    configs = [settings]
+    for path in args.also:
+        other = load_settings(path)
+        if Path(other.model.cache_dir).expanduser() != folder:
+            print(f"note: {path} caches in {other.model.cache_dir}, not here")
+        configs.append(other)
+    entries = survey(folder, in_use(configs, folder))
+    if not entries:
+        print(f"{folder}: nothing cached")
+        return 0
+    print(f"cache folder {folder}")
+    for entry in entries:
+        print(f"  {entry.state:<8} {human(entry.size):>9}  {entry.path.relative_to(folder)}")
+    totals = {state: sum(e.size for e in entries if e.state == state) for state in ("in use", "building", "unused", "other")}
+    print("  ".join(f"{state} {human(size)}" for state, size in totals.items() if size or state == "unused"))
+    unused = [e for e in entries if e.state == "unused"]
+    if not args.prune:
+        if unused:
+            print(f"`python -m bot cache --prune` removes the {len(unused)} unused entries; name with --also "
+                  "every other config that shares this folder")
+        return 0
+    freed, failed = 0, 0
+    for entry in unused:
+        why = remove(entry)
+        if why is None:
+            freed += entry.size
+            print(f"removed {entry.path.relative_to(folder)}")
+        else:
+            failed += 1
+            print(f"could not remove {entry.path.relative_to(folder)}: {why}", file=sys.stderr)
+    print(f"freed {human(freed)}" + (f"; {failed} entries could not be removed" if failed else ""))
+    return 1 if failed else 0
 
 
 def _report(settings: Settings, args: argparse.Namespace) -> int:
@@ -155,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             return _report(settings, args)
         if args.command == "dashboard":
             return _dashboard(settings, args)
+        if args.command == "cache":
+            return _cache(settings, args)
         _check_dashboard(settings)
         if args.command == "demo":
             from bot.demo_official import run_official_demo

@@ -274,3 +274,59 @@ def test_the_sure_crisis_threshold_also_bounds_false_alarms_on_ordinary_messages
     assert empty.sure == plain.sure
     assert bounded.threshold == plain.threshold  # the recall-first tier is not moved
     assert heads.lowest_threshold(torch.tensor([0.9, 0.8, 0.1, 0.2]), 0.25) == pytest.approx(0.8 * 1.001)
+
+
+def test_cache_prune_removes_only_what_no_named_config_uses(trained: Path, tiny_dirs: dict[str, Path],
+                                                            tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+    import subprocess
+
+    import yaml
+
+    from bot.__main__ import main
+    from bot.config import load_settings
+    from bot.model.loader import load_model, locate
+
+    cache = tmp_path / "cache"
+    model = {"path": str(tiny_dirs["gemma3"]), "cache_dir": str(cache), "dtype": "float32"}
+    configs = {}
+    for name, extra in {"tuned": {"adapter": str(trained / "adapter")}, "plain": {},
+                        "broken": {"path": str(tmp_path / "nowhere")}}.items():
+        configs[name] = tmp_path / f"{name}.yaml"
+        configs[name].write_text(yaml.safe_dump({"model": {**model, **extra}}))
+    tuned = load_model(load_settings(configs["tuned"]).model)
+    plain = load_model(load_settings(configs["plain"]).model)
+    where = locate(load_settings(configs["tuned"]).model)
+    assert where.served.parent == cache / "merged" and where.serving(cache).stem == tuned.cache_key
+    snapshot = cache / "serving" / f"{tuned.cache_key}.pt"
+    stamps = {p: p.stat().st_mtime_ns for p in (snapshot, where.served / "config.json")}
+
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    stale = [cache / "merged" / "tiny+000000000000" / "model.safetensors", cache / "serving" / "gone-0123456789ab.pt",
+             cache / "serving" / "gone-0123456789ab.tokenizer.json", cache / "prefix" / "gone-0123456789ab-feed.pt",
+             cache / "kernels" / "decode-000000000000.so", cache / "serving" / f"half.pt.tmp{finished.pid}"]
+    kept = [cache / "prefix" / f"{tuned.cache_key}-feed.pt", cache / "serving" / f"next.pt.tmp{os.getpid()}",
+            cache / "wheels" / "llama_cpp_python-0.3.36-py3-none-linux_x86_64.whl"]
+    for path in stale + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * 10)
+    everything = sorted(p for p in cache.rglob("*"))
+
+    assert main(["--config", str(configs["tuned"]), "cache"]) == 0  # a listing removes nothing
+    listing = capsys.readouterr().out
+    assert "in use" in listing and "unused" in listing and "building" in listing and "other" in listing
+    assert sorted(cache.rglob("*")) == everything
+    assert main(["--config", str(configs["broken"]), "cache", "--prune"]) == 2  # no model found: refuse
+    assert "does not exist" in capsys.readouterr().err and sorted(cache.rglob("*")) == everything
+
+    assert main(["--config", str(configs["tuned"]), "cache", "--prune", "--also", str(configs["plain"])]) == 0
+    assert "freed" in capsys.readouterr().out
+    assert not any(p.exists() for p in stale) and not (cache / "merged" / "tiny+000000000000").exists()
+    assert all(p.exists() for p in kept)
+    assert (cache / "serving" / f"{plain.cache_key}.pt").exists()  # the other config's snapshot
+    load_model(load_settings(configs["tuned"]).model)  # and the kept files serve without a rebuild
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+    assert main(["--config", str(configs["tuned"]), "cache", "--prune"]) == 0
+    assert not (cache / "serving" / f"{plain.cache_key}.pt").exists() and snapshot.exists()

@@ -45,9 +45,13 @@ def digest(adapter: Path) -> str:
     return h.hexdigest()[:12]
 
 
+def merged_path(weights: Path, adapter: Path, cache_dir: Path) -> Path:
+    return cache_dir / "merged" / f"{weights.name}+{digest(adapter)}"
+
+
 def merged_checkpoint(weights: Path, adapter: Path, dtype: torch.dtype, cache_dir: Path) -> Path:
     """A dense checkpoint with the adapter merged in, built once under `cache_dir`."""
-    target = cache_dir / "merged" / f"{weights.name}+{digest(adapter)}"
+    target = merged_path(weights, adapter, cache_dir)
     if (target / "config.json").exists():
         return target
     from peft import PeftModel

