@@ -174,6 +174,13 @@ def test_the_phrase_floor_cannot_be_switched_off_by_configuring_phrases() -> Non
     assert "想死" not in stage.phrases  # 想死你了 is "I miss you so much": left to the model
 
 
+async def test_the_floor_reads_pinyin_initials_in_either_case_without_the_model(clock: ManualClock, store: Store) -> None:
+    app, sender = build(clock, store, escalation={"model_crisis_check": False})
+    turn = await say(app, clock, "又想ZS了，压不住")
+    assert turn.crisis and "[critical]" in alerts_sent(sender)[0]
+    assert not (await say(app, clock, "今天zs老师表扬我了", who="bob")).crisis  # initials alone are not enough
+
+
 async def test_group_moods_are_per_speaker(clock: ManualClock, store: Store) -> None:
     app, sender = build(clock, store, triggers={"all_rooms": True})
     room = {"chat_id": "r@chatroom", "is_group": True}
