@@ -28,8 +28,15 @@ def _network_guard(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
-# pyproject.toml's markers (not getini("markers"): plugins add theirs, asyncio's on every async test)
-MARKED = ("model", "gateway", "browser", "load", "server")
+def _project_markers() -> tuple[str, ...]:
+    # pyproject.toml's own markers, not getini("markers"): plugins add theirs, asyncio's on every async test
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]
+    return tuple(line.split(":", 1)[0].strip() for line in declared)
+
+
+MARKED = _project_markers()
 
 
 @pytest.fixture(scope="session")
