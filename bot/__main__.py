@@ -39,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     cache = sub.add_parser("cache", help="list the model cache folder; --prune removes what no config uses")
     cache.add_argument("--prune", action="store_true", help="remove the entries listed as unused")
     cache.add_argument("--also", action="append", default=[], metavar="CONFIG",
-                       help="another config sharing the cache folder, whose files are kept too (repeatable)")
+                       help="another config sharing the cache folder, whose files are kept too (repeatable; "
+                       "MOODBOT__ environment settings apply to it as well)")
     return parser
 
 
@@ -87,16 +88,25 @@ def _classify(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cache(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.model.cleanup import human, in_use, remove, survey
+    from bot.model.cleanup import folder_of, human, in_use, remove, serves_here, survey
 
-    folder = Path(settings.model.cache_dir).expanduser()
+    folder = folder_of(settings)
+    if args.prune and not Path(args.config).exists():
+        raise MoodbotError(f"--prune keeps what the named configs use, and {args.config} does not exist: "
+                           "name the bot's config with --config")
     configs = [settings]
     for path in args.also:
         other = load_settings(path)
-        if Path(other.model.cache_dir).expanduser() != folder:
+        if folder_of(other) != folder:
             print(f"note: {path} caches in {other.model.cache_dir}, not here")
         configs.append(other)
-    entries = survey(folder, in_use(configs, folder))
+    if args.prune and not any(serves_here(config, folder) for config in configs):
+        raise MoodbotError(f"no named config serves a local model from {folder}; nothing would be kept, so "
+                           "nothing is pruned")
+    try:
+        entries = survey(folder, in_use(configs, folder))
+    except OSError as exc:
+        raise MoodbotError(f"cannot read the cache folder {folder}: {exc}") from exc
     if not entries:
         print(f"{folder}: nothing cached")
         return 0

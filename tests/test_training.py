@@ -277,7 +277,8 @@ def test_the_sure_crisis_threshold_also_bounds_false_alarms_on_ordinary_messages
 
 
 def test_cache_prune_removes_only_what_no_named_config_uses(trained: Path, tiny_dirs: dict[str, Path],
-                                                            tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+                                                            tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import os
     import subprocess
 
@@ -290,8 +291,10 @@ def test_cache_prune_removes_only_what_no_named_config_uses(trained: Path, tiny_
     cache = tmp_path / "cache"
     model = {"path": str(tiny_dirs["gemma3"]), "cache_dir": str(cache), "dtype": "float32"}
     configs = {}
-    for name, extra in {"tuned": {"adapter": str(trained / "adapter")}, "plain": {},
-                        "broken": {"path": str(tmp_path / "nowhere")}}.items():
+    (tmp_path / "link").symlink_to(cache)  # the same folder, written another way
+    for name, extra in {"tuned": {"adapter": str(trained / "adapter")}, "plain": {"cache_dir": str(tmp_path / "link")},
+                        "broken": {"path": str(tmp_path / "nowhere")},
+                        "server": {"backend": "openai", "base_url": "http://127.0.0.1:9/v1"}}.items():
         configs[name] = tmp_path / f"{name}.yaml"
         configs[name].write_text(yaml.safe_dump({"model": {**model, **extra}}))
     tuned = load_model(load_settings(configs["tuned"]).model)
@@ -303,14 +306,17 @@ def test_cache_prune_removes_only_what_no_named_config_uses(trained: Path, tiny_
 
     finished = subprocess.Popen(["true"])
     finished.wait()
+    crashed = cache / "serving" / f"half.pt.tmp{finished.pid}"
     stale = [cache / "merged" / "tiny+000000000000" / "model.safetensors", cache / "serving" / "gone-0123456789ab.pt",
-             cache / "serving" / "gone-0123456789ab.tokenizer.json", cache / "prefix" / "gone-0123456789ab-feed.pt",
-             cache / "kernels" / "decode-000000000000.so", cache / "serving" / f"half.pt.tmp{finished.pid}"]
+             cache / "serving" / "gone-0123456789ab.tokenizer.json", cache / "prefix" / "gone-0123456789ab-feed.pt", crashed]
     kept = [cache / "prefix" / f"{tuned.cache_key}-feed.pt", cache / "serving" / f"next.pt.tmp{os.getpid()}",
+            cache / "serving" / f"elsewhere.pt.tmp{finished.pid}",  # another container's build: recent, kept
+            cache / "kernels" / "decode-000000000000.so", cache / "gguf" / "gemma-3-270m-q4_k_m.gguf",
             cache / "wheels" / "llama_cpp_python-0.3.36-py3-none-linux_x86_64.whl"]
     for path in stale + kept:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x" * 10)
+    os.utime(crashed, (1e9, 1e9))
     everything = sorted(p for p in cache.rglob("*"))
 
     assert main(["--config", str(configs["tuned"]), "cache"]) == 0  # a listing removes nothing
@@ -319,9 +325,15 @@ def test_cache_prune_removes_only_what_no_named_config_uses(trained: Path, tiny_
     assert sorted(cache.rglob("*")) == everything
     assert main(["--config", str(configs["broken"]), "cache", "--prune"]) == 2  # no model found: refuse
     assert "does not exist" in capsys.readouterr().err and sorted(cache.rglob("*")) == everything
+    assert main(["--config", str(configs["server"]), "cache", "--prune"]) == 2  # its bots serve nothing from here
+    assert "no named config serves a local model" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)  # no config.yaml here: a listing may use the defaults, a prune may not
+    assert main(["cache", "--prune"]) == 2
+    assert "config.yaml does not exist" in capsys.readouterr().err and sorted(cache.rglob("*")) == everything
 
     assert main(["--config", str(configs["tuned"]), "cache", "--prune", "--also", str(configs["plain"])]) == 0
-    assert "freed" in capsys.readouterr().out
+    pruned = capsys.readouterr().out
+    assert "freed" in pruned and "not here" not in pruned
     assert not any(p.exists() for p in stale) and not (cache / "merged" / "tiny+000000000000").exists()
     assert all(p.exists() for p in kept)
     assert (cache / "serving" / f"{plain.cache_key}.pt").exists()  # the other config's snapshot

