@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from typing import Any, Iterator
@@ -56,6 +57,10 @@ def _no_home_cache(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
     model converted there once (slow), node modules and browsers installed there."""
     if any(request.node.get_closest_marker(name) for name in MARKED):
         return
+    # libpq finds a password or service for MOODBOT_TEST_PG_URL in the real home
+    for variable, name in (("PGPASSFILE", ".pgpass"), ("PGSERVICEFILE", ".pg_service.conf")):
+        if variable not in os.environ and (Path.home() / name).exists():
+            monkeypatch.setenv(variable, str(Path.home() / name))
     monkeypatch.setenv("HOME", str(request.getfixturevalue("_scratch_home")))
 
 
