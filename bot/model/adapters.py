@@ -45,13 +45,17 @@ def digest(adapter: Path) -> str:
     return h.hexdigest()[:12]
 
 
-def merged_path(weights: Path, adapter: Path, cache_dir: Path) -> Path:
-    return cache_dir / "merged" / f"{weights.name}+{digest(adapter)}"
+def merged_path(weights: Path, adapter_digest: str, cache_dir: Path) -> Path:
+    return cache_dir / "merged" / f"{weights.name}+{adapter_digest}"
 
 
 def merged_checkpoint(weights: Path, adapter: Path, dtype: torch.dtype, cache_dir: Path) -> Path:
     """A dense checkpoint with the adapter merged in, built once under `cache_dir`."""
-    target = merged_path(weights, adapter, cache_dir)
+    return merge_into(merged_path(weights, digest(adapter), cache_dir), weights, adapter, dtype)
+
+
+def merge_into(target: Path, weights: Path, adapter: Path, dtype: torch.dtype) -> Path:
+    """The merged checkpoint at `target` (merged_path's name), built there unless it already is."""
     if (target / "config.json").exists():
         return target
     from peft import PeftModel

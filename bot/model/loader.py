@@ -269,11 +269,12 @@ def locate(settings: ModelSettings, assemble: bool = True) -> Located:
     served = weights
     if tuned is not None:
         try:
-            served = adapters.merged_path(weights, tuned, cache_dir)
-            # (a model.path checkpoint's merged name already ends in the digest; heads were fingerprinted so)
-            fingerprint = (fingerprint or served.name) + f"+{adapters.digest(tuned)}"
+            tag = adapters.digest(tuned)  # read once: the adapter's weights are megabytes
         except OSError as exc:
             raise EngineError(f"cannot read the adapter {tuned}: {exc}") from exc
+        served = adapters.merged_path(weights, tag, cache_dir)
+        # (a model.path checkpoint's merged name already ends in the digest; heads were fingerprinted so)
+        fingerprint = (fingerprint or served.name) + f"+{tag}"
         name += f" + adapter {tuned.name}"
     return Located(source, name, weights, tuned, served, dtype, mode, fingerprint)
 
@@ -294,7 +295,7 @@ def load_model(settings: ModelSettings) -> LoadedModel:
             _convert_gguf(source, weights, dtype)
             converted = True
         if tuned is not None:
-            weights = adapters.merged_checkpoint(weights, tuned, dtype, cache_dir)
+            weights = adapters.merge_into(where.served, weights, tuned, dtype)
         serving = where.serving(cache_dir)  # after the merge: its name stamps the merged config.json
         ours = settings.decoder in ("auto", "torch")
         raw = ours and RawTokenizer.serves(weights)
