@@ -27,6 +27,10 @@ class ManualClock:
         self._now += timedelta(**delta)
 
 
-def start_of_day(now: datetime, tz: tzinfo | None) -> datetime:
-    """Midnight of `now`'s day in `tz` (None: the machine's local time zone)."""
-    return now.astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)
+def start_of_day(now: datetime, tz: tzinfo | None, days_back: int = 0) -> datetime:
+    """Midnight in `tz` (None: the machine's local time zone) `days_back` days before `now`'s day, as UTC."""
+    local = now.astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)
+    # step in local days, then localize again: a day across a DST change is not 24 h
+    day = (local - timedelta(days=days_back)).replace(tzinfo=None)
+    aware = day.replace(tzinfo=tz) if tz else day.astimezone()
+    return aware.astimezone(timezone.utc)

@@ -392,6 +392,9 @@ class DashboardSettings(Section):
     session_secret: SecretStr | None = None  # signs the session cookie; unset: a random one per start
     session_minutes: float = Field(default=480, gt=0, le=60 * 24 * 30)
     secure_cookies: bool = False  # set true behind a TLS proxy: the browser then sends the cookie over HTTPS only
+    # the reverse proxies whose X-Forwarded-For names the client (for the login rate limit), e.g. ["127.0.0.1"]
+    # with nginx on this machine; empty: the connecting address is the client
+    trusted_proxies: list[str] = Field(default_factory=list)
     login_attempts: int = Field(default=5, ge=1, le=1000)  # failed logins allowed per client...
     login_window_minutes: float = Field(default=15, gt=0)  # ...within this window
     live_poll_s: float = Field(default=2.0, gt=0, le=60)  # how often the live stream looks for new alerts

@@ -62,8 +62,11 @@ class AsyncStore:
     async def mood_counts(self, since: datetime) -> dict[str, int]:
         return await asyncio.to_thread(self.sync.mood_counts, since)
 
-    async def find_contact(self, name_or_id: str) -> tuple[str, str] | None:
-        return await asyncio.to_thread(self.sync.find_contact, name_or_id)
+    async def find_contacts(self, name_or_id: str) -> list[tuple[str, str]]:
+        return await asyncio.to_thread(self.sync.find_contacts, name_or_id)
+
+    async def record_action(self, at: datetime, actor: str, action: str, target: str = "", detail: str = "") -> None:
+        await asyncio.to_thread(self.sync.record_action, at, actor, action, target, detail)
 
     async def claim_job(self, name: str, slot: str, holder: str, at: datetime) -> bool:
         return await asyncio.to_thread(self.sync.claim_job, name, slot, holder, at)

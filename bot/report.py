@@ -95,10 +95,13 @@ def report(store: Store, clock: Clock, days: int, contact: str | None, png: Path
     since = clock.now() - timedelta(days=days)
     contact_id = None
     if contact:
-        found = store.find_contact(contact)
-        if found is None:
+        found = store.find_contacts(contact)
+        if not found:
             raise LookupError(f"no contact called {contact!r} in the mood history")
-        contact_id = found[0]
+        if len(found) > 1:
+            listed = ", ".join(f"{name or cid} ({cid})" for cid, name in found)
+            raise LookupError(f"{contact!r} matches several contacts, give the id: {listed}")
+        contact_id = found[0][0]
     points = store.moods(contact_id, since=since)
     title = f"Mood trend, last {days} days" + (f": {contact}" if contact else "")
     return table(contact_rows(points), days), chart(points, png, title)

@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
     create_engine,
     event,
     func,
@@ -43,6 +44,22 @@ from bot.errors import StoreError
 
 log = logging.getLogger(__name__)
 
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp bound as UTC: SQLite compares stored wall times as text, so a bound in another
+    zone (a local midnight) would be read as UTC wall time."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return _utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return _utc(value)
+
+
 metadata = MetaData()
 schema_version = Table("schema_version", metadata, Column("version", Integer, nullable=False))
 mood_points = Table(
@@ -52,7 +69,7 @@ mood_points = Table(
     Column("contact_name", String(256), nullable=False, default=""),
     Column("chat_id", String(128), nullable=False),
     Column("is_group", Boolean, nullable=False, default=False),
-    Column("at", DateTime(timezone=True), nullable=False, index=True),
+    Column("at", UtcDateTime(), nullable=False, index=True),
     Column("label", String(16), nullable=False),
     Column("confidence", Float, nullable=False),
     Column("message_id", String(128), nullable=False),
@@ -63,7 +80,7 @@ memory = Table(
     "memory", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("chat_id", String(128), nullable=False, index=True),
-    Column("at", DateTime(timezone=True), nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
     Column("role", String(16), nullable=False),
     Column("text", Text, nullable=False),
 )
@@ -77,10 +94,10 @@ alerts = Table(
     Column("reason", Text, nullable=False),
     Column("excerpts", Text, nullable=False),  # JSON list
     Column("trend", Text, nullable=False),  # JSON list
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("delivered_at", DateTime(timezone=True), nullable=True),
-    Column("acked_at", DateTime(timezone=True), nullable=True),
-    Column("reminded_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("delivered_at", UtcDateTime(), nullable=True),
+    Column("acked_at", UtcDateTime(), nullable=True),
+    Column("reminded_at", UtcDateTime(), nullable=True),
     Column("kind", String(16), nullable=False, default="mood"),  # mood | handoff (schema v2)
     # schema v4: "<contact>#<n>" for the contact's n-th escalation alert (NULL for hand-offs); unique, so
     # two processes deciding from the same contact state cannot both store an alert
@@ -91,8 +108,8 @@ contacts = Table(
     Column("contact_id", String(128), primary_key=True),
     Column("name", String(256), nullable=False, default=""),
     Column("armed", Boolean, nullable=False, default=True),
-    Column("last_alert_at", DateTime(timezone=True), nullable=True),
-    Column("muted_until", DateTime(timezone=True), nullable=True),
+    Column("last_alert_at", UtcDateTime(), nullable=True),
+    Column("muted_until", UtcDateTime(), nullable=True),
     Column("last_severity", String(16), nullable=True),
     Column("alerts_raised", Integer, nullable=False, default=0, server_default="0"),  # schema v4: the episode counter
 )
@@ -102,7 +119,7 @@ contacts = Table(
 audit = Table(
     "audit", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("at", DateTime(timezone=True), nullable=False, index=True),
+    Column("at", UtcDateTime(), nullable=False, index=True),
     Column("actor", String(128), nullable=False),
     Column("action", String(32), nullable=False),
     Column("target", String(256), nullable=False, default=""),
@@ -113,7 +130,7 @@ flags = Table(
     "flags", metadata,
     Column("name", String(64), primary_key=True),
     Column("value", String(256), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
 )
 # schema v4: a scheduled job's last run, claimed by one process with a compare-and-set on `slot`
 job_runs = Table(
@@ -121,7 +138,7 @@ job_runs = Table(
     Column("name", String(64), primary_key=True),
     Column("slot", String(64), nullable=False),  # sortable: the day for daily jobs, the interval number else
     Column("holder", String(200), nullable=False),
-    Column("claimed_at", DateTime(timezone=True), nullable=False),
+    Column("claimed_at", UtcDateTime(), nullable=False),
 )
 alert_episode = Index("ux_alerts_episode", alerts.c.episode, unique=True)
 # covers the dashboard's per-day and per-contact trend aggregates, so they never read the table itself
@@ -238,16 +255,24 @@ class Store:
 
     # --- contacts ----------------------------------------------------------------------------
 
-    def find_contact(self, name_or_id: str) -> tuple[str, str] | None:
-        """(contact_id, name) for an id or a (case-insensitive) name."""
+    def find_contacts(self, name_or_id: str, limit: int = 20) -> list[tuple[str, str]]:
+        """(contact_id, name) pairs for an id, else for a (case-insensitive) name, else for names and
+        ids containing the text. WeChat names are not unique, so a name can give several contacts."""
         wanted = name_or_id.strip().lstrip("@")
+        if not wanted:
+            return []
+        columns = select(contacts.c.contact_id, contacts.c.name).order_by(contacts.c.contact_id).limit(limit)
+        pattern = "%" + wanted.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         with self.engine.connect() as conn:
-            row = conn.execute(select(contacts.c.contact_id, contacts.c.name).where(contacts.c.contact_id == wanted)).first()
-            if row is None:
-                row = conn.execute(
-                    select(contacts.c.contact_id, contacts.c.name).where(func.lower(contacts.c.name) == wanted.lower())
-                ).first()
-        return (row.contact_id, row.name) if row else None
+            for where in (
+                contacts.c.contact_id == wanted,
+                func.lower(contacts.c.name) == wanted.lower(),
+                func.lower(contacts.c.name).like(pattern, escape="\\") | func.lower(contacts.c.contact_id).like(pattern, escape="\\"),
+            ):
+                rows = conn.execute(columns.where(where)).all()
+                if rows:
+                    return [(row.contact_id, row.name) for row in rows]
+        return []
 
     def state(self, contact_id: str) -> ContactState:
         with self.engine.connect() as conn:
@@ -421,7 +446,8 @@ class Store:
         return self._alerts(*where)
 
     def undelivered_alerts(self) -> list[Alert]:
-        return self._alerts(alerts.c.delivered_at.is_(None))
+        # one acknowledged on the dashboard while chat was down is not sent late with "#ack N"
+        return self._alerts(alerts.c.delivered_at.is_(None), alerts.c.acked_at.is_(None))
 
     def open_alerts(self) -> list[Alert]:
         return self._alerts(alerts.c.acked_at.is_(None))

@@ -85,11 +85,23 @@ def trim_to_sentence(text: str) -> str:
 
 
 def split_message(text: str, limit: int) -> list[str]:
-    """Split a long reply at sentence boundaries into pieces of at most `limit` characters."""
+    """Split a long text into pieces of at most `limit` characters: at line ends where it has lines
+    (a list such as #alerts keeps each line whole), else at sentence boundaries."""
     text = text.strip()
     if len(text) <= limit:
         return [text] if text else []
-    pieces: list[str] = []
+    if "\n" in text:
+        pieces: list[str] = []
+        current = ""
+        for line in text.split("\n"):
+            for part in split_message(line, limit) or [""]:
+                if current and len(current) + 1 + len(part) > limit:
+                    pieces.append(current)
+                    current = part
+                else:
+                    current = f"{current}\n{part}" if current else part
+        return [p.strip() for p in [*pieces, current] if p.strip()]
+    pieces = []
     current = ""
     for sentence in (s for s in _SENTENCE_END.split(text) if s):
         while len(sentence) > limit:  # one sentence longer than the limit: cut at a space if there is one

@@ -37,7 +37,8 @@ def build_pipeline(
             CleanTextStage(settings.reply),
             # admin commands before the trigger: they work without the prefix and are never classified
             CommandStage(settings.admin.ids, store, clock, state, settings.schedule.tz,
-                         getattr(engine, "status", lambda: "local model in this process")),
+                         getattr(engine, "status", lambda: "local model in this process"),
+                         settings.escalation.score_points),
             TriggerStage(settings.triggers),  # after clean-up: prefixes are matched on clean text
             SentimentStage(engine),  # every allowed message, replied to or not, gets a mood
             # every message, after the mood pass whose features the crisis head reads

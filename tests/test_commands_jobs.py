@@ -35,16 +35,66 @@ async def test_admin_commands(clock: ManualClock, store: Store) -> None:
     [status] = await send(app, clock, "#status")
     assert "model: fake" in status and "Today: 3 messages" in status and "😟 3" in status and "Open alerts: 1" in status
     [mood] = await send(app, clock, "#mood Alice")
-    assert mood.startswith("Alice: 😟 😟 😟")
+    assert mood.startswith("Alice (alice): 😟 😟 😟")
     [listing] = await send(app, clock, "#alerts")
     assert listing.startswith("#1 [") and "Alice" in listing
     assert await send(app, clock, "#ack 1") == ["Alert #1 acknowledged."]
-    assert await send(app, clock, "#ack 1") == ["No open alert #1."]
+    assert await send(app, clock, "#ack 1") == ["No open alert #1 (already acknowledged, or no such id)."]
     assert await send(app, clock, "#alerts") == ["No open alerts."]
-    assert await send(app, clock, "#mute Alice 30") == ["Alerts for Alice muted for 30 min."]
+    assert await send(app, clock, "#mute Alice 30") == ["Alerts for Alice (alice) muted for 30 min."]
     assert store.state("alice").muted_until == clock.now() + timedelta(minutes=30)
+    assert await send(app, clock, "#unmute alice") == ["Alerts for Alice (alice) are on again."]
+    assert store.state("alice").muted_until == clock.now()
+    # what a command changed is in the audit table, with who sent it, as the dashboard's actions are
+    assert [(a["actor"], a["action"], a["target"]) for a in store.actions()][::-1] == [
+        ("chat:Boss", "ack", "1"), ("chat:Boss", "mute", "alice"), ("chat:Boss", "unmute", "alice")]
     assert await send(app, clock, "#mood nobody") == ["No contact called 'nobody' has written yet."]
     assert await send(app, clock, "#ack x") == ["Usage: #ack <id>"]
+    # digits that int() refuses or the database cannot hold are a usage error or no alert, never a crash
+    assert await send(app, clock, "#ack ²") == ["Usage: #ack <id>"]
+    assert await send(app, clock, "#ack 99999999999999999999999") == ["Usage: #ack <id>"]
+    assert await send(app, clock, "#ack 9999999999999999999") == [
+        "No open alert #9999999999999999999 (already acknowledged, or no such id)."]
+    for minutes in ("0", "43201", "99999999999", "²"):
+        assert await send(app, clock, f"#mute alice {minutes}") == ["Usage: #mute <name or id> <minutes, 1 to 43200>"]
+
+
+async def test_commands_in_a_room_are_answered_privately(clock: ManualClock, store: Store) -> None:
+    app, sender = build(clock, store)
+    for _ in range(3):
+        await send(app, clock, SAD, who="alice")
+    before = len(sender.sent)
+    await app.process(make_message("#alerts", sender_id="boss", chat_id="room1@chatroom", is_group=True,
+                                   sent_at=clock.now()))
+    [answer] = sender.sent[before:]
+    assert answer.chat_id == "boss" and answer.mention_ids == () and "Alice" in answer.text
+
+
+async def test_a_name_that_several_contacts_share_is_not_guessed(clock: ManualClock, store: Store) -> None:
+    app, sender = build(clock, store)
+    await app.process(make_message(SAD, sender_id="alice", sender_name="Alice", sent_at=clock.now()))
+    await app.process(make_message(SAD, sender_id="wxid_other", sender_name="alice", sent_at=clock.now()))
+    [answer] = await send(app, clock, "#mute Alice 30")
+    assert answer.startswith("'Alice' could be any of these; give the id:") and "alice" in answer and "wxid_other" in answer
+    assert store.state("alice").muted_until is None and store.state("wxid_other").muted_until is None
+    assert await send(app, clock, "#mute wxid_other 30") == ["Alerts for alice (wxid_other) muted for 30 min."]
+    # a part of a name finds the one contact for reading, but is not enough to change anything
+    [mood] = await send(app, clock, "#mood wxid_oth")
+    assert mood.startswith("alice (wxid_other):")
+    [refused] = await send(app, clock, "#unmute wxid_oth")
+    assert refused.startswith("'wxid_oth' could be any of these")
+
+
+async def test_alerts_list_the_most_urgent_first_and_stay_short(clock: ManualClock, store: Store) -> None:
+    app, sender = build(clock, store)
+    for n in range(25):
+        for _ in range(3):
+            await send(app, clock, SAD, who=f"user{n}")
+    await send(app, clock, "I want to end it all", who="carol")
+    [listing, *more] = await send(app, clock, "#alerts")
+    lines = "\n".join([listing, *more]).splitlines()
+    assert "[critical]" in lines[0] and "Carol" in lines[0]
+    assert len(lines) == 21 and lines[-1] == "... and 6 more (the dashboard lists them all)"
 
 
 async def test_pause_and_resume_auto_replies(clock: ManualClock, store: Store) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from fastapi.routing import APIRoute
@@ -16,7 +17,7 @@ from bot.errors import ConfigError
 from bot.state import BotState
 from bot.store import Store
 from bot.web.auth import LoginLimiter, Sessions, hash_password, require_password
-from tests.dashboard_helpers import PASSWORD, client_for, dashboard_settings, login, make_web_app, page_token
+from tests.dashboard_helpers import PASSWORD, client_for, dashboard_settings, form_token, login, make_web_app, page_token
 
 EVIL = "<script>alert(1)</script>"
 
@@ -88,7 +89,16 @@ async def test_every_route_needs_a_login(store: Store, clock: ManualClock) -> No
                     assert response.status_code == 303 and response.headers["location"].startswith("/login"), path
                 else:
                     assert response.status_code == 401, (method, path)
-    assert len(store.open_alerts()) == 1 and store.flag("paused") is None  # nothing happened
+                if method == "POST":  # a button pressed on a page whose session ended: to the login form, and back
+                    pressed = await client.post(path, data={"csrf": "x", "minutes": "5"},
+                                                headers={"referer": "http://127.0.0.1/contact/alice?x=1"})
+                    assert pressed.status_code == 303, path
+                    assert pressed.headers["location"] == "/login?next=/contact/alice%3Fx%3D1&expired=1", path
+    assert len(store.open_alerts()) == 1 and store.flag("paused") is None and store.state("alice").muted_until is None
+    async with client_for(app) as client:  # another site's page is not where the login returns to
+        pressed = await client.post("/pause", data={"csrf": "x"}, headers={"referer": "https://evil.example/x"})
+        assert pressed.headers["location"] == "/login?next=/&expired=1"
+        assert "Your session has ended" in (await client.get(pressed.headers["location"])).text
 
 
 async def test_login_sets_a_strict_http_only_expiring_cookie_and_logout_ends_it(store: Store, clock: ManualClock) -> None:
@@ -100,9 +110,16 @@ async def test_login_sets_a_strict_http_only_expiring_cookie_and_logout_ends_it(
         assert "Max-Age=28800" in cookie
         page = await client.get("/")
         assert page.status_code == 200 and "sue" in page.text
+        kept = client.cookies["moodbot_session"]  # a copy of the cookie, as someone who saw it could keep
         logout = await client.post("/logout", data={"csrf": page_token(page.text)})
         assert logout.status_code == 303 and logout.headers["location"] == "/login"
         assert (await client.get("/")).status_code == 303
+        # the server ended the session: the copy no longer works either
+        client.cookies.set("moodbot_session", kept)
+        assert (await client.get("/")).status_code == 303
+        refused = await client.post("/pause", data={"csrf": page_token(page.text)})
+        assert refused.status_code == 303 and refused.headers["location"].startswith("/login")
+    assert store.flag("paused") is None
 
 
 def test_sessions_expire_and_reject_tampering(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -138,6 +155,23 @@ async def test_wrong_passwords_are_rate_limited(store: Store, clock: ManualClock
         limited = await login(client)  # even the right password now waits
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
         assert "Too many failed logins" in limited.text
+
+
+async def test_behind_a_trusted_proxy_the_rate_limit_counts_each_browser(store: Store, clock: ManualClock) -> None:
+    async def attempt(client: Any, forwarded: str, password: str = "wrong password") -> int:
+        token = form_token((await client.get("/login")).text)
+        response = await client.post("/login", data={"csrf": token, "name": "x", "password": password},
+                                     headers={"x-forwarded-for": forwarded})
+        return int(response.status_code)
+
+    trusting = make_web_app(store, clock, dashboard_settings(login_attempts=2, trusted_proxies=["127.0.0.1"]))
+    async with client_for(trusting) as client:
+        assert [await attempt(client, "10.0.0.1") for _ in range(3)] == [401, 401, 429]
+        # another browser behind the same proxy is not locked out; what the browser itself sent is ignored
+        assert await attempt(client, "10.0.0.1, 10.0.0.2", PASSWORD) == 303
+    untrusting = make_web_app(store, clock, dashboard_settings(login_attempts=2))
+    async with client_for(untrusting) as client:  # without trusted_proxies the header is not believed
+        assert [await attempt(client, f"10.0.0.{n}") for n in range(3)] == [401, 401, 429]
 
 
 def test_limiter_window_passes() -> None:
@@ -199,9 +233,39 @@ async def test_actions_use_the_store_rules_and_are_audited(store: Store, clock: 
         await client.post("/resume", data={"csrf": token, "next": "https://evil.example/"})
         assert not other.paused
         page = (await client.get("/alerts")).text
+        contact = (await client.get("/contact/alice")).text
+        assert "Unmute" in contact
+        await client.post("/contact/alice/unmute", data={"csrf": token})
+        assert store.state("alice").muted_until == clock.now() and "Unmute" not in (await client.get("/contact/alice")).text
+        # an id past what the database holds is no alert, not a server error
+        huge = await client.post("/alerts/99999999999999999999999/ack", data={"csrf": token, "next": "/alerts"})
+        assert huge.status_code == 303
     assert [(a["actor"], a["action"], a["target"]) for a in store.actions()] == [
-        ("sue", "resume", ""), ("sue", "pause", ""), ("sue", "mute", "alice"), ("sue", "ack", str(alert_id))]
+        ("sue", "unmute", "alice"), ("sue", "resume", ""), ("sue", "pause", ""), ("sue", "mute", "alice"),
+        ("sue", "ack", str(alert_id))]
     assert "Acknowledged" in page and "by sue" in page
+
+
+async def test_the_queue_lists_the_most_urgent_first(store: Store, clock: ManualClock) -> None:
+    crisis = store.create_alert(Alert("bob", "bob", "critical", "crisis language", ("...",), ("negative",),
+                                      clock.now() - timedelta(hours=5), "Bob"))
+    for n in range(3):
+        seed(store, clock, contact=f"user{n}", name=f"User {n}")
+    handoff = store.create_alert(Alert("carol", "room1@chatroom", "info", "a question the FAQ could not answer", (),
+                                       (), clock.now(), "Carol", kind="handoff"))
+    async with client_for(make_web_app(store, clock)) as client:
+        await login(client)
+        page = (await client.get("/alerts")).text
+        ids = [int(i) for i in re.findall(r'<tr data-alert-id="(\d+)"', page)]
+        assert ids[0] == crisis and ids[-1] == handoff  # crisis first; the hand-off ("info") last
+        assert "hand-off" in page and "in room1@chatroom" in page
+        overview = (await client.get("/")).text
+        assert [int(i) for i in re.findall(r'<tr data-alert-id="(\d+)"', overview)][0] == crisis
+        assert "shown-of" not in overview
+        for n in range(3, 12):
+            seed(store, clock, contact=f"user{n}", name=f"User {n}")
+        overview = (await client.get("/")).text
+        assert "The 10 most urgent of 14 open alerts are listed." in overview
 
 
 async def test_pages_show_the_data(store: Store, clock: ManualClock) -> None:
@@ -216,8 +280,12 @@ async def test_pages_show_the_data(store: Store, clock: ManualClock) -> None:
         assert (await client.get("/contact/nobody")).status_code == 404
         found = await client.get("/contact?q=ALICE")
         assert found.headers["location"] == "/contact/alice"
+        assert (await client.get("/contact?q=lic")).headers["location"] == "/contact/alice"  # part of a name
         summary = (await client.get("/api/summary")).json()
         assert summary["open_alerts"] == 1 and summary["open_by_kind"] == {"mood": 1} and not summary["paused"]
+        seed(store, clock, contact="wxid_9", name="alice")  # WeChat names are not unique
+        listed = await client.get("/contact?q=Alice")
+        assert listed.status_code == 200 and 'href="/contact/alice"' in listed.text and 'href="/contact/wxid_9"' in listed.text
 
 
 async def test_full_text_only_with_keep_text(tmp_path, clock: ManualClock) -> None:

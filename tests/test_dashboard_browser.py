@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import pytest
 
 from bot.clock import SystemClock
+from bot.domain import Alert
 from bot.store import Store
 from tests.dashboard_helpers import PASSWORD, dashboard_settings
 from tests.fakes import build_app, make_message
@@ -144,6 +145,14 @@ def test_a_supervisor_walks_through_the_dashboard(chromium: Any, tmp_path: Path)
         assert store.open_alerts() == []
         page.wait_for_function("!document.title.startsWith('(')", timeout=5_000)
         shot(page, "3-alerts-queue")
+
+        # an alert acknowledged elsewhere (#ack in chat, another supervisor) leaves the open list live
+        other = store.create_alert(Alert("dave", "dave", "warning", "3 negative messages", ("meh",), ("negative",) * 3,
+                                         datetime.now(timezone.utc), "Dave"))
+        page.locator(f'#open-alerts tr[data-alert-id="{other}"]').wait_for(timeout=10_000)
+        assert store.ack(other, datetime.now(timezone.utc))
+        page.locator(f'#open-alerts tr[data-alert-id="{other}"]').wait_for(state="detached", timeout=10_000)
+        page.reload()  # the page's list of shown alerts now starts empty again
 
         # 4. mute the contact from the contact page; 5. see its chart
         page.click("#acked-alerts a:has-text('Carol')")

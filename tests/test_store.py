@@ -37,8 +37,15 @@ def test_mood_points_round_trip_with_excerpt_only_by_default(any_store: Store) -
     assert [m.label for m in any_store.moods("alice", limit=1)] == [Label.POSITIVE]
     assert len(any_store.moods(since=T0 + timedelta(minutes=1))) == 2
     assert any_store.mood_counts(T0) == {"negative": 2, "positive": 1}
-    assert any_store.find_contact("bob") == ("bob", "Bob") and any_store.find_contact("ALICE") == ("alice", "Alice")
-    assert any_store.find_contact("nobody") is None
+    # a bound in another zone is the same instant: SQLite compares wall times as text, so it is bound as UTC
+    shanghai = timezone(timedelta(hours=8))
+    assert any_store.mood_counts((T0 + timedelta(minutes=1)).astimezone(shanghai)) == {"positive": 1, "negative": 1}
+    assert any_store.find_contacts("bob") == [("bob", "Bob")] and any_store.find_contacts("ALICE") == [("alice", "Alice")]
+    assert any_store.find_contacts("nobody") == [] and any_store.find_contacts(" ") == []
+    # an exact name before a part of one; a part of a name or an id, with LIKE's wildcards taken literally
+    assert any_store.find_contacts("lic") == [("alice", "Alice")] and any_store.find_contacts("%") == []
+    any_store.add_mood(point(contact="wxid_2", minutes=3, contact_name="alice"))
+    assert any_store.find_contacts("Alice") == [("alice", "Alice"), ("wxid_2", "alice")]
 
 
 def test_full_text_is_kept_only_when_configured(tmp_path: Path) -> None:
@@ -72,6 +79,9 @@ def test_alert_lifecycle(any_store: Store) -> None:
     assert any_store.open_alerts()[0].excerpts == ("sad", "very sad")
     assert any_store.ack(first, T0) and not any_store.ack(first, T0) and not any_store.ack(999, T0)
     assert [a.alert_id for a in any_store.open_alerts()] == [second]
+    # one acknowledged (on the dashboard) before chat could deliver it is not sent late
+    third = any_store.create_alert(alert(contact="carol", minutes=6))
+    assert any_store.ack(third, T0) and [a.alert_id for a in any_store.undelivered_alerts()] == [second]
     assert [a.alert_id for a in any_store.alerts_to_remind(T0 + timedelta(minutes=60))] == [second]
     any_store.mark_reminded(second, T0 + timedelta(minutes=60))
     assert any_store.alerts_to_remind(T0 + timedelta(minutes=60)) == []

@@ -1,6 +1,6 @@
 """The dashboard's POST actions: acknowledge, mute, pause, resume. Each is written to the audit table.
 
-They call the same store operations as the #ack and #mute admin commands and flip the same pause
+They call the same store operations as the #ack, #mute and #unmute admin commands and flip the same pause
 state, so a rule lives in one place.
 """
 
@@ -13,12 +13,11 @@ from datetime import timedelta
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
+from bot.domain import MAX_ALERT_ID, MAX_MUTE_MINUTES
 from bot.web.auth import Session, csrf_ok
 from bot.web.context import Dashboard, safe_next
 
 log = logging.getLogger(__name__)
-
-MAX_MUTE_MINUTES = 60 * 24 * 30
 
 
 async def checked(request: Request, dash: Dashboard) -> tuple[Session, dict[str, str]]:
@@ -45,7 +44,7 @@ def register(app: FastAPI, dash: Dashboard) -> None:
     @app.post("/alerts/{alert_id}/ack")
     async def ack(request: Request, alert_id: int) -> Response:
         session, form = await checked(request, dash)
-        if await asyncio.to_thread(store.ack, alert_id, dash.clock.now()):
+        if 0 < alert_id <= MAX_ALERT_ID and await asyncio.to_thread(store.ack, alert_id, dash.clock.now()):
             await record(session, "ack", str(alert_id))
         return _back(form)
 
@@ -62,6 +61,15 @@ def register(app: FastAPI, dash: Dashboard) -> None:
             raise HTTPException(status_code=404, detail="no such contact")
         await asyncio.to_thread(store.mute, contact_id, dash.clock.now() + timedelta(minutes=minutes))
         await record(session, "mute", contact_id, f"{minutes} min")
+        return _back(form)
+
+    @app.post("/contact/{contact_id:path}/unmute")
+    async def unmute(request: Request, contact_id: str) -> Response:
+        session, form = await checked(request, dash)
+        if await asyncio.to_thread(dash.queries.contact, contact_id) is None:
+            raise HTTPException(status_code=404, detail="no such contact")
+        await asyncio.to_thread(store.mute, contact_id, dash.clock.now())
+        await record(session, "unmute", contact_id)
         return _back(form)
 
     @app.post("/pause")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -25,6 +25,8 @@ from bot.web.auth import Sessions, require_password
 from bot.web.context import HERE, Dashboard, LoginRequired, build_dashboard, safe_next
 
 log = logging.getLogger(__name__)
+
+FORM = "application/x-www-form-urlencoded"
 
 SECURITY_HEADERS = [
     # no inline script or style anywhere: scripts and CSS are files the app serves itself
@@ -79,6 +81,13 @@ def create_app(settings: Settings, store: Store, state: BotState, clock: Clock) 
         if request.method == "GET" and request.url.path not in live.NON_PAGES:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+        if request.method == "POST" and request.headers.get("content-type", "").startswith(FORM):
+            # a button pressed on a page whose session ended (a restart, a logout elsewhere): back to the
+            # login form, which returns to that page; the action itself is not done
+            referer = urlsplit(request.headers.get("referer", ""))
+            same_site = referer.netloc in ("", request.headers.get("host", ""))
+            target = safe_next(referer.path + (f"?{referer.query}" if referer.query else ""), "/") if same_site else "/"
+            return RedirectResponse(f"/login?next={quote(target)}&expired=1", status_code=303)
         return JSONResponse({"detail": "login required"}, status_code=401)
 
     _login_routes(app, dash)
@@ -90,13 +99,13 @@ def create_app(settings: Settings, store: Store, state: BotState, clock: Clock) 
 
 def _login_routes(app: FastAPI, dash: Dashboard) -> None:
     @app.get("/login")
-    async def login_form(request: Request, next: str = "/") -> Response:
-        return _login_page(request, dash, safe_next(next), None, 200)
+    async def login_form(request: Request, next: str = "/", expired: str = "") -> Response:
+        return _login_page(request, dash, safe_next(next), dash.t("session_ended") if expired else None, 200)
 
     @app.post("/login")
     async def login(request: Request) -> Response:
         form = await request.form()
-        client = request.client.host if request.client else "unknown"
+        client = _client(request, dash.settings.dashboard.trusted_proxies)
         target = safe_next(str(form.get("next") or "/"))
         wait = dash.limiter.retry_after(client)
         if wait:
@@ -121,7 +130,8 @@ def _login_routes(app: FastAPI, dash: Dashboard) -> None:
 
     @app.post("/logout")
     async def logout(request: Request) -> Response:
-        await actions.checked(request, dash)
+        session, _ = await actions.checked(request, dash)
+        dash.sessions.end(session)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(Sessions.cookie, path="/")
         return response
@@ -130,6 +140,16 @@ def _login_routes(app: FastAPI, dash: Dashboard) -> None:
 def _set_cookie(response: Response, dash: Dashboard, name: str, value: str, max_age: int, path: str = "/") -> None:
     response.set_cookie(name, value, max_age=max_age, path=path, httponly=True, samesite="strict",
                         secure=dash.settings.dashboard.secure_cookies)
+
+
+def _client(request: Request, trusted: list[str]) -> str:
+    """The address to rate-limit: behind a trusted proxy, the one that proxy appended to X-Forwarded-For
+    (the last entry: the earlier ones are whatever the browser sent)."""
+    peer = request.client.host if request.client else "unknown"
+    forwarded = request.headers.get("x-forwarded-for", "")
+    if peer in trusted and forwarded.strip():
+        return forwarded.split(",")[-1].strip()[:64] or peer
+    return peer
 
 
 def _login_page(request: Request, dash: Dashboard, target: str, error: str | None, status: int) -> Response:

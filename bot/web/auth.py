@@ -1,8 +1,10 @@
 """Login for the dashboard: the password check, signed session cookies, CSRF tokens, a login rate limit.
 
 There is no default password: `require_password` refuses to go on without one. A session is a
-cookie signed with itsdangerous that carries the supervisor's name and a CSRF token; the server
-keeps nothing, and the signature's timestamp gives the expiry.
+cookie signed with itsdangerous that carries the supervisor's name and a CSRF token, and the
+signature's timestamp gives the expiry. The server keeps only the sessions ended by a logout, until
+they would have expired, so that a copied cookie stops working at logout (a restart forgets them;
+without `session_secret` a restart ends every session anyway).
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class Sessions:
         self._signer = URLSafeTimedSerializer(secret, salt="moodbot-dashboard-session")
         self._login_signer = URLSafeTimedSerializer(secret, salt="moodbot-dashboard-login")
         self.max_age_s = max_age_s
+        self._ended: dict[str, float] = {}  # the CSRF token of a session ended by logout -> when it expires
 
     def issue(self, user: str) -> tuple[str, Session]:
         session = Session(user, secrets.token_urlsafe(24))
@@ -93,7 +96,15 @@ class Sessions:
             data = self._signer.loads(value, max_age=int(self.max_age_s))
         except BadSignature:  # also SignatureExpired
             return None
+        if str(data["c"]) in self._ended:
+            return None
         return Session(str(data["u"]), str(data["c"]))
+
+    def end(self, session: Session) -> None:
+        """Logout: this session's cookie is refused from now on, even if a copy of it was kept."""
+        now = time.monotonic()
+        self._ended = {token: until for token, until in self._ended.items() if until > now}
+        self._ended[session.csrf] = now + self.max_age_s
 
     def login_token(self) -> tuple[str, str]:
         """(cookie value, form token) for the login form."""

@@ -36,6 +36,15 @@ async def _pause(dash: Dashboard) -> None:
         left -= 0.25
 
 
+def _shown(request: Request) -> list[int]:
+    """The open alerts the page lists (its `open` parameter), so the stream can say which were acknowledged."""
+    ids = []
+    for part in (request.query_params.get("open") or "").split(",")[:500]:
+        if part.isascii() and part.isdigit() and len(part) < 19:
+            ids.append(int(part))
+    return ids
+
+
 def register(app: FastAPI, dash: Dashboard) -> None:
     row_template = dash.templates.env.get_template("_alert_row.html")
 
@@ -49,6 +58,7 @@ def register(app: FastAPI, dash: Dashboard) -> None:
 
         async def stream() -> AsyncIterator[str]:
             last_id, last_count, quiet = after, -1, 0.0
+            shown = _shown(request)
             yield "retry: 3000\n\n"
             while not dash.stopping.is_set():
                 # a session that expires while the page stays open ends the stream too
@@ -60,9 +70,12 @@ def register(app: FastAPI, dash: Dashboard) -> None:
                     for row in await asyncio.to_thread(dash.queries.alerts_after, last_id):
                         html = row_template.render(a=row, t=dash.t, csrf=session.csrf, tz=dash.tz, next="")
                         yield _event("alert", {"id": row.id, "html": html}, row.id)
+                        shown.append(row.id)
                     last_id = newest
                 if open_count != last_count:
-                    yield _event("count", {"open": open_count})
+                    # the open ids too, so that a row acknowledged elsewhere (#ack, another supervisor) goes
+                    acked = await asyncio.to_thread(dash.queries.acked_among, shown) if shown else []
+                    yield _event("count", {"open": open_count, "acked": acked})
                     last_count, quiet = open_count, 0.0
                 elif quiet >= KEEPALIVE_S:
                     yield ": keep-alive\n\n"  # proxies close idle streams

@@ -55,11 +55,16 @@ def register(app: FastAPI, dash: Dashboard) -> None:
 
     @app.get("/contact")
     async def find_contact(request: Request, q: str = "") -> Response:
-        dash.session(request)
-        found = await asyncio.to_thread(dash.store.find_contact, q) if q.strip() else None
-        if found is None:
+        session = dash.session(request)
+        found = await asyncio.to_thread(dash.store.find_contacts, q)
+        if not found:
             return RedirectResponse("/?missing=1", status_code=303)
-        return RedirectResponse(f"/contact/{quote(found[0], safe='')}", status_code=303)
+        if len(found) == 1:
+            return RedirectResponse(f"/contact/{quote(found[0][0], safe='')}", status_code=303)
+        # names are not unique and a part of a name matches several: let the supervisor pick
+        open_count, last_id = await asyncio.to_thread(dash.queries.live_state)
+        return dash.render(request, "matches.html", session, page="contact", query=q, matches=found,
+                           open_count=open_count, last_id=last_id)
 
     def contact_data(contact_id: str) -> dict[str, Any] | None:
         found = q.contact(contact_id)
@@ -69,7 +74,8 @@ def register(app: FastAPI, dash: Dashboard) -> None:
         points = q.timeline(contact_id)
         open_count, last_id = q.live_state()
         recent = points[-20:][::-1]
-        score = sum(p.score for p in points[-8:]) / len(points[-8:]) if points else 0.0
+        last = points[-dash.settings.escalation.score_points:]  # the escalation's rolling score, as #mood shows it
+        score = sum(p.score for p in last) / len(last) if last else 0.0
         return {"contact_id": contact_id, "name": name, "state": state, "points": points, "recent": recent,
                 "score": score, "history": q.contact_alerts(contact_id), "open_count": open_count, "last_id": last_id}
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from sqlalchemy import MetaData, Table, case, func, inspect, literal, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from bot.domain import ContactState, Label, MoodPoint
+from bot.clock import start_of_day
+from bot.domain import SEVERITY_ORDER, ContactState, Label, MoodPoint
 from bot.store import Store, _utc, alerts, audit, contacts, mood_points
 
 # a table with a `kind` column holds events such as hand-offs; the first of these columns that it has
@@ -38,6 +39,11 @@ class AlertRow:
     created_at: datetime
     acked_at: datetime | None
     acked_by: str = ""
+    kind: str = "mood"
+
+    @property
+    def in_room(self) -> bool:
+        return self.chat_id != self.contact_id
 
     @property
     def who(self) -> str:
@@ -77,6 +83,7 @@ def _alert_row(row: Any, acked_by: dict[int, str]) -> AlertRow:
         id=row.id, contact_id=row.contact_id, contact_name=row.contact_name, chat_id=row.chat_id,
         severity=row.severity, reason=row.reason, excerpts=tuple(json.loads(row.excerpts)),
         created_at=_utc(row.created_at) or row.created_at, acked_at=_utc(row.acked_at), acked_by=acked_by.get(row.id, ""),
+        kind=row.kind or "mood",
     )
 
 
@@ -88,17 +95,13 @@ class Queries:
         self._closed_days: dict[datetime, dict[str, int]] = {}  # a day that has ended keeps its counts
 
     def start_of_day(self, now: datetime, days_back: int = 0) -> datetime:
-        """Local midnight `days_back` days ago, as UTC: SQLite compares stored UTC wall times as text."""
-        local = now.astimezone(self.tz).replace(hour=0, minute=0, second=0, microsecond=0)
-        # step in local days, then localize again: a day across a DST change is not 24 h
-        day = (local - timedelta(days=days_back)).replace(tzinfo=None)
-        aware = day.replace(tzinfo=self.tz) if self.tz else day.astimezone()
-        return aware.astimezone(timezone.utc)
+        return start_of_day(now, self.tz, days_back)
 
     # --- alerts ---------------------------------------------------------------------------------
 
     def _alerts(self, *where: Any, order: Any = None, limit: int = 100) -> list[AlertRow]:
-        query = select(alerts).where(*where).order_by(order if order is not None else alerts.c.id.desc()).limit(limit)
+        ordering = order if isinstance(order, tuple) else (order if order is not None else alerts.c.id.desc(),)
+        query = select(alerts).where(*where).order_by(*ordering).limit(limit)
         with self.store.engine.connect() as conn:
             rows = conn.execute(query).all()
             acked = [r.id for r in rows if r.acked_at is not None]
@@ -111,7 +114,9 @@ class Queries:
         return [_alert_row(r, by) for r in rows]
 
     def open_alerts(self, limit: int = 200) -> list[AlertRow]:
-        return self._alerts(alerts.c.acked_at.is_(None), limit=limit)
+        """The most urgent first (a crisis above newer warnings), then the newest."""
+        urgency = case(SEVERITY_ORDER, value=alerts.c.severity, else_=len(SEVERITY_ORDER))
+        return self._alerts(alerts.c.acked_at.is_(None), order=(urgency, alerts.c.id.desc()), limit=limit)
 
     def acknowledged_alerts(self, limit: int = 50) -> list[AlertRow]:
         return self._alerts(alerts.c.acked_at.is_not(None), order=alerts.c.acked_at.desc(), limit=limit)
@@ -123,6 +128,12 @@ class Queries:
         """Open alerts newer than `alert_id`, oldest first: what the live stream sends."""
         rows = self._alerts(alerts.c.acked_at.is_(None), alerts.c.id > alert_id, limit=limit)
         return rows[::-1]
+
+    def acked_among(self, ids: list[int]) -> list[int]:
+        """Which of these alerts are acknowledged now."""
+        query = select(alerts.c.id).where(alerts.c.id.in_(ids), alerts.c.acked_at.is_not(None))
+        with self.store.engine.connect() as conn:
+            return sorted(conn.execute(query).scalars())
 
     def live_state(self) -> tuple[int, int]:
         """(open alerts, highest alert id): the live stream's cheap poll."""

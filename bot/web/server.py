@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 from typing import Iterator
@@ -32,6 +33,15 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -53,7 +63,11 @@ class DashboardServer:
         config = settings.dashboard
         self.app = create_app(settings, store, state, clock)  # refuses to go on without a password
         self.sock = bind(config.host, config.port)
-        self.url = f"http://{config.host}:{self.sock.getsockname()[1]}"
+        host = f"[{config.host}]" if ":" in config.host else config.host
+        self.url = f"http://{host}:{self.sock.getsockname()[1]}"
+        if not is_loopback(config.host):
+            log.warning("the dashboard listens on %s, not on loopback: without a TLS proxy in front, passwords and "
+                        "cookies cross the network in plain text", config.host)
         uv_config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
                                    timeout_graceful_shutdown=2, proxy_headers=False)
         self.server = _QuietServer(uv_config) if embedded else uvicorn.Server(uv_config)

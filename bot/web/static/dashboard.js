@@ -5,7 +5,11 @@
   if (!body.dataset.live || !window.EventSource) return;
   var baseTitle = body.dataset.title || document.title;
   var after = body.dataset.lastAlert || "0";
-  var source = new EventSource("/events?after=" + encodeURIComponent(after));
+  var listed = [];
+  document.querySelectorAll("#open-alerts [data-alert-id]").forEach(function (el) {
+    listed.push(el.getAttribute("data-alert-id"));
+  });
+  var source = new EventSource("/events?after=" + encodeURIComponent(after) + "&open=" + listed.slice(0, 500).join(","));
 
   function setCount(n) {
     document.title = (n > 0 ? "(" + n + ") " : "") + baseTitle;
@@ -16,7 +20,12 @@
   }
 
   source.addEventListener("count", function (e) {
-    setCount(JSON.parse(e.data).open);
+    var data = JSON.parse(e.data);
+    setCount(data.open);
+    (data.acked || []).forEach(function (id) {
+      var row = document.querySelector('#open-alerts [data-alert-id="' + id + '"]');
+      if (row) row.remove();
+    });
   });
 
   source.addEventListener("alert", function (e) {
@@ -35,8 +44,31 @@
     if (empty) empty.remove();
   });
 
-  source.addEventListener("logout", function () {
+  function toLogin() {
     source.close();
     location.href = "/login?next=" + encodeURIComponent(location.pathname);
-  });
+  }
+
+  source.addEventListener("logout", toLogin);
+
+  // the browser reconnects by itself after a dropped connection; a refused one (401: the session
+  // ended, e.g. the dashboard restarted) closes the stream for good, and the page must say so
+  source.onerror = function () {
+    if (source.readyState !== EventSource.CLOSED) return;
+    fetch("/api/summary", { credentials: "same-origin" }).then(function (response) {
+      if (response.status === 401) return toLogin();
+      showStopped();
+    }, showStopped);
+  };
+
+  function showStopped() {
+    if (document.getElementById("live-stopped")) return;
+    var note = document.createElement("p");
+    note.id = "live-stopped";
+    note.className = "error";
+    note.setAttribute("role", "alert");
+    note.textContent = body.dataset.stopped || "Live updates have stopped: reload the page.";
+    var main = document.querySelector("main") || body;
+    main.insertBefore(note, main.firstChild);
+  }
 })();
