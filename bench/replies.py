@@ -32,6 +32,7 @@ from typing import Any
 
 from bench.report import update_sections
 from bot import guard
+from bot.clock import SystemClock
 from bot.config import CrisisSettings, ModelSettings, ReplySettings, SentimentSettings
 from bot.domain import ChatTurn, InboundMessage, Strategy, Turn
 from train import data as tdata
@@ -84,7 +85,7 @@ async def run_variant(engine: Any, examples: list[tdata.ReplyExample], name: str
     from handlers.reply import ReplyStage
 
     recording = _Recording(engine)
-    stage = ReplyStage(recording, _NoMemory(), ReplySettings(), CrisisSettings())  # type: ignore[arg-type]
+    stage = ReplyStage(recording, _NoMemory(), ReplySettings(), CrisisSettings(), SystemClock())  # type: ignore[arg-type]
     rows = []
     for n, ex in enumerate(examples, 1):
         history = [ChatTurn("user" if role == "user" else "assistant", text) for role, text in ex.history]

@@ -76,6 +76,11 @@ def _classify(settings: Settings, args: argparse.Namespace) -> int:
 
     if not args.file.is_file():
         raise MoodbotError(f"{args.file}: no such file")
+    if settings.model.backend != "local":
+        # classify_file drives the local engine's batches; silently loading a local model instead of
+        # the configured server would classify with other weights than the bot's
+        raise MoodbotError("`classify` runs the model in this process; this config serves it from "
+                           f"{settings.model.base_url}: run it with MOODBOT__MODEL__BACKEND=local")
     target = args.output or args.file.with_name(args.file.name + ".moods.jsonl")
     engine = ModelEngine(load_model(settings.model), settings.model, settings.sentiment)
     summary = classify_file(

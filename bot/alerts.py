@@ -40,7 +40,7 @@ def alert_text(alert: Alert) -> str:
     where = f" in {alert.chat_id}" if alert.chat_id != alert.contact_id else ""
     if alert.kind == "handoff":
         return "\n".join([
-            f"🙋 Hand-off #{alert.alert_id}: a question the FAQ does not answer",
+            f"🙋 Hand-off #{alert.alert_id}: {alert.reason}",
             f"Who: {who}{where}",
             *[f"  “{excerpt}”" for excerpt in alert.excerpts],
             f"Answer them, then reply #ack {alert.alert_id}.",

@@ -12,6 +12,7 @@ import os
 from datetime import tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Mapping, TypeVar
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import yaml
@@ -90,6 +91,10 @@ class ModelSettings(Section):
     def _url_for_openai(self) -> "ModelSettings":
         if self.backend == "openai" and not self.base_url:
             raise ValueError("model.base_url is required when model.backend is openai")
+        if self.base_url:
+            parts = urlsplit(self.base_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"model.base_url must be an http(s) URL such as http://gpu-box:8000/v1, not {self.base_url!r}")
         return self
 
 
@@ -111,6 +116,14 @@ class ReplySettings(Section):
     memory_turns: int = Field(default=6, ge=0, le=100)
     memory_ttl_minutes: float = Field(default=60.0, gt=0)
     max_input_chars: int = Field(default=1000, ge=10, le=100_000)
+    # when the model does not answer (a model server down or hung): no reply is generated, this is sent,
+    # and a hand-off alert tells the admins that a person should answer
+    unavailable: LangTexts = Field(
+        default_factory=lambda: {
+            "zh": "抱歉，我这边暂时无法好好回复。已经通知同事，会有人尽快回复您。",
+            "en": "Sorry, I can't answer properly right now. I've let a colleague know, and someone will get back to you soon.",
+        }
+    )
     # curated lines, per strategy and language, for when no generated reply passes the guard; one is
     # picked per message, never the bot's previous reply in that chat
     fallbacks: StrategyLines = Field(

@@ -114,10 +114,17 @@ def invented(reply: str, sources: Iterable[str]) -> set[str]:
     return {f for f in facts(reply) if f not in allowed and _core(f) not in flat}
 
 
+# chat-template markers (Llama 2, Gemma, ChatML, role tags): a reply holding one is the prompt or the
+# template leaking, e.g. from a model server that formats chats with another model's template
+_TEMPLATE = re.compile(r"\[/?INST\]|<</?SYS>>|<start_of_turn>|<end_of_turn>|<\|im_(start|end)\|>|<\|(system|user|assistant)\|>|</?s>")
+
+
 def check(reply: str, message: str, lang: str, previous: str | None, sources: Iterable[str]) -> str | None:
     """Why the reply must not be sent, or None when it passes every rule."""
     if not reply.strip():
         return "empty"
+    if _TEMPLATE.search(reply):
+        return "template leak"
     if detect_lang(reply) != lang:
         return "wrong language"
     if echoes(reply, message, lang):

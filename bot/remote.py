@@ -13,9 +13,11 @@ the stages fall back (an unknown mood, the fallback reply) and #status says so.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
+import re
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
@@ -32,11 +34,33 @@ log = logging.getLogger(__name__)
 
 LABELS = (Label.POSITIVE, Label.NEGATIVE, Label.NEUTRAL)
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+# how vLLM, the llama.cpp servers and others say the prompt does not fit the context
+TOO_LONG = re.compile(r"context (length|window|size)|maximum context|exceeds? .*context|too (long|many tokens)", re.I)
 BACKOFF_S = 0.5
 
 
 class ServerUnavailable(EngineError):
     """The model server did not answer (or the breaker is open): the caller falls back."""
+
+
+class Refused(EngineError):
+    """The server answered 4xx: this request is wrong (or too long), not the server down."""
+
+    def __init__(self, message: str, status: int, body: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+    @property
+    def too_long(self) -> bool:
+        return self.status == 400 and bool(TOO_LONG.search(self.body))
+
+
+def _snippet(response: httpx.Response) -> str:
+    try:
+        return " ".join(response.text.split())[:120]
+    except (UnicodeError, httpx.HTTPError):
+        return ""
 
 
 class NoLogprobs(EngineError):
@@ -126,11 +150,13 @@ def word_probs(top: dict[str, float], words: Sequence[str]) -> list[float] | Non
 def _top_logprobs(choice: dict[str, Any]) -> dict[str, float] | None:
     """The first generated token's top log-probabilities from a completions choice, or None."""
     logprobs = choice.get("logprobs") or {}
+    if not isinstance(logprobs, dict):
+        return None
     tops = logprobs.get("top_logprobs")
-    if tops and isinstance(tops[0], dict) and tops[0]:
+    if isinstance(tops, list) and tops and isinstance(tops[0], dict) and tops[0]:
         return {str(k): float(v) for k, v in tops[0].items()}
     content = logprobs.get("content")  # the chat-style shape some servers use for completions too
-    if content and content[0].get("top_logprobs"):
+    if isinstance(content, list) and content and isinstance(content[0], dict) and content[0].get("top_logprobs"):
         return {str(t["token"]): float(t["logprob"]) for t in content[0]["top_logprobs"]}
     return None
 
@@ -177,7 +203,21 @@ class _Scorer:
         # the prefix is byte-identical in every request, so the server's prefix cache keeps it
         return self.prefix + self.item.format(text=text.replace("\n", " "))
 
-    def parse(self, data: dict[str, Any], count: int) -> list[list[float]]:
+    def parse(self, data: Any, count: int) -> list[list[float]]:
+        client = self.engine.client
+        try:
+            try:
+                rows = self._parse(data, count)
+            except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
+                # a proxy's page, an error object, another API: not an answer, and not a crash of the turn
+                raise EngineError(f"the model server's answer is not a completions answer: {str(data)[:200]}") from exc
+        except EngineError as exc:
+            client.refused, client.last_refusal = client.refused + 1, str(exc)[:120]
+            raise
+        client.answered()
+        return rows
+
+    def _parse(self, data: Any, count: int) -> list[list[float]]:
         choices = sorted(data.get("choices") or [], key=lambda c: int(c.get("index", 0)))
         if len(choices) != count:
             raise EngineError(f"the model server answered {len(choices)} choices for {count} prompts")
@@ -206,8 +246,21 @@ class _Scorer:
         if not texts:
             return []
         engine = self.engine
+        size = engine.settings.classify_batch_size
+        if engine.batch is None and len(texts) > 1:
+            # not learnt at start (the server was down then): one list request tells, and a refusal
+            # (llama-cpp-python answers HTTP 500 to a list) is not held against the server
+            first = texts[:size]
+            answer = await engine.client.probe("completions", self.body(first))
+            rows = None
+            if answer is not None:
+                with contextlib.suppress(EngineError):
+                    rows = self.parse(answer, len(first))
+            engine.batch = rows is not None
+            log.info("model server %s: %s", engine.base_url, "batched scoring" if engine.batch else "one prompt per request")
+            if rows is not None:
+                return rows + await self.log_free(texts[size:])
         if engine.batch and len(texts) > 1:
-            size = engine.settings.classify_batch_size
             parts = [texts[i : i + size] for i in range(0, len(texts), size)]
         else:
             parts = [[t] for t in texts]
@@ -237,6 +290,8 @@ class _Client:
         self._transport = transport
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._closing: asyncio.Task[None] | None = None
+        self.refused = 0  # answers in a row that were refusals (4xx) or not JSON: up, but of no use
+        self.last_refusal = ""
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -251,44 +306,93 @@ class _Client:
         if not breaker.allow():
             raise ServerUnavailable(f"the model server is down ({breaker.last_error}); circuit open")
         try:
-            return await self._post(path, body)
-        except asyncio.CancelledError:
+            result = await self._post(path, body)
+        except EngineError:
+            raise
+        except BaseException:
+            # anything else (a cancelled turn, a bad gzip body): the trial, if this was it, did not tell
             breaker.abandon()
             raise
+        return result
+
+    def answered(self) -> None:
+        """An answer was of use: the server is not refusing us."""
+        self.refused, self.last_refusal = 0, ""
+
+    async def probe(self, path: str, body: dict[str, Any]) -> Any:
+        """One try, no retries and no strike for a refusal: the answer, or None when the server
+        refused this request. A server that does not answer at all still counts against the breaker."""
+        breaker = self.breaker
+        if not breaker.allow():
+            raise ServerUnavailable(f"the model server is down ({breaker.last_error}); circuit open")
+        try:
+            async with self._slots:
+                response = await asyncio.wait_for(self.http.post(path, json=body), self.settings.timeout_s)
+        except (TimeoutError, httpx.TimeoutException):
+            error = f"no answer within {self.settings.timeout_s:g} s"
+            breaker.failure(error)
+            raise EngineTimeout(f"the model server gave {error}") from None
+        except httpx.TransportError as exc:
+            breaker.failure(f"{exc.__class__.__name__}: {exc}")
+            raise ServerUnavailable(f"the model server is unreachable: {exc.__class__.__name__}") from None
+        except BaseException:
+            breaker.abandon()
+            raise
+        breaker.success()
+        if response.status_code >= 400:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            return None
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         breaker = self.breaker
         error = ""
+        # one deadline for all attempts: a hung server costs a turn timeout_s, not (retries + 1) times it
+        deadline = time.monotonic() + self.settings.timeout_s
         async with self._slots:
             for attempt in range(self.settings.retries + 1):
                 if attempt:
-                    await asyncio.sleep(BACKOFF_S * 2 ** (attempt - 1) * (0.5 + random.random()))
+                    pause = BACKOFF_S * 2 ** (attempt - 1) * (0.5 + random.random())
+                    if time.monotonic() + pause >= deadline:
+                        break
+                    await asyncio.sleep(pause)
+                left = deadline - time.monotonic()
                 try:
-                    response = await self.http.post(path, json=body)
+                    response = await self.http.post(path, json=body, timeout=self.timeout_within(left))
                 except httpx.TimeoutException as exc:
                     error = f"no answer within {self.settings.timeout_s:g} s ({exc.__class__.__name__})"
                     continue
-                except httpx.TransportError as exc:
+                except httpx.HTTPError as exc:  # transport errors, and bodies that cannot be decoded
                     error = f"{exc.__class__.__name__}: {exc}"
                     continue
                 if response.status_code in RETRY_STATUS:
-                    error = f"HTTP {response.status_code}"
+                    error = f"HTTP {response.status_code} {_snippet(response)}".rstrip()
                     continue
                 if response.status_code >= 400:
                     # our request is wrong, not the server down: no retry and no strike against it
                     breaker.success()
-                    raise EngineError(f"the model server refused the request: HTTP {response.status_code} "
-                                      f"{response.text[:300]}")
+                    self.refused += 1
+                    self.last_refusal = f"HTTP {response.status_code} {_snippet(response)}".rstrip()
+                    raise Refused(f"the model server refused the request: HTTP {response.status_code} "
+                                  f"{response.text[:300]}", response.status_code, response.text)
                 breaker.success()
                 try:
                     result: dict[str, Any] = response.json()
                 except ValueError as exc:
+                    self.refused += 1
+                    self.last_refusal = f"an answer that is not JSON: {_snippet(response)}"
                     raise EngineError(f"the model server's answer is not JSON: {response.text[:200]}") from exc
                 return result
         breaker.failure(error)
         if error.startswith("no answer"):
             raise EngineTimeout(f"the model server gave {error}")
-        raise ServerUnavailable(f"the model server is unreachable: {error}")
+        raise ServerUnavailable(f"the model server failed: {error}")
+
+    def timeout_within(self, left: float) -> httpx.Timeout:
+        left = max(left, 0.05)
+        return httpx.Timeout(left, connect=min(left, 5.0))
 
     def close(self) -> None:
         client, self._http = self._http, None
@@ -317,7 +421,9 @@ class RemoteEngine:
         self.breaker = Breaker(settings.breaker_failures, settings.breaker_reset_s, monotonic)
         self.client = _Client(settings, self.breaker, transports[0] if transports else None)
         self._sync_transport = transports[1] if transports else None
-        self.batch = True  # several prompts per completions request; off where the server refuses lists
+        # several prompts per completions request: learnt at start, or at the first batch if the server
+        # was down then (None: not known yet); off where the server refuses lists
+        self.batch: bool | None = None
         self.unknown = 0  # moods that could not be scored while the server was down
         words = [prompts.LABEL_WORDS[label] for label in LABELS]
         self.mood = _Scorer(self, prompts.CLASSIFY_PREFIX, prompts.CLASSIFY_ITEM, words)
@@ -334,15 +440,21 @@ class RemoteEngine:
                 if not self.model:
                     listed = http.get("models")
                     listed.raise_for_status()
-                    self.model = str(listed.json()["data"][0]["id"])
-                    self.name = f"{self.model} via {self.base_url}"
+                    self._name_model(listed.json())
                 for scorer in (self.mood, self.crisis):
                     scorer.bias = content_free_bias(self._check_scorer(http, scorer))
+        except (ValueError, KeyError, IndexError, TypeError) as exc:  # JSONDecodeError is a ValueError
+            # e.g. base_url points at a web page or a login proxy
+            hint = "" if self.base_url.rstrip("/").endswith("/v1") else " (OpenAI-compatible APIs usually end in /v1)"
+            raise EngineError(f"the model server at {self.base_url} does not look like an OpenAI-compatible API"
+                              f"{hint}: {exc.__class__.__name__} {str(exc)[:120]}") from None
         except httpx.HTTPStatusError as exc:
             code = exc.response.status_code
             if code < 500 and code not in RETRY_STATUS:  # a wrong model name or key: say so now, not later
+                hint = "" if self.base_url.rstrip("/").endswith("/v1") or code != 404 else \
+                    " (OpenAI-compatible APIs usually end in /v1)"
                 raise EngineError(f"the model server at {self.base_url} refused the start-up check: HTTP {code} "
-                                  f"{exc.response.text[:300]}") from None
+                                  f"{exc.response.text[:300]}{hint}") from None
             self.breaker.open(f"HTTP {code}")
             log.warning("the model server at %s answers HTTP %d: starting anyway; replies fall back and moods "
                         "stay unknown until it answers", self.base_url, code)
@@ -355,13 +467,32 @@ class RemoteEngine:
         log.info("model server %s: %s, %s", self.base_url, self.model,
                  "batched scoring" if self.batch else "one prompt per scoring request")
 
+    def _name_model(self, listed: Any) -> None:
+        self.model = str(listed["data"][0]["id"])
+        self.name = f"{self.model} via {self.base_url}"
+
+    async def _ensure_model(self) -> None:
+        """The served model's name, when the server was down at start and none was configured."""
+        if self.model:
+            return
+        try:
+            response = await self.client.http.get("models", timeout=self.client.timeout_within(self.settings.timeout_s))
+            response.raise_for_status()
+            self._name_model(response.json())
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
+            log.debug("the served model's name is still unknown: %s", exc)  # the requests go out without one
+            return
+        log.info("model server %s serves %s", self.base_url, self.model)
+
     def _check_scorer(self, http: httpx.Client, scorer: _Scorer) -> list[list[float]]:
         texts = list(prompts.CONTENT_FREE)
-        if self.batch:
+        if self.batch is not False:
             answer = http.post("completions", json=scorer.body(texts))
             if answer.status_code < 400:
                 try:
-                    return scorer.parse(answer.json(), len(texts))
+                    rows = scorer.parse(answer.json(), len(texts))
+                    self.batch = True
+                    return rows
                 except NoLogprobs:
                     raise
                 except EngineError:
@@ -377,6 +508,7 @@ class RemoteEngine:
     # --- the Engine protocol ----------------------------------------------------------------------
 
     async def classify_batch(self, texts: Sequence[str]) -> list[Sentiment]:
+        await self._ensure_model()
         try:
             rows = await self.mood.probs(texts)
         except EngineError:
@@ -404,19 +536,35 @@ class RemoteEngine:
             system = prompts.with_knowledge(system, knowledge)
         stops = list(dict.fromkeys(prompts.stop_strings(lang)))[:4]  # the OpenAI API takes at most four
         # asked again (the guard refused the last reply): sample instead of the greedy answer
-        body = {"model": self.model, "messages": prompts.chat_messages(system, history),
-                "max_tokens": self.settings.max_new_tokens, "temperature": 0.7 if attempt else 0.0,
-                "stop": stops}
-        data = await self.client.post("chat/completions", body)
+        await self._ensure_model()
+        while True:
+            body = {"model": self.model, "messages": prompts.chat_messages(system, history),
+                    "max_tokens": self.settings.max_new_tokens, "temperature": 0.7 if attempt else 0.0,
+                    "stop": stops}
+            try:
+                data = await self.client.post("chat/completions", body)
+                break
+            except Refused as exc:
+                # the conversation outgrew the server's context: drop the oldest turns, as the local
+                # engine does, rather than failing this chat until its memory expires
+                if not exc.too_long or len(history) <= 1:
+                    raise
+                history = history[2:] if len(history) > 2 else history[-1:]
+                log.info("reply prompt too long for the model server; dropped the oldest turns (%d left)", len(history))
         try:
-            raw = data["choices"][0]["message"]["content"] or ""
+            raw = str(data["choices"][0]["message"]["content"] or "")
         except (KeyError, IndexError, TypeError) as exc:
+            self.client.refused, self.client.last_refusal = self.client.refused + 1, "replies without a message"
             raise EngineError(f"the model server's reply has no message: {str(data)[:200]}") from exc
+        self.client.answered()
         return clean_reply(raw, max_chars=self.settings.max_reply_chars)
 
     def status(self) -> str:
         """One line for #status: where the model is and whether it answers."""
         breaker = self.breaker
+        if breaker.state == "closed" and self.client.refused:
+            return (f"openai backend {self.base_url} ({self.model or '?'}): answers but REFUSES the last "
+                    f"{self.client.refused} requests ({self.client.last_refusal}); {self.unknown} moods unknown so far")
         if breaker.state == "closed":
             return f"openai backend {self.base_url} ({self.model or '?'}): up"
         since = breaker.down_since.strftime("%H:%M UTC") if breaker.down_since else "?"

@@ -9,7 +9,7 @@ from bot.protocols import AsyncStore, Clock, Engine
 from bot.state import BotState
 from handlers.base import Pipeline
 from handlers.commands import CommandStage
-from handlers.escalation import CrisisStage, EscalationStage
+from handlers.escalation import CrisisFloorStage, CrisisStage, EscalationStage
 from handlers.filters import FilterStage, SeenIds, TriggerStage, fresh, from_self
 from handlers.hygiene import CleanTextStage, NonTextStage
 from handlers.knowledge import KnowledgeStage
@@ -40,6 +40,8 @@ def build_pipeline(
                          getattr(engine, "status", lambda: "local model in this process"),
                          settings.escalation.score_points),
             TriggerStage(settings.triggers),  # after clean-up: prefixes are matched on clean text
+            # the phrase list before any model call: a crisis it names never waits for a slow model
+            CrisisFloorStage(settings.escalation),
             SentimentStage(engine),  # every allowed message, replied to or not, gets a mood
             # every message, after the mood pass whose features the crisis head reads
             CrisisStage(engine, store, clock, settings.escalation, settings.crisis.careful_minutes),
@@ -47,6 +49,6 @@ def build_pipeline(
             StrategyStage(),  # after crisis: a crisis overrides the mood
             # FAQ facts for plain answers, or a hand-off instead of a reply the model would have to invent
             KnowledgeStage(knowledge, settings.knowledge, clock),
-            ReplyStage(engine, memory, settings.reply, settings.crisis),
+            ReplyStage(engine, memory, settings.reply, settings.crisis, clock),
         ]
     )

@@ -25,6 +25,25 @@ from bot.store import Store
 log = logging.getLogger(__name__)
 
 
+def crisis_phrases(settings: EscalationSettings) -> list[str]:
+    """The floor: the default phrases and the configured ones, which add to them and cannot remove any."""
+    return [p.lower() for p in [*DEFAULT_CRISIS_PHRASES, *settings.crisis_phrases] if p.strip()]
+
+
+class CrisisFloorStage:
+    """The phrase list, before any model call: a crisis it names is answered and alerted even when
+    the model is slow or down (the model's own check follows in CrisisStage)."""
+
+    name = "crisis_floor"
+
+    def __init__(self, settings: EscalationSettings) -> None:
+        self.phrases = crisis_phrases(settings)
+
+    async def __call__(self, turn: Turn) -> None:
+        lowered = turn.text.lower()
+        turn.crisis = any(phrase in lowered for phrase in self.phrases)
+
+
 class CrisisStage:
     """Checks every message for a crisis, whatever its mood label (one was labelled neutral).
 
@@ -41,13 +60,12 @@ class CrisisStage:
         self.clock = clock
         self.settings = settings
         self.careful = timedelta(minutes=careful_minutes)
-        phrases = [*DEFAULT_CRISIS_PHRASES, *settings.crisis_phrases]
-        self.phrases = [p.lower() for p in phrases if p.strip()]
 
     async def __call__(self, turn: Turn) -> None:
-        lowered = turn.text.lower()
-        if any(phrase in lowered for phrase in self.phrases):
-            turn.crisis = True
+        if turn.crisis:
+            pass  # the phrase floor matched before the mood pass (CrisisFloorStage)
+        elif turn.model_failed:
+            log.warning("crisis check of message %s: phrase list only, the model did not answer", turn.message.message_id)
         elif self.settings.model_crisis_check:
             try:
                 score = await self.engine.crisis_score(turn.text)

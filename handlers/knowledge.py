@@ -52,7 +52,7 @@ class KnowledgeStage:
         turn.outbox.append(reply_to(message, turn.reply))
         turn.alerts.append(Alert(
             contact_id=message.sender_id, chat_id=message.chat_id, severity="info",
-            reason="question not answered by the FAQ", excerpts=(turn.text,), trend=(),
+            reason="a question the FAQ does not answer", excerpts=(turn.text,), trend=(),
             created_at=self.clock.now(), contact_name=message.sender_name, kind="handoff",
         ))
         raise StopPipeline("hand-off: no FAQ answer")

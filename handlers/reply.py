@@ -2,7 +2,11 @@
 
 A crisis is never answered by the model: the vetted `crisis.reply` goes out, and `crisis.follow_up`
 while the contact stays in careful mode. Every generated reply passes the guard (bot/guard.py); a
-rejected one is generated once more with other settings, then replaced by a curated line.
+rejected one is generated once more with other settings, then replaced by a curated line. When the
+model does not answer at all, `reply.unavailable` goes out instead.
+
+A reply that tells the sender a colleague will follow up (the model's hand-off, a curated line, the
+unavailable line) records a `handoff` alert, so that the promise reaches a person.
 """
 
 from __future__ import annotations
@@ -10,26 +14,35 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 from collections import Counter
 
 from bot import guard, prompts
 from bot.config import CrisisSettings, ReplySettings
-from bot.domain import ChatTurn, Strategy, Turn, reply_to
+from bot.domain import Alert, ChatTurn, Strategy, Turn, reply_to
 from bot.errors import EngineError
 from bot.memory import ConversationMemory
-from bot.protocols import Engine
+from bot.protocols import Clock, Engine
+from bot.text import in_lang
 
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 2  # the first reply, then one more with other settings
+# "I'll pass this to a colleague", "我转给同事帮您查": the reply promises that a person will follow up
+HANDOFF_PROMISE = re.compile(
+    r"(转给|转交|请同事|同事来|同事帮|让同事|通知同事|人工客服|转人工)"
+    r"|\b(colleague|teammate|our team|a person|someone (will|from|who))\b",
+    re.IGNORECASE,
+)
 
 
 class ReplyStage:
     name = "reply"
 
     def __init__(self, engine: Engine, memory: ConversationMemory, settings: ReplySettings,
-                 crisis: CrisisSettings) -> None:
+                 crisis: CrisisSettings, clock: Clock) -> None:
         self.engine = engine
+        self.clock = clock
         self.memory = memory
         self.settings = settings
         self.crisis = crisis
@@ -54,6 +67,7 @@ class ReplyStage:
             return await self.engine.generate(history, strategy, turn.lang, system, turn.knowledge, attempt=attempt)
         except EngineError as exc:
             log.warning("reply to message %s failed: %s", turn.message.message_id, exc)
+            turn.model_failed = True  # no second attempt: it would wait for the same failure
             return ""
 
     async def guarded_reply(self, turn: Turn, history: list[ChatTurn], strategy: Strategy) -> str | None:
@@ -63,6 +77,8 @@ class ReplyStage:
         sources = [t.text for t in history[:-1]] + list(turn.knowledge)
         for attempt in range(ATTEMPTS):
             reply = await self._generate(turn, history, strategy, system, attempt)
+            if turn.model_failed:
+                return None
             reason = guard.check(reply, turn.text, turn.lang, previous, sources)
             if reason is None:
                 return reply
@@ -80,16 +96,31 @@ class ReplyStage:
         if strategy is Strategy.CRISIS:
             reply = self.crisis.text("reply" if turn.crisis else "follow_up", turn.lang)
         else:
+            promise_checked = True
             if turn.concern and strategy is Strategy.COMFORT:
                 # a negative message that may signal a crisis: vetted words, and a person was alerted
                 reply = self.crisis.text("check_in", turn.lang)
-            elif (generated := await self.guarded_reply(turn, history, strategy)) is not None:
+                promise_checked = False
+            elif not turn.model_failed and (generated := await self.guarded_reply(turn, history, strategy)) is not None:
                 reply = generated
+            elif turn.model_failed:
+                reply = in_lang(self.settings.unavailable, turn.lang)
             else:
                 self.fallbacks += 1
                 previous = next((t.text for t in reversed(history[:-1]) if t.role == "assistant"), None)
                 reply = self.fallback(strategy, turn.lang, message.message_id + turn.text, previous)
             # memory keeps what was said, curated lines included, so the next reply can differ from it
             await asyncio.to_thread(self.memory.add, message.chat_id, user_turn, ChatTurn("assistant", reply))
+            if promise_checked and HANDOFF_PROMISE.search(reply):
+                self._hand_off(turn, "the model did not answer" if turn.model_failed else "the bot said a colleague would follow up")
         turn.reply = reply
         turn.outbox.append(reply_to(message, reply))
+
+    def _hand_off(self, turn: Turn, reason: str) -> None:
+        message = turn.message
+        log.info("hand-off: message %s from %s (%s)", message.message_id, message.sender_id, reason)
+        turn.alerts.append(Alert(
+            contact_id=message.sender_id, chat_id=message.chat_id, severity="info", reason=reason,
+            excerpts=(turn.text,), trend=(), created_at=self.clock.now(), contact_name=message.sender_name,
+            kind="handoff",
+        ))

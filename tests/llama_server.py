@@ -51,6 +51,9 @@ class LlamaServer:
             "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.n_ctx),
             "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads),
             "--logits_all", "true",  # the completions API returns log-probabilities only with it
+            # the GGUF names no chat template: without this the server falls back to llama-2's
+            # [INST] <<SYS>> format, which the model then copies into its replies
+            "--chat_format", "gemma",
             *self.extra,
         ]
         with self.log.open("ab") as log:

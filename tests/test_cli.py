@@ -36,6 +36,15 @@ def test_missing_input_file_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2 and "no such file" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_classify_refuses_a_config_that_serves_the_model_elsewhere(tmp_path: Path) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("hello\n")
+    config = tmp_path / "c.yaml"
+    config.write_text("model: {backend: openai, base_url: 'http://127.0.0.1:9/v1'}\n")
+    result = _cli("--config", str(config), "classify", str(source))
+    assert result.returncode == 2 and "MOODBOT__MODEL__BACKEND=local" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_missing_model_path_is_a_clear_error(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(f"model:\n  path: {tmp_path / 'qwen'}\n")
@@ -57,3 +66,16 @@ async def test_console_chat_with_piped_input(store: Store) -> None:
     assert lines[2].startswith("bot> [comfort]")
     assert "empty after clean-up" in out.getvalue()
     assert "positive" in lines[-2] and "celebrate" in lines[-2]
+
+
+async def test_console_says_when_the_mood_is_unknown(store: Store) -> None:
+    from bot.errors import EngineError
+
+    sender = ConsoleSender()
+    app = Application(Settings.model_validate({"schedule": {"enabled": False}}), FakeEngine(fail=EngineError("down")),
+                      sender, ManualClock(), store)
+    out = io.StringIO()
+    assert await run_console(app, sender, io.StringIO("hello\n"), out) == 0
+    lines = out.getvalue().splitlines()
+    assert "mood unknown" in lines[1] and "neutral" not in lines[1]
+    assert lines[2] == "bot> " + Settings().reply.unavailable["en"]

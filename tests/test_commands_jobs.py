@@ -90,7 +90,7 @@ async def test_alerts_list_the_most_urgent_first_and_stay_short(clock: ManualClo
     for n in range(25):
         for _ in range(3):
             await send(app, clock, SAD, who=f"user{n}")
-    await send(app, clock, "I want to end it all", who="carol")
+    await send(app, clock, "tonight I might end it all", who="carol")
     [listing, *more] = await send(app, clock, "#alerts")
     lines = "\n".join([listing, *more]).splitlines()
     assert "[critical]" in lines[0] and "Carol" in lines[0]

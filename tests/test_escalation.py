@@ -167,9 +167,9 @@ def test_the_concern_threshold_cannot_exceed_the_crisis_threshold() -> None:
 
 
 def test_the_phrase_floor_cannot_be_switched_off_by_configuring_phrases() -> None:
-    from handlers.escalation import CrisisStage
+    from handlers.escalation import CrisisFloorStage
 
-    stage = CrisisStage(None, None, None, EscalationSettings(crisis_phrases=["my own phrase"]), 0)  # type: ignore[arg-type]
+    stage = CrisisFloorStage(EscalationSettings(crisis_phrases=["my own phrase"]))
     assert "kill myself" in stage.phrases and "my own phrase" in stage.phrases
     assert "想死" not in stage.phrases  # 想死你了 is "I miss you so much": left to the model
 

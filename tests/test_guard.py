@@ -148,3 +148,13 @@ async def test_two_rejections_fall_back_to_a_curated_line(clock, store) -> None:
     assert sender.sent[0].text in Settings().reply.fallbacks["plain"]["en"]
     assert turn.strategy is Strategy.PLAIN
     assert stage.rejections["invented fact"] == 2 and stage.fallbacks == 1
+
+
+@pytest.mark.parametrize("reply", [
+    "[INST] <<SYS>> You are a cheerful friend. <</SYS>> hello there [/INST] Congratulations!",
+    "Congratulations! <end_of_turn>",
+    "<|im_start|>assistant That's great news!",
+])
+def test_a_chat_template_in_the_reply_is_a_leak(reply: str) -> None:
+    assert guard.check(reply, "hello there", "en", None, []) == "template leak"
+    assert guard.check("Congratulations, that's wonderful news!", "hello there", "en", None, []) is None

@@ -15,6 +15,13 @@ from bot.remote import RemoteEngine
 from tests.fakes import RecordingSender, speaker
 from tests.llama_server import LlamaServer
 
+
+def guard_leak(reply: str) -> str | None:
+    from bot.guard import check
+
+    reason = check(reply, "", "zh" if any("\u4e00" <= ch <= "\u9fff" for ch in reply) else "en", None, [reply])
+    return reason if reason == "template leak" else None
+
 pytestmark = pytest.mark.server
 
 # a fixed set, none of it from the evaluation data
@@ -60,7 +67,8 @@ async def test_mood_crisis_and_replies_over_the_server(llama_server: LlamaServer
     for lang, text in (("zh", "今天考试没考好，心情很低落"), ("en", "I failed my exam and I feel awful.")):
         system = f"You are a kind friend. {'请用简体中文回复。' if lang == 'zh' else 'Reply in English.'}"
         reply = await engine.generate([ChatTurn("user", text)], Strategy.COMFORT, lang, system)
-        assert reply.strip(), lang
+        # the server formats the chat with Gemma's template: nothing of the prompt or another template leaks
+        assert reply.strip() and guard_leak(reply) is None and "kind friend" not in reply, (lang, reply)
     engine.close()
 
 
@@ -101,8 +109,12 @@ async def test_server_down_falls_back_then_recovers(llama_server: LlamaServer, c
         await say("I failed my exam and I feel awful.")
         assert len(store.moods("alice")) == 1 and engine.breaker.state == "closed"
         server.stop()
-        [reply] = await say("Still feeling awful today.")
-        assert reply in settings.reply.fallbacks["plain"]["en"]  # the mood is unknown: a plain curated line
+        [reply, handoff] = await say("Still feeling awful today.")
+        assert reply == settings.reply.unavailable["en"]  # the model did not answer: no generated reply
+        assert handoff.startswith("🙋 Hand-off #1: the model did not answer")  # and a person is told
+        # one failed request a turn (later stages do not wait for the model again): the second opens the breaker
+        assert engine.breaker.state == "closed"
+        await say("Still awful.")
         assert engine.breaker.state == "open"
         [status] = await say("#status", who="boss")
         assert "DOWN" in status and "replies fall back" in status
@@ -114,6 +126,34 @@ async def test_server_down_falls_back_then_recovers(llama_server: LlamaServer, c
         assert (await engine.generate([ChatTurn("user", "Thanks!")], Strategy.PLAIN, "en", "Reply in English.")).strip()
         [status] = await say("#status", who="boss")
         assert ": up" in status and len(store.moods("alice")) == 2
+        await app.__aexit__(None, None, None)
+    finally:
+        server.stop()
+
+
+async def test_a_bot_started_before_its_server_works_once_the_server_is_up(
+        llama_server: LlamaServer, clock: Any, store: Any) -> None:
+    """llama-cpp-python refuses a list of prompts with HTTP 500: a bot that could not learn that at
+    start must not read the refusal as the server being down, for ever."""
+    server = LlamaServer(llama_server.gguf)
+    now = [0.0]
+    engine = RemoteEngine(ModelSettings(backend="openai", base_url=server.base_url, timeout_s=30, retries=1,
+                                        breaker_failures=2, breaker_reset_s=5),
+                          SentimentSettings(readout="none"), monotonic=lambda: now[0])
+    engine.check()  # nothing listens yet: the breaker opens, the bot starts anyway
+    assert engine.breaker.state == "open" and engine.batch is None and engine.model == ""
+    settings = Settings.model_validate({"admin": {"ids": ["boss"]}, "schedule": {"enabled": False}})
+    app = Application(settings, engine, RecordingSender(), clock, store)
+    say = speaker(app, app.outbound.sender, clock)  # type: ignore[arg-type]
+    try:
+        server.start()
+        now[0] = 6  # past breaker_reset_s: the next call is the trial
+        await say("I failed my exam and I feel awful.")
+        assert engine.breaker.state == "closed" and engine.batch is False and engine.model == "gemma-3-270m"
+        await say("我们周末去爬山吧，天气很好")
+        assert len(store.moods("alice")) == 2 and engine.unknown == 0
+        [status] = await say("#status", who="boss")
+        assert ": up" in status
         await app.__aexit__(None, None, None)
     finally:
         server.stop()

@@ -143,7 +143,9 @@ async def test_engine_timeout_gives_the_fallback_reply(clock: ManualClock) -> No
     app, sender = make_app(clock, TimeoutEngine())
     turn = await app.process(make_message("I feel sad"))
     assert turn is not None and turn.sentiment is not None and turn.sentiment.confidence == 0.0
-    assert len(sender.sent) == 1 and sender.sent[0].text in Settings().reply.fallbacks["plain"]["en"]
+    # the model did not answer: the unavailable line, and a hand-off so that a person answers
+    assert len(sender.sent) == 1 and sender.sent[0].text == Settings().reply.unavailable["en"]
+    assert [(a.kind, a.reason) for a in turn.alerts] == [("handoff", "the model did not answer")]
 
 
 async def test_unexpected_stage_error_is_contained(clock: ManualClock) -> None:
@@ -198,8 +200,8 @@ async def test_an_overloaded_crisis_message_is_answered_in_full(clock: ManualClo
 async def test_engine_error_in_classify_is_not_fatal(clock: ManualClock) -> None:
     app, sender = make_app(clock, FakeEngine(fail=EngineError("broken")))
     turn = await app.process(make_message("hi"))
-    assert turn is not None and turn.strategy is Strategy.PLAIN
-    assert sender.sent[0].text in Settings().reply.fallbacks["plain"]["en"]
+    assert turn is not None and turn.strategy is Strategy.PLAIN and turn.model_failed
+    assert sender.sent[0].text == Settings().reply.unavailable["en"]
 
 
 def test_trigger_settings_defaults_are_safe() -> None:

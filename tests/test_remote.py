@@ -29,6 +29,7 @@ class FakeServer:
         self.lists = lists  # False: one prompt per request, like llama-cpp-python's server
         self.down = False
         self.requests: list[dict[str, Any]] = []
+        self.calls = 0  # every request, answered or not
 
     def top(self, prompt: str) -> dict[str, float]:
         message = prompt.rsplit("Message: ", 1)[1].split("\n", 1)[0]
@@ -47,6 +48,7 @@ class FakeServer:
         return {k: math.log(v) for k, v in dist.items()}
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
         if self.down:
             raise httpx.ConnectError("connection refused", request=request)
         path = request.url.path
@@ -176,16 +178,22 @@ async def test_server_down_falls_back_and_says_so_then_recovers(clock: Any, stor
 
     assert await say("so sad") == ["I hear you: so sad"]
     server.down = True
-    for _ in range(3):
+    for n in range(3):
+        calls = server.calls
         turn_replies = await say("so sad again")
-        assert len(turn_replies) == 1 and turn_replies[0] in settings.reply.fallbacks["plain"]["en"]
+        if n == 0:  # the mood request failed: the turn asks the model nothing more (crisis check, reply)
+            assert server.calls - calls == 1
+        # no generated reply and no promise left hanging: the unavailable line, and a person is told
+        assert turn_replies[0] == settings.reply.unavailable["en"]
+        assert [m.chat_id for m in sender.sent[-len(turn_replies):]] == ["alice", "boss"]
+        assert turn_replies[1].startswith(f"🙋 Hand-off #{n + 1}: the model did not answer")
     assert engine.breaker.state == "open"
     [status] = await say("#status", who="boss")
     assert "DOWN" in status and "moods unknown" in status
     # unknown moods are not recorded as a guess: only the first message's mood is in the history
     assert [p.label for p in store.moods("alice")] == [Label.NEGATIVE]
     calls = len(server.requests)
-    await say("so sad")
+    await say("sad still")
     assert len(server.requests) == calls  # the open breaker fails fast, without calling the server
     server.down = False
     now[0] = 11  # past breaker_reset_s: the next call is the trial
@@ -219,3 +227,123 @@ async def test_engine_errors_are_engine_errors() -> None:
     server.down = True
     with pytest.raises(EngineError):
         await engine.classify("so sad")
+
+
+class HungServer:
+    """A real HTTP listener on loopback that accepts requests and never answers (a hung model server)."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.server: Any = None
+
+    async def __aenter__(self) -> str:
+        import asyncio
+        import contextlib
+
+        async def hold(reader: Any, writer: Any) -> None:
+            self.requests += 1
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(3600)
+
+        self.server = await asyncio.start_server(hold, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+
+
+async def test_a_hung_server_costs_one_deadline_and_a_crisis_does_not_wait_for_it(clock: Any, store: Any) -> None:
+    from bot.app import Application
+    from bot.config import CrisisSettings
+
+    first, second = HungServer(), HungServer()
+    async with first as url, second as crisis_url:
+        # retries within one deadline: a hung server is asked once per request, not retries + 1 times
+        engine = RemoteEngine(ModelSettings(backend="openai", base_url=url, name="m", timeout_s=0.3, retries=2),
+                              SentimentSettings(readout="none"))
+        with pytest.raises(EngineError, match="no answer"):
+            await engine.classify("so sad")
+        assert engine.mood.bias is None and first.requests == 1  # never answered, asked once
+        engine.close()
+
+        # a crisis the phrase list names gets the vetted reply and the alert; the turn asks the hung
+        # server once (the mood, bounded) and nothing more
+        settings = Settings.model_validate({"admin": {"ids": ["boss"]}, "schedule": {"enabled": False}})
+        model = ModelSettings(backend="openai", base_url=crisis_url, name="m", timeout_s=0.3, retries=2)
+        app = Application(settings, RemoteEngine(model, SentimentSettings(readout="none")), RecordingSender(), clock, store)
+        say = speaker(app, app.outbound.sender, clock)  # type: ignore[arg-type]
+        sent = await say("I want to kill myself")
+        assert sent[0] == CrisisSettings().text("reply", "en") and any("[critical]" in line for line in sent[1:])
+        [point] = store.moods("alice")
+        assert point.label is Label.NEGATIVE  # unread, a crisis is recorded as negative, not as neutral
+        assert second.requests == 1
+        await app.__aexit__(None, None, None)
+
+
+async def test_answers_of_the_wrong_shape_are_engine_errors_and_status_says_so() -> None:
+    server = FakeServer()
+    engine = engine_for(server)
+    for bad in ([], {"choices": ["x"]}, {"choices": [{"index": 0, "logprobs": ["x"]}]}):
+        server_answer = httpx.MockTransport(lambda request, bad=bad: httpx.Response(200, json=bad))
+        engine.client._http = None
+        engine.client._transport = server_answer
+        with pytest.raises(EngineError):
+            await engine.classify("so sad")
+    status = engine.status()
+    assert "REFUSES the last 3 requests" in status and engine.breaker.state == "closed"
+    engine.client._http, engine.client._transport = None, httpx.MockTransport(server)
+    await engine.classify("so sad")
+    assert engine.status().endswith(": up")
+    engine.close()
+
+
+async def test_a_broken_trial_answer_does_not_keep_the_breaker_shut() -> None:
+    server = FakeServer()
+    now = [0.0]
+    engine = engine_for(server, now)
+    engine.breaker.open("HTTP 503")
+    now[0] = 11  # half-open: the next request is the trial
+
+    def broken_gzip(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-encoding": "gzip"}, content=b"not gzip at all")
+
+    engine.client._http, engine.client._transport = None, httpx.MockTransport(broken_gzip)
+    with pytest.raises(EngineError):
+        await engine.classify("so sad")
+    engine.client._http, engine.client._transport = None, httpx.MockTransport(server)
+    now[0] = 22  # past the reset again: another trial is let through, and it succeeds
+    assert (await engine.classify("so sad")).label is Label.NEGATIVE
+    assert engine.breaker.state == "closed"
+    engine.close()
+
+
+async def test_a_conversation_too_long_for_the_server_drops_its_oldest_turns() -> None:
+    server = FakeServer()
+    engine = engine_for(server)
+
+    def small_context(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if request.url.path.endswith("/chat/completions") and len(body["messages"]) > 4:
+            return httpx.Response(400, json={"error": {"message": "This model's maximum context length is 2048 tokens"}})
+        return server(request)
+
+    engine.client._http, engine.client._transport = None, httpx.MockTransport(small_context)
+    history = [ChatTurn("user", "one"), ChatTurn("assistant", "ok"), ChatTurn("user", "two"),
+               ChatTurn("assistant", "ok"), ChatTurn("user", "three")]
+    assert await engine.generate(history, Strategy.PLAIN, "en", "Be kind.") == "I hear you: three"
+    assert [m["content"] for m in server.requests[-1]["messages"][1:]] == ["two", "ok", "three"]
+    engine.close()
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8080/v1", "localhost:8080/v1", "ftp://gpu-box/v1", "http:///v1"])
+def test_a_base_url_without_http_or_host_is_refused(url: str) -> None:
+    with pytest.raises(Exception, match="must be an http"):
+        ModelSettings(backend="openai", base_url=url)
+
+
+def test_a_page_that_is_not_the_api_is_a_clear_error_at_start() -> None:
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, text="<html>login</html>"))
+    engine = RemoteEngine(ModelSettings(backend="openai", base_url="http://model.test/"), SentimentSettings(),
+                          transports=(transport, transport))
+    with pytest.raises(EngineError, match="does not look like an OpenAI-compatible API .*end in /v1"):
+        engine.check()

@@ -33,6 +33,8 @@ def describe(turn: Turn) -> str:
         return f"({turn.stopped or 'no answer'})"
     s = turn.sentiment
     strategy = turn.strategy.value if turn.strategy else "-"
+    if s.confidence == 0.0:  # the model did not answer: not a neutral reading
+        return f"❔ mood unknown (the model did not answer) · strategy: {strategy}"
     return f"{s.emoji} {s.label.value} ({s.confidence:.2f}) · strategy: {strategy}"
 
 
