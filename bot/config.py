@@ -195,6 +195,9 @@ class WechatMpSettings(CallbackSettings):
     appid: str | None = None
     secret: SecretStr | None = None
     encoding_aes_key: SecretStr | None = None  # 43 characters; needed for safe mode (encrypt_type=aes)
+    # refuse plaintext POSTs (compatible and safe mode both send encrypt_type=aes); null: true when
+    # encoding_aes_key is set. false only while the admin console is still switching from plaintext mode
+    require_encryption: bool | None = None
     # service accounts may send later through the customer-service API; subscription accounts cannot
     account_type: Literal["service", "subscription"] = "service"
     reply_timeout_s: float = Field(default=4.5, gt=0, le=4.9)  # WeChat waits about 5 s for the answer

@@ -6,6 +6,10 @@ what the query scores against an average-length entry holding each query token o
 entry has count too), so it reads as the share of the question's weight the entry covers and one
 threshold works for FAQs of any size; bench/KNOWLEDGE.md measures it.
 
+WeChat's emoji codes ("[微笑]", "[Facepalm]") are dropped before matching, and an entry is a hit
+only when the question shares a word with it, or at least two Chinese characters: one character in
+common is not enough (the 微 of 微笑 is not about 微信支付).
+
 `Retriever` is the seam for other scorers (the lead's model-hidden-state embeddings): anything
 with `search(query, k) -> list[Hit]` can be benchmarked by `python -m bench.knowledge`.
 """
@@ -29,6 +33,8 @@ log = logging.getLogger(__name__)
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[\u3400-\u9fff]+")
 _CJK = re.compile(r"[\u3400-\u9fff]")
+# WeChat's emoji as text: [微笑], [捂脸] in Chinese clients, [Smile], [Facepalm] in English ones
+_EMOJI_CODE = re.compile(r"\[(?:[\u3400-\u9fff]{1,4}|[A-Za-z]{2,12})\]")
 # words that carry no fact: a question made only of these must not match an entry
 STOPWORDS = frozenset(
     "a an the is are am was were be been do does did i you we they he she it my your our me us to of in on at "
@@ -39,6 +45,11 @@ STOPWORDS = frozenset(
 )
 
 
+def is_word(token: str) -> bool:
+    """A word, not one Chinese character (tokenize adds the characters of Chinese words for recall)."""
+    return len(token) > 1 or not _CJK.match(token)
+
+
 def tokenize(text: str) -> list[str]:
     """Word tokens for BM25: jieba for Chinese runs, lower-cased words for the rest, stopwords dropped."""
     import jieba
@@ -46,7 +57,7 @@ def tokenize(text: str) -> list[str]:
     jieba.setLogLevel(logging.WARNING)  # its dictionary-loading chatter would go to stderr on every start
 
     tokens: list[str] = []
-    for run in _WORD.findall(text.lower()):
+    for run in _WORD.findall(_EMOJI_CODE.sub(" ", text).lower()):
         if not _CJK.match(run):
             tokens.append(run)
             continue
@@ -105,15 +116,24 @@ def load_entries(path: Path) -> list[Entry]:
     return entries
 
 
+def _import_bm25s() -> Any:
+    logger = logging.getLogger("bm25s")
+    level = logger.level  # what configure_logging chose: WARNING, DEBUG with -v
+    import bm25s
+
+    logger.setLevel(level)  # bm25s sets its logger to DEBUG when first imported, which would undo that
+    return bm25s
+
+
 class Bm25Index:
     """BM25 (bm25s) over a fixed list of entries."""
 
     def __init__(self, entries: Sequence[Entry], k1: float = 1.5) -> None:
-        import bm25s
-
+        bm25s = _import_bm25s()
         self.entries = list(entries)
         self.k1 = k1
         docs = [tokenize(" ".join([e.question, *e.keywords, e.answer])) for e in self.entries]
+        self.terms = [set(doc) for doc in docs]
         self.bm25 = bm25s.BM25(k1=k1)
         if self.entries:
             self.bm25.index(docs, show_progress=False)
@@ -138,8 +158,14 @@ class Bm25Index:
         if not known or ceiling <= 0:
             return []
         scores = self.bm25.get_scores(known)
-        order = sorted(range(len(self.entries)), key=lambda i: -float(scores[i]))[:k]
-        return [Hit(self.entries[i], min(1.0, float(scores[i]) / ceiling)) for i in order if scores[i] > 0]
+        order = sorted((i for i in range(len(self.entries)) if scores[i] > 0 and self._shares_a_word(known, i)),
+                       key=lambda i: -float(scores[i]))[:k]
+        return [Hit(self.entries[i], min(1.0, float(scores[i]) / ceiling)) for i in order]
+
+    def _shares_a_word(self, tokens: list[str], index: int) -> bool:
+        # characters add to the score, but one character in common is too little to be about the entry
+        shared = self.terms[index].intersection(tokens)
+        return len(shared) >= 2 or any(is_word(t) for t in shared)
 
 
 class KnowledgeBase:

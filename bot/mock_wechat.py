@@ -2,7 +2,7 @@
 
 `FakeWeChatAPI` issues access tokens and records customer-service (`message/custom/send`) and
 WeCom (`message/send`) sends; it can expire its tokens (40001), answer chosen error codes or an
-HTTP 5xx, and close a user's 48-hour window (45015). `WeChatPlayer` plays WeChat's servers: it
+HTTP 5xx (sends and token requests), and close a user's 48-hour window (45015). `WeChatPlayer` plays WeChat's servers: it
 signs and encrypts callbacks exactly as WeChat does (SHA1 signatures, AES-256-CBC with the
 EncodingAESKey, PKCS#7 to 32 bytes, the appid or corp id inside) without wechatpy, so the bot's
 use of wechatpy is checked against an independent implementation, and it decrypts the passive
@@ -55,7 +55,8 @@ class FakeWeChatAPI:
         self.token_requests = 0
         self.valid_tokens: set[str] = set()
         self.closed_windows: set[str] = set()
-        self._inject: list[int] = []  # errcodes (or HTTP statuses >= 500) for the next sends, in order
+        self._inject: list[int] = []  # errcodes (or HTTP statuses 500..599) for the next sends, in order
+        self._inject_token: list[int] = []  # HTTP statuses for the next token requests
         self._lock = threading.Lock()
         self._numbers = itertools.count(1)
         owner = self
@@ -81,6 +82,11 @@ class FakeWeChatAPI:
         """The next sends answer these errcodes (or, for 500..599, that HTTP status) in turn."""
         with self._lock:
             self._inject.extend(codes)
+
+    def fail_token_next(self, *statuses: int) -> None:
+        """The next token requests answer these HTTP statuses (5xx) in turn."""
+        with self._lock:
+            self._inject_token.extend(statuses)
 
     def expire_tokens(self) -> None:
         with self._lock:
@@ -115,6 +121,12 @@ class FakeWeChatAPI:
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         if url.path in ("/cgi-bin/token", "/cgi-bin/gettoken"):
             self.token_requests += 1
+            with self._lock:
+                status = self._inject_token.pop(0) if self._inject_token else None
+            if status is not None:
+                self.errors.append({"path": url.path, "status": status})
+                self._answer(handler, {"errmsg": "server error"}, status)
+                return
             who, secret = ("appid", query.get("secret")) if url.path == "/cgi-bin/token" else ("corpid", query.get("corpsecret"))
             if self.credentials.get((who, query.get(who, ""))) != secret:
                 self._answer(handler, {"errcode": 40013 if who == "appid" else 40001, "errmsg": "invalid credential"})
@@ -139,7 +151,7 @@ class FakeWeChatAPI:
             token_ok = query.get("access_token") in self.valid_tokens
         record = {"path": url.path, "touser": touser, "content": payload.get("text", {}).get("content", ""),
                   "agentid": payload.get("agentid")}
-        if injected is not None and injected >= 500:
+        if injected is not None and 500 <= injected < 600:  # an HTTP status; anything else is an errcode
             self.errors.append({**record, "status": injected})
             self._answer(handler, {"errmsg": "server error"}, injected)
             return
@@ -159,7 +171,10 @@ def sha1_signature(*parts: str) -> str:
 
 
 def _cdata(tag: str, value: str | int) -> str:
-    return f"<{tag}>{value}</{tag}>" if isinstance(value, int) else f"<{tag}><![CDATA[{value}]]></{tag}>"
+    if isinstance(value, int):
+        return f"<{tag}>{value}</{tag}>"
+    # "]]>" would end the section early: close it there and open another, as an XML writer must
+    return f"<{tag}><![CDATA[{value.replace(']]>', ']]]]><![CDATA[>')}]]></{tag}>"
 
 
 @dataclass
@@ -208,9 +223,11 @@ class WeChatPlayer:
 
     # --- requests -----------------------------------------------------------------------------
 
-    def message_xml(self, user: str, msg_type: str, msg_id: int | None = None, **fields: str | int) -> str:
+    def message_xml(self, user: str, msg_type: str, msg_id: int | None = None, created: int | None = None,
+                    **fields: str | int) -> str:
         parts = [_cdata("ToUserName", self.account if self.dialect == "wechat_mp" else self.appid),
-                 _cdata("FromUserName", user), _cdata("CreateTime", int(time.time())), _cdata("MsgType", msg_type)]
+                 _cdata("FromUserName", user), _cdata("CreateTime", int(time.time()) if created is None else created),
+                 _cdata("MsgType", msg_type)]
         parts += [_cdata(k, v) for k, v in fields.items()]
         if msg_id is not None:
             parts.append(_cdata("MsgId", msg_id))
@@ -234,27 +251,35 @@ class WeChatPlayer:
                      "nonce": nonce, "echostr": "echo-" + nonce}
         return await self.client.get(self.url, params=query)
 
-    async def post(self, xml: str, encrypted: bool = True, bad_signature: bool = False,
-                   bad_ciphertext: bool = False) -> Answer:
-        timestamp, nonce = str(int(time.time())), secrets.token_hex(5)
-        query: dict[str, str] = {"timestamp": timestamp, "nonce": nonce}
+    def sign(self, xml: str, encrypted: bool = True, bad_signature: bool = False, bad_ciphertext: bool = False,
+             timestamp: int | None = None, nonce: str | None = None) -> tuple[dict[str, str], str]:
+        """The query and body WeChat would POST for `xml`: a current timestamp and a fresh nonce unless given."""
+        stamp, nonce = str(int(time.time()) if timestamp is None else timestamp), nonce or secrets.token_hex(5)
+        query: dict[str, str] = {"timestamp": stamp, "nonce": nonce}
         body = xml
         if self.dialect == "wechat_mp":
-            query["signature"] = "0" * 40 if bad_signature and not encrypted else sha1_signature(self.token, timestamp, nonce)
+            query["signature"] = "0" * 40 if bad_signature and not encrypted else sha1_signature(self.token, stamp, nonce)
             query["openid"] = ET.fromstring(xml).findtext("FromUserName") or ""
         if encrypted or self.dialect == "wecom":
             ciphertext = self.encrypt(xml)
             if bad_ciphertext:  # correctly signed, but not a ciphertext of this key
                 ciphertext = base64.b64encode(os.urandom(len(base64.b64decode(ciphertext)))).decode()
-            signature = sha1_signature(self.token, timestamp, nonce, ciphertext)
+            signature = sha1_signature(self.token, stamp, nonce, ciphertext)
             query["msg_signature"] = "0" * 40 if bad_signature else signature
             if self.dialect == "wechat_mp":
                 query["encrypt_type"] = "aes"
             to_user = self.account if self.dialect == "wechat_mp" else self.appid
             body = f"<xml>{_cdata('ToUserName', to_user)}{_cdata('Encrypt', ciphertext)}</xml>"
-        response = await self.client.post(self.url, params=query, content=body.encode(),
-                                          headers={"content-type": "text/xml"})
+        return query, body
+
+    async def send(self, query: dict[str, str], body: str | bytes) -> Answer:
+        content = body.encode() if isinstance(body, str) else body
+        response = await self.client.post(self.url, params=query, content=content, headers={"content-type": "text/xml"})
         return Answer(response.status_code, response.text, self._read_reply(response))
+
+    async def post(self, xml: str, encrypted: bool = True, bad_signature: bool = False,
+                   bad_ciphertext: bool = False, timestamp: int | None = None) -> Answer:
+        return await self.send(*self.sign(xml, encrypted, bad_signature, bad_ciphertext, timestamp))
 
     def _read_reply(self, response: httpx.Response) -> str | None:
         if response.status_code != 200 or not response.text.startswith("<xml"):
@@ -268,12 +293,13 @@ class WeChatPlayer:
             root = ET.fromstring(self.decrypt(ciphertext))
         return root.findtext("Content")
 
-    async def text(self, user: str, text: str, msg_id: int | None = None, encrypted: bool = True) -> Answer:
-        return await self.post(self.message_xml(user, "text", msg_id or self.next_id(), Content=text), encrypted)
+    async def text(self, user: str, text: str, msg_id: int | None = None, encrypted: bool = True,
+                   created: int | None = None) -> Answer:
+        return await self.post(self.message_xml(user, "text", msg_id or self.next_id(), created, Content=text), encrypted)
 
     async def image(self, user: str, encrypted: bool = True) -> Answer:
         xml = self.message_xml(user, "image", self.next_id(), PicUrl="http://127.0.0.1/cat.jpg", MediaId="media1")
         return await self.post(xml, encrypted)
 
-    async def event(self, user: str, event: str = "subscribe", encrypted: bool = True) -> Answer:
-        return await self.post(self.message_xml(user, "event", None, Event=event), encrypted)
+    async def event(self, user: str, event: str = "subscribe", encrypted: bool = True, **fields: str) -> Answer:
+        return await self.post(self.message_xml(user, "event", None, None, Event=event, **fields), encrypted)

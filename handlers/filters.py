@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Callable
 
 from bot.config import TriggerSettings
 from bot.domain import InboundMessage, Turn
 from bot.errors import StopPipeline
 from bot.protocols import Clock
+
+log = logging.getLogger(__name__)
 
 
 class Filter:
@@ -68,10 +71,41 @@ class SeenIds:
         return True
 
 
+class _AgeWarning:
+    """Says so when messages are dropped for age: with a host clock that is off, every message is, and a
+    debug line would hide it. At most one warning a minute, counting the drops in between."""
+
+    EVERY = timedelta(minutes=1)
+
+    def __init__(self, max_age_s: float) -> None:
+        self.max_age_s = max_age_s
+        self.last: datetime | None = None
+        self.quiet = 0  # drops since the last warning
+
+    def __call__(self, message: InboundMessage, age: timedelta, now: datetime) -> None:
+        if self.last is not None and now - self.last < self.EVERY:
+            self.quiet += 1
+            return
+        log.warning("dropped message %s from %s: sent %.0f s ago, older than triggers.max_age_s (%.0f s)%s. If every "
+                    "message is dropped, check this host's clock.", message.message_id, message.sender_id,
+                    age.total_seconds(), self.max_age_s, f"; {self.quiet} more dropped since the last warning" if self.quiet else "")
+        self.last, self.quiet = now, 0
+
+
 def fresh(clock: Clock, max_age_s: float) -> Filter:
     # messages replayed on start-up can be hours old; answering them now would confuse people
     limit = timedelta(seconds=max_age_s)
-    return Filter("fresh", lambda m: clock.now() - m.sent_at <= limit)
+    warn = _AgeWarning(max_age_s)
+
+    def check(message: InboundMessage) -> bool:
+        now = clock.now()
+        age = now - message.sent_at
+        if age <= limit:
+            return True
+        warn(message, age, now)
+        return False
+
+    return Filter("fresh", check)
 
 
 class FilterStage:

@@ -39,6 +39,33 @@ def test_search_finds_paraphrases_in_both_languages() -> None:
     assert kb.search("Do you sell bicycles?", 1) == []
 
 
+def test_wechat_emoji_codes_and_a_lone_character_do_not_match() -> None:
+    kb = KnowledgeBase(FAQ)
+    assert tokenize("[微笑][捂脸][Facepalm]") == []
+    for small_talk in ("[微笑]", "[微笑] 好的", "微", "有会员卡吗？"):  # 微 of 微信支付, 卡 of 刷卡
+        assert kb.search(small_talk, 1) == [], small_talk
+    assert "10点" in kb.search("[微笑]你们几点开门", 1)[0].entry.answer
+    assert "微信支付" in kb.search("能用微信支付吗", 1)[0].entry.answer
+    assert "龙井路" in kb.search("实体店怎么去？", 1)[0].entry.answer  # two characters in common (店, 去)
+
+
+def test_bm25s_keeps_the_log_level_it_was_given(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import sys
+
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.delitem(sys.modules, "bm25s")  # imported afresh, as in a new process
+    logger = logging.getLogger("bm25s")
+    before = logger.level
+    logger.setLevel(logging.WARNING)  # what configure_logging sets without -v
+    try:
+        KnowledgeBase(FAQ)
+        assert logger.level == logging.WARNING
+    finally:
+        logger.setLevel(before)
+    assert not [r for r in caplog.records if r.name.startswith("bm25s")]
+
+
 def test_csv_faq_and_reload_on_change(tmp_path: Path) -> None:
     faq = tmp_path / "faq.csv"
     faq.write_text("question,answer,keywords\nWhen do you open?,We open at 8 am.,hours; open\n", encoding="utf-8")

@@ -14,8 +14,11 @@ parsing, rendering a passive reply, the send API. This module knows the timing:
   message.
 
 Every MsgId is processed once, whatever the retries. The turn's sends are routed by a context
-variable: a send to the chat whose request is still open joins the passive reply; any other send
-(an alert to an admin, a reply after the deadline) goes through the API.
+variable: a send to the chat whose request is still open joins the passive reply (no platform
+send, so the outbound rate limits do not apply); any other send (an alert to an admin, a reply
+after the deadline) goes through the API, or on a subscription account is kept and reported as
+deferred, so an alert stays pending until it has really gone out. Before a POST is parsed it
+passes intake.py: signature first, then WeChat's time window, the size limit and the replay memory.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import socket
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Literal, Mapping, Protocol
@@ -35,22 +39,22 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from bot.app import Application
+from bot.channels.held import HeldTexts, excerpt
+from bot.channels.intake import MAX_BODY, Forbidden, ReplayGuard, TooLarge, read_limited
 from bot.channels.lifecycle import until_signal
 from bot.channels.wechat_api import WindowClosed
 from bot.config import CallbackSettings, Settings
 from bot.domain import InboundMessage, OutboundMessage
+from bot.outbound import Deferred
 from bot.text import split_message
 
 log = logging.getLogger(__name__)
 
 SUCCESS = "success"  # WeChat's "received, no passive reply"
-MAX_BODY = 256 * 1024
 ATTEMPTS = 3  # WeChat sends a message at most three times (the first try and two retries)
+GREETED = frozenset({"subscribe", "subscribe_scan", "subscribe_scan_product"})  # a follow, also through a QR code
 PassiveMode = Literal["none", "service", "subscription"]
-
-
-class Forbidden(Exception):
-    """A callback whose signature or ciphertext does not check out: answered 403, never processed."""
+__all__ = ["Forbidden", "CallbackChannel", "Parsed", "build_channel", "serve"]
 
 
 @dataclass
@@ -69,7 +73,9 @@ class Dialect(Protocol):
 
     def verify(self, query: Mapping[str, str]) -> str: ...  # the GET handshake's answer
 
-    def parse(self, query: Mapping[str, str], body: bytes) -> Parsed: ...
+    def precheck(self, query: Mapping[str, str]) -> None: ...  # what the query alone proves, before the body is read
+
+    def parse(self, query: Mapping[str, str], body: bytes) -> Parsed: ...  # after precheck; raises Forbidden
 
     def render(self, parsed: Parsed, text: str) -> str: ...  # a passive text reply
 
@@ -84,6 +90,8 @@ class _Slot:
 
     chat_id: str
     collecting: bool  # sends to chat_id join the passive reply
+    label: str = ""  # which message, from whom, of what kind: for the log line that says how the reply went
+    api_sends: int = 0  # sends to chat_id that went through the platform's API
     texts: list[str] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     attempts: int = 1
@@ -109,12 +117,26 @@ class _Server(uvicorn.Server):
         yield
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """The bound socket; bound here because uvicorn answers a taken port with sys.exit and a traceback."""
+    family, kind, proto, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio does: a restart need not wait
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class CallbackChannel:
     """The ASGI callback server plus the Sender the Application is built with; run(app, stop) serves."""
 
     def __init__(
         self, settings: CallbackSettings, dialect: Dialect, passive: PassiveMode,
-        reply_timeout_s: float = 4.5, retry_hold_s: float = 1.0, slow_reply: str = "",
+        reply_timeout_s: float = 4.5, retry_hold_s: float = 1.0, slow_reply: str = "", drain_s: float = 8.0,
     ) -> None:
         self.app: Application | None = None  # set by run()
         self.settings = settings
@@ -123,14 +145,24 @@ class CallbackChannel:
         self.reply_timeout_s = reply_timeout_s
         self.retry_hold_s = retry_hold_s
         self.slow_reply = slow_reply
+        # at shutdown, how long turns in flight may finish: under the 10 s a container stop allows
+        self.drain_s = drain_s
         self.port = settings.port
         self.server: _Server | None = None
         self.ready = asyncio.Event()  # set once the server listens on self.port and the app has started
+        self.replay = ReplayGuard()
         self._slots: OrderedDict[str, _Slot] = OrderedDict()
-        self._held: dict[str, list[str]] = {}  # subscription accounts: texts for a user's next message
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.held = HeldTexts()  # subscription accounts: texts for a user's next message
+        self._tasks: dict[asyncio.Task[Any], str] = {}  # what each background task is, for the shutdown log
+        self._wound_down = False
+        self._socket: socket.socket | None = None
         self.processed = 0
         self.asgi = Starlette(routes=[Route(settings.path, self._endpoint, methods=["GET", "POST"])])
+
+    @property
+    def in_flight(self) -> int:
+        """Turns and sends still running in the background."""
+        return len(self._tasks)
 
     # --- HTTP -------------------------------------------------------------------------------
 
@@ -139,10 +171,14 @@ class CallbackChannel:
         try:
             if request.method == "GET":
                 return PlainTextResponse(self.dialect.verify(query))
-            body = await request.body()
-            if len(body) > MAX_BODY:  # WeChat's messages are a few kB; anything this big is not from WeChat
-                return PlainTextResponse("too large", status_code=413)
+            self.dialect.precheck(query)  # an unsigned request is refused before its body is read
+            self.replay.check_time(query)
+            body = await read_limited(request.headers.get("content-length"), request.stream(), MAX_BODY)
             parsed = self.dialect.parse(query, body)
+            self.replay.remember(query, body)
+        except TooLarge as exc:
+            log.warning("%s callback refused (413): %s", self.dialect.name, exc)
+            return PlainTextResponse("too large", status_code=413)
         except Forbidden as exc:
             log.warning("%s callback refused (403): %s", self.dialect.name, exc)
             return PlainTextResponse("forbidden", status_code=403)
@@ -168,18 +204,23 @@ class CallbackChannel:
         if parsed.event is not None:
             self._event(parsed, slot)
         elif parsed.inbound is not None:
-            self._spawn(self._process(parsed.inbound, slot))
+            inbound = parsed.inbound
+            slot.label = f"{self.dialect.name} message {parsed.key} from {inbound.sender_id} ({inbound.kind})"
+            self._spawn(self._process(inbound, slot), f"the turn for {inbound.chat_id} ({excerpt(inbound.text)!r})")
         else:
-            slot.done.set()  # nothing we handle (an unknown message type): answered with success
+            slot.done.set()  # nothing we handle: answered with success
         return slot
 
     def _event(self, parsed: Parsed, slot: _Slot) -> None:
-        if parsed.event == "subscribe" and self.settings.greeting:
-            log.info("%s followed the account: greeting", parsed.sender_id)
+        """Events never reach the pipeline; a follow gets the greeting, any other event (known or not) nothing."""
+        greet = parsed.event in GREETED and bool(self.settings.greeting)
+        log.info("%s event %s from %s%s", self.dialect.name, parsed.event, parsed.sender_id, ": greeting" if greet else "")
+        if greet:
             if slot.collecting:
                 slot.texts.append(self.settings.greeting)
             else:
-                self._spawn(self._send_later(parsed.sender_id, self.settings.greeting))
+                self._spawn(self._send_later(parsed.sender_id, self.settings.greeting),
+                            f"the greeting to {parsed.sender_id}")
         slot.done.set()
 
     async def _process(self, inbound: InboundMessage, slot: _Slot) -> None:
@@ -191,8 +232,10 @@ class CallbackChannel:
         finally:
             slot.done.set()
             if slot.orphaned and slot.texts:
-                self._hold(slot.chat_id, slot.texts)
+                self.held.keep(slot.chat_id, slot.texts)
                 slot.texts = []
+            if self.passive == "none":
+                log.info("%s: %s", slot.label, f"{slot.api_sends} send(s) through the API" if slot.api_sends else "no reply")
 
     def _repeat(self, parsed: Parsed, slot: _Slot) -> str:
         assert slot.answer is not None
@@ -214,21 +257,26 @@ class CallbackChannel:
             await asyncio.sleep(self.retry_hold_s)
             return SUCCESS
         slot.orphaned = True
-        log.info("reply to %s not ready on WeChat's last retry; it goes with the user's next message", parsed.key)
+        log.info("%s: not ready on WeChat's last retry; the reply goes with the user's next message", slot.label)
         slot.answer = self.slow_reply
         return self.dialect.render(parsed, self.slow_reply) if self.slow_reply else SUCCESS
 
     def _answer(self, parsed: Parsed, slot: _Slot) -> str:
         """The passive reply: what the turn sent to this chat, split to WeChat's limit."""
-        texts = self._held.pop(slot.chat_id, []) + slot.texts
+        held = self.held.take(slot.chat_id)
+        texts = held + slot.texts
         slot.texts, slot.collecting = [], False
         pieces = split_bytes("\n".join(texts), self.settings.max_reply_bytes)
         slot.answer = pieces[0] if pieces else ""
+        self.held.handed_over(slot.chat_id, held, slot.answer)
         if len(pieces) > 1:  # only one message fits in the HTTP answer
             if self.passive == "service":
-                self._spawn(self._send_pieces(slot.chat_id, pieces[1:]))
+                self._spawn(self._send_pieces(slot.chat_id, pieces[1:]), f"the rest of the reply to {slot.chat_id}")
             else:
-                self._hold(slot.chat_id, pieces[1:])
+                self.held.keep(slot.chat_id, pieces[1:])
+        if slot.label:
+            rest = f" (+{len(pieces) - 1} piece(s) " + ("through the API)" if self.passive == "service" else "held)")
+            log.info("%s: %s%s", slot.label, "passive reply" if slot.answer else "no reply", rest if len(pieces) > 1 else "")
         return self.dialect.render(parsed, slot.answer) if slot.answer else SUCCESS
 
     def _go_async(self, slot: _Slot) -> None:
@@ -236,19 +284,20 @@ class CallbackChannel:
         slot.collecting = False
         texts, slot.texts = slot.texts, []
         slot.answer = ""
-        log.info("reply to %s not ready within %.1f s: it goes through the customer-service API",
-                 slot.chat_id, self.reply_timeout_s)
+        log.info("%s: not ready within %.1f s, the reply goes through the customer-service API",
+                 slot.label, self.reply_timeout_s)
         if texts:
-            self._spawn(self._send_later(slot.chat_id, "\n".join(texts)))
+            self._spawn(self._send_later(slot.chat_id, "\n".join(texts)), f"the slow reply to {slot.chat_id}")
 
-    def _hold(self, chat_id: str, texts: list[str]) -> None:
-        self._held.setdefault(chat_id, []).extend(texts)
-        log.info("kept %d message(s) for %s until they next write (subscription accounts cannot send)", len(texts), chat_id)
-
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Any, what: str) -> None:
         task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = what
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        what = self._tasks.pop(task, "a background task")
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", what, exc_info=task.exception())
 
     async def _send_pieces(self, chat_id: str, pieces: list[str]) -> None:
         # the outbound component's retries, rate limits and failure log apply to these pieces too
@@ -258,16 +307,32 @@ class CallbackChannel:
     async def _send_later(self, chat_id: str, text: str) -> None:
         await self._send_pieces(chat_id, [text])
 
-    # --- the Sender protocol -------------------------------------------------------------
+    # --- the Sender protocol, with the outbound component's ChannelRules ---------------------
+
+    def _joins_passive(self, message: OutboundMessage) -> bool:
+        slot = _current_slot.get()
+        return slot is not None and slot.collecting and message.chat_id == slot.chat_id
+
+    def costs_a_send(self, message: OutboundMessage) -> bool:
+        # a passive answer and a text kept for the next message are no platform send: no rate limit
+        return not self._joins_passive(message) and self.passive != "subscription"
+
+    def pieces(self, message: OutboundMessage) -> list[str]:
+        if self._joins_passive(message):
+            return [message.text]  # the passive answer splits all the turn said, at WeChat's byte limit
+        return split_bytes(message.text, self.settings.max_reply_bytes)
 
     async def send(self, message: OutboundMessage) -> None:
         slot = _current_slot.get()
-        if slot is not None and slot.collecting and message.chat_id == slot.chat_id:
+        if self._joins_passive(message):
+            assert slot is not None
             slot.texts.append(message.text)
             return
         if self.passive == "subscription":
-            self._hold(message.chat_id, [message.text])
-            return
+            if self.held.went_out(message.chat_id, message.text):
+                return  # it went out with their last message: delivered
+            self.held.keep(message.chat_id, [message.text])
+            raise Deferred(f"kept for {message.chat_id}'s next message (a subscription account cannot send)")
         for piece in split_bytes(message.text, self.settings.max_reply_bytes):
             try:
                 await self.dialect.send_text(message.chat_id, piece)
@@ -278,24 +343,39 @@ class CallbackChannel:
                     message.chat_id,
                 )
                 raise
+            if slot is not None and message.chat_id == slot.chat_id:
+                slot.api_sends += 1
 
     # --- lifecycle -------------------------------------------------------------------------
+
+    def bind(self) -> socket.socket | None:
+        """Take the port (serve() does it before the model loads); None, after one error line, if it is taken."""
+        if self._socket is None:
+            try:
+                self._socket = _listen(self.settings.host, self.settings.port)
+            except OSError as exc:
+                log.error("the %s callback server cannot listen on %s:%d: %s", self.dialect.name, self.settings.host,
+                          self.settings.port, exc.strerror or exc)
+        return self._socket
 
     async def run(self, app: Application, stop: asyncio.Event) -> int:
         """Serve `app` (built with this channel as its sender) until `stop` is set; returns an exit code."""
         self.app = app
-        config = uvicorn.Config(self.asgi, host=self.settings.host, port=self.settings.port, log_level="warning",
-                                access_log=False, lifespan="off")
+        sock = self.bind()
+        if sock is None:
+            await self.dialect.close()
+            return 3
+        config = uvicorn.Config(self.asgi, log_level="warning", access_log=False, lifespan="off")
         self.server = _Server(config)
-        serving = asyncio.create_task(self.server.serve())
+        serving = asyncio.create_task(self.server.serve(sockets=[sock]))
         while not self.server.started:
-            if serving.done():
-                await serving
-                log.error("the %s callback server could not start on %s:%d", self.dialect.name,
-                          self.settings.host, self.settings.port)
+            if serving.done():  # it could not serve on the socket it was given
+                sock.close()
+                await self.dialect.close()
+                log.error("the %s callback server could not start: %s", self.dialect.name, serving.exception())
                 return 3
             await asyncio.sleep(0.02)
-        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.port = sock.getsockname()[1]
         log.info("%s callback listening on http://%s:%d%s", self.dialect.name, self.settings.host, self.port,
                  self.settings.path)
         try:
@@ -311,12 +391,22 @@ class CallbackChannel:
         return 0
 
     async def _wind_down(self, serving: asyncio.Task[None]) -> None:
-        """Stop taking callbacks, then let the turns in flight finish briefly."""
+        """Stop taking callbacks, let the turns in flight finish (up to drain_s), then say what is lost."""
+        if self._wound_down:
+            return
+        self._wound_down = True
         assert self.server is not None
         self.server.should_exit = True
         await serving
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=3)
+            log.info("stopping: waiting up to %.0f s for %d turn(s) and send(s) in flight", self.drain_s, len(self._tasks))
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self.drain_s)
+            for task in pending:
+                log.error("stopping: abandoned %s", self._tasks.get(task, "a background task"))
+                task.cancel()
+            if pending:  # let them unwind before the application closes the store under them
+                await asyncio.wait(pending, timeout=2)
+        self.held.lose_all()
 
 
 def build_channel(settings: Settings) -> CallbackChannel:
@@ -333,5 +423,8 @@ async def serve(settings: Settings) -> int:
     from bot.app import build_engine
 
     channel = build_channel(settings)  # checks the channel's settings before the model loads
+    if channel.bind() is None:  # so does a port that is taken
+        await channel.dialect.close()
+        return 3
     app = Application(settings, build_engine(settings), channel)
     return await until_signal(lambda stop: channel.run(app, stop))

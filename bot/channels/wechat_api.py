@@ -4,7 +4,9 @@ The access token is fetched once, cached until shortly before it expires and fet
 the API says it is invalid or expired (40001, 40014, 42001), then the call is repeated once.
 Rate limits (45009, 45047) are retried here with exponential backoff, so the message is not lost.
 A closed 48-hour customer-service window (45015) is final for now: it raises WindowClosed, which
-the outbound component does not retry. HTTP errors (5xx) are raised for the outbound retries.
+the outbound component does not retry. HTTP errors (5xx) and network errors raise WeChatHTTPError
+for the outbound retries; it names the API path only, because the URL's query carries the
+AppSecret or the access token and httpx's own errors quote the whole URL.
 """
 
 from __future__ import annotations
@@ -34,6 +36,16 @@ class WeChatAPIError(MoodbotError):
         super().__init__(f"WeChat API {path} answered errcode {errcode}: {errmsg}")
         self.errcode = errcode
         self.errmsg = errmsg
+
+
+class WeChatHTTPError(MoodbotError):
+    """An HTTP error status or a network failure, named without the URL (whose query holds secrets)."""
+
+    def __init__(self, path: str, status: int | None, reason: str = "") -> None:
+        what = f"HTTP {status}" if status is not None else reason
+        super().__init__(f"WeChat API {path} failed: {what}")
+        self.path = path
+        self.status = status
 
 
 class WindowClosed(WeChatAPIError, SendRefused):
@@ -68,12 +80,28 @@ class WeChatAPI:
     async def close(self) -> None:
         await self._client.aclose()
 
-    async def token(self, refresh: bool = False) -> str:
+    async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            response = await self._client.request(method, self.base_url + path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise WeChatHTTPError(path, None, exc.__class__.__name__) from None
+        if response.is_error:
+            raise WeChatHTTPError(path, response.status_code)
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise WeChatHTTPError(path, None, "an answer that is not a JSON object")
+        return data
+
+    async def token(self, stale: str | None = None) -> str:
+        """The cached token, fetched when missing or expiring; `stale` is one WeChat just rejected."""
         async with self._token_lock:  # one fetch for many concurrent sends
-            if refresh or self._token is None or time.monotonic() >= self._expires_at:
-                response = await self._client.get(self.base_url + self.token_path, params=self._token_params)
-                response.raise_for_status()
-                data = response.json()
+            # a send that waited here while another refetched must not fetch again: the new token is fine
+            rejected = stale is not None and stale == self._token
+            if rejected or self._token is None or time.monotonic() >= self._expires_at:
+                data = await self._call("GET", self.token_path, params=self._token_params)
                 if "access_token" not in data:
                     raise WeChatAPIError(int(data.get("errcode", -1)), str(data.get("errmsg", "")), self.token_path)
                 self._token = str(data["access_token"])
@@ -90,13 +118,9 @@ class WeChatAPI:
         refreshed = False
         limited = 0
         while True:
-            token = await self.token(refresh=False)
-            response = await self._client.post(
-                self.base_url + path, params={"access_token": token}, content=body,
-                headers={"content-type": "application/json; charset=utf-8"},
-            )
-            response.raise_for_status()
-            data: dict[str, Any] = response.json()
+            token = await self.token()
+            data = await self._call("POST", path, params={"access_token": token}, content=body,
+                                    headers={"content-type": "application/json; charset=utf-8"})
             errcode = int(data.get("errcode", 0) or 0)
             if errcode == 0:
                 return data
@@ -104,7 +128,7 @@ class WeChatAPI:
             if errcode in TOKEN_INVALID and not refreshed:
                 log.info("access token rejected (errcode %d); fetching a new one", errcode)
                 refreshed = True
-                await self.token(refresh=True)
+                await self.token(stale=token)
                 continue
             if errcode in RATE_LIMITED and limited < self.rate_limit_retries:
                 wait = min(self.rate_limit_wait_s * 2 ** limited, 60.0)

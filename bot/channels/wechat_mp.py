@@ -2,7 +2,11 @@
 
 wechatpy checks the signature, decrypts safe-mode (`encrypt_type=aes`) bodies, parses the XML and
 renders passive replies; the customer-service message API sends the rest. See callback.py for
-the 5-second rule.
+the 5-second rule and intake.py for the checks every POST passes.
+
+With an EncodingAESKey configured, plaintext POSTs are refused (`require_encryption`): WeChat's
+compatible and safe modes both send `encrypt_type=aes`, and a plaintext body is signed only
+through the query, so it could be anyone's.
 """
 
 from __future__ import annotations
@@ -31,18 +35,43 @@ BAD_REQUEST = (WeChatException, KeyError, ValueError, TypeError, ExpatError, Uni
 
 KINDS = {"text": "text", "image": "image", "voice": "voice", "video": "video", "shortvideo": "video",
          "location": "other", "link": "link", "file": "file"}
+# CreateTime between 2000 and 2100: anything else is not a time WeChat sent
+EARLIEST, LATEST = 946_684_800, 4_102_444_800
+
+
+def _field(msg: Any, name: str) -> Any:
+    # wechatpy keeps the parsed XML as a dict; an unknown message type has no attribute for its MsgType
+    return msg._data.get(name)
+
+
+def _text(msg: Any, name: str, required: bool = True) -> str:
+    """A field that must be plain text: a nested element (a dict) or, when required, nothing is refused."""
+    value = _field(msg, name)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise Forbidden(f"{name} is missing or not text")
+    return value
+
+
+def _created(msg: Any) -> int:
+    value = _text(msg, "CreateTime")
+    if not value.isdigit() or not EARLIEST <= int(value) <= LATEST:
+        raise Forbidden("CreateTime is not a time")
+    return int(value)
 
 
 def to_inbound(msg: Any, message_id: str) -> InboundMessage:
-    """A wechatpy message (Official Account or WeCom) as the bot's own type."""
+    """A wechatpy message (Official Account or WeCom) as the bot's own type; malformed fields are Forbidden."""
+    source = _text(msg, "FromUserName")
     kind = KINDS.get(msg.type, "other")
     return InboundMessage(
         message_id=message_id,
-        chat_id=msg.source,  # an openid (or WeCom user id): every conversation is one-to-one
-        sender_id=msg.source,
-        sender_name=msg.source,  # no nickname in the callback; the id is what admins configure
-        text=(msg.content or "") if kind == "text" else "",
-        sent_at=datetime.fromtimestamp(int(msg.time), timezone.utc),  # CreateTime, in seconds
+        chat_id=source,  # an openid (or WeCom user id): every conversation is one-to-one
+        sender_id=source,
+        sender_name=source,  # no nickname in the callback; the id is what admins configure
+        text=_text(msg, "Content", required=False) if kind == "text" else "",
+        sent_at=datetime.fromtimestamp(_created(msg), timezone.utc),  # CreateTime, in seconds
         kind=kind,
     )
 
@@ -51,11 +80,25 @@ def parse(raw: bytes | str, parser: Any = parse_message) -> Parsed:
     msg = parser(raw)
     if msg is None:
         raise Forbidden("empty body")
-    if msg.type == "event":
-        return Parsed(key=f"{msg.source}:{int(msg.time)}:{msg.event}", sender_id=msg.source,
-                      event=msg.event, context=msg)
-    key = str(msg.id) if getattr(msg, "id", 0) else f"{msg.source}:{int(msg.time)}"
-    return Parsed(key=key, sender_id=msg.source, inbound=to_inbound(msg, key), context=msg)
+    source = _text(msg, "FromUserName")
+    _text(msg, "ToUserName")  # it becomes the passive reply's FromUserName, so it must be text too
+    # decided on the raw MsgType: an event wechatpy does not know comes back as an "unknown" message,
+    # and must not be taken for something a person wrote
+    if _text(msg, "MsgType").lower() == "event":
+        # wechatpy renames a follow through a QR code to subscribe_scan(_product) in the same dict
+        event = _text(msg, "Event", required=False).lower() or "unknown"
+        return Parsed(key=f"{source}:{_created(msg)}:{event}", sender_id=source, event=event, context=msg)
+    msg_id = _text(msg, "MsgId", required=False)
+    if msg_id and not msg_id.isdigit():
+        raise Forbidden("MsgId is not a number")
+    key = msg_id or f"{source}:{_created(msg)}"
+    return Parsed(key=key, sender_id=source, inbound=to_inbound(msg, key), context=msg)
+
+
+def cdata_safe(text: str) -> str:
+    # wechatpy writes text into <![CDATA[...]]> as it is: a "]]>" inside would end the section and let
+    # the rest be read as XML elements. Closing the section there and opening another keeps it text.
+    return text.replace("]]>", "]]]]><![CDATA[>")
 
 
 class MpDialect:
@@ -67,9 +110,13 @@ class MpDialect:
         if settings.account_type == "service" and settings.secret is None:
             raise ConfigError("a service account needs wechat_mp.secret (better as MOODBOT__WECHAT_MP__SECRET) "
                               "to send through the customer-service API")
+        if settings.require_encryption and settings.encoding_aes_key is None:
+            raise ConfigError("wechat_mp.require_encryption needs wechat_mp.encoding_aes_key (the admin console's "
+                              "EncodingAESKey)")
         self.token = settings.token.get_secret_value()
         aes_key = settings.encoding_aes_key.get_secret_value() if settings.encoding_aes_key else None
         self.crypto = WeChatCrypto(self.token, aes_key, settings.appid) if aes_key else None
+        self.require_encryption = settings.require_encryption is not False and self.crypto is not None
         self.api = WeChatAPI(
             settings.api_base, "/cgi-bin/token",
             {"grant_type": "client_credential", "appid": settings.appid,
@@ -87,8 +134,13 @@ class MpDialect:
         self._check(query)
         return query.get("echostr", "")
 
+    def precheck(self, query: Mapping[str, str]) -> None:
+        self._check(query)  # both modes carry the query signature; safe mode signs the ciphertext as well
+        if self.require_encryption and query.get("encrypt_type") != "aes":
+            raise Forbidden("a plaintext message, but wechat_mp.encoding_aes_key is set and require_encryption "
+                            "is on: set the admin console to compatible or safe mode")
+
     def parse(self, query: Mapping[str, str], body: bytes) -> Parsed:
-        self._check(query)
         encrypted = query.get("encrypt_type") == "aes"
         try:
             if encrypted:
@@ -106,7 +158,7 @@ class MpDialect:
 
     def render(self, parsed: Parsed, text: str) -> str:
         msg, encrypted, query = parsed.context
-        xml: str = TextReply(content=text, message=msg).render()
+        xml: str = TextReply(content=cdata_safe(text), message=msg).render()
         if encrypted and self.crypto is not None:
             return str(self.crypto.encrypt_message(xml, query["nonce"], query.get("timestamp")))
         return xml

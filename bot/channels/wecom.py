@@ -1,7 +1,7 @@
 """`channel: wecom`: the WeCom (企业微信) self-built app dialect of the callback core.
 
 Callbacks are always encrypted and are answered at once; replies go through `message/send` with
-the app's agent id.
+the app's agent id. Events (change_contact from "sys", taskcard_click, ...) are never answered.
 """
 
 from __future__ import annotations
@@ -42,6 +42,11 @@ class WecomDialect:
                                                    query["echostr"]))
         except BAD_REQUEST as exc:
             raise Forbidden(f"bad signature or echostr ({exc.__class__.__name__})") from None
+
+    def precheck(self, query: Mapping[str, str]) -> None:
+        # WeCom signs only with msg_signature, over the ciphertext: parse() checks it once the body is read
+        if not all(query.get(key) for key in ("msg_signature", "timestamp", "nonce")):
+            raise Forbidden("msg_signature, timestamp or nonce missing")
 
     def parse(self, query: Mapping[str, str], body: bytes) -> Parsed:
         try:
