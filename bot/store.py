@@ -51,7 +51,7 @@ class UtcDateTime(TypeDecorator[datetime]):
     zone (a local midnight) would be read as UTC wall time."""
 
     impl = DateTime(timezone=True)
-    cache_ok = True
+    cache_ok = True  # and read back UTC-aware: SQLite returns naive wall times
 
     def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
         return _utc(value)
@@ -388,7 +388,7 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         # a conversation silent for longer than the expiry starts afresh
-        if not rows or (_utc(rows[-1].at) or since) < since:
+        if not rows or rows[-1].at < since:
             return []
         return [ChatTurn(r.role, r.text) for r in rows]
 
@@ -434,7 +434,7 @@ class Store:
             Alert(
                 contact_id=r.contact_id, chat_id=r.chat_id, severity=r.severity, reason=r.reason,
                 excerpts=tuple(json.loads(r.excerpts)), trend=tuple(json.loads(r.trend)),
-                created_at=_utc(r.created_at) or r.created_at, contact_name=r.contact_name, alert_id=r.id,
+                created_at=r.created_at, contact_name=r.contact_name, alert_id=r.id,
                 kind=r.kind,
             )
             for r in rows
@@ -470,7 +470,7 @@ class Store:
         """The latest audit entries, newest first."""
         query = select(audit).order_by(audit.c.id.desc()).limit(limit)
         with self.engine.connect() as conn:
-            return [{**row._asdict(), "at": _utc(row.at)} for row in conn.execute(query)]
+            return [row._asdict() for row in conn.execute(query)]
 
     def flag(self, name: str) -> str | None:
         with self.engine.connect() as conn:
@@ -496,7 +496,7 @@ class Store:
 
 
 def _state(row: Any) -> ContactState:
-    return ContactState(row.contact_id, bool(row.armed), _utc(row.last_alert_at), _utc(row.muted_until), row.last_severity)
+    return ContactState(row.contact_id, bool(row.armed), row.last_alert_at, row.muted_until, row.last_severity)
 
 
 def _moods(conn: Connection, contact_id: str | None, since: datetime | None, limit: int | None) -> list[MoodPoint]:
@@ -511,7 +511,7 @@ def _moods(conn: Connection, contact_id: str | None, since: datetime | None, lim
     rows = conn.execute(query).all()
     return [
         MoodPoint(
-            contact_id=r.contact_id, chat_id=r.chat_id, at=_utc(r.at) or r.at, label=Label(r.label),
+            contact_id=r.contact_id, chat_id=r.chat_id, at=r.at, label=Label(r.label),
             confidence=r.confidence, message_id=r.message_id, excerpt=r.excerpt,
             contact_name=r.contact_name, is_group=r.is_group, text=r.text,
         )

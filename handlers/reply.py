@@ -96,11 +96,10 @@ class ReplyStage:
         if strategy is Strategy.CRISIS:
             reply = self.crisis.text("reply" if turn.crisis else "follow_up", turn.lang)
         else:
-            promise_checked = True
-            if turn.concern and strategy is Strategy.COMFORT:
-                # a negative message that may signal a crisis: vetted words, and a person was alerted
+            # a negative message that may signal a crisis: vetted words, and a person was alerted already
+            checking_in = turn.concern and strategy is Strategy.COMFORT
+            if checking_in:
                 reply = self.crisis.text("check_in", turn.lang)
-                promise_checked = False
             elif not turn.model_failed and (generated := await self.guarded_reply(turn, history, strategy)) is not None:
                 reply = generated
             elif turn.model_failed:
@@ -111,7 +110,7 @@ class ReplyStage:
                 reply = self.fallback(strategy, turn.lang, message.message_id + turn.text, previous)
             # memory keeps what was said, curated lines included, so the next reply can differ from it
             await asyncio.to_thread(self.memory.add, message.chat_id, user_turn, ChatTurn("assistant", reply))
-            if promise_checked and HANDOFF_PROMISE.search(reply):
+            if not checking_in and HANDOFF_PROMISE.search(reply):
                 self._hand_off(turn, "the model did not answer" if turn.model_failed else "the bot said a colleague would follow up")
         turn.reply = reply
         turn.outbox.append(reply_to(message, reply))

@@ -45,6 +45,7 @@ from bot.channels.lifecycle import until_signal
 from bot.channels.wechat_api import WindowClosed
 from bot.config import CallbackSettings, Settings
 from bot.domain import InboundMessage, OutboundMessage
+from bot.net import listen
 from bot.outbound import Deferred
 from bot.text import split_message
 
@@ -115,20 +116,6 @@ class _Server(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         # the channel's caller owns SIGINT/SIGTERM (it sets the stop event); uvicorn must not re-raise them
         yield
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """The bound socket; bound here because uvicorn answers a taken port with sys.exit and a traceback."""
-    family, kind, proto, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                                         flags=socket.AI_PASSIVE)[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio does: a restart need not wait
-        sock.bind(address)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 class CallbackChannel:
@@ -352,7 +339,7 @@ class CallbackChannel:
         """Take the port (serve() does it before the model loads); None, after one error line, if it is taken."""
         if self._socket is None:
             try:
-                self._socket = _listen(self.settings.host, self.settings.port)
+                self._socket = listen(self.settings.host, self.settings.port)
             except OSError as exc:
                 log.error("the %s callback server cannot listen on %s:%d: %s", self.dialect.name, self.settings.host,
                           self.settings.port, exc.strerror or exc)

@@ -17,7 +17,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from bot.clock import start_of_day
 from bot.domain import SEVERITY_ORDER, ContactState, Label, MoodPoint
-from bot.store import Store, _utc, alerts, audit, contacts, mood_points
+from bot.store import Store, alerts, audit, contacts, mood_points
 
 # a table with a `kind` column holds events such as hand-offs; the first of these columns that it has
 # marks an event as dealt with (an unknown table with none of them counts every row as open)
@@ -82,7 +82,7 @@ def _alert_row(row: Any, acked_by: dict[int, str]) -> AlertRow:
     return AlertRow(
         id=row.id, contact_id=row.contact_id, contact_name=row.contact_name, chat_id=row.chat_id,
         severity=row.severity, reason=row.reason, excerpts=tuple(json.loads(row.excerpts)),
-        created_at=_utc(row.created_at) or row.created_at, acked_at=_utc(row.acked_at), acked_by=acked_by.get(row.id, ""),
+        created_at=row.created_at, acked_at=row.acked_at, acked_by=acked_by.get(row.id, ""),
         kind=row.kind or "mood",
     )
 
@@ -250,7 +250,7 @@ class Queries:
             .where(contacts.c.muted_until > now).order_by(contacts.c.muted_until).limit(limit)
         )
         with self.store.engine.connect() as conn:
-            return [(r.contact_id, r.name or r.contact_id, _utc(r.muted_until) or now) for r in conn.execute(query)]
+            return [(r.contact_id, r.name or r.contact_id, r.muted_until) for r in conn.execute(query)]
 
     def actions(self, limit: int = 20) -> list[dict[str, Any]]:
         return self.store.actions(limit)

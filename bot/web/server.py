@@ -18,6 +18,7 @@ import uvicorn
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
 from bot.errors import MoodbotError
+from bot.net import listen
 from bot.state import BotState
 from bot.store import Store
 from bot.web.app import create_app
@@ -43,17 +44,10 @@ def is_loopback(host: str) -> bool:
 
 
 def bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
+        return listen(host, port)
     except OSError as exc:
-        sock.close()
-        raise MoodbotError(f"the dashboard cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.listen(128)
-    sock.set_inheritable(True)
-    return sock
+        raise MoodbotError(f"the dashboard cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 class DashboardServer:
