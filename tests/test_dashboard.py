@@ -12,7 +12,7 @@ from fastapi.routing import APIRoute
 from bot.__main__ import main
 from bot.clock import ManualClock
 from bot.config import DashboardSettings, Settings
-from bot.domain import Alert, Label, MoodPoint
+from bot.domain import Alert, ContactState, Label, MoodPoint
 from bot.errors import ConfigError
 from bot.state import BotState
 from bot.store import Store
@@ -207,6 +207,8 @@ async def test_html_escaping_holds_for_a_hostile_contact_name(store: Store, cloc
         page = await client.get("/alerts")
         await client.post("/pause", data={"csrf": page_token(page.text)})  # the name lands in the audit table
         pages.append(await client.get("/alerts"))
+        await client.post("/contact/evil/mute", data={"csrf": page_token(page.text), "next": "/alerts"})
+        pages.append(await client.get("/alerts"))  # and in the one-shot message
     for response in pages:
         assert response.status_code == 200
         assert EVIL not in response.text
@@ -224,8 +226,9 @@ async def test_actions_use_the_store_rules_and_are_audited(store: Store, clock: 
         assert store.open_alerts() == []
         await client.post("/contact/alice/mute", data={"csrf": token, "minutes": "45"})
         assert store.state("alice").muted_until == clock.now() + timedelta(minutes=45)
-        assert (await client.post("/contact/alice/mute", data={"csrf": token, "minutes": "-3"})).status_code == 422
-        assert (await client.post("/contact/nobody/mute", data={"csrf": token, "minutes": "5"})).status_code == 404
+        # bad input goes back to the page with a message (test_bad_input_goes_back_with_a_message), not an error page
+        assert (await client.post("/contact/alice/mute", data={"csrf": token, "minutes": "-3"})).status_code == 303
+        assert (await client.post("/contact/nobody/mute", data={"csrf": token, "minutes": "5"})).status_code == 303
         await client.post("/pause", data={"csrf": token})
         assert other.paused
         page = (await client.get("/alerts")).text
@@ -234,9 +237,9 @@ async def test_actions_use_the_store_rules_and_are_audited(store: Store, clock: 
         assert not other.paused
         page = (await client.get("/alerts")).text
         contact = (await client.get("/contact/alice")).text
-        assert "Unmute" in contact
+        assert "unmute-button" in contact
         await client.post("/contact/alice/unmute", data={"csrf": token})
-        assert store.state("alice").muted_until == clock.now() and "Unmute" not in (await client.get("/contact/alice")).text
+        assert store.state("alice").muted_until == clock.now() and "unmute-button" not in (await client.get("/contact/alice")).text
         # an id past what the database holds is no alert, not a server error
         huge = await client.post("/alerts/99999999999999999999999/ack", data={"csrf": token, "next": "/alerts"})
         assert huge.status_code == 303
@@ -244,6 +247,88 @@ async def test_actions_use_the_store_rules_and_are_audited(store: Store, clock: 
         ("sue", "unmute", "alice"), ("sue", "resume", ""), ("sue", "pause", ""), ("sue", "mute", "alice"),
         ("sue", "ack", str(alert_id))]
     assert "Acknowledged" in page and "by sue" in page
+
+
+def flash_of(html: str) -> tuple[str, str] | None:
+    """(role, text) of the page's one-shot message, if it shows one."""
+    found = re.search(r'<p id="flash" class="[^"]*" role="(\w+)">([^<]*)</p>', html)
+    return (found.group(1), found.group(2)) if found else None
+
+
+async def test_bad_input_goes_back_with_a_message(store: Store, clock: ManualClock) -> None:
+    seed(store, clock)
+    bad_minutes = "Mute minutes must be a whole number from 1 to 43200: nothing was muted."
+    async with client_for(make_web_app(store, clock)) as client:
+        await login(client)
+        token = page_token((await client.get("/contact/alice")).text)
+        for minutes in ("abc", "0", "-3", "43201", "", "1.5", "99999999999999999999999"):
+            back = await client.post("/contact/alice/mute", data={"csrf": token, "minutes": minutes, "next": "/contact/alice"})
+            assert back.status_code == 303 and back.headers["location"] == "/contact/alice", minutes
+            page = await client.get(back.headers["location"])
+            assert page.status_code == 200 and flash_of(page.text) == ("alert", bad_minutes), minutes
+            assert flash_of((await client.get("/contact/alice")).text) is None  # once only: a reload does not repeat it
+        for action in ("mute", "unmute"):
+            back = await client.post(f"/contact/nobody/{action}", data={"csrf": token, "minutes": "5", "next": "/alerts"})
+            assert back.status_code == 303 and back.headers["location"] == "/alerts"
+            assert flash_of((await client.get("/alerts")).text) == ("alert", "No such contact: nothing was changed.")
+        # the same safe target as on success: never another site
+        back = await client.post("/contact/alice/mute", data={"csrf": token, "minutes": "0", "next": "https://evil.example/"})
+        assert back.headers["location"] == "/alerts"
+        assert flash_of((await client.get("/")).text) == ("alert", bad_minutes)  # whichever page comes next
+    assert store.state("alice").muted_until is None and store.state("nobody").muted_until is None
+    assert store.actions() == []
+
+
+async def test_actions_confirm_what_they_did_once(store: Store, clock: ManualClock) -> None:
+    alert_id = seed(store, clock)
+    async with client_for(make_web_app(store, clock)) as client:
+        await login(client)
+        token = page_token((await client.get("/alerts")).text)
+        ack = await client.post(f"/alerts/{alert_id}/ack", data={"csrf": token, "next": "/alerts"})
+        cookie = ack.headers["set-cookie"]
+        assert "moodbot_flash=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie and "Max-Age=60" in cookie
+        assert flash_of((await client.get("/alerts")).text) == ("status", f"Alert #{alert_id} acknowledged.")
+        assert flash_of((await client.get("/alerts")).text) is None
+        await client.post(f"/alerts/{alert_id}/ack", data={"csrf": token, "next": "/alerts"})  # acknowledged meanwhile
+        gone = flash_of((await client.get("/alerts")).text)
+        assert gone is not None and gone[0] == "status" and "is not open" in gone[1]
+        await client.post("/contact/alice/mute", data={"csrf": token, "minutes": "45", "next": "/contact/alice"})
+        assert flash_of((await client.get("/contact/alice")).text) == ("status", "Muted Alice for 45 min.")
+        await client.post("/contact/alice/unmute", data={"csrf": token, "next": "/contact/alice"})
+        assert flash_of((await client.get("/contact/alice")).text) == ("status", "Unmuted Alice.")
+        await client.post("/pause", data={"csrf": token, "next": "/alerts"})
+        assert flash_of((await client.get("/alerts")).text) == ("status", "Auto-replies paused.")
+
+
+async def test_a_flash_cookie_carries_only_the_tables_messages(store: Store, clock: ManualClock) -> None:
+    from bot.web.flash import COOKIE, Flashes
+
+    app = make_web_app(store, clock)
+    async with client_for(app) as client:
+        await login(client)
+        forged = Flashes("another secret", False)
+        ours = app.state.dashboard.flashes
+        for value in ("not signed", forged._signer.dumps({"k": "flash_paused", "e": False, "p": {}}),
+                      ours._signer.dumps({"k": "login_failed", "e": True, "p": {}}),  # a key that is no flash message
+                      ours._signer.dumps({"k": "flash_muted", "e": False, "p": {}})):  # parameters missing
+            client.cookies.set(COOKIE, value, domain="127.0.0.1")
+            page = await client.get("/alerts")
+            assert page.status_code == 200 and flash_of(page.text) is None
+            assert COOKIE not in client.cookies  # and the page drops it
+
+
+def test_flash_messages_take_the_same_parameters_in_both_languages() -> None:
+    from string import Formatter
+
+    from bot.web.i18n import STRINGS
+
+    def fields(text: str) -> set[str]:
+        return {field for _, field, _, _ in Formatter().parse(text) if field}
+
+    flashes = {key: texts for key, texts in STRINGS.items() if key.startswith("flash_")}
+    assert len(flashes) >= 8
+    for key, (en, zh) in flashes.items():
+        assert fields(en) == fields(zh), key
 
 
 async def test_the_queue_lists_the_most_urgent_first(store: Store, clock: ManualClock) -> None:
@@ -283,9 +368,27 @@ async def test_pages_show_the_data(store: Store, clock: ManualClock) -> None:
         assert (await client.get("/contact?q=lic")).headers["location"] == "/contact/alice"  # part of a name
         summary = (await client.get("/api/summary")).json()
         assert summary["open_alerts"] == 1 and summary["open_by_kind"] == {"mood": 1} and not summary["paused"]
+        token = page_token(contact)
+        await client.post("/contact/alice/mute", data={"csrf": token, "minutes": "0", "next": "/contact/alice"})
+        assert flash_of((await client.get("/contact/alice")).text) == ("alert", "静音分钟数必须是 1 到 43200 之间的整数：未做静音。")
         seed(store, clock, contact="wxid_9", name="alice")  # WeChat names are not unique
         listed = await client.get("/contact?q=Alice")
         assert listed.status_code == 200 and 'href="/contact/alice"' in listed.text and 'href="/contact/wxid_9"' in listed.text
+
+
+async def test_alert_kinds_are_translated(store: Store, clock: ManualClock) -> None:
+    seed(store, clock)
+    store.save_state(ContactState("alice", False, clock.now(), None, "high"))  # as the escalation leaves it
+    store.create_alert(Alert("carol", "carol", "info", "a question the FAQ could not answer", (), (), clock.now(), "Carol",
+                             kind="handoff"))
+    async with client_for(make_web_app(store, clock, dashboard_settings(language="zh"))) as client:
+        await login(client)
+        overview = (await client.get("/")).text
+        assert "按类型未处理: 转人工 1 · 情绪 1" in overview
+        contact = (await client.get("/contact/alice")).text
+        assert "(高)" in contact and "(high)" not in contact  # the contact's last alert severity
+        for page in (overview, (await client.get("/alerts")).text, contact):
+            assert not re.search(r">[^<]*\b(mood|handoff|high|warning|critical|info)\b[^<]*<", page)
 
 
 async def test_full_text_only_with_keep_text(tmp_path, clock: ManualClock) -> None:

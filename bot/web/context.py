@@ -17,6 +17,7 @@ from bot.config import Settings
 from bot.state import BotState
 from bot.store import Store
 from bot.web.auth import LoginLimiter, Session, Sessions
+from bot.web.flash import Flashes
 from bot.web.i18n import translator
 from bot.web.queries import Queries
 
@@ -46,6 +47,7 @@ class Dashboard:
     queries: Queries
     templates: Jinja2Templates
     t: Callable[..., str]
+    flashes: Flashes
     stopping: threading.Event = field(default_factory=threading.Event)  # set on shutdown: live streams end
 
     @property
@@ -60,8 +62,10 @@ class Dashboard:
 
     def render(self, request: Request, template: str, session: Session | None, status_code: int = 200, **values: Any) -> Response:
         context = {"t": self.t, "lang": self.settings.dashboard.language, "session": session,
-                   "csrf": session.csrf if session else "", "paused": self.state.paused, "tz": self.tz, **values}
+                   "csrf": session.csrf if session else "", "paused": self.state.paused, "tz": self.tz,
+                   "flash": self.flashes.read(request, self.t), **values}
         response: Response = self.templates.TemplateResponse(request, template, context, status_code=status_code)
+        self.flashes.clear(request, response)  # shown once: a reload does not repeat it
         return response
 
 
@@ -83,5 +87,5 @@ def build_dashboard(settings: Settings, store: Store, state: BotState, clock: Cl
         sessions=Sessions(secret, config.session_minutes * 60),
         limiter=LoginLimiter(config.login_attempts, config.login_window_minutes * 60),
         check_password=check_password, queries=Queries(store, tz), templates=make_templates(tz),
-        t=translator(config.language),
+        t=translator(config.language), flashes=Flashes(secret, config.secure_cookies),
     )

@@ -70,6 +70,7 @@ STRINGS: dict[str, tuple[str, str]] = {  # key: (en, zh)
     "sev_critical": ("critical", "危急"),
     "sev_info": ("info", "信息"),
     "kind_handoff": ("hand-off", "转人工"),
+    "kind_mood": ("mood", "情绪"),
     "in_room": ("in", "群聊"),
     "matches": ("Contacts that match", "匹配的联系人"),
     "more_matches": ("The first 20 are shown: type more of the name or the id.", "只显示前 20 个：请输入更完整的名字或 ID。"),
@@ -82,6 +83,17 @@ STRINGS: dict[str, tuple[str, str]] = {  # key: (en, zh)
     "unmute": ("Unmute", "取消静音"),
     "action_pause": ("paused auto-replies", "暂停自动回复"),
     "action_resume": ("resumed auto-replies", "恢复自动回复"),
+    # the one-shot line after an action (bot/web/flash.py): only keys that start with flash_ are shown
+    "flash_acked": ("Alert #{id} acknowledged.", "警报 #{id} 已确认。"),
+    "flash_ack_gone": ("Alert #{id} is not open: it was acknowledged already, or there is no such alert.",
+                       "警报 #{id} 不是未处理状态：已被确认，或没有这条警报。"),
+    "flash_muted": ("Muted {name} for {minutes} min.", "已将 {name} 静音 {minutes} 分钟。"),
+    "flash_unmuted": ("Unmuted {name}.", "已取消 {name} 的静音。"),
+    "flash_paused": ("Auto-replies paused.", "已暂停自动回复。"),
+    "flash_resumed": ("Auto-replies resumed.", "已恢复自动回复。"),
+    "flash_bad_minutes": ("Mute minutes must be a whole number from 1 to {max}: nothing was muted.",
+                          "静音分钟数必须是 1 到 {max} 之间的整数：未做静音。"),
+    "flash_no_contact": ("No such contact: nothing was changed.", "没有这个联系人：未做任何更改。"),
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Iterable
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
@@ -12,12 +12,18 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from bot.domain import Label
 from bot.web.charts import daily_chart, timeline_chart
 from bot.web.context import Dashboard
+from bot.web.i18n import STRINGS
 
 HANDOFF_KIND = "handoff"
 
 
 def _mood_names(dash: Dashboard) -> dict[str, str]:
     return {label.value: dash.t(label.value) for label in Label}
+
+
+def _kind_names(dash: Dashboard, kinds: Iterable[str]) -> dict[str, str]:
+    # a kind the table does not know yet (a new table with a kind column) shows as it is stored
+    return {kind: dash.t(f"kind_{kind}") if f"kind_{kind}" in STRINGS else kind for kind in kinds}
 
 
 def register(app: FastAPI, dash: Dashboard) -> None:
@@ -40,7 +46,8 @@ def register(app: FastAPI, dash: Dashboard) -> None:
         data = await asyncio.to_thread(overview_data)
         names = _mood_names(dash)
         chart = daily_chart(data["days"], names, dash.t("chart_14"), dash.tz)
-        return dash.render(request, "overview.html", session, page="overview", chart=chart, names=names, **data)
+        return dash.render(request, "overview.html", session, page="overview", chart=chart, names=names,
+                           kind_names=_kind_names(dash, data["kinds"]), **data)
 
     def alerts_data() -> dict[str, Any]:
         open_count, last_id = q.live_state()
