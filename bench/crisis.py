@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import update_sections
-from bot.config import DEFAULT_CRISIS_PHRASES, EscalationSettings, ModelSettings, SentimentSettings
+from bot.config import EscalationSettings, ModelSettings, SentimentSettings
+from bot.text import asks_nothing
+from handlers.escalation import PhraseFloor
 from train import data as tdata
 
 BENCH = Path(__file__).resolve().parent
@@ -32,9 +34,8 @@ FALSE_ALARM_TARGET = 0.05
 
 def decide(engine: Any, text: str, settings: EscalationSettings) -> tuple[bool, bool, float, bool]:
     """(crisis, alerted, score, phrase) as the bot's CrisisStage decides them."""
-    lowered = text.lower()
-    phrase = any(p.lower() in lowered for p in DEFAULT_CRISIS_PHRASES)
-    score = engine.crisis_score(text)
+    phrase = PhraseFloor(settings).matches(text)
+    score = 0.0 if asks_nothing(text) else engine.crisis_score(text)  # a bare closing skips the head
     crisis = phrase or score >= settings.crisis_threshold
     return crisis, crisis or score >= settings.concern_threshold, score, phrase
 

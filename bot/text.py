@@ -124,3 +124,52 @@ def split_message(text: str, limit: int) -> list[str]:
 def in_lang(texts: Mapping[str, str], lang: str) -> str:
     """The configured text for a language, else the English one, else empty."""
     return texts.get(lang) or texts.get("en") or ""
+
+
+_WORD_EDGE = re.compile(r"[a-z0-9]")
+_NOT_WORD = re.compile(r"[\W_]+")
+_CJK_GAP = re.compile(r"(?<=[\u3400-\u9fff]) (?=[\u3400-\u9fff])")
+
+
+def phrase_form(text: str) -> str:
+    """Text as the crisis phrase floor reads it: NFKC (full-width letters), lower case, apostrophes
+    dropped ("don't" is "dont"), any run of spaces, punctuation or emoji one space, and none between
+    Chinese characters, so "不 想 活" and "不想活。。" read as "不想活"."""
+    folded = unicodedata.normalize("NFKC", text).lower().replace("'", "").replace("\u2019", "")
+    return _CJK_GAP.sub("", _NOT_WORD.sub(" ", folded)).strip()
+
+
+def phrase_pattern(phrases: list[str]) -> re.Pattern[str] | None:
+    """One pattern for the phrases, matched against phrase_form(text). A phrase's Latin ends match
+    whole words only ("end my life" is not in "weekend my life"), and its spaces may be missing
+    ("killmyself"); a Chinese end may touch anything ("我不想活了")."""
+    parts = []
+    for phrase in {phrase_form(p) for p in phrases} - {""}:
+        body = " ?".join(re.escape(word) for word in phrase.split(" "))
+        head = r"(?<![a-z0-9])" if _WORD_EDGE.match(phrase[0]) else ""
+        tail = r"(?![a-z0-9])" if _WORD_EDGE.match(phrase[-1]) else ""
+        parts.append(head + body + tail)
+    return re.compile("|".join(sorted(parts))) if parts else None
+
+
+# Messages that ask for nothing: thanks, goodbyes, greetings, acknowledgements, and the words that
+# pad them ("谢谢你啊", "thanks a lot guys")
+_ZH_CLOSING = re.compile(
+    r"谢谢|多谢|感谢|辛苦了?|拜拜|再见|回见|明天见|好的|好滴|好嘞|好吧|行吧|收到|明白了?|知道了|懂了|没事了?|没别的事了?|没问题|"
+    r"没(?:有)?(?:别的|其他)(?:事|问题)了?|有帮助|帮大忙了?|"
+    r"晚安|早安|早上好|午安|晚上好|你好|您好|哈喽|嗯+|哦+|噢+|哈+|你|您|啦|啊|呀|了|嘛|各位|大家|打工人"
+)
+_EN_CLOSING = re.compile(
+    r"(?<![a-z])(?:ok|okay|k|thanks?|thank you|thx|ty|cheers|bye(?: bye)?|goodbye|see (?:you|ya)(?: tomorrow| later| soon)?|"
+    r"got it|noted|cool|great|perfect|nice|alright|good (?:morning|night|evening|afternoon|day)|morning|night|hi|hello|"
+    r"hey|thats all(?: i needed)?|for now|that (?:helps|helped)|(?:very |so |really )?helpful|appreciate it|much appreciated|"
+    r"have a (?:nice|good|great|lovely) (?:day|one|evening|night|weekend)|bot|you|so much|a lot|very much|everyone|all|guys|for (?:your|the) help)(?![a-z])"
+)
+
+
+def asks_nothing(message: str) -> bool:
+    """The message only thanks, greets, says goodbye or acknowledges: nothing for a person to do."""
+    if re.search(r"[?？]|吗|么", message):
+        return False
+    words = phrase_form(message)
+    return bool(words) and not _ZH_CLOSING.sub("", _EN_CLOSING.sub(" ", words)).strip()

@@ -21,6 +21,7 @@ from bot.domain import Alert, ContactState, Label, MoodPoint, Turn
 from bot.errors import EngineError
 from bot.protocols import AsyncStore, Clock, Engine
 from bot.store import Store
+from bot.text import asks_nothing, phrase_form, phrase_pattern
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,16 @@ def crisis_phrases(settings: EscalationSettings) -> list[str]:
     return [p.lower() for p in [*DEFAULT_CRISIS_PHRASES, *settings.crisis_phrases] if p.strip()]
 
 
+class PhraseFloor:
+    """Whether a text names a crisis phrase, read through bot.text.phrase_form (the benchmark uses it too)."""
+
+    def __init__(self, settings: EscalationSettings) -> None:
+        self.pattern = phrase_pattern(crisis_phrases(settings))
+
+    def matches(self, text: str) -> bool:
+        return self.pattern is not None and self.pattern.search(phrase_form(text)) is not None
+
+
 class CrisisFloorStage:
     """The phrase list, before any model call: a crisis it names is answered and alerted even when
     the model is slow or down (the model's own check follows in CrisisStage)."""
@@ -37,11 +48,10 @@ class CrisisFloorStage:
     name = "crisis_floor"
 
     def __init__(self, settings: EscalationSettings) -> None:
-        self.phrases = crisis_phrases(settings)
+        self.floor = PhraseFloor(settings)
 
     async def __call__(self, turn: Turn) -> None:
-        lowered = turn.text.lower()
-        turn.crisis = any(phrase in lowered for phrase in self.phrases)
+        turn.crisis = self.floor.matches(turn.text)
 
 
 class CrisisStage:
@@ -64,6 +74,10 @@ class CrisisStage:
     async def __call__(self, turn: Turn) -> None:
         if turn.crisis:
             pass  # the phrase floor matched before the mood pass (CrisisFloorStage)
+        elif asks_nothing(turn.text):
+            # a bare "谢谢" / "thank you, that's all I needed": no crisis or hard-negative row is one,
+            # and the head, never shown one, read such closings as farewells (README, known fault)
+            log.debug("crisis check of message %s: a closing, not read by the model", turn.message.message_id)
         elif turn.model_failed:
             log.warning("crisis check of message %s: phrase list only, the model did not answer", turn.message.message_id)
         elif self.settings.model_crisis_check:

@@ -169,9 +169,30 @@ def test_the_concern_threshold_cannot_exceed_the_crisis_threshold() -> None:
 def test_the_phrase_floor_cannot_be_switched_off_by_configuring_phrases() -> None:
     from handlers.escalation import CrisisFloorStage
 
-    stage = CrisisFloorStage(EscalationSettings(crisis_phrases=["my own phrase"]))
-    assert "kill myself" in stage.phrases and "my own phrase" in stage.phrases
-    assert "想死" not in stage.phrases  # 想死你了 is "I miss you so much": left to the model
+    floor = CrisisFloorStage(EscalationSettings(crisis_phrases=["my own phrase"])).floor
+    assert floor.matches("I could kill myself tonight") and floor.matches("that was MY OWN PHRASE!")
+    assert not floor.matches("想死你了")  # "I miss you so much": 想死 is left to the model
+
+
+@pytest.mark.parametrize("text", [
+    "不 想 活 了",  # spaced out
+    "真的不想再活了",  # an adverb inside the phrase
+    "考砸了，没脸活下去",
+    "I DON’T want to live anymore",  # a curly apostrophe, capitals
+    "ｋｉｌｌ　ｍｙｓｅｌｆ",  # full-width letters and space
+    "gonna killmyself",
+])
+def test_the_floor_sees_through_spacing_case_and_width(text: str) -> None:
+    from handlers.escalation import PhraseFloor
+
+    assert PhraseFloor(EscalationSettings()).matches(text)
+
+
+@pytest.mark.parametrize("text", ["this weekend my life is all errands", "skill myself up on python this year"])
+def test_the_floors_english_phrases_match_whole_words(text: str) -> None:
+    from handlers.escalation import PhraseFloor
+
+    assert not PhraseFloor(EscalationSettings()).matches(text)
 
 
 async def test_the_floor_reads_pinyin_initials_in_either_case_without_the_model(clock: ManualClock, store: Store) -> None:
@@ -228,3 +249,23 @@ def webhook(tmp_path: Path) -> Any:
     receiver = Receiver(secret="s3cret")
     yield receiver
     receiver.close()
+
+
+class ClosingReadAsFarewell:
+    """The crisis head's known fault: a bare closing scored as a farewell."""
+
+    async def crisis_score(self, text: str) -> float:
+        return 0.99
+
+
+async def test_a_closing_is_not_read_by_the_crisis_head_but_a_farewell_is(clock: ManualClock, store: Store) -> None:
+    from tests.fakes import FakeEngine
+
+    class Engine(ClosingReadAsFarewell, FakeEngine):
+        pass
+
+    app, sender = build(clock, store, Engine())
+    assert not (await say(app, clock, "没事了，谢谢你")).crisis
+    assert not (await say(app, clock, "thank you, that's all I needed", who="bob")).crisis
+    assert alerts_sent(sender) == []
+    assert (await say(app, clock, "goodbye everyone, thank you for everything", who="carol")).crisis
