@@ -35,6 +35,7 @@ from bot import guard
 from bot.clock import SystemClock
 from bot.config import CrisisSettings, ModelSettings, ReplySettings, SentimentSettings
 from bot.domain import ChatTurn, InboundMessage, Strategy, Turn
+from bot.text import asks_nothing
 from train import data as tdata
 
 BENCH = Path(__file__).resolve().parent
@@ -101,7 +102,8 @@ async def run_variant(engine: Any, examples: list[tdata.ReplyExample], name: str
         seconds = time.perf_counter() - started
         fell_back = sent is None
         if sent is None:
-            sent = stage.fallback(Strategy(ex.strategy), ex.lang, ex.id + ex.message, None)
+            sent = stage.fallback(Strategy(ex.strategy), ex.lang, ex.id + ex.message, None,
+                                  closing=asks_nothing(ex.message))
         sources = [t.text for t in history[:-1]] + list(ex.knowledge)
         raw = recording.replies[0] if recording.replies else ""
         rows.append({

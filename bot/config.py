@@ -42,7 +42,7 @@ def _only_keys(*allowed: str) -> Callable[[dict[str, _T]], dict[str, _T]]:
 # texts by language ("zh", "en"); plain str keys, so that code may look up a detected language
 LangTexts = Annotated[dict[str, str], AfterValidator(_only_keys("zh", "en"))]
 LangLines = Annotated[dict[str, list[str]], AfterValidator(_only_keys("zh", "en"))]
-StrategyLines = Annotated[dict[str, LangLines], AfterValidator(_only_keys("comfort", "celebrate", "plain"))]
+StrategyLines = Annotated[dict[str, LangLines], AfterValidator(_only_keys("comfort", "celebrate", "plain", "closing"))]
 
 
 class Section(BaseModel):
@@ -144,6 +144,14 @@ class ReplySettings(Section):
                 "en": ["I don't have the exact details here, so I'll ask a colleague to check for you.",
                        "Got it. Could you tell me a bit more about what you need?",
                        "I'll pass this to a colleague who can help; someone will be in touch."],
+            },
+            # a message that only thanks, greets or says goodbye (bot.text.asks_nothing): nothing to hand off
+            "closing": {
+                "zh": ["好的，有需要随时找我～", "收到，祝你今天顺顺利利！", "好嘞，我一直在，有事随时叫我。",
+                       "嗯嗯，之后有什么想问的再来找我。", "好的，祝你一切顺利，回头见！", "好的～我在这儿，随时找我。"],
+                "en": ["Sounds good! I'm here whenever you need me.", "Take care, and have a lovely day!",
+                       "Got it. Message me any time.", "Anytime! Come back whenever something comes up.",
+                       "All good. Have a great rest of your day!", "Okay! I'm around if you need me."],
             },
         }
     )

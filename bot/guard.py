@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Iterable
+from typing import Iterable, Sequence
 
-from bot.text import detect_lang
+from bot.text import asks_nothing, detect_lang
 
 # how much of a reply may be the message's own words before it counts as an echo
 ECHO_OVERLAP = 0.6
@@ -119,7 +119,52 @@ def invented(reply: str, sources: Iterable[str]) -> set[str]:
 _TEMPLATE = re.compile(r"\[/?INST\]|<</?SYS>>|<start_of_turn>|<end_of_turn>|<\|im_(start|end)\|>|<\|(system|user|assistant)\|>|</?s>")
 
 
-def check(reply: str, message: str, lang: str, previous: str | None, sources: Iterable[str]) -> str | None:
+# "I'll pass this to a colleague", "我转给同事帮您查": the reply promises that a person will follow up
+HANDOFF_PROMISE = re.compile(
+    r"(转给|转交|请同事|同事来|同事帮|让同事|通知同事|人工客服|转人工|问一下同事|问问同事)"
+    r"|\b(colleague|teammate|our team|a person|someone (will|from|who))\b",
+    re.IGNORECASE,
+)
+
+# A yes-or-no question about the business ("可以指定时间送货吗", "Can I upgrade my plan?"): with no
+# knowledge given to the prompt, the bot cannot know the answer, so a reply that opens with one
+# ("可以，…", "Yes, you can…") states a policy it invented. Questions about the bot itself ("是人工吗",
+# "do you speak chinese?") and everyday ones ("炒饭用隔夜饭更好吗") it may answer.
+_ZH_YES_NO = re.compile(r"(?<![什怎那这多要])[吗么嘛](?=[\W_]|$)|能不能|可不可以|可以不|有没有|是不是|会不会|要不要|支不支持|行不行")
+_EN_YES_NO = re.compile(r"^\s*(?:\w+[,，]\s*)?(?:can|could|do|does|did|is|are|will|would|have|has|may|should)\b", re.IGNORECASE)
+_BUSINESS = re.compile(
+    r"送|发货|快递|物流|退|换货|运费|付款|支付|分期|加急|营业|上门|安装|会员|积分|优惠|折扣|发票|保修|库存|尺码|订单|账号|账户|"
+    r"充值|余额|价|包邮|门店|预约|预订|取消|订阅|套餐|升级|开通|办理|转让|券|开门|节假日|"
+    r"(?<![a-z])(?:orders?|ship|shipping|deliver\w*|refund\w*|return\w*|exchange|discounts?|prices?|cost|pay|paid|payment|"
+    r"accounts?|points|member\w*|upgrade|plans?|subscriptions?|cancel\w*|stores?|shops?|open|warranty|install\w*|stock|"
+    r"sizes?|coupons?|vouchers?|invoice|receipt|fees?|charge\w*|book\w*|reservations?|transfer|delivery|pick ?up|accept)(?![a-z])",
+    re.IGNORECASE,
+)
+_ABOUT_BOT = re.compile(r"机器人|人工|真人|ai\b|\bbot\b|robot|human|real person|客服|customer service|chinese|english|中文|英文",
+                        re.IGNORECASE)
+_ZH_VERDICT = re.compile(r"^(?:当然|肯定)?(?:可以|能|会|有|是|对|行|支持|不可以|不能|不会|没有|不是|不行|不支持|没问题)的?$")
+_ZH_VERDICT_END = re.compile(r"(?:可以|能|支持|没问题|不可以|不能|不行|不支持)的?$")
+_EN_VERDICT = re.compile(r"^\s*(?:yes|yeah|yep|yup|sure|of course|absolutely|definitely|no|nope|not really)\b", re.IGNORECASE)
+_OPENING = re.compile(r"[，,。.!！?？;；\s]")
+
+
+def answers_unknown(reply: str, message: str, lang: str) -> bool:
+    """The reply answers a yes-or-no question about the business yes or no, or by restating it as a
+    statement ("你们周末上门吗" -> "周末上门，…"), when nothing given to the prompt says which."""
+    if not _BUSINESS.search(message) or _ABOUT_BOT.search(message):
+        return False
+    if lang == "zh":
+        if not _ZH_YES_NO.search(message):
+            return False
+        opening = _core(_OPENING.split(reply.strip(), maxsplit=1)[0])
+        # "可以，…", "周末上门，…" and "周末上门可以，…": a verdict, the question restated, or both
+        said = _ZH_VERDICT_END.sub("", opening) if not _ZH_VERDICT.match(opening) else ""
+        return said != opening or (len(said) >= 2 and said.removesuffix("的") in _core(message))
+    return bool(_EN_YES_NO.match(message)) and bool(_EN_VERDICT.match(reply))
+
+
+def check(reply: str, message: str, lang: str, previous: str | None, sources: Iterable[str],
+          knowledge: Sequence[str] = ()) -> str | None:
     """Why the reply must not be sent, or None when it passes every rule."""
     if not reply.strip():
         return "empty"
@@ -134,4 +179,10 @@ def check(reply: str, message: str, lang: str, previous: str | None, sources: It
     made_up = invented(reply, [message, *sources])
     if made_up:
         return "invented fact: " + ", ".join(sorted(made_up))
+    if not knowledge and answers_unknown(reply, message, lang):
+        return "unsupported answer"
+    # a hand-off for a "谢谢" sends a person an alert with nothing to do (the tuned model did so for 5
+    # of the 8 such reply-validation messages)
+    if asks_nothing(message) and HANDOFF_PROMISE.search(reply):
+        return "needless hand-off"
     return None

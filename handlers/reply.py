@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import re
 from collections import Counter
 
 from bot import guard, prompts
@@ -23,19 +22,11 @@ from bot.domain import Alert, ChatTurn, Strategy, Turn, reply_to
 from bot.errors import EngineError
 from bot.memory import ConversationMemory
 from bot.protocols import Clock, Engine
-from bot.text import in_lang
+from bot.text import asks_nothing, in_lang
 
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 2  # the first reply, then one more with other settings
-# "I'll pass this to a colleague", "我转给同事帮您查": the reply promises that a person will follow up
-HANDOFF_PROMISE = re.compile(
-    r"(转给|转交|请同事|同事来|同事帮|让同事|通知同事|人工客服|转人工)"
-    r"|\b(colleague|teammate|our team|a person|someone (will|from|who))\b",
-    re.IGNORECASE,
-)
-
-
 class ReplyStage:
     name = "reply"
 
@@ -49,10 +40,11 @@ class ReplyStage:
         self.rejections: Counter[str] = Counter()  # reason -> count, for the benchmark and #status
         self.fallbacks = 0
 
-    def fallback(self, strategy: Strategy, lang: str, key: str, previous: str | None) -> str:
-        """A curated line for this strategy and language, picked by message, never the previous reply."""
+    def fallback(self, strategy: Strategy, lang: str, key: str, previous: str | None, closing: bool = False) -> str:
+        """A curated line for this strategy and language, picked by message, never the previous reply;
+        a message that asks for nothing (thanks, goodbye) gets a closing line, never a hand-off."""
         fallbacks = self.settings.fallbacks
-        table = fallbacks.get(strategy.value) or fallbacks.get("plain") or {}
+        table = (closing and fallbacks.get("closing")) or fallbacks.get(strategy.value) or fallbacks.get("plain") or {}
         lines = table.get(lang) or table.get("en") or ["…"]
         start = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
         for i in range(len(lines)):
@@ -79,7 +71,7 @@ class ReplyStage:
             reply = await self._generate(turn, history, strategy, system, attempt)
             if turn.model_failed:
                 return None
-            reason = guard.check(reply, turn.text, turn.lang, previous, sources)
+            reason = guard.check(reply, turn.text, turn.lang, previous, sources, turn.knowledge)
             if reason is None:
                 return reply
             self.rejections[reason.split(":")[0]] += 1
@@ -107,10 +99,11 @@ class ReplyStage:
             else:
                 self.fallbacks += 1
                 previous = next((t.text for t in reversed(history[:-1]) if t.role == "assistant"), None)
-                reply = self.fallback(strategy, turn.lang, message.message_id + turn.text, previous)
+                reply = self.fallback(strategy, turn.lang, message.message_id + turn.text, previous,
+                                      closing=asks_nothing(turn.text))
             # memory keeps what was said, curated lines included, so the next reply can differ from it
             await asyncio.to_thread(self.memory.add, message.chat_id, user_turn, ChatTurn("assistant", reply))
-            if not checking_in and HANDOFF_PROMISE.search(reply):
+            if not checking_in and guard.HANDOFF_PROMISE.search(reply):
                 self._hand_off(turn, "the model did not answer" if turn.model_failed else "the bot said a colleague would follow up")
         turn.reply = reply
         turn.outbox.append(reply_to(message, reply))

@@ -158,3 +158,52 @@ async def test_two_rejections_fall_back_to_a_curated_line(clock, store) -> None:
 def test_a_chat_template_in_the_reply_is_a_leak(reply: str) -> None:
     assert guard.check(reply, "hello there", "en", None, []) == "template leak"
     assert guard.check("Congratulations, that's wonderful news!", "hello there", "en", None, []) is None
+
+
+# --- answers the bot cannot know, and hand-offs nobody asked for -------------------------
+
+@pytest.mark.parametrize(("reply", "message", "lang"), [
+    ("Yes, you can transfer your points to her. A colleague will tell you how.", "Can I transfer my points to my mum?", "en"),
+    ("No, we don't deliver there, sorry.", "Do you deliver to Macau?", "en"),
+    ("可以，我转给同事帮您核实。", "可以指定时间送货吗", "zh"),
+    ("能加急，我转给同事帮您核实。", "能加急吗 明天就要用", "zh"),
+    ("周末营业的，我这边没有资料。", "你们周末营业吗", "zh"),  # the question restated as a statement
+])
+def test_a_yes_or_no_about_the_business_without_knowledge_is_unsupported(reply: str, message: str, lang: str) -> None:
+    assert guard.check(reply, message, lang, None, []) == "unsupported answer"
+    # with an FAQ entry in the prompt the model may answer it
+    assert guard.check(reply, message, lang, None, ["FAQ"], knowledge=("FAQ",)) is None
+
+
+@pytest.mark.parametrize(("reply", "message", "lang"), [
+    ("Yes, I can chat in Chinese too.", "do you speak chinese?", "en"),  # about the bot itself
+    ("是的，隔夜饭炒出来更粒粒分明。", "炒饭用隔夜饭更好吗", "zh"),  # an everyday question, not a policy
+    ("送什么都好，心意最重要。", "你们送什么？", "zh"),  # 什么 is not a yes-or-no question
+    ("I don't have that here, so I'll ask a colleague to check.", "Can I upgrade my plan?", "en"),
+])
+def test_other_answers_are_not_unsupported(reply: str, message: str, lang: str) -> None:
+    assert guard.check(reply, message, lang, None, []) is None
+
+
+@pytest.mark.parametrize("message", ["谢谢", "没事了，谢谢你", "嗯嗯 明白了", "thank you, that's all I needed",
+                                     "Good night everyone 😴", "ＯＫ thx"])
+def test_a_message_that_asks_nothing_gets_no_hand_off(message: str) -> None:
+    lang = "zh" if any("\u4e00" <= ch <= "\u9fff" for ch in message) else "en"
+    handoff = "好的，我转给同事处理。" if lang == "zh" else "Thanks! I'll pass this to a colleague."
+    assert guard.check(handoff, message, lang, None, []) == "needless hand-off"
+
+
+@pytest.mark.parametrize("message", ["好的 我的订单还没到", "谢谢，那能送到家吗", "thanks, but the app still crashes",
+                                     "ok bye forever"])
+def test_a_message_with_a_request_or_more_is_not_a_closing(message: str) -> None:
+    from bot.text import asks_nothing
+
+    assert not asks_nothing(message)
+
+
+async def test_a_closing_falls_back_to_a_closing_line_and_hands_nothing_off(clock, store) -> None:  # type: ignore[no-untyped-def]
+    engine = ScriptedEngine(["好的，我转给同事处理。", "拜拜！我请同事帮您处理。"])
+    stage, sender, turn = await _turn(engine, clock, store, "拜拜")
+    assert sender.sent[0].text in Settings().reply.fallbacks["closing"]["zh"]
+    assert stage.rejections["needless hand-off"] == 2
+    assert not any(a.kind == "handoff" for a in turn.alerts) and not store.open_alerts()
