@@ -38,6 +38,15 @@ def alert_text(alert: Alert) -> str:
     # official accounts know only the openid: no "id (id)"
     who = alert.contact_id if alert.contact_name in ("", alert.contact_id) else f"{alert.contact_name} ({alert.contact_id})"
     where = f" in {alert.chat_id}" if alert.chat_id != alert.contact_id else ""
+    if alert.kind == "model":  # the model server down ("high") or back ("info"): bot/jobs.py watch_model_server
+        if alert.severity == "info":
+            return f"✅ {alert.reason} ({alert.contact_name})."
+        return "\n".join([
+            f"🔌 Alert #{alert.alert_id}: {alert.reason}",
+            f"Server: {alert.contact_name}",
+            "Until it answers, messages get reply.unavailable and a hand-off; you will be told when it is back.",
+            f"Reply #ack {alert.alert_id} to acknowledge.",
+        ])
     if alert.kind == "handoff":
         return "\n".join([
             f"🙋 Hand-off #{alert.alert_id}: {alert.reason}",

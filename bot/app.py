@@ -89,7 +89,7 @@ class Application:
         self._not_answering = frozenset(stage.name for stage in self.pipeline.stages) - ANSWER_STAGES
         self.outbound = Outbound(sender, settings.outbound)
         self.alerter = Alerter(self.outbound, self.async_store, settings.alerts, settings.admin.ids, self.clock)
-        self.scheduler = Scheduler(settings, self.async_store, self.clock, self.alerter)
+        self.scheduler = Scheduler(settings, self.async_store, self.clock, self.alerter, engine)
         self._chat_locks = _ChatLocks()
         self._inflight = asyncio.Semaphore(settings.queue.max_inflight)
         self._pending = 0

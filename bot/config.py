@@ -399,6 +399,9 @@ class ScheduleSettings(Section):
     digest_time: str = Field(default="09:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     prune_time: str = Field(default="03:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     reminder_every_minutes: float = Field(default=5, gt=0)
+    # backend openai: how often each process checks its breaker, for the "model server down" alert and
+    # the "back" notice (bot/jobs.py watch_model_server)
+    model_check_every_s: float = Field(default=30, gt=0, le=3600)
 
     @property
     def tz(self) -> tzinfo | None:

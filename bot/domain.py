@@ -83,7 +83,7 @@ class Alert:
     created_at: datetime
     contact_name: str = ""
     alert_id: int | None = None
-    kind: str = "mood"  # mood | handoff (a question the FAQ could not answer)
+    kind: str = "mood"  # mood | handoff (a question the FAQ could not answer) | model (the model server down or back)
 
 
 @dataclass

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone, tzinfo
+from typing import Protocol, runtime_checkable
 
 from bot.alerts import Alerter, alert_line
 from bot.domain import LABEL_EMOJI, Alert, Label, MoodPoint
 from bot.protocols import AsyncStore, Clock
 
 log = logging.getLogger(__name__)
+
+# alerts about the model server (kind "model"): "high" when it goes down, "info" when it is back
+MODEL_KIND = "model"
+MODEL_BACK = "info"
+MODEL_SERVER_ID = "model-server"
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _digest_text(now: datetime, counts: dict[str, int], points: list[MoodPoint], open_alerts: list[Alert],
@@ -81,3 +89,71 @@ async def prune_old(store: AsyncStore, clock: Clock, retention_days: float) -> i
     removed = await store.prune(before)
     log.info("retention: removed %d rows older than %s", removed, before.isoformat())
     return removed
+
+
+class ServerBreaker(Protocol):
+    """What the watch job reads of a circuit breaker (bot/remote.py Breaker)."""
+
+    down_since: datetime | None  # None: closed
+    last_error: str
+    failed_at: datetime | None
+    answered_at: datetime | None
+
+
+@runtime_checkable
+class ServedEngine(Protocol):
+    """An engine behind a model server (bot/remote.py RemoteEngine); the embedded engine is none."""
+
+    name: str
+    breaker: ServerBreaker
+
+    async def try_server(self) -> None: ...
+
+
+async def watch_model_server(engine: object, store: AsyncStore, clock: Clock, alerter: Alerter, holder: str,
+                             every_s: float, tz: tzinfo | None = None) -> Alert | None:
+    """One alert when the model server goes down, one notice when it is back; the one sent, or None.
+
+    Runs every `every_s` in every process, each reading its own engine's breaker. The outage's state
+    is shared through the store: the newest `model` alert says whether the server is down (so a
+    restart or a second process does not alert again, and an admin's #ack does not end the outage).
+    A process's breaker counts only when it has news since that alert: a failure after the last
+    "back", an answer after the last "down"; one that has not asked the server since says nothing.
+    Each change claims this interval's slot, so two processes seeing it at once store it once."""
+    if not isinstance(engine, ServedEngine):
+        return None  # the embedded model: no server to lose
+    breaker = engine.breaker
+    events = await store.alerts_since(_EPOCH, kind=MODEL_KIND)
+    last = events[-1] if events else None
+    outage = last if last is not None and last.severity != MODEL_BACK else None
+    if outage is not None or breaker.down_since is not None:
+        await engine.try_server()  # a half-open breaker's trial: "back" is seen without waiting for a message
+    now = clock.now()
+    since = breaker.down_since
+    if outage is None and since is not None and breaker.failed_at is not None:
+        if last is not None and breaker.failed_at <= last.created_at:
+            return None  # open from before the last "back", not asked since: no news
+        since = max(since, last.created_at) if last is not None else since
+        alert = Alert(MODEL_SERVER_ID, MODEL_SERVER_ID, "high",
+                      f"model server down since {since.astimezone(tz).strftime('%H:%M')}: {breaker.last_error[:300]}",
+                      (), (), now, engine.name[:256], kind=MODEL_KIND)
+    elif outage is not None and since is None and breaker.answered_at is not None and breaker.answered_at > outage.created_at:
+        minutes = max(1, round((now - outage.created_at).total_seconds() / 60))
+        alert = Alert(MODEL_SERVER_ID, MODEL_SERVER_ID, MODEL_BACK, f"model server back after {minutes} min",
+                      (), (), now, engine.name[:256], kind=MODEL_KIND)
+    else:
+        return None
+    if not await store.claim_job("watch_model_server", f"{int(now.timestamp() // every_s):012d}", holder, now):
+        return None  # another process records this change in this interval
+    if outage is None:
+        return await alerter.dispatch(alert)
+    # back: the outage alert needs no more reminders, and the notice is only news (acknowledged as it is
+    # stored, so it is never reminded either)
+    assert outage.alert_id is not None
+    if await store.ack(outage.alert_id, now):
+        await store.record_action(now, "moodbot", "ack", str(outage.alert_id), "the model server is back")
+    notice_id = await store.create_alert(alert)
+    await store.ack(notice_id, now)
+    notice = replace(alert, alert_id=notice_id)
+    await alerter.deliver(notice)
+    return notice

@@ -5,29 +5,33 @@ Mood and the crisis check are scored exactly as the local label-token path score
 (each label's first-token probability, summed over spellings of the label's first token, renormalised
 over the labels), then contextual calibration on the content-free inputs. Replies are chat completions.
 
-Every request has a timeout, is retried with exponential backoff, waits for a slot under a concurrency
-limit and passes a circuit breaker: while the server is down, calls fail at once with EngineError, so
-the stages fall back (an unknown mood, the fallback reply) and #status says so.
+Every request has a timeout, is retried with exponential backoff (or after the server's Retry-After,
+within the request's deadline), waits for a slot under a concurrency limit and passes a circuit
+breaker: while the server is down, calls fail at once with EngineError, so the stages fall back (an
+unknown mood, the fallback reply) and #status says so; the watch job (bot/jobs.py) tells the admins.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import logging
 import math
 import random
 import re
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 import httpx
 
 from bot import prompts
+from bot.clock import SystemClock
 from bot.config import ModelSettings, SentimentSettings
 from bot.domain import LABEL_TOKEN_CRISIS_THRESHOLD, ChatTurn, Label, Sentiment, Strategy, crisis_scale
 from bot.errors import EngineError, EngineTimeout
+from bot.protocols import Clock
 from bot.text import clean_reply
 
 log = logging.getLogger(__name__)
@@ -37,10 +41,16 @@ RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 # how vLLM, the llama.cpp servers and others say the prompt does not fit the context
 TOO_LONG = re.compile(r"context (length|window|size)|maximum context|exceeds? .*context|too (long|many tokens)", re.I)
 BACKOFF_S = 0.5
+PING_TIMEOUT_S = 10.0  # the watch job's GET models: short, so that a hung server does not hold the check
 
 
 class ServerUnavailable(EngineError):
     """The model server did not answer (or the breaker is open): the caller falls back."""
+
+
+class RateLimited(EngineError):
+    """The server answered HTTP 429 to every attempt (or asked to wait past the request's deadline):
+    it is up, but will not take this request now."""
 
 
 class Refused(EngineError):
@@ -54,6 +64,25 @@ class Refused(EngineError):
     @property
     def too_long(self) -> bool:
         return self.status == 400 and bool(TOO_LONG.search(self.body))
+
+
+def retry_after(response: httpx.Response, now: datetime) -> float | None:
+    """The Retry-After header in seconds from `now` (RFC 9110: delay-seconds or an HTTP-date), or
+    None when there is none or it cannot be read (then the client's own backoff applies)."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)  # delay-seconds; a decimal is not the RFC's but is meant the same
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # "-0000": UTC
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - now).total_seconds()
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
 def _snippet(response: httpx.Response) -> str:
@@ -71,14 +100,20 @@ class Breaker:
     """A circuit breaker: `failures` failed requests in a row open it for `reset_s`; then one trial
     request is let through, and its success closes the breaker again."""
 
-    def __init__(self, failures: int, reset_s: float, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, failures: int, reset_s: float, monotonic: Callable[[], float] = time.monotonic,
+                 clock: Clock | None = None) -> None:
         self.failures = failures
         self.reset_s = reset_s
         self._monotonic = monotonic
+        self._clock = clock or SystemClock()
         self.failed = 0
         self.opened_at: float | None = None
-        self.down_since: datetime | None = None
+        self.down_since: datetime | None = None  # set while open (and half-open): when it opened
         self.last_error = ""
+        # wall times of the last failure and the last answer: what the watch job compares with the
+        # outage alerts in the store (bot/jobs.py watch_model_server)
+        self.failed_at: datetime | None = None
+        self.answered_at: datetime | None = None
         self._trial = False
 
     @property
@@ -100,15 +135,17 @@ class Breaker:
         if self.opened_at is not None:
             log.info("model server answers again; circuit closed")
         self.failed, self.opened_at, self.down_since, self._trial = 0, None, None, False
+        self.answered_at = self._clock.now()
 
     def failure(self, error: str) -> None:
         self.failed += 1
         self.last_error = error
         self._trial = False
+        self.failed_at = self._clock.now()
         if self.failed >= self.failures or self.opened_at is not None:
             if self.opened_at is None:
                 log.warning("model server failing (%s); circuit open for %g s", error, self.reset_s)
-                self.down_since = datetime.now(timezone.utc)
+                self.down_since = self.failed_at
             self.opened_at = self._monotonic()
 
     def abandon(self) -> None:
@@ -279,9 +316,14 @@ class _Client:
     """POSTs JSON with a timeout, retries with backoff, a concurrency limit and the breaker."""
 
     def __init__(self, settings: ModelSettings, breaker: Breaker,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, clock: Clock | None = None) -> None:
         assert settings.base_url
         self.settings = settings
+        self._monotonic = monotonic  # each request's deadline
+        self._sleep = sleep  # the pauses between attempts
+        self._clock = clock or SystemClock()  # "now" for a Retry-After given as an HTTP-date
         self.base_url = settings.base_url.rstrip("/") + "/"
         self.breaker = breaker
         self.timeout = httpx.Timeout(settings.timeout_s, connect=min(settings.timeout_s, 5.0))
@@ -349,16 +391,22 @@ class _Client:
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         breaker = self.breaker
         error = ""
+        wait: float | None = None  # the server's Retry-After on the last attempt
+        limited = False  # the last attempt was answered HTTP 429
         # one deadline for all attempts: a hung server costs a turn timeout_s, not (retries + 1) times it
-        deadline = time.monotonic() + self.settings.timeout_s
+        deadline = self._monotonic() + self.settings.timeout_s
         async with self._slots:
             for attempt in range(self.settings.retries + 1):
                 if attempt:
-                    pause = BACKOFF_S * 2 ** (attempt - 1) * (0.5 + random.random())
-                    if time.monotonic() + pause >= deadline:
+                    pause = wait if wait is not None else BACKOFF_S * 2 ** (attempt - 1) * (0.5 + random.random())
+                    if self._monotonic() + pause >= deadline:
+                        if wait is not None:  # asked to wait past the deadline: give up now, not after it
+                            error += (f" (Retry-After {wait:g} s: past this request's {self.settings.timeout_s:g} s "
+                                      "deadline, not retried)")
                         break
-                    await asyncio.sleep(pause)
-                left = deadline - time.monotonic()
+                    await self._sleep(pause)
+                wait, limited = None, False
+                left = deadline - self._monotonic()
                 try:
                     response = await self.http.post(path, json=body, timeout=self.timeout_within(left))
                 except httpx.TimeoutException as exc:
@@ -369,6 +417,9 @@ class _Client:
                     continue
                 if response.status_code in RETRY_STATUS:
                     error = f"HTTP {response.status_code} {_snippet(response)}".rstrip()
+                    limited = response.status_code == 429
+                    if response.status_code in (429, 503):  # the statuses RFC 9110 gives a Retry-After
+                        wait = retry_after(response, self._clock.now())
                     continue
                 if response.status_code >= 400:
                     # our request is wrong, not the server down: no retry and no strike against it
@@ -385,10 +436,42 @@ class _Client:
                     self.last_refusal = f"an answer that is not JSON: {_snippet(response)}"
                     raise EngineError(f"the model server's answer is not JSON: {response.text[:200]}") from exc
                 return result
+        if limited:
+            # A rate limit is the server up and answering, asking this client to slow down: no strike
+            # against the breaker. Opening it would fail every message fast for breaker_reset_s and tell
+            # the admins the server is down when it is not; #status shows it as refusals instead. It is
+            # an answer, so a half-open trial that gets it closes the breaker rather than staying stuck.
+            breaker.success()
+            self.refused += 1
+            self.last_refusal = error
+            raise RateLimited(f"the model server is rate limiting: {error}")
         breaker.failure(error)
         if error.startswith("no answer"):
             raise EngineTimeout(f"the model server gave {error}")
         raise ServerUnavailable(f"the model server failed: {error}")
+
+    async def ping(self) -> None:
+        """GET models as the breaker's trial (or as one more request while it is closed): whether the
+        server answers, without waiting for a message. Does nothing while the breaker is open."""
+        breaker = self.breaker
+        if not breaker.allow():
+            return
+        try:
+            async with self._slots:
+                response = await self.http.get("models", timeout=self.timeout_within(PING_TIMEOUT_S))
+        except httpx.TimeoutException:
+            breaker.failure(f"no answer to GET models within {PING_TIMEOUT_S:g} s")
+            return
+        except httpx.HTTPError as exc:
+            breaker.failure(f"{exc.__class__.__name__}: {exc}")
+            return
+        except BaseException:
+            breaker.abandon()
+            raise
+        if response.status_code in RETRY_STATUS - {429}:
+            breaker.failure(f"HTTP {response.status_code} {_snippet(response)}".rstrip())
+        else:  # an answer, a refusal (a key /models wants) or a rate limit included: the server is up
+            breaker.success()
 
     def timeout_within(self, left: float) -> httpx.Timeout:
         left = max(left, 0.05)
@@ -410,16 +493,19 @@ class RemoteEngine:
 
     def __init__(self, settings: ModelSettings, sentiment: SentimentSettings,
                  monotonic: Callable[[], float] = time.monotonic,
-                 transports: tuple[httpx.AsyncBaseTransport, httpx.BaseTransport] | None = None) -> None:
-        """`transports` (async, sync) replace the network in tests."""
+                 transports: tuple[httpx.AsyncBaseTransport, httpx.BaseTransport] | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, clock: Clock | None = None) -> None:
+        """`transports` (async, sync) replace the network in tests; `monotonic` (the breaker's reset and
+        each request's deadline), `sleep` (the pauses between attempts) and `clock` (wall time: the
+        breaker's down-since, an HTTP-date Retry-After) replace time."""
         assert settings.base_url
         self.settings = settings
         self.base_url = settings.base_url
         self.min_confidence = sentiment.min_confidence
         self.model = settings.name or ""
         self.name = f"{self.model or 'served model'} via {self.base_url}"
-        self.breaker = Breaker(settings.breaker_failures, settings.breaker_reset_s, monotonic)
-        self.client = _Client(settings, self.breaker, transports[0] if transports else None)
+        self.breaker = Breaker(settings.breaker_failures, settings.breaker_reset_s, monotonic, clock)
+        self.client = _Client(settings, self.breaker, transports[0] if transports else None, monotonic, sleep, clock)
         self._sync_transport = transports[1] if transports else None
         # several prompts per completions request: learnt at start, or at the first batch if the server
         # was down then (None: not known yet); off where the server refuses lists
@@ -455,6 +541,10 @@ class RemoteEngine:
                     " (OpenAI-compatible APIs usually end in /v1)"
                 raise EngineError(f"the model server at {self.base_url} refused the start-up check: HTTP {code} "
                                   f"{exc.response.text[:300]}{hint}") from None
+            if code == 429:  # up but rate limiting: not down (see _Client._post); calibrated at the first use
+                log.warning("the model server at %s rate limits the start-up check (HTTP 429): starting anyway",
+                            self.base_url)
+                return
             self.breaker.open(f"HTTP {code}")
             log.warning("the model server at %s answers HTTP %d: starting anyway; replies fall back and moods "
                         "stay unknown until it answers", self.base_url, code)
@@ -558,6 +648,11 @@ class RemoteEngine:
             raise EngineError(f"the model server's reply has no message: {str(data)[:200]}") from exc
         self.client.answered()
         return clean_reply(raw, max_chars=self.settings.max_reply_chars)
+
+    async def try_server(self) -> None:
+        """Ask the server now (the watch job, while it is or was down): a half-open breaker's trial,
+        so that a server that is back is seen without waiting for a message."""
+        await self.client.ping()
 
     def status(self) -> str:
         """One line for #status: where the model is and whether it answers."""

@@ -2,7 +2,9 @@
 
 Several bot processes may share one database: each firing first claims its slot (the day, or the
 reminder interval's number) in the store, and only the process that wins it runs the job, so the
-digest, the reminder and the prune run once across the processes.
+digest, the reminder and the prune run once across the processes. The model server watch (backend
+openai only) runs in every process, since each reads its own breaker; it claims a slot only to
+record a change (jobs.watch_model_server).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ Slot = Callable[[datetime], str]
 
 
 class Scheduler:
-    def __init__(self, settings: Settings, store: AsyncStore, clock: Clock, alerter: Alerter) -> None:
+    def __init__(self, settings: Settings, store: AsyncStore, clock: Clock, alerter: Alerter,
+                 engine: object = None) -> None:
         schedule = settings.schedule
         self.store = store
         self.clock = clock
@@ -51,16 +54,21 @@ class Scheduler:
                   lambda now: f"{int(now.timestamp() // every_s):012d}")
         self._add("prune_old", functools.partial(jobs.prune_old, store, clock, settings.store.retention_days),
                   CronTrigger(hour=prune_h, minute=prune_m), self._day)
+        if isinstance(engine, jobs.ServedEngine):  # the embedded model has no server to watch
+            check_s = schedule.model_check_every_s
+            self._add("watch_model_server",
+                      functools.partial(jobs.watch_model_server, engine, store, clock, alerter, self.holder, check_s, self.tz),
+                      IntervalTrigger(seconds=check_s), None)
 
     def _day(self, now: datetime) -> str:
         return now.astimezone(self.tz).strftime("%Y-%m-%d")
 
-    def _add(self, name: str, job: Job, trigger: Any, slot: Slot) -> None:
+    def _add(self, name: str, job: Job, trigger: Any, slot: Slot | None) -> None:
         async def run() -> bool:
-            """Run the job if this process wins its slot; True when it ran."""
+            """Run the job if this process wins its slot (None: every process runs it); True when it ran."""
             try:
                 now = self.clock.now()
-                if not await self.store.claim_job(name, slot(now), self.holder, now):
+                if slot is not None and not await self.store.claim_job(name, slot(now), self.holder, now):
                     log.debug("scheduled job %s: slot %s already taken by another process", name, slot(now))
                     return False
                 await job()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot import jobs
+from bot.alerts import Alerter
 from bot.app import Application
 from bot.clock import ManualClock
 from bot.config import Settings
+from bot.protocols import AsyncStore
 from bot.store import Store
 from tests.fakes import FakeEngine, RecordingSender, build_app, make_message
 
@@ -168,3 +171,144 @@ async def test_scheduler_is_owned_by_start_and_stop(clock: ManualClock, store: S
         assert app.scheduler.running
     assert not app.scheduler.running
     assert engine.closed  # leaving the app closes the engine (and the store)
+
+
+# --- the model server watch (backend openai) --------------------------------------------------------
+
+
+@dataclass
+class FakeBreaker:
+    down_since: datetime | None = None
+    last_error: str = ""
+    failed_at: datetime | None = None
+    answered_at: datetime | None = None
+
+
+class ServedEngine(FakeEngine):
+    """A FakeEngine with a model server's breaker (bot/remote.py RemoteEngine's face for the watch job)."""
+
+    name = "qwen via http://gpu-box:8000/v1"
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.breaker = FakeBreaker()
+        self.tries = 0
+
+    def fails(self, error: str = "ConnectError: connection refused") -> None:
+        now = self.clock.now()
+        self.breaker.down_since = self.breaker.down_since or now
+        self.breaker.failed_at, self.breaker.last_error = now, error
+
+    def answers(self) -> None:
+        self.breaker.down_since, self.breaker.answered_at = None, self.clock.now()
+
+    async def try_server(self) -> None:
+        self.tries += 1
+
+
+class Process:
+    """One bot process over the shared store: its own engine, its own name for the job claims."""
+
+    def __init__(self, name: str, app: Application, clock: ManualClock) -> None:
+        self.name = name
+        self.engine = ServedEngine(clock)
+        self.app = app
+        self.clock = clock
+
+    async def watch(self) -> str | None:
+        alert = await jobs.watch_model_server(self.engine, self.app.async_store, self.clock, self.app.alerter,
+                                              self.name, 30)
+        return alert.reason if alert else None
+
+
+def model_alerts(store: Store) -> list[str]:
+    return [a.reason for a in store.alerts_since(datetime(2000, 1, 1).astimezone(), kind="model")]
+
+
+async def test_the_local_engine_has_no_server_to_watch(clock: ManualClock, store: Store) -> None:
+    app, sender = build(clock, store)  # FakeEngine: no breaker, like the embedded model
+    assert await jobs.watch_model_server(app.engine, app.async_store, clock, app.alerter, "p1", 30) is None
+    assert sender.sent == [] and model_alerts(store) == []
+    assert "watch_model_server" not in app.scheduler.job_names()
+    served, _ = build(clock, store, ServedEngine(clock))
+    assert "watch_model_server" in served.scheduler.job_names()
+
+
+async def test_one_down_alert_and_one_back_notice_across_checks_and_processes(clock: ManualClock, store: Store) -> None:
+    app, sender = build(clock, store)
+    a, b = Process("box-1:11", app, clock), Process("box-2:22", app, clock)
+    assert await a.watch() is None and a.engine.tries == 0  # up: the server is not asked anything extra
+    a.engine.fails()
+    b.engine.fails()  # both processes see it, in the same check interval: one alert
+    assert (await a.watch() or "").startswith("model server down since 12:00: ConnectError")
+    assert await b.watch() is None
+    [alert] = [m.text for m in sender.sent]
+    assert alert.startswith("🔌 Alert #1: model server down since 12:00") and "qwen via http://gpu-box:8000/v1" in alert
+    for _ in range(5):  # still down: nothing more, whichever process checks, after a restart too
+        clock.advance(seconds=30)
+        a.engine.fails()
+        assert await a.watch() is None and await b.watch() is None
+    restarted = Process("box-1:33", app, clock)
+    restarted.engine.fails()
+    assert await restarted.watch() is None
+    assert a.engine.tries == 6 and b.engine.tries == 6  # while it is down, each check asks the server (the trial)
+    # a process that has not asked the server since it went down has no news: its closed breaker is no "back"
+    quiet = Process("box-3:44", app, clock)
+    quiet.engine.breaker.answered_at = clock.now() - timedelta(minutes=10)
+    assert await quiet.watch() is None
+    clock.advance(minutes=7)
+    b.engine.answers()
+    assert await b.watch() == "model server back after 10 min"
+    assert sender.sent[-1].text == "✅ model server back after 10 min (qwen via http://gpu-box:8000/v1)."
+    assert len(sender.sent) == 2
+    # a's breaker is still open from before (its trial has not come yet): old news, no second alert
+    clock.advance(seconds=30)
+    assert await a.watch() is None
+    # a new failure after "back" is a new outage
+    a.engine.fails()
+    a.engine.breaker.down_since = clock.now() - timedelta(minutes=20)  # open all along: shown from "back" on
+    assert await a.watch() == "model server down since 12:09: ConnectError: connection refused"
+    assert model_alerts(store) == ["model server down since 12:00: ConnectError: connection refused",
+                                   "model server back after 10 min",
+                                   "model server down since 12:09: ConnectError: connection refused"]
+
+
+async def test_an_admin_ack_does_not_end_the_outage_and_the_reminder_follows_its_rules(clock: ManualClock,
+                                                                                        store: Store) -> None:
+    app, sender = build(clock, store, alerts={"remind_after_minutes": 30})
+    p = Process("box-1:11", app, clock)
+    p.engine.fails("HTTP 502 bad gateway")
+    assert await p.watch() is not None
+    clock.advance(minutes=31)
+    assert await jobs.remind_unacknowledged(app.async_store, clock, app.alerter, 30) == 1  # not acknowledged
+    assert sender.sent[-1].text.startswith("⏰ Reminder, not acknowledged yet: #1 [model] qwen via http://gpu-box")
+    assert store.ack(1, clock.now())  # "#ack 1": seen, someone is on it
+    clock.advance(seconds=30)
+    p.engine.fails("HTTP 502 bad gateway")
+    assert await p.watch() is None  # still the same outage: no second alert
+    clock.advance(minutes=20)
+    p.engine.answers()
+    assert await p.watch() == "model server back after 52 min"  # told even though acknowledged
+    clock.advance(minutes=60)
+    assert await jobs.remind_unacknowledged(app.async_store, clock, app.alerter, 30) == 0  # nothing left to remind
+    assert [a.alert_id for a in store.open_alerts()] == []
+
+
+async def test_a_change_that_could_not_be_stored_is_tried_again_at_the_next_check(clock: ManualClock,
+                                                                                    store: Store) -> None:
+    app, sender = build(clock, store)
+    p = Process("box-1:11", app, clock)
+    p.engine.fails()
+
+    class Broken(AsyncStore):
+        async def create_alert(self, alert: Any) -> int:
+            raise RuntimeError("database hiccup")
+
+    alerter = Alerter(app.outbound, Broken(store), app.settings.alerts, ["boss"], clock)
+    try:
+        await jobs.watch_model_server(p.engine, Broken(store), clock, alerter, p.name, 30)
+    except RuntimeError:
+        pass  # the scheduler logs it
+    clock.advance(seconds=30)
+    assert await p.watch() is not None and len(sender.sent) == 1

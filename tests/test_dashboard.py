@@ -391,6 +391,18 @@ async def test_alert_kinds_are_translated(store: Store, clock: ManualClock) -> N
             assert not re.search(r">[^<]*\b(mood|handoff|high|warning|critical|info)\b[^<]*<", page)
 
 
+async def test_a_model_server_alert_is_labelled_and_has_no_contact_actions(store: Store, clock: ManualClock) -> None:
+    store.create_alert(Alert("model-server", "model-server", "high", "model server down since 09:12: HTTP 503", (), (),
+                             clock.now(), "gemma-3-270m", kind="model"))
+    async with client_for(make_web_app(store, clock, dashboard_settings(language="zh"))) as client:
+        await login(client)
+        overview = (await client.get("/")).text
+        assert "按类型未处理: 模型服务 1" in overview
+        page = (await client.get("/alerts")).text
+        assert "模型服务" in page and "gemma-3-270m" in page
+        assert "/contact/model-server" not in page  # no contact page and no mute form for the server
+
+
 async def test_full_text_only_with_keep_text(tmp_path, clock: ManualClock) -> None:
     store = Store(f"sqlite:///{tmp_path / 'k.db'}", keep_text=True)
     seed(store, clock)

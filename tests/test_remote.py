@@ -15,7 +15,17 @@ from bot.app import build_engine
 from bot.config import ModelSettings, SentimentSettings, Settings
 from bot.domain import ChatTurn, Label, Strategy
 from bot.errors import EngineError
-from bot.remote import Breaker, NoLogprobs, RemoteEngine, calibrated, content_free_bias, word_probs
+from bot.remote import (
+    Breaker,
+    NoLogprobs,
+    RateLimited,
+    RemoteEngine,
+    ServerUnavailable,
+    calibrated,
+    content_free_bias,
+    retry_after,
+    word_probs,
+)
 from tests.fakes import RecordingSender, speaker
 
 URL = "http://model.test/v1"
@@ -70,13 +80,13 @@ class FakeServer:
         return httpx.Response(200, json={"choices": choices[::-1]})  # order must come from "index"
 
 
-def engine_for(server: FakeServer, clock: list[float] | None = None, **settings: Any) -> RemoteEngine:
+def engine_for(server: FakeServer, clock: list[float] | None = None, wall: Any = None, **settings: Any) -> RemoteEngine:
     model = ModelSettings(backend="openai", base_url=URL, retries=0, breaker_failures=2, breaker_reset_s=10,
                           **settings)
     transport = httpx.MockTransport(server)
     now = clock or [0.0]
     engine = RemoteEngine(model, SentimentSettings(readout="none"), monotonic=lambda: now[0],
-                          transports=(transport, transport))
+                          transports=(transport, transport), clock=wall)
     engine.check()
     return engine
 
@@ -347,3 +357,164 @@ def test_a_page_that_is_not_the_api_is_a_clear_error_at_start() -> None:
                           transports=(transport, transport))
     with pytest.raises(EngineError, match="does not look like an OpenAI-compatible API .*end in /v1"):
         engine.check()
+
+
+# --- Retry-After and rate limits -----------------------------------------------------------------
+
+
+class Paced:
+    """An engine whose time is a list: `sleep` records each pause and moves the monotonic clock and
+    the wall clock by it, so that no test waits."""
+
+    def __init__(self, answers: list[httpx.Response], clock: Any, **settings: Any) -> None:
+        self.answers = answers
+        self.calls = 0
+        self.now = [0.0]
+        self.pauses: list[float] = []
+        self.clock = clock
+        transport = httpx.MockTransport(self.answer)
+        model = ModelSettings(backend="openai", base_url=URL, name="m", **{"retries": 3, "breaker_failures": 2, **settings})
+        self.engine = RemoteEngine(model, SentimentSettings(readout="none"), monotonic=lambda: self.now[0],
+                                   transports=(transport, transport), sleep=self.sleep, clock=clock)
+
+    def answer(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        if self.answers:
+            return self.answers.pop(0)
+        return httpx.Response(200, json={"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}]})
+
+    async def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now[0] += seconds
+        self.clock.advance(seconds=seconds)
+
+    async def reply(self) -> str:
+        return await self.engine.generate([ChatTurn("user", "hi")], Strategy.PLAIN, "en", "Be kind.")
+
+
+def limited(status: int = 429, after: str | None = None) -> httpx.Response:
+    return httpx.Response(status, headers={"retry-after": after} if after is not None else {}, text="slow down")
+
+
+async def test_retry_after_in_seconds_is_the_pause_before_the_next_attempt(clock: Any) -> None:
+    paced = Paced([limited(after="7")], clock, timeout_s=60)
+    assert await paced.reply() == "ok"
+    assert paced.pauses == [7.0] and paced.calls == 2  # the server's 7 s, not the client's 0.25-0.75 s backoff
+    assert paced.engine.breaker.state == "closed" and paced.engine.breaker.failed == 0
+
+
+async def test_retry_after_past_the_deadline_stops_at_once_without_sleeping(clock: Any) -> None:
+    paced = Paced([limited(after="120")], clock, timeout_s=60)
+    with pytest.raises(RateLimited, match=r"HTTP 429 slow down \(Retry-After 120 s: past this request's 60 s deadline"):
+        await paced.reply()
+    assert paced.pauses == [] and paced.calls == 1
+    # a rate limit is the server up: no strike against the breaker, and #status says it refuses
+    assert paced.engine.breaker.failed == 0 and paced.engine.breaker.state == "closed"
+    assert "REFUSES the last 1 requests (HTTP 429 slow down" in paced.engine.status()
+    # the remaining deadline counts, not the whole: 30 s waited already, a 40 s Retry-After is too long
+    paced = Paced([limited(after="30"), limited(after="40")], clock, timeout_s=60)
+    with pytest.raises(RateLimited, match="Retry-After 40 s"):
+        await paced.reply()
+    assert paced.pauses == [30.0] and paced.calls == 2
+
+
+async def test_retry_after_as_an_http_date(clock: Any) -> None:
+    from datetime import timedelta
+    from email.utils import format_datetime
+
+    when = format_datetime(clock.now() + timedelta(seconds=5), usegmt=True)  # "Thu, 01 Jan 2026 12:00:05 GMT"
+    paced = Paced([limited(503, when)], clock, timeout_s=60)
+    assert await paced.reply() == "ok" and paced.pauses == [5.0]
+    # a 503 that asks for longer than the deadline: not retried, and it is a failure of the server
+    late = format_datetime(clock.now() + timedelta(minutes=10), usegmt=True)
+    paced = Paced([limited(503, late)], clock, timeout_s=60)
+    with pytest.raises(ServerUnavailable, match="HTTP 503 .*Retry-After 600 s: past"):
+        await paced.reply()
+    assert paced.pauses == [] and paced.engine.breaker.failed == 1
+
+
+def test_retry_after_header_forms(clock: Any) -> None:
+    now = clock.now()
+    assert retry_after(limited(after="2.5"), now) == 2.5
+    assert retry_after(limited(after="-3"), now) == 0.0
+    assert retry_after(limited(after="Wed, 31 Dec 2025 12:00:00 GMT"), now) == 0.0  # in the past: now
+    assert retry_after(limited(after="Thu, 01 Jan 2026 12:01:00 -0000"), now) == 60.0
+    for bad in (None, "", "soon", "nan", "inf"):
+        assert retry_after(limited(after=bad), now) is None  # the client's own backoff then
+
+
+async def test_rate_limits_do_not_open_the_breaker_but_server_errors_do(clock: Any) -> None:
+    paced = Paced([limited(after="120") for _ in range(4)], clock, timeout_s=60, retries=0)
+    for _ in range(4):
+        with pytest.raises(RateLimited):
+            await paced.reply()
+    assert paced.engine.breaker.state == "closed" and paced.calls == 4
+    paced.answers = [httpx.Response(503, text="overloaded"), httpx.Response(503, text="overloaded")]
+    for _ in range(2):
+        with pytest.raises(ServerUnavailable):
+            await paced.reply()
+    assert paced.engine.breaker.state == "open"
+
+
+def test_a_rate_limited_start_up_check_starts_with_the_breaker_closed() -> None:
+    transport = httpx.MockTransport(lambda request: limited(after="30"))
+    engine = RemoteEngine(ModelSettings(backend="openai", base_url=URL, name="m"), SentimentSettings(),
+                          transports=(transport, transport))
+    engine.check()
+    assert engine.breaker.state == "closed" and engine.mood.bias is None  # calibrated at the first use
+
+
+async def test_a_trial_answered_429_closes_the_breaker_instead_of_leaving_it_stuck(clock: Any) -> None:
+    paced = Paced([limited(after="120")], clock, timeout_s=60, breaker_reset_s=10)
+    paced.engine.breaker.open("HTTP 502")
+    paced.now[0] = 11  # half-open: this request is the trial
+    with pytest.raises(RateLimited):
+        await paced.reply()
+    assert paced.engine.breaker.state == "closed"
+    assert await paced.reply() == "ok"
+
+
+# --- the "model server down" alert and the "back" notice -------------------------------------------
+
+
+async def test_one_alert_when_the_server_goes_down_and_one_notice_when_it_is_back(clock: Any, store: Any) -> None:
+    from bot.app import Application
+
+    server = FakeServer()
+    now = [0.0]
+    engine = engine_for(server, now, wall=clock)
+    settings = Settings.model_validate({"admin": {"ids": ["boss"]}, "schedule": {"enabled": False}})
+    sender = RecordingSender()
+    app = Application(settings, engine, sender, clock, store)
+    say = speaker(app, sender, clock)
+
+    async def watch() -> list[str]:
+        clock.advance(seconds=30)  # one check interval (schedule.model_check_every_s)
+        before = len(sender.sent)
+        assert await app.scheduler.run("watch_model_server")
+        return [m.text for m in sender.sent[before:]]
+
+    await say("so sad")
+    assert await watch() == []
+    server.down = True
+    for _ in range(3):
+        await say("so sad again")  # each message: the unavailable line and its hand-off, as before
+    assert engine.breaker.state == "open" and engine.breaker.down_since is not None
+    down_at = engine.breaker.down_since.astimezone().strftime("%H:%M")  # schedule.timezone null: local time
+    [alert] = await watch()
+    assert alert.startswith("🔌 Alert #4: model server down since " + down_at) and "ConnectError" in alert
+    assert "tiny-instruct via http://model.test/v1" in alert
+    for _ in range(3):  # more failing messages and checks: nothing more about the server
+        await say("still sad")
+        assert await watch() == []
+    [open_model] = [a for a in store.open_alerts() if a.kind == "model"]
+    assert open_model.reason.startswith(f"model server down since {down_at}: ")
+    server.down = False
+    now[0] = 100  # past breaker_reset_s: the check itself is the trial, no message needed
+    [back] = await watch()
+    assert back == "✅ model server back after 4 min (tiny-instruct via http://model.test/v1)."
+    assert engine.breaker.state == "closed"
+    assert await watch() == []
+    assert [a for a in store.open_alerts() if a.kind == "model"] == []  # the outage alert is not reminded any more
+    assert ("moodbot", "ack") in [(a["actor"], a["action"]) for a in store.actions()]
+    await app.__aexit__(None, None, None)

@@ -70,6 +70,7 @@ STRINGS: dict[str, tuple[str, str]] = {  # key: (en, zh)
     "sev_critical": ("critical", "危急"),
     "sev_info": ("info", "信息"),
     "kind_handoff": ("hand-off", "转人工"),
+    "kind_model": ("model server", "模型服务"),
     "kind_mood": ("mood", "情绪"),
     "in_room": ("in", "群聊"),
     "matches": ("Contacts that match", "匹配的联系人"),
