@@ -103,7 +103,8 @@ async def run_variant(engine: Any, examples: list[tdata.ReplyExample], name: str
         fell_back = sent is None
         if sent is None:
             sent = stage.fallback(Strategy(ex.strategy), ex.lang, ex.id + ex.message, None,
-                                  closing=asks_nothing(ex.message))
+                                  closing=asks_nothing(ex.message),
+                                  needs_person=not ex.knowledge and guard.business_question(ex.message, ex.lang))
         sources = [t.text for t in history[:-1]] + list(ex.knowledge)
         raw = recording.replies[0] if recording.replies else ""
         rows.append({

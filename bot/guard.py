@@ -143,24 +143,34 @@ _BUSINESS = re.compile(
 _ABOUT_BOT = re.compile(r"机器人|人工|真人|ai\b|\bbot\b|robot|human|real person|客服|customer service|chinese|english|中文|英文",
                         re.IGNORECASE)
 _ZH_VERDICT = re.compile(r"^(?:当然|肯定)?(?:可以|能|会|有|是|对|行|支持|不可以|不能|不会|没有|不是|不行|不支持|没问题)的?$")
+_ZH_VERDICT_START = re.compile(r"^(?:可以|能|会|支持|不可以|不能|不会|不支持)")
 _ZH_VERDICT_END = re.compile(r"(?:可以|能|支持|没问题|不可以|不能|不行|不支持)的?$")
 _EN_VERDICT = re.compile(r"^\s*(?:yes|yeah|yep|yup|sure|of course|absolutely|definitely|no|nope|not really)\b", re.IGNORECASE)
 _OPENING = re.compile(r"[，,。.!！?？;；\s]")
 
 
+def business_question(message: str, lang: str) -> bool:
+    """A yes-or-no question about the business's own policy, not about the bot or everyday life."""
+    if not _BUSINESS.search(message) or _ABOUT_BOT.search(message):
+        return False
+    return bool((_ZH_YES_NO if lang == "zh" else _EN_YES_NO).search(message))
+
+
 def answers_unknown(reply: str, message: str, lang: str) -> bool:
     """The reply answers a yes-or-no question about the business yes or no, or by restating it as a
     statement ("你们周末上门吗" -> "周末上门，…"), when nothing given to the prompt says which."""
-    if not _BUSINESS.search(message) or _ABOUT_BOT.search(message):
+    if not business_question(message, lang):
         return False
     if lang == "zh":
-        if not _ZH_YES_NO.search(message):
-            return False
         opening = _core(_OPENING.split(reply.strip(), maxsplit=1)[0])
-        # "可以，…", "周末上门，…" and "周末上门可以，…": a verdict, the question restated, or both
-        said = _ZH_VERDICT_END.sub("", opening) if not _ZH_VERDICT.match(opening) else ""
-        return said != opening or (len(said) >= 2 and said.removesuffix("的") in _core(message))
-    return bool(_EN_YES_NO.match(message)) and bool(_EN_VERDICT.match(reply))
+        # "可以，…", "周末上门可以，…", "能上门安装，…" and "周末上门，…": a verdict, the question
+        # restated around one, or restated alone
+        if _ZH_VERDICT.match(opening) or _ZH_VERDICT_END.search(opening):
+            return True
+        heard = _core(message)
+        said = _ZH_VERDICT_START.sub("", opening)
+        return len(said) >= 2 and said.removesuffix("的") in heard
+    return bool(_EN_VERDICT.match(reply))
 
 
 def check(reply: str, message: str, lang: str, previous: str | None, sources: Iterable[str],

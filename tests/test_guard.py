@@ -207,3 +207,11 @@ async def test_a_closing_falls_back_to_a_closing_line_and_hands_nothing_off(cloc
     assert sender.sent[0].text in Settings().reply.fallbacks["closing"]["zh"]
     assert stage.rejections["needless hand-off"] == 2
     assert not any(a.kind == "handoff" for a in turn.alerts) and not store.open_alerts()
+
+
+async def test_a_business_question_nobody_answered_falls_back_to_a_person(clock, store) -> None:  # type: ignore[no-untyped-def]
+    engine = ScriptedEngine(["能上门安装，我这边没有资料。", "可以的，我帮您看看。"])
+    stage, sender, turn = await _turn(engine, clock, store, "可以上门安装吗")
+    assert stage.rejections["unsupported answer"] == 2
+    assert guard.HANDOFF_PROMISE.search(sender.sent[0].text)  # "tell me more" would leave the question open
+    assert any(a.kind == "handoff" for a in turn.alerts)
