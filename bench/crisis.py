@@ -32,9 +32,9 @@ RECALL_TARGET = 0.97
 FALSE_ALARM_TARGET = 0.05
 
 
-def decide(engine: Any, text: str, settings: EscalationSettings) -> tuple[bool, bool, float, bool]:
+def decide(engine: Any, text: str, settings: EscalationSettings, floor: PhraseFloor) -> tuple[bool, bool, float, bool]:
     """(crisis, alerted, score, phrase) as the bot's CrisisStage decides them."""
-    phrase = PhraseFloor(settings).matches(text)
+    phrase = floor.matches(text)
     score = 0.0 if asks_nothing(text) else engine.crisis_score(text)  # a bare closing skips the head
     crisis = phrase or score >= settings.crisis_threshold
     return crisis, crisis or score >= settings.concern_threshold, score, phrase
@@ -80,11 +80,12 @@ def main(argv: list[str] | None = None) -> None:
     loaded = load_model(settings)
     engine = ModelEngine(loaded, settings, SentimentSettings())
     escalation = EscalationSettings()
+    floor = PhraseFloor(escalation)
     rows = tdata.crisis_records(args.split)
     load = os.getloadavg()[0]
     results = []
     for r in rows:
-        crisis, alerted, score, phrase = decide(engine, r["text"], escalation)
+        crisis, alerted, score, phrase = decide(engine, r["text"], escalation, floor)
         results.append({**r, "flagged": crisis, "alerted": alerted, "score": round(score, 3), "phrase": phrase})
     lines = [f"# Crisis detection ({args.split} split)", "",
              f"Model: {loaded.name}; crisis head: {engine.crisis_head.note if engine.crisis_head else 'none'}.",

@@ -35,7 +35,6 @@ from bot import guard
 from bot.clock import SystemClock
 from bot.config import CrisisSettings, ModelSettings, ReplySettings, SentimentSettings
 from bot.domain import ChatTurn, InboundMessage, Strategy, Turn
-from bot.text import asks_nothing
 from train import data as tdata
 
 BENCH = Path(__file__).resolve().parent
@@ -102,9 +101,7 @@ async def run_variant(engine: Any, examples: list[tdata.ReplyExample], name: str
         seconds = time.perf_counter() - started
         fell_back = sent is None
         if sent is None:
-            sent = stage.fallback(Strategy(ex.strategy), ex.lang, ex.id + ex.message, None,
-                                  closing=asks_nothing(ex.message),
-                                  needs_person=not ex.knowledge and guard.business_question(ex.message, ex.lang))
+            sent = stage.fallback(Strategy(ex.strategy), ex.lang, ex.id + ex.message, None, ex.message, ex.knowledge)
         sources = [t.text for t in history[:-1]] + list(ex.knowledge)
         raw = recording.replies[0] if recording.replies else ""
         rows.append({

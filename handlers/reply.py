@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import logging
 from collections import Counter
+from typing import Sequence
 
 from bot import guard, prompts
 from bot.config import CrisisSettings, ReplySettings
@@ -27,6 +28,8 @@ from bot.text import asks_nothing, in_lang
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 2  # the first reply, then one more with other settings
+
+
 class ReplyStage:
     name = "reply"
 
@@ -40,15 +43,16 @@ class ReplyStage:
         self.rejections: Counter[str] = Counter()  # reason -> count, for the benchmark and #status
         self.fallbacks = 0
 
-    def fallback(self, strategy: Strategy, lang: str, key: str, previous: str | None, closing: bool = False,
-                 needs_person: bool = False) -> str:
+    def fallback(self, strategy: Strategy, lang: str, key: str, previous: str | None, message: str = "",
+                 knowledge: Sequence[str] = ()) -> str:
         """A curated line for this strategy and language, picked by message, never the previous reply;
         a message that asks for nothing (thanks, goodbye) gets a closing line, never a hand-off, and a
         question only a person can answer (guard.business_question) a line that hands it to one."""
         fallbacks = self.settings.fallbacks
-        table = (closing and fallbacks.get("closing")) or fallbacks.get(strategy.value) or fallbacks.get("plain") or {}
+        closing = asks_nothing(message) and fallbacks.get("closing")
+        table = closing or fallbacks.get(strategy.value) or fallbacks.get("plain") or {}
         lines = table.get(lang) or table.get("en") or ["…"]
-        if needs_person:
+        if not knowledge and guard.business_question(message, lang):
             lines = [line for line in lines if guard.HANDOFF_PROMISE.search(line)] or lines
         start = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
         for i in range(len(lines)):
@@ -103,9 +107,8 @@ class ReplyStage:
             else:
                 self.fallbacks += 1
                 previous = next((t.text for t in reversed(history[:-1]) if t.role == "assistant"), None)
-                reply = self.fallback(strategy, turn.lang, message.message_id + turn.text, previous,
-                                      closing=asks_nothing(turn.text),
-                                      needs_person=not turn.knowledge and guard.business_question(turn.text, turn.lang))
+                reply = self.fallback(strategy, turn.lang, message.message_id + turn.text, previous, turn.text,
+                                      turn.knowledge)
             # memory keeps what was said, curated lines included, so the next reply can differ from it
             await asyncio.to_thread(self.memory.add, message.chat_id, user_turn, ChatTurn("assistant", reply))
             if not checking_in and guard.HANDOFF_PROMISE.search(reply):
