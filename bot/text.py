@@ -121,6 +121,12 @@ def split_message(text: str, limit: int) -> list[str]:
     return [p for p in pieces if p]
 
 
+def whole_number(text: str, max_digits: int = 19) -> int | None:
+    """A plain ASCII number of at most `max_digits` digits, or None: '²' is a digit to str.isdigit()
+    but not to int(), and a longer one may not fit the database's integers."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= max_digits else None
+
+
 def in_lang(texts: Mapping[str, str], lang: str) -> str:
     """The configured text for a language, else the English one, else empty."""
     return texts.get(lang) or texts.get("en") or ""

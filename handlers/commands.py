@@ -28,6 +28,7 @@ from bot.errors import StopPipeline
 from bot.process import process_name
 from bot.protocols import AsyncStore, Clock
 from bot.state import BotState
+from bot.text import whole_number
 
 HELP = (
     "Commands (<who>: a name or an id):\n"
@@ -41,11 +42,6 @@ HELP = (
 
 
 ALERTS_LISTED = 20  # #alerts lists the most urgent; the dashboard has them all
-
-
-def _number(text: str) -> int | None:
-    """A plain ASCII number, or None: '²' is a digit to str.isdigit() but not to int()."""
-    return int(text) if text.isascii() and text.isdigit() and len(text) < 20 else None
 
 
 def _duration(delta: timedelta) -> str:
@@ -138,7 +134,7 @@ class CommandStage:
         return "\n".join(lines)
 
     async def ack(self, turn: Turn, args: list[str]) -> str:
-        alert_id = _number(args[0].lstrip("#")) if len(args) == 1 else None
+        alert_id = whole_number(args[0].lstrip("#")) if len(args) == 1 else None
         if alert_id is None:
             return "Usage: #ack <id>"
         if alert_id > MAX_ALERT_ID or not await self.store.ack(alert_id, self.clock.now()):
@@ -147,7 +143,7 @@ class CommandStage:
         return f"Alert #{alert_id} acknowledged."
 
     async def mute(self, turn: Turn, args: list[str]) -> str:
-        minutes = _number(args[-1]) if len(args) >= 2 else None
+        minutes = whole_number(args[-1]) if len(args) >= 2 else None
         if minutes is None or not 1 <= minutes <= MAX_MUTE_MINUTES:
             return f"Usage: #mute <name or id> <minutes, 1 to {MAX_MUTE_MINUTES}>"
         found, why = await self._contact(" ".join(args[:-1]), exact=True)

@@ -614,3 +614,11 @@ async def test_the_demo_plays_both_sides(channel: str) -> None:
         assert "passive reply: [comfort]" in text
     else:
         assert "(message/send, agentid 1000002): [comfort]" in text
+
+
+@pytest.mark.parametrize("stamp", ["²", "１７００００００００", "", "12345678901234"])
+def test_a_timestamp_that_is_not_plain_digits_is_forbidden_not_an_error(stamp: str) -> None:
+    from bot.channels.intake import Forbidden, ReplayGuard
+
+    with pytest.raises(Forbidden, match="no usable timestamp"):
+        ReplayGuard(clock=lambda: 1_700_000_000).check_time({"timestamp": stamp})

@@ -15,6 +15,8 @@ import time
 from collections import OrderedDict
 from typing import AsyncIterator, Callable, Mapping
 
+from bot.text import whole_number
+
 MAX_BODY = 256 * 1024  # WeChat's messages are a few kB; anything this big is not from WeChat
 WINDOW_S = 300  # WeChat's requests are stamped when sent; five minutes covers a slow network and some clock drift
 MAX_PAIRS = 50_000  # about 170 signed requests a second for the whole window; only signed requests are kept
@@ -30,7 +32,7 @@ class TooLarge(Exception):
 
 async def read_limited(declared: str | None, chunks: AsyncIterator[bytes], limit: int) -> bytes:
     """The body, refused by its Content-Length or as soon as the bytes read pass `limit`."""
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+    if declared is not None and ((size := whole_number(declared)) is None or size > limit):
         raise TooLarge(f"Content-Length {declared[:20]}")
     body = bytearray()
     async for chunk in chunks:
@@ -52,14 +54,14 @@ class ReplayGuard:
 
     def check_time(self, query: Mapping[str, str]) -> int:
         """The request's timestamp, if it is within the window of this server's clock."""
-        stamp = query.get("timestamp", "")
-        if not (stamp.isdigit() and len(stamp) <= 12):
+        stamp = whole_number(query.get("timestamp", ""), 12)
+        if stamp is None:
             raise Forbidden("no usable timestamp")
-        skew = self.clock() - int(stamp)
+        skew = self.clock() - stamp
         if abs(skew) > self.window_s:
             raise Forbidden(f"timestamp {skew:+.0f} s from this server's clock, outside ±{self.window_s:.0f} s: "
                             "a replayed request, or this host's clock is wrong")
-        return int(stamp)
+        return stamp
 
     def remember(self, query: Mapping[str, str], body: bytes) -> None:
         """Take a verified request's pair; the pair again with another body is a forgery."""

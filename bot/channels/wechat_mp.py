@@ -27,6 +27,7 @@ from bot.channels.wechat_api import WeChatAPI
 from bot.config import Settings, WechatMpSettings
 from bot.domain import InboundMessage
 from bot.errors import ConfigError
+from bot.text import whole_number
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,10 @@ def _text(msg: Any, name: str, required: bool = True) -> str:
 
 
 def _created(msg: Any) -> int:
-    value = _text(msg, "CreateTime")
-    if not value.isdigit() or not EARLIEST <= int(value) <= LATEST:
+    value = whole_number(_text(msg, "CreateTime"))
+    if value is None or not EARLIEST <= value <= LATEST:
         raise Forbidden("CreateTime is not a time")
-    return int(value)
+    return value
 
 
 def to_inbound(msg: Any, message_id: str) -> InboundMessage:
@@ -89,7 +90,7 @@ def parse(raw: bytes | str, parser: Any = parse_message) -> Parsed:
         event = _text(msg, "Event", required=False).lower() or "unknown"
         return Parsed(key=f"{source}:{_created(msg)}:{event}", sender_id=source, event=event, context=msg)
     msg_id = _text(msg, "MsgId", required=False)
-    if msg_id and not msg_id.isdigit():
+    if msg_id and whole_number(msg_id, 20) is None:  # a 64-bit id has up to 20 digits
         raise Forbidden("MsgId is not a number")
     key = msg_id or f"{source}:{_created(msg)}"
     return Parsed(key=key, sender_id=source, inbound=to_inbound(msg, key), context=msg)

@@ -14,6 +14,7 @@ from typing import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
+from bot.text import whole_number
 from bot.web.auth import Sessions
 from bot.web.context import Dashboard
 
@@ -40,8 +41,8 @@ def _shown(request: Request) -> list[int]:
     """The open alerts the page lists (its `open` parameter), so the stream can say which were acknowledged."""
     ids = []
     for part in (request.query_params.get("open") or "").split(",")[:500]:
-        if part.isascii() and part.isdigit() and len(part) < 19:
-            ids.append(int(part))
+        if (alert_id := whole_number(part, 18)) is not None:
+            ids.append(alert_id)
     return ids
 
 
