@@ -563,10 +563,10 @@ class RemoteEngine:
 
     async def _ensure_model(self) -> None:
         """The served model's name, when the server was down at start and none was configured."""
-        if self.model:
-            return
+        if self.model or self.breaker.state != "closed":
+            return  # while the server is down the request fails fast at the breaker; ask once it answers
         try:
-            response = await self.client.http.get("models", timeout=self.client.timeout_within(self.settings.timeout_s))
+            response = await self.client.http.get("models", timeout=self.client.timeout_within(PING_TIMEOUT_S))
             response.raise_for_status()
             self._name_model(response.json())
         except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:

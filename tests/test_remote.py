@@ -161,6 +161,21 @@ def test_a_server_down_at_start_opens_the_breaker() -> None:
     assert engine.breaker.state == "open" and "DOWN" in engine.status()
 
 
+async def test_the_model_name_is_not_asked_for_while_the_breaker_is_open() -> None:
+    server = FakeServer()
+    server.down = True
+    now = [0.0]
+    engine = engine_for(server, now)  # down at start: no name learnt, the breaker open
+    calls = server.calls
+    with pytest.raises(EngineError):
+        await engine.classify("hello")
+    assert server.calls == calls  # failed at the breaker: no GET models first
+    server.down, now[0] = False, 11.0  # back, and the breaker half-open
+    await engine.classify("hello")  # the trial answers and closes the breaker
+    await engine.classify("hello")
+    assert engine.model == "tiny-instruct"
+
+
 def test_breaker_opens_after_failures_and_lets_one_trial_through() -> None:
     now = [0.0]
     breaker = Breaker(failures=2, reset_s=5, monotonic=lambda: now[0])
