@@ -20,7 +20,7 @@ import httpx
 from tenacity import AsyncRetrying, RetryError, stop_after_attempt, wait_exponential
 
 from bot.config import AlertSettings
-from bot.domain import Alert, OutboundMessage, trend_line
+from bot.domain import HANDOFF, Alert, OutboundMessage, trend_line
 from bot.outbound import Outbound
 from bot.protocols import AsyncStore, Clock
 
@@ -47,7 +47,7 @@ def alert_text(alert: Alert) -> str:
             "Until it answers, messages get reply.unavailable and a hand-off; you will be told when it is back.",
             f"Reply #ack {alert.alert_id} to acknowledge.",
         ])
-    if alert.kind == "handoff":
+    if alert.kind == HANDOFF:
         return "\n".join([
             f"🙋 Hand-off #{alert.alert_id}: {alert.reason}",
             f"Who: {who}{where}",
@@ -119,7 +119,7 @@ class Alerter:
         return stored
 
     async def deliver(self, alert: Alert) -> bool:
-        log.warning("%s #%s [%s] %s (%s): %s", "HAND-OFF" if alert.kind == "handoff" else "ALERT", alert.alert_id, alert.severity, alert.contact_name,
+        log.warning("%s #%s [%s] %s (%s): %s", "HAND-OFF" if alert.kind == HANDOFF else "ALERT", alert.alert_id, alert.severity, alert.contact_name,
                     alert.contact_id, alert.reason)
         delivered = True
         if self.recipients():

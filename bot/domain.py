@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Sequence
 
 
 class Label(str, enum.Enum):
@@ -72,6 +73,9 @@ def reply_to(message: InboundMessage, text: str) -> OutboundMessage:
     return OutboundMessage(message.chat_id, text, (message.sender_id,) if message.is_group else ())
 
 
+HANDOFF = "handoff"  # the kind of an alert that hands a message to a person
+
+
 @dataclass(frozen=True)
 class Alert:
     contact_id: str
@@ -129,6 +133,18 @@ class MoodPoint:
         """+1 for positive, -1 for negative, 0 for neutral, weighted by confidence."""
         sign = {Label.POSITIVE: 1.0, Label.NEGATIVE: -1.0, Label.NEUTRAL: 0.0}[self.label]
         return sign * self.confidence
+
+
+def rolling_score(points: Sequence[MoodPoint]) -> float:
+    """The mean of the points' scores (0 for none): the escalation's rule, #mood and the dashboard."""
+    return sum(p.score for p in points) / len(points) if points else 0.0
+
+
+def handoff_alert(turn: Turn, reason: str, now: datetime) -> Alert:
+    """An `info` alert that hands this message to a person (no FAQ answer, a promise of a colleague)."""
+    message = turn.message
+    return Alert(contact_id=message.sender_id, chat_id=message.chat_id, severity="info", reason=reason,
+                 excerpts=(turn.text,), trend=(), created_at=now, contact_name=message.sender_name, kind=HANDOFF)
 
 
 def trend_line(trend: tuple[str, ...]) -> str:

@@ -193,6 +193,6 @@ def check(reply: str, message: str, lang: str, previous: str | None, sources: It
         return "unsupported answer"
     # a hand-off for a "谢谢" sends a person an alert with nothing to do (the tuned model did so for 5
     # of the 8 such reply-validation messages)
-    if asks_nothing(message) and HANDOFF_PROMISE.search(reply):
+    if HANDOFF_PROMISE.search(reply) and asks_nothing(message):
         return "needless hand-off"
     return None

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import replace
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import Protocol, runtime_checkable
 
 from bot.alerts import Alerter, alert_line
-from bot.domain import LABEL_EMOJI, Alert, Label, MoodPoint
+from bot.domain import HANDOFF, LABEL_EMOJI, Alert, Label, MoodPoint
 from bot.protocols import AsyncStore, Clock
 
 log = logging.getLogger(__name__)
@@ -18,7 +17,6 @@ log = logging.getLogger(__name__)
 MODEL_KIND = "model"
 MODEL_BACK = "info"
 MODEL_SERVER_ID = "model-server"
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _digest_text(now: datetime, counts: dict[str, int], points: list[MoodPoint], open_alerts: list[Alert],
@@ -54,7 +52,7 @@ async def digest_text(store: AsyncStore, clock: Clock) -> str:
     since = now - timedelta(days=1)
     return _digest_text(
         now, await store.mood_counts(since), await store.moods(since=now - timedelta(days=2)),
-        await store.open_alerts(), await store.alerts_since(since, kind="handoff"),
+        await store.open_alerts(), await store.alerts_since(since, kind=HANDOFF),
     )
 
 
@@ -123,8 +121,7 @@ async def watch_model_server(engine: object, store: AsyncStore, clock: Clock, al
     if not isinstance(engine, ServedEngine):
         return None  # the embedded model: no server to lose
     breaker = engine.breaker
-    events = await store.alerts_since(_EPOCH, kind=MODEL_KIND)
-    last = events[-1] if events else None
+    last = await store.latest_alert(MODEL_KIND)
     outage = last if last is not None and last.severity != MODEL_BACK else None
     if outage is not None or breaker.down_since is not None:
         await engine.try_server()  # a half-open breaker's trial: "back" is seen without waiting for a message
@@ -147,13 +144,12 @@ async def watch_model_server(engine: object, store: AsyncStore, clock: Clock, al
         return None  # another process records this change in this interval
     if outage is None:
         return await alerter.dispatch(alert)
-    # back: the outage alert needs no more reminders, and the notice is only news (acknowledged as it is
-    # stored, so it is never reminded either)
+    # back: the outage alert needs no more reminders, and the notice is only news (acknowledged once
+    # sent, so it is never reminded either)
     assert outage.alert_id is not None
     if await store.ack(outage.alert_id, now):
         await store.record_action(now, "moodbot", "ack", str(outage.alert_id), "the model server is back")
-    notice_id = await store.create_alert(alert)
-    await store.ack(notice_id, now)
-    notice = replace(alert, alert_id=notice_id)
-    await alerter.deliver(notice)
+    notice = await alerter.dispatch(alert)
+    assert notice.alert_id is not None
+    await store.ack(notice.alert_id, now)
     return notice

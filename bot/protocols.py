@@ -101,5 +101,8 @@ class AsyncStore:
     async def alerts_since(self, since: datetime, kind: str | None = None) -> list[Alert]:
         return await asyncio.to_thread(self.sync.alerts_since, since, kind)
 
+    async def latest_alert(self, kind: str) -> Alert | None:
+        return await asyncio.to_thread(self.sync.latest_alert, kind)
+
     async def prune(self, before: datetime) -> int:
         return await asyncio.to_thread(self.sync.prune, before)

@@ -249,7 +249,7 @@ class _Scorer:
                 # a proxy's page, an error object, another API: not an answer, and not a crash of the turn
                 raise EngineError(f"the model server's answer is not a completions answer: {str(data)[:200]}") from exc
         except EngineError as exc:
-            client.refused, client.last_refusal = client.refused + 1, str(exc)[:120]
+            client.refusal(str(exc)[:120])
             raise
         client.answered()
         return rows
@@ -361,6 +361,11 @@ class _Client:
         """An answer was of use: the server is not refusing us."""
         self.refused, self.last_refusal = 0, ""
 
+    def refusal(self, reason: str) -> None:
+        """An answer of no use (a 4xx, a rate limit, the wrong shape): counted for #status."""
+        self.refused += 1
+        self.last_refusal = reason
+
     async def probe(self, path: str, body: dict[str, Any]) -> Any:
         """One try, no retries and no strike for a refusal: the answer, or None when the server
         refused this request. A server that does not answer at all still counts against the breaker."""
@@ -424,16 +429,14 @@ class _Client:
                 if response.status_code >= 400:
                     # our request is wrong, not the server down: no retry and no strike against it
                     breaker.success()
-                    self.refused += 1
-                    self.last_refusal = f"HTTP {response.status_code} {_snippet(response)}".rstrip()
+                    self.refusal(f"HTTP {response.status_code} {_snippet(response)}".rstrip())
                     raise Refused(f"the model server refused the request: HTTP {response.status_code} "
                                   f"{response.text[:300]}", response.status_code, response.text)
                 breaker.success()
                 try:
                     result: dict[str, Any] = response.json()
                 except ValueError as exc:
-                    self.refused += 1
-                    self.last_refusal = f"an answer that is not JSON: {_snippet(response)}"
+                    self.refusal(f"an answer that is not JSON: {_snippet(response)}")
                     raise EngineError(f"the model server's answer is not JSON: {response.text[:200]}") from exc
                 return result
         if limited:
@@ -442,8 +445,7 @@ class _Client:
             # the admins the server is down when it is not; #status shows it as refusals instead. It is
             # an answer, so a half-open trial that gets it closes the breaker rather than staying stuck.
             breaker.success()
-            self.refused += 1
-            self.last_refusal = error
+            self.refusal(error)
             raise RateLimited(f"the model server is rate limiting: {error}")
         breaker.failure(error)
         if error.startswith("no answer"):
@@ -644,7 +646,7 @@ class RemoteEngine:
         try:
             raw = str(data["choices"][0]["message"]["content"] or "")
         except (KeyError, IndexError, TypeError) as exc:
-            self.client.refused, self.client.last_refusal = self.client.refused + 1, "replies without a message"
+            self.client.refusal("replies without a message")
             raise EngineError(f"the model server's reply has no message: {str(data)[:200]}") from exc
         self.client.answered()
         return clean_reply(raw, max_chars=self.settings.max_reply_chars)

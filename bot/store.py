@@ -39,7 +39,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from bot.config import StoreSettings
-from bot.domain import Alert, ChatTurn, ContactState, Label, MoodPoint
+from bot.domain import MAX_ALERT_ID, Alert, ChatTurn, ContactState, Label, MoodPoint
 from bot.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ alerts = Table(
     Column("delivered_at", UtcDateTime(), nullable=True),
     Column("acked_at", UtcDateTime(), nullable=True),
     Column("reminded_at", UtcDateTime(), nullable=True),
-    Column("kind", String(16), nullable=False, default="mood"),  # mood | handoff (schema v2)
+    Column("kind", String(16), nullable=False, default="mood"),  # mood | handoff (schema v2) | model
     # schema v4: "<contact>#<n>" for the contact's n-th escalation alert (NULL for hand-offs); unique, so
     # two processes deciding from the same contact state cannot both store an alert
     Column("episode", String(200), nullable=True),
@@ -415,6 +415,8 @@ class Store:
             conn.execute(alerts.update().where(alerts.c.id == alert_id).values(reminded_at=at))
 
     def ack(self, alert_id: int, at: datetime) -> bool:
+        if not 0 < alert_id <= MAX_ALERT_ID:
+            return False  # no such alert, and past the database's integers a bind error
         with self.engine.begin() as conn:
             result = conn.execute(
                 alerts.update().where(alerts.c.id == alert_id, alerts.c.acked_at.is_(None)).values(acked_at=at)
@@ -427,9 +429,14 @@ class Store:
             self._upsert_name(conn, contact_id, "")
             conn.execute(contacts.update().where(contacts.c.contact_id == contact_id).values(muted_until=until))
 
-    def _alerts(self, *where: Any) -> list[Alert]:
+    def _alerts(self, *where: Any, newest: int | None = None) -> list[Alert]:
+        """Matching alerts, oldest first; `newest`: only that many of the most recent."""
+        query = select(alerts).where(*where)
+        query = query.order_by(alerts.c.id) if newest is None else query.order_by(alerts.c.id.desc()).limit(newest)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(alerts).where(*where).order_by(alerts.c.id)).all()
+            rows = conn.execute(query).all()
+        if newest is not None:
+            rows = rows[::-1]
         return [
             Alert(
                 contact_id=r.contact_id, chat_id=r.chat_id, severity=r.severity, reason=r.reason,
@@ -444,6 +451,11 @@ class Store:
         """Alerts (of one kind, or all) created at or after `since`."""
         where = [alerts.c.created_at >= since] + ([alerts.c.kind == kind] if kind else [])
         return self._alerts(*where)
+
+    def latest_alert(self, kind: str) -> Alert | None:
+        """The newest alert of one kind (the model server watch keeps its state in them)."""
+        found = self._alerts(alerts.c.kind == kind, newest=1)
+        return found[0] if found else None
 
     def undelivered_alerts(self) -> list[Alert]:
         # one acknowledged on the dashboard while chat was down is not sent late with "#ack N"

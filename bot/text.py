@@ -6,7 +6,8 @@ import re
 import unicodedata
 from typing import Mapping
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_CJK_CHARS = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_CJK = re.compile(f"[{_CJK_CHARS}]")
 _LATIN = re.compile(r"[A-Za-z]")
 _SPACES = re.compile(r"[ \t]+")
 _ROLE_PREFIX = re.compile(
@@ -134,7 +135,7 @@ def in_lang(texts: Mapping[str, str], lang: str) -> str:
 
 _WORD_EDGE = re.compile(r"[a-z0-9]")
 _NOT_WORD = re.compile(r"[\W_]+")
-_CJK_GAP = re.compile(r"(?<=[\u3400-\u9fff]) (?=[\u3400-\u9fff])")
+_CJK_GAP = re.compile(f"(?<=[{_CJK_CHARS}]) (?=[{_CJK_CHARS}])")
 
 
 def phrase_form(text: str) -> str:

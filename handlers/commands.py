@@ -16,13 +16,13 @@ from bot.alerts import alert_line
 from bot.clock import start_of_day
 from bot.domain import (
     LABEL_EMOJI,
-    MAX_ALERT_ID,
     MAX_MUTE_MINUTES,
     SEVERITY_ORDER,
     Label,
     OutboundMessage,
     Turn,
     reply_to,
+    rolling_score,
 )
 from bot.errors import StopPipeline
 from bot.process import process_name
@@ -119,7 +119,7 @@ class CommandStage:
         points = await self.store.moods(contact_id, None, self.score_points)
         if not points:
             return f"No moods recorded for {name or contact_id}."
-        score = sum(p.score for p in points) / len(points)
+        score = rolling_score(points)
         trend = " ".join(LABEL_EMOJI[p.label] for p in points)
         last = points[-1].at.astimezone(self.tz).strftime("%Y-%m-%d %H:%M")
         return f"{name or contact_id} ({contact_id}): {trend}\nscore {score:+.2f} over {len(points)} messages, last at {last}"
@@ -137,7 +137,7 @@ class CommandStage:
         alert_id = whole_number(args[0].lstrip("#")) if len(args) == 1 else None
         if alert_id is None:
             return "Usage: #ack <id>"
-        if alert_id > MAX_ALERT_ID or not await self.store.ack(alert_id, self.clock.now()):
+        if not await self.store.ack(alert_id, self.clock.now()):
             return f"No open alert #{alert_id} (already acknowledged, or no such id)."
         await self._record(turn, "ack", str(alert_id))
         return f"Alert #{alert_id} acknowledged."

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Iterator
 
 from bot.config import DEFAULT_CRISIS_PHRASES, AlertSettings, EscalationSettings
-from bot.domain import Alert, ContactState, Label, MoodPoint, Turn
+from bot.domain import Alert, ContactState, Label, MoodPoint, Turn, rolling_score
 from bot.errors import EngineError
 from bot.protocols import AsyncStore, Clock, Engine
 from bot.store import Store
@@ -104,7 +104,7 @@ def decide(
 ) -> tuple[ContactState, str | None, str]:
     """The escalation rules as a pure function: (new state, severity or None, reason)."""
     current = recent[-1]
-    score = sum(p.score for p in recent) / len(recent)
+    score = rolling_score(recent)
     negatives = sum(p.label is Label.NEGATIVE for p in in_window)
     if not state.armed and current.label is not Label.NEGATIVE and score >= settings.recover_score:
         state = replace(state, armed=True)  # the mood recovered: the next episode may alert again

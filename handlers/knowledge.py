@@ -12,7 +12,7 @@ import asyncio
 import logging
 
 from bot.config import KnowledgeSettings
-from bot.domain import Alert, Strategy, Turn, reply_to
+from bot.domain import Strategy, Turn, handoff_alert, reply_to
 from bot.errors import StopPipeline
 from bot.knowledge import KnowledgeBase, is_question
 from bot.protocols import Clock
@@ -50,9 +50,5 @@ class KnowledgeStage:
         log.info("hand-off: message %s from %s has no FAQ answer%s", message.message_id, message.sender_id, best)
         turn.reply = self.handoff_reply(turn.lang)
         turn.outbox.append(reply_to(message, turn.reply))
-        turn.alerts.append(Alert(
-            contact_id=message.sender_id, chat_id=message.chat_id, severity="info",
-            reason="a question the FAQ does not answer", excerpts=(turn.text,), trend=(),
-            created_at=self.clock.now(), contact_name=message.sender_name, kind="handoff",
-        ))
+        turn.alerts.append(handoff_alert(turn, "a question the FAQ does not answer", self.clock.now()))
         raise StopPipeline("hand-off: no FAQ answer")

@@ -19,7 +19,7 @@ from typing import Sequence
 
 from bot import guard, prompts
 from bot.config import CrisisSettings, ReplySettings
-from bot.domain import Alert, ChatTurn, Strategy, Turn, reply_to
+from bot.domain import ChatTurn, Strategy, Turn, handoff_alert, reply_to
 from bot.errors import EngineError
 from bot.memory import ConversationMemory
 from bot.protocols import Clock, Engine
@@ -119,8 +119,4 @@ class ReplyStage:
     def _hand_off(self, turn: Turn, reason: str) -> None:
         message = turn.message
         log.info("hand-off: message %s from %s (%s)", message.message_id, message.sender_id, reason)
-        turn.alerts.append(Alert(
-            contact_id=message.sender_id, chat_id=message.chat_id, severity="info", reason=reason,
-            excerpts=(turn.text,), trend=(), created_at=self.clock.now(), contact_name=message.sender_name,
-            kind="handoff",
-        ))
+        turn.alerts.append(handoff_alert(turn, reason, self.clock.now()))

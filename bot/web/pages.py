@@ -9,12 +9,10 @@ from urllib.parse import quote
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from bot.domain import Label
+from bot.domain import HANDOFF, Label, rolling_score
 from bot.web.charts import daily_chart, timeline_chart
 from bot.web.context import Dashboard
 from bot.web.i18n import STRINGS
-
-HANDOFF_KIND = "handoff"
 
 
 def _mood_names(dash: Dashboard) -> dict[str, str]:
@@ -35,7 +33,7 @@ def register(app: FastAPI, dash: Dashboard) -> None:
         open_alerts = q.open_alerts(limit=10)
         open_count, last_id = q.live_state()
         return {
-            "today": q.mood_counts(q.start_of_day(now)), "kinds": kinds, "handoffs": kinds.get(HANDOFF_KIND, 0),
+            "today": q.mood_counts(q.start_of_day(now)), "kinds": kinds, "handoffs": kinds.get(HANDOFF, 0),
             "open_alerts": open_alerts, "open_count": open_count, "last_id": last_id,
             "trending": q.trending_down(now), "days": q.daily_counts(now, 14),
         }
@@ -81,8 +79,8 @@ def register(app: FastAPI, dash: Dashboard) -> None:
         points = q.timeline(contact_id)
         open_count, last_id = q.live_state()
         recent = points[-20:][::-1]
-        last = points[-dash.settings.escalation.score_points:]  # the escalation's rolling score, as #mood shows it
-        score = sum(p.score for p in last) / len(last) if last else 0.0
+        # the escalation's rolling score, as #mood shows it
+        score = rolling_score(points[-dash.settings.escalation.score_points:])
         return {"contact_id": contact_id, "name": name, "state": state, "points": points, "recent": recent,
                 "score": score, "history": q.contact_alerts(contact_id), "open_count": open_count, "last_id": last_id}
 
