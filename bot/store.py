@@ -140,6 +140,13 @@ job_runs = Table(
     Column("holder", String(200), nullable=False),
     Column("claimed_at", UtcDateTime(), nullable=False),
 )
+# schema v5: dashboard sessions ended by a logout, until their cookies would have expired anyway, so that
+# a copied cookie stays refused after a restart (a digest of the session's token, never the token)
+ended_sessions = Table(
+    "ended_sessions", metadata,
+    Column("token_digest", String(64), primary_key=True),
+    Column("until", UtcDateTime(), nullable=False),
+)
 alert_episode = Index("ux_alerts_episode", alerts.c.episode, unique=True)
 # covers the dashboard's per-day and per-contact trend aggregates, so they never read the table itself
 mood_at_cover = Index("ix_mood_points_at_cover", mood_points.c.at, mood_points.c.label, mood_points.c.contact_id,
@@ -173,7 +180,11 @@ def _v4(conn: Connection) -> None:
     job_runs.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4]
+def _v5(conn: Connection) -> None:
+    ended_sessions.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -493,6 +504,18 @@ class Store:
             done = conn.execute(flags.update().where(flags.c.name == name).values(value=value, updated_at=at)).rowcount
             if not done:
                 conn.execute(flags.insert().values(name=name, value=value, updated_at=at))
+
+    def end_session(self, token_digest: str, until: datetime) -> None:
+        """Record a dashboard logout; ended_sessions() returns it until `until`."""
+        with self.engine.begin() as conn:
+            conn.execute(self._insert_ignore(ended_sessions, token_digest=token_digest, until=until))
+
+    def ended_sessions(self, now: datetime) -> dict[str, datetime]:
+        """Sessions ended by a logout whose cookies have not expired yet; the expired are deleted."""
+        with self.engine.begin() as conn:
+            conn.execute(ended_sessions.delete().where(ended_sessions.c.until <= now))
+            rows = conn.execute(select(ended_sessions.c.token_digest, ended_sessions.c.until))
+            return {str(row.token_digest): _utc(row.until) or now for row in rows}
 
     # --- retention ----------------------------------------------------------------------------
 

@@ -124,7 +124,7 @@ def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]
 
         db = Store(request.getfixturevalue("postgres_url"))
         with db.engine.begin() as conn:  # each test starts from empty tables
-            conn.execute(text("TRUNCATE mood_points, memory, alerts, contacts RESTART IDENTITY"))
+            conn.execute(text("TRUNCATE mood_points, memory, alerts, contacts, ended_sessions RESTART IDENTITY"))
     yield db
     db.close()
 

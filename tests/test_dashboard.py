@@ -102,7 +102,8 @@ async def test_every_route_needs_a_login(store: Store, clock: ManualClock) -> No
 
 
 async def test_login_sets_a_strict_http_only_expiring_cookie_and_logout_ends_it(store: Store, clock: ManualClock) -> None:
-    async with client_for(make_web_app(store, clock)) as client:
+    settings = dashboard_settings(session_secret="kept across restarts")
+    async with client_for(make_web_app(store, clock, settings)) as client:
         response = await login(client)
         assert response.status_code == 303
         cookie = response.headers["set-cookie"]
@@ -120,6 +121,11 @@ async def test_login_sets_a_strict_http_only_expiring_cookie_and_logout_ends_it(
         refused = await client.post("/pause", data={"csrf": page_token(page.text)})
         assert refused.status_code == 303 and refused.headers["location"].startswith("/login")
     assert store.flag("paused") is None
+    # a restarted dashboard (the same session_secret and database) still refuses the copy
+    async with client_for(make_web_app(store, clock, settings)) as client:
+        client.cookies.set("moodbot_session", kept)
+        assert (await client.get("/")).status_code == 303
+        assert (await login(client)).status_code == 303 and (await client.get("/")).status_code == 200
 
 
 def test_sessions_expire_and_reject_tampering(monkeypatch: pytest.MonkeyPatch) -> None:

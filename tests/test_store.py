@@ -109,6 +109,15 @@ def test_schema_is_versioned_and_migrations_run_once(any_store: Store) -> None:
     assert versions == list(range(1, len(MIGRATIONS) + 1))
 
 
+def test_ended_dashboard_sessions_are_kept_until_they_expire(any_store: Store) -> None:
+    any_store.end_session("a" * 64, T0 + timedelta(hours=8))
+    any_store.end_session("a" * 64, T0 + timedelta(hours=8))  # a second logout of the same session
+    any_store.end_session("b" * 64, T0 + timedelta(hours=1))
+    assert any_store.ended_sessions(T0) == {"a" * 64: T0 + timedelta(hours=8), "b" * 64: T0 + timedelta(hours=1)}
+    assert any_store.ended_sessions(T0 + timedelta(hours=2)) == {"a" * 64: T0 + timedelta(hours=8)}
+    assert any_store.ended_sessions(T0 + timedelta(hours=9)) == {}
+
+
 def test_sqlite_uses_wal(tmp_path: Path) -> None:
     from sqlalchemy import text
 

@@ -7,6 +7,7 @@ token that must match the one signed into the session cookie.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from urllib.parse import quote, urlsplit
@@ -131,7 +132,7 @@ def _login_routes(app: FastAPI, dash: Dashboard) -> None:
     @app.post("/logout")
     async def logout(request: Request) -> Response:
         session, _ = await actions.checked(request, dash)
-        dash.sessions.end(session)
+        await asyncio.to_thread(dash.sessions.end, session)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(Sessions.cookie, path="/")
         return response

@@ -3,8 +3,9 @@
 There is no default password: `require_password` refuses to go on without one. A session is a
 cookie signed with itsdangerous that carries the supervisor's name and a CSRF token, and the
 signature's timestamp gives the expiry. The server keeps only the sessions ended by a logout, until
-they would have expired, so that a copied cookie stops working at logout (a restart forgets them;
-without `session_secret` a restart ends every session anyway).
+they would have expired, so that a copied cookie stops working at logout; they are kept in the store,
+so a restart does not bring them back (another dashboard process on the same database learns of them
+when it starts).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import secrets
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Protocol
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
@@ -73,17 +75,35 @@ class Session:
     csrf: str
 
 
+class EndedSessions(Protocol):
+    """Where logouts outlive the process (bot.store.Store)."""
+
+    def end_session(self, token_digest: str, until: datetime) -> None: ...
+
+    def ended_sessions(self, now: datetime) -> dict[str, datetime]: ...
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.fromtimestamp(time.time(), timezone.utc)  # itsdangerous' clock, so expiry agrees
+
+
 class Sessions:
     """Signed, expiring session cookies; the CSRF token rides inside the signed payload."""
 
     cookie = "moodbot_session"
     login_cookie = "moodbot_login"  # a pre-session token, so that the login form has a CSRF check too
 
-    def __init__(self, secret: str, max_age_s: float) -> None:
+    def __init__(self, secret: str, max_age_s: float, kept: EndedSessions | None = None) -> None:
         self._signer = URLSafeTimedSerializer(secret, salt="moodbot-dashboard-session")
         self._login_signer = URLSafeTimedSerializer(secret, salt="moodbot-dashboard-login")
         self.max_age_s = max_age_s
-        self._ended: dict[str, float] = {}  # the CSRF token of a session ended by logout -> when it expires
+        self._kept = kept
+        # a digest of the CSRF token of each session ended by logout -> when its cookie expires anyway
+        self._ended: dict[str, datetime] = kept.ended_sessions(_now()) if kept is not None else {}
 
     def issue(self, user: str) -> tuple[str, Session]:
         session = Session(user, secrets.token_urlsafe(24))
@@ -96,15 +116,20 @@ class Sessions:
             data = self._signer.loads(value, max_age=int(self.max_age_s))
         except BadSignature:  # also SignatureExpired
             return None
-        if str(data["c"]) in self._ended:
+        if _digest(str(data["c"])) in self._ended:
             return None
         return Session(str(data["u"]), str(data["c"]))
 
     def end(self, session: Session) -> None:
-        """Logout: this session's cookie is refused from now on, even if a copy of it was kept."""
-        now = time.monotonic()
-        self._ended = {token: until for token, until in self._ended.items() if until > now}
-        self._ended[session.csrf] = now + self.max_age_s
+        """Logout: this session's cookie is refused from now on, even if a copy of it was kept, and
+        after a restart too. Writes to the store: call it off the event loop."""
+        now = _now()
+        until = now + timedelta(seconds=self.max_age_s)
+        digest = _digest(session.csrf)
+        self._ended = {token: expiry for token, expiry in self._ended.items() if expiry > now}
+        self._ended[digest] = until
+        if self._kept is not None:
+            self._kept.end_session(digest, until)
 
     def login_token(self) -> tuple[str, str]:
         """(cookie value, form token) for the login form."""

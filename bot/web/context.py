@@ -84,7 +84,7 @@ def build_dashboard(settings: Settings, store: Store, state: BotState, clock: Cl
     tz = ZoneInfo(name) if name else None
     return Dashboard(
         settings=settings, store=store, state=state, clock=clock,
-        sessions=Sessions(secret, config.session_minutes * 60),
+        sessions=Sessions(secret, config.session_minutes * 60, store),
         limiter=LoginLimiter(config.login_attempts, config.login_window_minutes * 60),
         check_password=check_password, queries=Queries(store, tz), templates=make_templates(tz),
         t=translator(config.language), flashes=Flashes(secret, config.secure_cookies),
