@@ -397,6 +397,15 @@ async def test_alert_kinds_are_translated(store: Store, clock: ManualClock) -> N
             assert not re.search(r">[^<]*\b(mood|handoff|high|warning|critical|info)\b[^<]*<", page)
 
 
+async def test_the_audit_names_a_mute_s_minutes_in_the_dashboard_s_language(store: Store, clock: ManualClock) -> None:
+    seed(store, clock)
+    store.record_action(clock.now(), "chat:boss", "mute", "alice", "45 min")  # as #mute and the dashboard write it
+    async with client_for(make_web_app(store, clock, dashboard_settings(language="zh"))) as client:
+        await login(client)
+        audit = (await client.get("/alerts")).text.split('id="audit"')[1]
+        assert "45 分钟" in audit and "45 min" not in audit
+
+
 async def test_a_model_server_alert_is_labelled_and_has_no_contact_actions(store: Store, clock: ManualClock) -> None:
     store.create_alert(Alert("model-server", "model-server", "high", "model server down since 09:12: HTTP 503", (), (),
                              clock.now(), "gemma-3-270m", kind="model"))
