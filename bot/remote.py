@@ -379,9 +379,9 @@ class _Client:
             error = f"no answer within {self.settings.timeout_s:g} s"
             breaker.failure(error)
             raise EngineTimeout(f"the model server gave {error}") from None
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:  # transport errors, and bodies that cannot be decoded, as _post counts them
             breaker.failure(f"{exc.__class__.__name__}: {exc}")
-            raise ServerUnavailable(f"the model server is unreachable: {exc.__class__.__name__}") from None
+            raise ServerUnavailable(f"the model server failed: {exc.__class__.__name__}") from None
         except BaseException:
             breaker.abandon()
             raise

@@ -342,6 +342,20 @@ async def test_a_broken_trial_answer_does_not_keep_the_breaker_shut() -> None:
     engine.close()
 
 
+async def test_a_broken_answer_to_the_batch_probe_is_an_engine_error() -> None:
+    engine = engine_for(FakeServer())
+    engine.batch = None  # not learnt at start: the first list of texts probes the server
+
+    def broken_gzip(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-encoding": "gzip"}, content=b"not gzip at all")
+
+    engine.client._http, engine.client._transport = None, httpx.MockTransport(broken_gzip)
+    with pytest.raises(EngineError, match="DecodingError"):  # not httpx's own error, which no stage expects
+        await engine.classify_batch(["so sad", "so happy"])
+    assert engine.breaker.failed == 1  # counted as a failure, as any request's broken answer is
+    engine.close()
+
+
 async def test_a_conversation_too_long_for_the_server_drops_its_oldest_turns() -> None:
     server = FakeServer()
     engine = engine_for(server)
