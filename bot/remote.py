@@ -334,6 +334,9 @@ class _Client:
         self._closing: asyncio.Task[None] | None = None
         self.refused = 0  # answers in a row that were refusals (4xx) or not JSON: up, but of no use
         self.last_refusal = ""
+        # the monotonic time before which the server asked not to be sent anything (its last Retry-After):
+        # every request waits for it, not only the one that was told
+        self.not_before = 0.0
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -400,6 +403,14 @@ class _Client:
         limited = False  # the last attempt was answered HTTP 429
         # one deadline for all attempts: a hung server costs a turn timeout_s, not (retries + 1) times it
         deadline = self._monotonic() + self.settings.timeout_s
+        hold = self.not_before - self._monotonic()
+        if hold > 0:
+            if self.not_before >= deadline:
+                self.breaker.abandon()  # if this was the half-open trial, it told nothing: let the next one try
+                self.refusal(f"asked to wait {hold:.3g} s more (Retry-After)")
+                raise RateLimited(f"the model server asked to wait {hold:.3g} s more (Retry-After), past this "
+                                  f"request's {self.settings.timeout_s:g} s deadline: not sent")
+            await self._sleep(hold)
         async with self._slots:
             for attempt in range(self.settings.retries + 1):
                 if attempt:
@@ -425,6 +436,8 @@ class _Client:
                     limited = response.status_code == 429
                     if response.status_code in (429, 503):  # the statuses RFC 9110 gives a Retry-After
                         wait = retry_after(response, self._clock.now())
+                        if wait is not None:
+                            self.not_before = max(self.not_before, self._monotonic() + wait)
                     continue
                 if response.status_code >= 400:
                     # our request is wrong, not the server down: no retry and no strike against it

@@ -477,7 +477,15 @@ async def test_rate_limits_do_not_open_the_breaker_but_server_errors_do(clock: A
     for _ in range(4):
         with pytest.raises(RateLimited):
             await paced.reply()
-    assert paced.engine.breaker.state == "closed" and paced.calls == 4
+    # the server asked for 120 s: the three requests after the first were not sent at all
+    assert paced.engine.breaker.state == "closed" and paced.calls == 1 and paced.pauses == []
+    assert "REFUSES the last 4 requests (asked to wait 120 s more (Retry-After))" in paced.engine.status()
+    paced.now[0] = 121
+    for _ in range(3):
+        with pytest.raises(RateLimited):
+            await paced.reply()
+    assert paced.calls == 2  # one more sent when the time was up, then held again
+    paced.now[0] = 242
     paced.answers = [httpx.Response(503, text="overloaded"), httpx.Response(503, text="overloaded")]
     for _ in range(2):
         with pytest.raises(ServerUnavailable):
@@ -500,7 +508,30 @@ async def test_a_trial_answered_429_closes_the_breaker_instead_of_leaving_it_stu
     with pytest.raises(RateLimited):
         await paced.reply()
     assert paced.engine.breaker.state == "closed"
+    paced.now[0] += 120
     assert await paced.reply() == "ok"
+
+
+async def test_every_request_waits_out_the_server_s_retry_after(clock: Any) -> None:
+    paced = Paced([limited(after="120")], clock, timeout_s=60, retries=0)
+    with pytest.raises(RateLimited):
+        await paced.reply()
+    paced.now[0] = 100  # 20 s left of the server's 120: within this request's deadline, so it waits
+    assert await paced.reply() == "ok"
+    assert paced.pauses == [20.0] and paced.calls == 2
+
+
+async def test_a_half_open_trial_held_by_retry_after_does_not_keep_the_breaker_shut(clock: Any) -> None:
+    paced = Paced([httpx.Response(503, headers={"retry-after": "300"}, text="down")], clock, timeout_s=60,
+                  retries=0, breaker_failures=1, breaker_reset_s=10)
+    with pytest.raises(ServerUnavailable):
+        await paced.reply()
+    assert paced.engine.breaker.state == "open"
+    paced.now[0] = 11  # half-open, but the server asked for 300 s: the trial is not sent
+    with pytest.raises(RateLimited):
+        await paced.reply()
+    paced.now[0] = 301  # the next trial is let through, and it succeeds
+    assert await paced.reply() == "ok" and paced.engine.breaker.state == "closed"
 
 
 # --- the "model server down" alert and the "back" notice -------------------------------------------
