@@ -21,6 +21,7 @@ from bot.domain import (
     Label,
     OutboundMessage,
     Turn,
+    mute_detail,
     reply_to,
     rolling_score,
 )
@@ -151,7 +152,7 @@ class CommandStage:
             return why
         contact_id, name = found
         await self.store.mute(contact_id, self.clock.now() + timedelta(minutes=minutes))
-        await self._record(turn, "mute", contact_id, f"{minutes} min")
+        await self._record(turn, "mute", contact_id, mute_detail(minutes))
         return f"Alerts for {name or contact_id} ({contact_id}) muted for {minutes} min."
 
     async def unmute(self, turn: Turn, args: list[str]) -> str:

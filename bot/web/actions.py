@@ -15,7 +15,7 @@ from datetime import timedelta
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
-from bot.domain import MAX_MUTE_MINUTES
+from bot.domain import MAX_MUTE_MINUTES, mute_detail
 from bot.web.auth import Session, csrf_ok
 from bot.web.context import Dashboard, safe_next
 
@@ -72,7 +72,7 @@ def register(app: FastAPI, dash: Dashboard) -> None:
         if found is None:
             return _back(dash, form, "flash_no_contact", error=True)
         await asyncio.to_thread(store.mute, contact_id, dash.clock.now() + timedelta(minutes=minutes))
-        await record(session, "mute", contact_id, f"{minutes} min")
+        await record(session, "mute", contact_id, mute_detail(minutes))
         return _back(dash, form, "flash_muted", name=found[0], minutes=minutes)
 
     @app.post("/contact/{contact_id:path}/unmute")

@@ -14,6 +14,7 @@ from fastapi.templating import Jinja2Templates
 
 from bot.clock import Clock
 from bot.config import Settings
+from bot.domain import muted_minutes
 from bot.state import BotState
 from bot.store import Store
 from bot.web.auth import LoginLimiter, Session, Sessions
@@ -73,6 +74,7 @@ def make_templates(tz: tzinfo | None) -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     env = templates.env
     env.autoescape = True  # also for the .svg-free fragments rendered for the live stream
+    env.filters["muted_minutes"] = muted_minutes  # the audit's "45 min", shown in the dashboard's language
     env.filters["local"] = lambda value, fmt="%m-%d %H:%M": value.astimezone(tz).strftime(fmt) if value else ""
     return templates
 
