@@ -64,6 +64,10 @@ class _Recording:
     async def crisis_score(self, text: str) -> float:
         return float(await self.engine.crisis_score(text))
 
+    async def needs_person(self, text: str) -> bool | None:
+        result: bool | None = await self.engine.needs_person(text)
+        return result
+
     async def generate(self, *args: Any, **kwargs: Any) -> str:
         reply: str = await self.engine.generate(*args, **kwargs)
         self.replies.append(reply)
@@ -101,14 +105,15 @@ async def run_variant(engine: Any, examples: list[tdata.ReplyExample], name: str
         seconds = time.perf_counter() - started
         fell_back = sent is None
         if sent is None:
-            sent = stage.fallback(Strategy(ex.strategy), ex.lang, ex.id + ex.message, None, ex.message, ex.knowledge)
+            sent = stage.fallback(Strategy(ex.strategy), ex.lang, ex.id + ex.message, None, ex.message, ex.knowledge,
+                                  turn.needs_person)
         sources = [t.text for t in history[:-1]] + list(ex.knowledge)
         raw = recording.replies[0] if recording.replies else ""
         rows.append({
             "id": ex.id, "lang": ex.lang, "strategy": ex.strategy, "history": [list(h) for h in ex.history],
             "knowledge": list(ex.knowledge), "message": ex.message, "first_reply": raw, "reply": sent,
             "fallback": fell_back, "rejections": sorted((Counter(stage.rejections) - before).elements()),
-            "seconds": round(seconds, 3),
+            "seconds": round(seconds, 3), "needs_person": turn.needs_person,
             "first_echo": guard.echoes(raw, ex.message, ex.lang),
             "first_invented": sorted(guard.invented(raw, [ex.message, *sources])),
             "first_wrong_language": bool(raw.strip()) and guard.detect_lang(raw) != ex.lang,
@@ -173,13 +178,14 @@ def examples_for(which: str) -> list[tdata.ReplyExample]:
     return tdata.reply_eval()
 
 
-def build_engine(adapter: str, model_dir: str | None, timeout: float) -> Any:
+def build_engine(adapter: str, model_dir: str | None, timeout: float, handoff_head: str = "auto") -> Any:
     from bot.model.engine import AsyncEngine, ModelEngine
     from bot.model.loader import load_model
 
     settings = ModelSettings(path=model_dir, adapter=adapter)
     loaded = load_model(settings)
-    return AsyncEngine(ModelEngine(loaded, settings, SentimentSettings(readout="none", crisis_head="none")), timeout)
+    return AsyncEngine(ModelEngine(loaded, settings, SentimentSettings(readout="none", crisis_head="none",
+                                                                               handoff_head=handoff_head)), timeout)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -192,11 +198,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="replies_eval (the report) or the validation rows of the training data")
     parser.add_argument("--adapter", default="auto", help="the tuned variant's adapter: auto (shipped) or a folder")
     parser.add_argument("--out", type=Path, default=BENCH)
+    parser.add_argument("--handoff-head", default="auto",
+                        help="auto (the one shipped for the served weights), none, or a head file")
     args = parser.parse_args(argv)
     into_report = args.out.resolve() == BENCH
     # the report's files hold the shipped adapter's replies to replies_eval, on the embedded model
     other_run = {"--examples validation": args.examples != "eval", "--adapter": args.adapter != "auto",
-                 "--model-dir": bool(args.model_dir), "--smoke": args.smoke, "--limit": bool(args.limit)}
+                 "--model-dir": bool(args.model_dir), "--smoke": args.smoke, "--limit": bool(args.limit),
+                 "--handoff-head": args.handoff_head != "auto"}
     if into_report and any(other_run.values()):
         named = ", ".join(k for k, v in other_run.items() if v)
         parser.error(f"{named}: not the report's replies; give --out another folder")
@@ -215,7 +224,8 @@ def main(argv: list[str] | None = None) -> None:
                 results[other] = earlier
     load = os.getloadavg()[0]
     for variant in args.variants.split(","):
-        engine = build_engine("none" if variant == "base" else args.adapter, args.model_dir, timeout=120)
+        engine = build_engine("none" if variant == "base" else args.adapter, args.model_dir, timeout=120,
+                              handoff_head=args.handoff_head)
         try:
             results[variant] = asyncio.run(run_variant(engine, examples, variant))
         finally:

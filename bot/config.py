@@ -108,6 +108,9 @@ class SentimentSettings(Section):
     readout: str = "auto"
     # the crisis head over the same features (auto: the one shipped for the served weights)
     crisis_head: str = "auto"
+    # the hand-off head over the same features: whether a message needs a person; below its threshold
+    # the reply guard refuses a reply that promises a colleague (auto: the one shipped, if any)
+    handoff_head: str = "auto"
 
 
 class ReplySettings(Section):

@@ -118,6 +118,8 @@ class Turn:
     careful: bool = False  # a crisis was raised for this contact a short while ago
     # the model did not answer (a model server down or hung): later stages do not wait for it again
     model_failed: bool = False
+    # whether a colleague should answer this message, by the model's hand-off head (None: no head)
+    needs_person: bool | None = None
     record_only: bool = False  # mood is recorded but the bot does not answer
     paused: bool = False  # auto-replies were paused when the turn started (#pause, the dashboard)
     busy: bool = False  # the queue was full: mood recorded, the busy reply (or none) instead of a generated one

@@ -120,9 +120,11 @@ _TEMPLATE = re.compile(r"\[/?INST\]|<</?SYS>>|<start_of_turn>|<end_of_turn>|<\|i
 
 
 # "I'll pass this to a colleague", "我转给同事帮您查": the reply promises that a person will follow up
+# ("把票转给别人", "someone who never turns up" are not promises: the alert would page a person for nothing)
 HANDOFF_PROMISE = re.compile(
-    r"(转给|转交|请同事|同事来|同事帮|让同事|通知同事|人工客服|转人工|问一下同事|问问同事)"
-    r"|\b(colleague|teammate|our team|a person|someone (will|from|who))\b",
+    r"(转给(?!别人|他人|朋友|家人|对方|他|她)|转交|请同事|同事来|同事帮|让同事|通知同事|人工客服|转人工|问一下同事|问问同事)"
+    r"|\b(colleague|teammate|our team|someone (will|from|who can|who knows)|connect you with someone"
+    r"|(to|ask|with|get) a person|a person (will|who can|to))\b",
     re.IGNORECASE,
 )
 
@@ -173,9 +175,28 @@ def answers_unknown(reply: str, message: str, lang: str) -> bool:
     return bool(_EN_VERDICT.match(reply))
 
 
+def needless_handoff(message: str, lang: str, person: bool | None) -> bool:
+    """A colleague promised to this message would have nothing to do: it only thanks, greets or says
+    goodbye, or the hand-off head says it needs no person (`person` False) and it is not a yes-or-no
+    question about the business, which the head may miss but no reply may answer unaided."""
+    return asks_nothing(message) or (person is False and not business_question(message, lang))
+
+
+# a sentence and its closing punctuation ("。", "!", "?!", "..."), or a last one without any
+_SENTENCE = re.compile(r"[^。！？!?.…]+[。！？!?.…]*")
+
+
+def without_handoff(reply: str) -> str:
+    """The reply less every sentence that promises a colleague: the tuned model often ends a fitting
+    comfort line with "我转给同事帮您处理。", and the line alone can still be sent."""
+    kept = [s for s in _SENTENCE.findall(reply) if not HANDOFF_PROMISE.search(s)]
+    return "".join(kept).strip()
+
+
 def check(reply: str, message: str, lang: str, previous: str | None, sources: Iterable[str],
-          knowledge: Sequence[str] = ()) -> str | None:
-    """Why the reply must not be sent, or None when it passes every rule."""
+          knowledge: Sequence[str] = (), person: bool | None = None) -> str | None:
+    """Why the reply must not be sent, or None when it passes every rule. `person`: whether the
+    hand-off head says the message needs a colleague (None: no head)."""
     if not reply.strip():
         return "empty"
     if _TEMPLATE.search(reply):
@@ -192,7 +213,8 @@ def check(reply: str, message: str, lang: str, previous: str | None, sources: It
     if not knowledge and answers_unknown(reply, message, lang):
         return "unsupported answer"
     # a hand-off for a "谢谢" sends a person an alert with nothing to do (the tuned model did so for 5
-    # of the 8 such reply-validation messages)
-    if HANDOFF_PROMISE.search(reply) and asks_nothing(message):
+    # of the 8 such reply-validation messages), and "我转给同事帮您处理" to a lost wallet or "你真聪明"
+    # is a customer-service template on a personal message
+    if HANDOFF_PROMISE.search(reply) and needless_handoff(message, lang, person):
         return "needless hand-off"
     return None

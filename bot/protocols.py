@@ -26,6 +26,9 @@ class Engine(Protocol):
 
     async def crisis_score(self, text: str) -> float: ...
 
+    # whether a colleague should answer this message; None when the engine cannot tell (no hand-off head)
+    async def needs_person(self, text: str) -> bool | None: ...
+
     async def generate(
         self,
         history: list[ChatTurn],

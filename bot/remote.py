@@ -628,6 +628,10 @@ class RemoteEngine:
         """Calibrated probability of " yes" to the crisis question, on the shared scale (0.5 flags)."""
         return crisis_scale(float((await self.crisis.probs([text]))[0][0]), LABEL_TOKEN_CRISIS_THRESHOLD)
 
+    async def needs_person(self, text: str) -> bool | None:
+        """A model server gives no hidden states for the hand-off head to read."""
+        return None
+
     async def generate(
         self,
         history: list[ChatTurn],

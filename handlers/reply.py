@@ -44,16 +44,19 @@ class ReplyStage:
         self.fallbacks = 0
 
     def fallback(self, strategy: Strategy, lang: str, key: str, previous: str | None, message: str = "",
-                 knowledge: Sequence[str] = ()) -> str:
+                 knowledge: Sequence[str] = (), person: bool | None = None) -> str:
         """A curated line for this strategy and language, picked by message, never the previous reply;
-        a message that asks for nothing (thanks, goodbye) gets a closing line, never a hand-off, and a
-        question only a person can answer (guard.business_question) a line that hands it to one."""
+        a message that asks for nothing (thanks, goodbye) gets a closing line, never a hand-off, a
+        question only a person can answer (guard.business_question) a line that hands it to one, and
+        one that the hand-off head says needs no person (`person` False) a line that does not."""
         fallbacks = self.settings.fallbacks
         closing = asks_nothing(message) and fallbacks.get("closing")
         table = closing or fallbacks.get(strategy.value) or fallbacks.get("plain") or {}
         lines = table.get(lang) or table.get("en") or ["…"]
         if not knowledge and guard.business_question(message, lang):
             lines = [line for line in lines if guard.HANDOFF_PROMISE.search(line)] or lines
+        elif guard.needless_handoff(message, lang, person):
+            lines = [line for line in lines if not guard.HANDOFF_PROMISE.search(line)] or lines
         start = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
         for i in range(len(lines)):
             line = str(lines[(start + i) % len(lines)])
@@ -72,6 +75,10 @@ class ReplyStage:
 
     async def guarded_reply(self, turn: Turn, history: list[ChatTurn], strategy: Strategy) -> str | None:
         """The first generated reply that passes the guard, or None."""
+        try:  # the message's features are cached from classify(): the head costs no forward pass
+            turn.needs_person = await self.engine.needs_person(turn.text)
+        except EngineError as exc:
+            log.warning("hand-off head on message %s failed: %s", turn.message.message_id, exc)
         system = prompts.system_prompt(strategy, turn.lang, dict(self.settings.prompts))
         previous = next((t.text for t in reversed(history[:-1]) if t.role == "assistant"), None)
         sources = [t.text for t in history[:-1]] + list(turn.knowledge)
@@ -79,11 +86,17 @@ class ReplyStage:
             reply = await self._generate(turn, history, strategy, system, attempt)
             if turn.model_failed:
                 return None
-            reason = guard.check(reply, turn.text, turn.lang, previous, sources, turn.knowledge)
+            reason = guard.check(reply, turn.text, turn.lang, previous, sources, turn.knowledge, turn.needs_person)
             if reason is None:
                 return reply
             self.rejections[reason.split(":")[0]] += 1
             log.debug("reply to message %s rejected (%s): %r", turn.message.message_id, reason, reply)
+            if reason == "needless hand-off":  # the rest of the reply may still be worth sending
+                rest = guard.without_handoff(reply)
+                if rest and guard.check(rest, turn.text, turn.lang, previous, sources, turn.knowledge,
+                                        turn.needs_person) is None:
+                    log.debug("reply to message %s sent without its hand-off: %r", turn.message.message_id, rest)
+                    return rest
         return None
 
     async def __call__(self, turn: Turn) -> None:
@@ -108,7 +121,7 @@ class ReplyStage:
                 self.fallbacks += 1
                 previous = next((t.text for t in reversed(history[:-1]) if t.role == "assistant"), None)
                 reply = self.fallback(strategy, turn.lang, message.message_id + turn.text, previous, turn.text,
-                                      turn.knowledge)
+                                      turn.knowledge, turn.needs_person)
             # memory keeps what was said, curated lines included, so the next reply can differ from it
             await asyncio.to_thread(self.memory.add, message.chat_id, user_turn, ChatTurn("assistant", reply))
             if not checking_in and guard.HANDOFF_PROMISE.search(reply):

@@ -31,8 +31,10 @@ class FakeEngine:
 
     name = "fake"
 
-    def __init__(self, fail: Exception | None = None, reply: str | None = None, delay: float = 0.0) -> None:
+    def __init__(self, fail: Exception | None = None, reply: str | None = None, delay: float = 0.0,
+                 person: bool | None = None) -> None:
         self.fail = fail
+        self.person = person  # what needs_person() says of every message (None: no hand-off head)
         self.reply = reply
         self.delay = delay
         self.generated: list[tuple[list[ChatTurn], Strategy, str]] = []
@@ -65,6 +67,9 @@ class FakeEngine:
         if "end it all" in lowered:
             return 0.95
         return 0.6 if "nobody would notice" in lowered else 0.05  # a possible crisis (between the thresholds)
+
+    async def needs_person(self, text: str) -> bool | None:
+        return self.person
 
     def close(self) -> None:
         self.closed = True

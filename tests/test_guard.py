@@ -193,6 +193,23 @@ def test_a_message_that_asks_nothing_gets_no_hand_off(message: str) -> None:
     assert guard.check(handoff, message, lang, None, []) == "needless hand-off"
 
 
+@pytest.mark.parametrize(("message", "lang"), [("你真聪明", "zh"), ("钱包丢了，里面还有奶奶的照片", "zh"),
+                                             ("is it weird to eat cereal for dinner", "en")])
+def test_a_colleague_for_a_message_the_handoff_head_says_needs_no_person_is_needless(message: str, lang: str) -> None:
+    handoff = "我转给同事帮您看看。" if lang == "zh" else "I'll pass this to a colleague."
+    assert guard.check(handoff, message, lang, None, [], person=False) == "needless hand-off"
+    assert guard.check(handoff, message, lang, None, [], person=True) is None
+    assert guard.check(handoff, message, lang, None, []) is None  # no head (a model server): no opinion
+    plain = "钱包丢了真的很让人着急。" if lang == "zh" else "Not weird at all, plenty of people do."
+    assert guard.check(plain, message, lang, None, [], person=False) is None
+
+
+@pytest.mark.parametrize(("message", "lang"), [("能上门安装吗", "zh"), ("can I get a refund on my order?", "en")])
+def test_a_business_question_keeps_its_hand_off_whatever_the_head_says(message: str, lang: str) -> None:
+    handoff = "这个我转给同事帮您确认。" if lang == "zh" else "I'll ask a colleague to check for you."
+    assert guard.check(handoff, message, lang, None, [], person=False) is None
+
+
 @pytest.mark.parametrize("message", ["好的 我的订单还没到", "谢谢，那能送到家吗", "thanks, but the app still crashes",
                                      "ok bye forever"])
 def test_a_message_with_a_request_or_more_is_not_a_closing(message: str) -> None:
@@ -207,6 +224,50 @@ async def test_a_closing_falls_back_to_a_closing_line_and_hands_nothing_off(cloc
     assert sender.sent[0].text in Settings().reply.fallbacks["closing"]["zh"]
     assert stage.rejections["needless hand-off"] == 2
     assert not any(a.kind == "handoff" for a in turn.alerts) and not store.open_alerts()
+
+
+@pytest.mark.parametrize(("reply", "promise"), [
+    ("这个我转给同事帮您看看。", True), ("这个问题我转给人工客服，请稍等。", True),
+    ("I'll get a person involved.", True), ("I'll connect you with someone who knows the policy.", True),
+    ("Someone from our team will call you back.", True),
+    ("只能把票转给别人，太可惜了。", False), ("Waiting all day for someone who never turns up is awful.", False),
+    ("He's lucky to have someone who minds so much.", False),
+])
+def test_a_hand_off_promise_is_told_from_a_story_about_someone(reply: str, promise: bool) -> None:
+    assert bool(guard.HANDOFF_PROMISE.search(reply)) is promise
+
+
+def test_without_handoff_keeps_every_other_sentence() -> None:
+    assert guard.without_handoff("钱包丢了，心里肯定很着急。我转给同事帮您处理。") == "钱包丢了，心里肯定很着急。"
+    assert guard.without_handoff("That's rough! I'll pass this to a colleague. Hang in there...") == \
+        "That's rough! Hang in there..."
+    assert guard.without_handoff("我转给同事帮您看看。") == ""
+
+
+async def test_a_needless_hand_off_is_sent_without_its_promise_when_the_rest_passes(clock, store) -> None:  # type: ignore[no-untyped-def]
+    engine = ScriptedEngine(["这么重要的东西不见了，心里一定很着急。我转给同事帮您处理。"])
+    engine.person = False
+    stage, sender, turn = await _turn(engine, clock, store, "钱包丢了，里面还有奶奶的照片，好难过")
+    assert sender.sent[0].text == "这么重要的东西不见了，心里一定很着急。"
+    assert engine.attempts == [0] and stage.rejections["needless hand-off"] == 1 and stage.fallbacks == 0
+    assert not any(a.kind == "handoff" for a in turn.alerts)
+
+
+async def test_a_personal_message_the_head_reads_as_needing_no_person_gets_no_colleague(clock, store) -> None:  # type: ignore[no-untyped-def]
+    engine = ScriptedEngine(["真聪明！我转给同事帮您看看。", "谢谢夸奖，我请同事帮您确认。"])
+    engine.person = False
+    stage, sender, turn = await _turn(engine, clock, store, "你真聪明")
+    assert stage.rejections["needless hand-off"] == 2 and turn.needs_person is False
+    assert not guard.HANDOFF_PROMISE.search(sender.sent[0].text)  # the curated line does not promise one either
+    assert not any(a.kind == "handoff" for a in turn.alerts) and not store.open_alerts()
+
+
+async def test_a_message_the_head_reads_as_needing_a_person_keeps_the_hand_off(clock, store) -> None:  # type: ignore[no-untyped-def]
+    engine = ScriptedEngine(["这个我这边查不到，我转给同事帮您看看。"])
+    engine.person = True
+    stage, sender, turn = await _turn(engine, clock, store, "我上周寄回去的东西你们收到没")
+    assert sender.sent[0].text == "这个我这边查不到，我转给同事帮您看看。" and turn.needs_person is True
+    assert any(a.kind == "handoff" for a in turn.alerts)
 
 
 async def test_a_business_question_nobody_answered_falls_back_to_a_person(clock, store) -> None:  # type: ignore[no-untyped-def]

@@ -193,6 +193,21 @@ def test_crisis_head_on_a_fixed_sample(engine: ModelEngine, text: str, crisis: b
         assert score < settings.crisis_threshold
 
 
+# written for this test; none of them is a reply example's message
+HANDOFF_SAMPLE = [
+    ("我的退款申请提交一周了还没到账", True), ("订单显示已签收，可是我根本没收到货", True),
+    ("how do I get an invoice for last month's order?", True), ("my card was charged but the order never went through", True),
+    ("周末去爬山，风景超美", False), ("你好厉害呀", False), ("今天终于把论文写完了", False),
+    ("my cat knocked my coffee over again lol", False), ("what's a good movie for a rainy night?", False),
+]
+
+
+@pytest.mark.parametrize(("text", "person"), HANDOFF_SAMPLE)
+def test_handoff_head_on_a_fixed_sample(engine: ModelEngine, text: str, person: bool) -> None:
+    assert engine.handoff_head is not None, "no hand-off head shipped for the served weights: run `make heads`"
+    assert engine.needs_person(text) is person
+
+
 def test_the_served_model_is_the_fine_tuned_one(engine: ModelEngine) -> None:
     assert engine.tuned and engine.readout is not None and "adapter" in engine.name
 

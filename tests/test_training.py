@@ -171,22 +171,55 @@ def test_heads_smoke_fits_fingerprinted_heads_and_a_foreign_head_is_refused(tiny
     from train import heads
 
     heads.main(["--smoke", "--model-dir", str(tiny_dirs["gemma3"]), "--out", str(tmp_path)])
-    mood_files = [p for p in tmp_path.glob("*.pt") if not p.name.endswith(".crisis.pt")]
-    crisis_files = list(tmp_path.glob("*.crisis.pt"))
-    assert len(mood_files) == 1 and len(crisis_files) == 1
-    mood, crisis = Readout.load(mood_files[0]), Readout.load(crisis_files[0])
+    mood_files = [p for p in tmp_path.glob("*.pt") if p.name.count(".") == 1]
+    crisis_files, handoff_files = list(tmp_path.glob("*.crisis.pt")), list(tmp_path.glob("*.handoff.pt"))
+    assert len(mood_files) == 1 and len(crisis_files) == 1 and len(handoff_files) == 1
+    mood, crisis, handoff = (Readout.load(p[0]) for p in (mood_files, crisis_files, handoff_files))
     assert mood.labels == ("positive", "negative", "neutral") and crisis.labels == ("crisis", "not_crisis")
+    assert handoff.labels == ("person", "no_person") and 0 < handoff.threshold < 1
     assert 0 < crisis.threshold <= 0.5 and mood.temperature > 0
     assert len(mood.members) == 5 and not crisis.members  # the mood head is the networks' mean, crisis linear
 
     settings = ModelSettings(path=str(tiny_dirs["gemma3"]), quantize="none", dtype="float32")
     loaded = load_model(settings)
-    engine = ModelEngine(loaded, settings, SentimentSettings(readout=str(mood_files[0]), crisis_head=str(crisis_files[0])))
+    engine = ModelEngine(loaded, settings, SentimentSettings(readout=str(mood_files[0]), crisis_head=str(crisis_files[0]),
+                                                             handoff_head=str(handoff_files[0])))
     assert 0.0 <= engine.crisis_score("hello") <= 1.0
     assert engine.classify("hello").label.value in mood.labels
+    assert engine.needs_person("where is my refund") in (True, False)
+    assert ModelEngine(loaded, settings, SentimentSettings(handoff_head="none")).needs_person("hello") is None
     loaded.fingerprint = "other-weights"
     with pytest.raises(EngineError, match="trained for the weights"):
         ModelEngine(loaded, settings, SentimentSettings(readout=str(mood_files[0]), crisis_head="none"))
+    with pytest.raises(EngineError, match="the handoff head .* was trained for the weights"):
+        ModelEngine(loaded, settings, SentimentSettings(readout="none", crisis_head="none",
+                                                        handoff_head=str(handoff_files[0])))
+
+
+def test_heads_rebuilds_only_the_named_heads_and_refuses_an_unknown_one(tiny_dirs: dict[str, Path],
+                                                                       tmp_path: Path) -> None:
+    from train import heads
+
+    heads.main(["--smoke", "--model-dir", str(tiny_dirs["gemma3"]), "--out", str(tmp_path), "--heads", "handoff"])
+    assert [p.name.split(".", 1)[1] for p in tmp_path.glob("*.pt")] == ["handoff.pt"]
+    with pytest.raises(SystemExit):
+        heads.main(["--smoke", "--heads", "mood,tone"])
+
+
+def test_the_handoff_threshold_keeps_most_messages_that_need_a_person() -> None:
+    """Label 0 (a person) scores high on the first feature; the threshold keeps HANDOFF_RECALL of the
+    validation rows that need one, and the note says how many of the others fall under it."""
+    from train import heads
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(100, 4, generator=g) + torch.tensor([3.0, 0, 0, 0]), torch.randn(400, 4, generator=g)])
+    y = torch.tensor([0] * 100 + [1] * 400)
+    head = heads.handoff_head(x[::2], y[::2], x[1::2], y[1::2], (0,), "fp")
+    p = head.probs(x[1::2])[:, 0]
+    kept = float((p[y[1::2] == 0] >= head.threshold).float().mean())
+    assert kept >= heads.HANDOFF_RECALL
+    assert float((p[y[1::2] == 1] < head.threshold).float().mean()) > 0.5
+    assert "AUC" in head.note and heads.auc(torch.tensor([0.9, 0.1]), torch.tensor([True, False])) == 1.0
 
 
 def test_the_networks_mood_head_learns_saves_and_refuses_a_misshapen_file(tmp_path: Path) -> None:

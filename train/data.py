@@ -30,6 +30,8 @@ DATA_DIR = ROOT / "train" / "data"
 CACHE_DIR = ROOT / "bench" / ".cache"
 REPLIES = DATA_DIR / "replies.jsonl"
 REPLIES_EVAL = DATA_DIR / "replies_eval.jsonl"
+# the comfort replies rewritten for the sixth adapter: `make train` swaps them in by id
+COMFORT_REPLIES = DATA_DIR / "replies_comfort_v2.jsonl"
 CRISIS = DATA_DIR / "crisis.jsonl"
 NEUTRAL = DATA_DIR / "neutral.jsonl"
 OWN_SOURCES = {"chat_train", "neutral", "replies"}  # own_mood_rows(): chat messages written for this project
@@ -102,6 +104,13 @@ def reply_examples(path: Path = REPLIES) -> list[ReplyExample]:
     drop = banned()
     rows = [ReplyExample.from_row(r) for r in load_jsonl(path)]
     return [r for r in rows if digest(r.message) not in drop and digest(r.reply) not in drop]
+
+
+def shipped_replies() -> list[ReplyExample]:
+    """The reply examples as the shipped adapter was trained on them (replies.jsonl with the
+    rewritten comfort replies swapped in by id, as `make train` does)."""
+    swap = {r.id: r for r in reply_examples(COMFORT_REPLIES)} if COMFORT_REPLIES.exists() else {}
+    return [swap.get(r.id, r) for r in reply_examples()]
 
 
 def reply_eval(path: Path = REPLIES_EVAL) -> list[ReplyExample]:

@@ -50,7 +50,8 @@ class ModelEngine:
         hidden = self.model.config.hidden_size
         self.readout = _pick_readout(sentiment.readout, loaded.fingerprint, hidden, "mood")
         self.crisis_head = _pick_readout(sentiment.crisis_head, loaded.fingerprint, hidden, "crisis")
-        # mood and crisis read the same features: the crisis check after classify() costs nothing
+        self.handoff_head = _pick_readout(sentiment.handoff_head, loaded.fingerprint, hidden, "handoff")
+        # mood, crisis and hand-off read the same features: the checks after classify() cost nothing
         self._features: dict[str, torch.Tensor] = {}
         self.fast: FastGemma | None = None
         self.head: Shortlist | None = None
@@ -115,7 +116,7 @@ class ModelEngine:
 
     def head_layers(self) -> tuple[int, ...]:
         layers: set[int] = set()
-        for head in (self.readout, self.crisis_head):
+        for head in (self.readout, self.crisis_head, self.handoff_head):
             if head is not None:
                 layers.update(head.layers)
         return tuple(sorted(layers))
@@ -166,6 +167,14 @@ class ModelEngine:
             return crisis_scale(float(self.crisis.probs([text])[0, 0]), LABEL_TOKEN_CRISIS_THRESHOLD)
         p = float(self.crisis_head.probs(self._head_input(self.crisis_head, [text]))[0, 0])
         return crisis_scale(p, self.crisis_head.threshold, self.crisis_head.sure)
+
+    def needs_person(self, text: str) -> bool | None:
+        """Whether the message is one a colleague should answer (an order, a refund, a fact the bot
+        lacks), by the hand-off head; None without one."""
+        if self.handoff_head is None:
+            return None
+        p = float(self.handoff_head.probs(self._head_input(self.handoff_head, [text]))[0, 0])
+        return p >= self.handoff_head.threshold
 
     def sentiment_of(self, probs: torch.Tensor) -> Sentiment:
         """The label and the confidence that the neutral rule used, from calibrated probabilities.
@@ -289,6 +298,10 @@ class AsyncEngine:
 
     async def crisis_score(self, text: str) -> float:
         result: float = await self._run(self.engine.crisis_score, text)
+        return result
+
+    async def needs_person(self, text: str) -> bool | None:
+        result: bool | None = await self._run(self.engine.needs_person, text)
         return result
 
     async def generate(
