@@ -263,7 +263,9 @@ def flash_of(html: str) -> tuple[str, str] | None:
 
 async def test_bad_input_goes_back_with_a_message(store: Store, clock: ManualClock) -> None:
     seed(store, clock)
-    bad_minutes = "Mute minutes must be a whole number from 1 to 43200: nothing was muted."
+    def bad_minutes(value: str) -> str:
+        return f"Mute minutes must be a whole number from 1 to 43200, not \u201c{value}\u201d: nothing was muted."
+
     async with client_for(make_web_app(store, clock)) as client:
         await login(client)
         token = page_token((await client.get("/contact/alice")).text)
@@ -271,7 +273,7 @@ async def test_bad_input_goes_back_with_a_message(store: Store, clock: ManualClo
             back = await client.post("/contact/alice/mute", data={"csrf": token, "minutes": minutes, "next": "/contact/alice"})
             assert back.status_code == 303 and back.headers["location"] == "/contact/alice", minutes
             page = await client.get(back.headers["location"])
-            assert page.status_code == 200 and flash_of(page.text) == ("alert", bad_minutes), minutes
+            assert page.status_code == 200 and flash_of(page.text) == ("alert", bad_minutes(minutes)), minutes
             assert flash_of((await client.get("/contact/alice")).text) is None  # once only: a reload does not repeat it
         for action in ("mute", "unmute"):
             back = await client.post(f"/contact/nobody/{action}", data={"csrf": token, "minutes": "5", "next": "/alerts"})
@@ -280,7 +282,11 @@ async def test_bad_input_goes_back_with_a_message(store: Store, clock: ManualClo
         # the same safe target as on success: never another site
         back = await client.post("/contact/alice/mute", data={"csrf": token, "minutes": "0", "next": "https://evil.example/"})
         assert back.headers["location"] == "/alerts"
-        assert flash_of((await client.get("/")).text) == ("alert", bad_minutes)  # whichever page comes next
+        assert flash_of((await client.get("/")).text) == ("alert", bad_minutes("0"))  # whichever page comes next
+        # the value shown back is escaped like any other, and cut to a cookie's share
+        await client.post("/contact/alice/mute", data={"csrf": token, "minutes": "<b>9</b>" + "x" * 200, "next": "/"})
+        shown = flash_of((await client.get("/")).text)
+        assert shown is not None and "&lt;b&gt;9&lt;/b&gt;" + "x" * 72 + "\u201d" in shown[1] and "<b>" not in shown[1]
     assert store.state("alice").muted_until is None and store.state("nobody").muted_until is None
     assert store.actions() == []
 
@@ -376,7 +382,7 @@ async def test_pages_show_the_data(store: Store, clock: ManualClock) -> None:
         assert summary["open_alerts"] == 1 and summary["open_by_kind"] == {"mood": 1} and not summary["paused"]
         token = page_token(contact)
         await client.post("/contact/alice/mute", data={"csrf": token, "minutes": "0", "next": "/contact/alice"})
-        assert flash_of((await client.get("/contact/alice")).text) == ("alert", "静音分钟数必须是 1 到 43200 之间的整数：未做静音。")
+        assert flash_of((await client.get("/contact/alice")).text) == ("alert", "静音分钟数必须是 1 到 43200 之间的整数，而不是\u201c0\u201d：未做静音。")
         seed(store, clock, contact="wxid_9", name="alice")  # WeChat names are not unique
         listed = await client.get("/contact?q=Alice")
         assert listed.status_code == 200 and 'href="/contact/alice"' in listed.text and 'href="/contact/wxid_9"' in listed.text

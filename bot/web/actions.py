@@ -67,7 +67,8 @@ def register(app: FastAPI, dash: Dashboard) -> None:
         session, form = await checked(request, dash)
         minutes = _minutes(form)
         if minutes is None:
-            return _back(dash, form, "flash_bad_minutes", error=True, max=MAX_MUTE_MINUTES)
+            return _back(dash, form, "flash_bad_minutes", error=True, max=MAX_MUTE_MINUTES,
+                         value=form.get("minutes", ""))
         found = await asyncio.to_thread(dash.queries.contact, contact_id)
         if found is None:
             return _back(dash, form, "flash_no_contact", error=True)

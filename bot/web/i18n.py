@@ -92,8 +92,9 @@ STRINGS: dict[str, tuple[str, str]] = {  # key: (en, zh)
     "flash_unmuted": ("Unmuted {name}.", "已取消 {name} 的静音。"),
     "flash_paused": ("Auto-replies paused.", "已暂停自动回复。"),
     "flash_resumed": ("Auto-replies resumed.", "已恢复自动回复。"),
-    "flash_bad_minutes": ("Mute minutes must be a whole number from 1 to {max}: nothing was muted.",
-                          "静音分钟数必须是 1 到 {max} 之间的整数：未做静音。"),
+    # the value given is shown back, so that a typo is seen without retyping it to find it
+    "flash_bad_minutes": ("Mute minutes must be a whole number from 1 to {max}, not \u201c{value}\u201d: nothing was muted.",
+                          "静音分钟数必须是 1 到 {max} 之间的整数，而不是\u201c{value}\u201d：未做静音。"),
     "flash_no_contact": ("No such contact: nothing was changed.", "没有这个联系人：未做任何更改。"),
 }
 
