@@ -193,6 +193,22 @@ def without_handoff(reply: str) -> str:
     return "".join(kept).strip()
 
 
+# a closing question that only asks how the person is ("你现在还好吗？", "心情怎么样？") is kept: on
+# reply-validation rows the replies that kept them graded higher than those that did not
+_CHECK_IN = re.compile(r"还好吗|怎么样|\bhow are you\b|\bhow're you\b", re.IGNORECASE)
+
+
+def without_closing_question(reply: str, min_chars: int = 6) -> str:
+    """The reply less its last sentence when that is a question other than a check-in, at least
+    `min_chars` remain, and what remains does not itself end with a question ("发生什么事了？愿意说说吗？"
+    is all questions)."""
+    sentences = _SENTENCE.findall(reply.strip())
+    if len(sentences) < 2 or not sentences[-1].strip().endswith(("？", "?")) or _CHECK_IN.search(sentences[-1]):
+        return reply
+    rest = "".join(sentences[:-1]).strip()
+    return rest if len(rest) >= min_chars and not rest.endswith(("？", "?")) else reply
+
+
 def check(reply: str, message: str, lang: str, previous: str | None, sources: Iterable[str],
           knowledge: Sequence[str] = (), person: bool | None = None) -> str | None:
     """Why the reply must not be sent, or None when it passes every rule. `person`: whether the

@@ -15,7 +15,7 @@ import asyncio
 import hashlib
 import logging
 from collections import Counter
-from typing import Sequence
+from typing import Callable, Sequence
 
 from bot import guard, prompts
 from bot.config import CrisisSettings, ReplySettings
@@ -74,7 +74,7 @@ class ReplyStage:
             return ""
 
     async def guarded_reply(self, turn: Turn, history: list[ChatTurn], strategy: Strategy) -> str | None:
-        """The first generated reply that passes the guard, or None."""
+        """The first generated reply that passes the guard, shaped (`_shaped`), or None."""
         try:  # the message's features are cached from classify(): the head costs no forward pass
             turn.needs_person = await self.engine.needs_person(turn.text)
         except EngineError as exc:
@@ -82,22 +82,33 @@ class ReplyStage:
         system = prompts.system_prompt(strategy, turn.lang, dict(self.settings.prompts))
         previous = next((t.text for t in reversed(history[:-1]) if t.role == "assistant"), None)
         sources = [t.text for t in history[:-1]] + list(turn.knowledge)
+
+        def passes(text: str) -> bool:
+            return guard.check(text, turn.text, turn.lang, previous, sources, turn.knowledge, turn.needs_person) is None
+
         for attempt in range(ATTEMPTS):
             reply = await self._generate(turn, history, strategy, system, attempt)
             if turn.model_failed:
                 return None
             reason = guard.check(reply, turn.text, turn.lang, previous, sources, turn.knowledge, turn.needs_person)
             if reason is None:
-                return reply
+                return self._shaped(reply, turn, strategy, passes)
             self.rejections[reason.split(":")[0]] += 1
             log.debug("reply to message %s rejected (%s): %r", turn.message.message_id, reason, reply)
             if reason == "needless hand-off":  # the rest of the reply may still be worth sending
                 rest = guard.without_handoff(reply)
-                if rest and guard.check(rest, turn.text, turn.lang, previous, sources, turn.knowledge,
-                                        turn.needs_person) is None:
+                if rest and passes(rest):
                     log.debug("reply to message %s sent without its hand-off: %r", turn.message.message_id, rest)
-                    return rest
+                    return self._shaped(rest, turn, strategy, passes)
         return None
+
+    def _shaped(self, reply: str, turn: Turn, strategy: Strategy, passes: Callable[[str], bool]) -> str:
+        """A comfort or celebration reply without its closing question, in the languages of
+        `reply.drop_closing_question`, where what is left still passes the guard."""
+        if turn.lang not in self.settings.drop_closing_question or strategy not in (Strategy.COMFORT, Strategy.CELEBRATE):
+            return reply
+        shorter = guard.without_closing_question(reply)
+        return shorter if shorter != reply and passes(shorter) else reply
 
     async def __call__(self, turn: Turn) -> None:
         if turn.record_only or (turn.paused and not turn.crisis):

@@ -276,3 +276,43 @@ async def test_a_business_question_nobody_answered_falls_back_to_a_person(clock,
     assert stage.rejections["unsupported answer"] == 2
     assert guard.HANDOFF_PROMISE.search(sender.sent[0].text)  # "tell me more" would leave the question open
     assert any(a.kind == "handoff" for a in turn.alerts)
+
+
+# --- closing questions ------------------------------------------------------------------
+
+def test_without_closing_question_drops_only_a_last_question_with_enough_left() -> None:
+    assert guard.without_closing_question("膝盖受伤了，这阵子一定很难受。现在还坚持吗？") == "膝盖受伤了，这阵子一定很难受。"
+    assert guard.without_closing_question("好棒！能多说说吗？") == "好棒！能多说说吗？"  # too little left
+    assert guard.without_closing_question("发生什么事了？愿意说说吗？") == "发生什么事了？愿意说说吗？"  # all questions
+    assert guard.without_closing_question("膝盖受伤了，这阵子一定很难受。你现在还好吗？") == \
+        "膝盖受伤了，这阵子一定很难受。你现在还好吗？"  # a check-in stays
+    assert guard.without_closing_question("你现在还好吗？") == "你现在还好吗？"  # a question alone stays
+    assert guard.without_closing_question("这次是谁帮了你？真替你开心！") == "这次是谁帮了你？真替你开心！"  # not last
+
+
+@pytest.mark.parametrize(("text", "replies", "sent"), [
+    # a Chinese comfort or celebration goes without its closing question
+    ("今天好难过，膝盖摔伤了", ["膝盖受伤了，这阵子一定很难受。现在还坚持吗？"], "膝盖受伤了，这阵子一定很难受。"),
+    ("太开心了，我拿到驾照了", ["拿到驾照了，这下出门方便多了！你赢了什么？"], "拿到驾照了，这下出门方便多了！"),
+    # a plain answer and an English comfort keep theirs
+    ("请问周末营业吗", ["这个我这边没有准确的信息。要我请同事确认吗？"], "这个我这边没有准确的信息。要我请同事确认吗？"),
+    ("I feel so sad, my knee is hurt", ["A hurt knee is rough. How are you holding up?"],
+     "A hurt knee is rough. How are you holding up?"),
+    # what is left must pass the guard too: here it is the message back, so the question stays
+    ("今天好难过，膝盖摔伤了", ["今天好难过，膝盖摔伤了。还疼吗？"], "今天好难过，膝盖摔伤了。还疼吗？"),
+])
+async def test_the_closing_question_is_dropped_where_configured(clock, store, text, replies, sent) -> None:  # type: ignore[no-untyped-def]
+    engine = ScriptedEngine(list(replies))
+    engine.person = True  # the plain question's colleague offer is not the point here
+    stage, sender, turn = await _turn(engine, clock, store, text)
+    if guard.check(replies[0], text, turn.lang, None, []) is None:
+        assert sender.sent[0].text == sent
+    else:  # the last case: the reply itself is refused as an echo
+        assert stage.rejections["echo"] >= 1
+
+
+async def test_an_empty_drop_closing_question_keeps_every_question(clock, store) -> None:  # type: ignore[no-untyped-def]
+    engine = ScriptedEngine(["膝盖受伤了，这阵子一定很难受。现在还坚持吗？"])
+    app, sender = build_app(clock, store, engine, reply={"drop_closing_question": []})
+    await app.process(make_message("今天好难过，膝盖摔伤了"))
+    assert sender.sent[0].text == "膝盖受伤了，这阵子一定很难受。现在还坚持吗？"
