@@ -113,8 +113,8 @@ class SentimentSettings(Section):
     handoff_head: str = "auto"
 
 
-def _only_zh() -> list[Literal["zh", "en"]]:
-    return ["zh"]
+def _both_languages() -> list[Literal["zh", "en"]]:
+    return ["zh", "en"]
 
 
 class ReplySettings(Section):
@@ -124,10 +124,11 @@ class ReplySettings(Section):
     memory_ttl_minutes: float = Field(default=60.0, gt=0)
     max_input_chars: int = Field(default=1000, ge=10, le=100_000)
     # languages in which a generated comfort or celebration reply is sent without its closing
-    # question: the shipped model's Chinese ones are mostly odd ("现在还记得吗？", "你赢了什么？"), and
-    # replies without them graded higher in a blind A/B (bench/NOTES.md, "Closing questions"); an
-    # instruct model's questions may be worth keeping: []
-    drop_closing_question: list[Literal["zh", "en"]] = Field(default_factory=_only_zh)
+    # question, unless it only asks how the person is: the shipped model's own are mostly odd
+    # ("你赢了什么？", "What did she say?" to a baby's first word), and replies without them graded
+    # higher in blind A/Bs (bench/NOTES.md, "Closing questions"); an instruct model's may be worth
+    # keeping: []
+    drop_closing_question: list[Literal["zh", "en"]] = Field(default_factory=_both_languages)
     # when the model does not answer (a model server down or hung): no reply is generated, this is sent,
     # and a hand-off alert tells the admins that a person should answer
     unavailable: LangTexts = Field(

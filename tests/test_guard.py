@@ -294,7 +294,9 @@ def test_without_closing_question_drops_only_a_last_question_with_enough_left() 
     # a Chinese comfort or celebration goes without its closing question
     ("今天好难过，膝盖摔伤了", ["膝盖受伤了，这阵子一定很难受。现在还坚持吗？"], "膝盖受伤了，这阵子一定很难受。"),
     ("太开心了，我拿到驾照了", ["拿到驾照了，这下出门方便多了！你赢了什么？"], "拿到驾照了，这下出门方便多了！"),
-    # a plain answer and an English comfort keep theirs
+    ("I'm so happy, my baby said her first word", ["Her first word, what a moment! What did she say?"],
+     "Her first word, what a moment!"),
+    # a plain answer keeps its question, and so does a check-in
     ("请问周末营业吗", ["这个我这边没有准确的信息。要我请同事确认吗？"], "这个我这边没有准确的信息。要我请同事确认吗？"),
     ("I feel so sad, my knee is hurt", ["A hurt knee is rough. How are you holding up?"],
      "A hurt knee is rough. How are you holding up?"),
