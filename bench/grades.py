@@ -30,7 +30,7 @@ VARIANTS = [
                   "as served until the penalty change"),
     ("tuned", "fine-tuned, shipped adapter: the sixth (the third's data with the comfort replies rewritten, seed 1), "
               "decoded in C, the first reply's repetition penalty on its own tokens only, the guard's quote rule and its "
-              "unsupported-answer and needless-hand-off rules, the latter with the hand-off head, and Chinese comfort and "
+              "unsupported-answer and needless-hand-off rules, the latter with the hand-off head, and comfort and "
               "celebrations without their closing question"),
 ]
 RUBRIC = """\
