@@ -83,14 +83,17 @@ class ReplyStage:
         previous = next((t.text for t in reversed(history[:-1]) if t.role == "assistant"), None)
         sources = [t.text for t in history[:-1]] + list(turn.knowledge)
 
+        def why_not(text: str) -> str | None:
+            return guard.check(text, turn.text, turn.lang, previous, sources, turn.knowledge, turn.needs_person)
+
         def passes(text: str) -> bool:
-            return guard.check(text, turn.text, turn.lang, previous, sources, turn.knowledge, turn.needs_person) is None
+            return why_not(text) is None
 
         for attempt in range(ATTEMPTS):
             reply = await self._generate(turn, history, strategy, system, attempt)
             if turn.model_failed:
                 return None
-            reason = guard.check(reply, turn.text, turn.lang, previous, sources, turn.knowledge, turn.needs_person)
+            reason = why_not(reply)
             if reason is None:
                 return self._shaped(reply, turn, strategy, passes)
             self.rejections[reason.split(":")[0]] += 1

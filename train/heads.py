@@ -225,6 +225,15 @@ def mood_head(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
     return head
 
 
+def recall_threshold(scores: torch.Tensor, recall: float) -> float:
+    """The highest threshold that keeps `recall` of these (positive) rows' scores at or above it;
+    0.5 without any rows."""
+    ranked = scores.sort().values
+    if not len(ranked):
+        return 0.5
+    return float(ranked[int(len(ranked) * (1 - recall))]) * 0.999  # how many may fall under it, as an index
+
+
 def lowest_threshold(scores: torch.Tensor, share: float) -> float:
     """The lowest threshold that flags at most `share` of these (negative) rows' scores."""
     ranked = scores.sort(descending=True).values
@@ -239,10 +248,7 @@ def crisis_head(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tenso
     head = Readout(layers, *fit(x_train, y_train, 2, decay=1e-2, row_weight=row_weight), ("crisis", "not_crisis"),
                    fingerprint)
     p = head.probs(x_val)[:, 0]
-    crisis_p = p[y_val == 0].sort().values
-    keep = max(0, int(len(crisis_p) * (1 - RECALL)))  # how many validation crises may fall under it
-    threshold = float(crisis_p[keep]) * 0.999 if len(crisis_p) else 0.5
-    threshold = min(threshold, 0.5)
+    threshold = min(recall_threshold(p[y_val == 0], RECALL), 0.5)
     recall = float((p[y_val == 0] >= threshold).float().mean())
     false_alarms = float((p[y_val == 1] >= threshold).float().mean())
     # the sure threshold: the lowest that keeps false alarms on the validation hard negatives <= SURE_FALSE_ALARMS
@@ -288,10 +294,9 @@ def handoff_head(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tens
         fitted.append((auc(head.probs(x_val)[:, 0], y_val == 0), -decay, head))
     score, minus_decay, head = max(fitted, key=lambda item: item[:2])
     p = head.probs(x_val)[:, 0]
-    person = p[y_val == 0].sort().values
-    keep = int(len(person) * (1 - HANDOFF_RECALL))
-    threshold = float(person[keep]) * 0.999 if len(person) else 0.5
-    kept = float((p[y_val == 0] >= threshold).float().mean()) if len(person) else 0.0
+    person = p[y_val == 0]
+    threshold = recall_threshold(person, HANDOFF_RECALL)
+    kept = float((person >= threshold).float().mean()) if len(person) else 0.0
     below = float((p[y_val == 1] < threshold).float().mean()) if bool((y_val == 1).any()) else 0.0
     note = (f"hand-off head on layers {list(layers)}: {len(y_train)} training rows ({int((y_train == 0).sum())} hand-offs), "
             f"L2 decay {-minus_decay:g}; validation ({len(y_val)} rows, {len(person)} hand-offs): AUC {score:.3f}; "
