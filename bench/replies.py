@@ -101,7 +101,7 @@ async def run_variant(engine: Any, examples: list[tdata.ReplyExample], name: str
         before = Counter(stage.rejections)
         recording.replies = []
         started = time.perf_counter()
-        sent = await stage.guarded_reply(turn, history, Strategy(ex.strategy))
+        sent = stage.scripted(turn) or await stage.guarded_reply(turn, history, Strategy(ex.strategy))
         seconds = time.perf_counter() - started
         fell_back = sent is None
         if sent is None:

@@ -137,6 +137,15 @@ class ReplySettings(Section):
             "en": "Sorry, I can't answer properly right now. I've let a colleague know, and someone will get back to you soon.",
         }
     )
+    # the answer to a message that asks whether the bot is a person, or its name (bot.text.asks_identity):
+    # the shipped model claims to be a person ("My name is John and I'm a member of the team"); {} or
+    # an empty text leaves such messages to the model
+    identity: LangTexts = Field(
+        default_factory=lambda: {
+            "zh": "我是这里的自动回复助手，不是真人哦。有什么想问的，尽管说。",
+            "en": "I'm this chat's automated assistant, not a person. What can I help you with?",
+        }
+    )
     # curated lines, per strategy and language, for when no generated reply passes the guard; one is
     # picked per message, never the bot's previous reply in that chat
     fallbacks: StrategyLines = Field(
@@ -153,10 +162,13 @@ class ReplySettings(Section):
                        "Wonderful! That deserves a proper celebration.", "Great news! How are you feeling about it?"],
             },
             "plain": {
-                "zh": ["这个我这边没有准确的信息，我请同事来帮您确认。", "收到。能再具体说一下您需要什么吗？", "这个问题我转给人工客服，请稍等。"],
+                "zh": ["这个我这边没有准确的信息，我请同事来帮您确认。", "收到。能再具体说一下您需要什么吗？", "这个问题我转给人工客服，请稍等。",
+                       "这个我一时答不好，能换个说法再问我一次吗？", "抱歉，这个问题我暂时答不上来。"],
                 "en": ["I don't have the exact details here, so I'll ask a colleague to check for you.",
                        "Got it. Could you tell me a bit more about what you need?",
-                       "I'll pass this to a colleague who can help; someone will be in touch."],
+                       "I'll pass this to a colleague who can help; someone will be in touch.",
+                       "Hmm, I'm not sure I follow. Could you put it another way?",
+                       "Sorry, I don't have a good answer to that one."],
             },
             # a message that only thanks, greets or says goodbye (bot.text.asks_nothing): nothing to hand off
             "closing": {

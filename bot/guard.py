@@ -193,6 +193,31 @@ def without_handoff(reply: str) -> str:
     return "".join(kept).strip()
 
 
+# The bot offers to do or send something itself ("I can send you a photo and a sizing guide", "I'll
+# ask the wedding planner", "我把颜色和价格发给您"): it can do none of it, so the offer is a promise
+# nobody keeps. A sentence that hands the message to a colleague (HANDOFF_PROMISE) is not an offer.
+_OFFER = re.compile(
+    r"\bI(?:'ll| will| can| could|'m going to| am going to)\s+(?:also\s+|just\s+|quickly\s+)?"
+    r"(?:send|give|email|e-mail|text|show|get|find|check|look up|look into|link|share|forward|book|reserve|arrange|"
+    r"order|call|contact|ask the|ask your|ask them|message)\b"
+    r"|\blet me (?:check|look|find|see|get|send|pull up)\b|\b(?:the one|the link|the details) I (?:linked|sent|shared)\b"
+    r"|我(?:这就|马上|现在|先|可以|会|来)?(?:帮您|帮你|给您|给你)(?:查|找|发|寄|订|预约|安排|申请|联系|问|看|催)"
+    r"|我(?:这就|马上|现在|先)?把.{1,12}?(?:发|给|寄)(?:给)?(?:您|你)|(?:发|寄|私信)给(?:您|你)|稍等.{0,4}我(?:查|看|找)",
+    re.IGNORECASE,
+)
+
+
+def offers(reply: str) -> bool:
+    """A sentence of the reply offers an action or a document the bot cannot deliver."""
+    return any(_OFFER.search(s) and not HANDOFF_PROMISE.search(s) for s in _SENTENCE.findall(reply))
+
+
+def without_offer(reply: str) -> str:
+    """The reply less every sentence that offers what the bot cannot deliver."""
+    kept = [s for s in _SENTENCE.findall(reply) if not (_OFFER.search(s) and not HANDOFF_PROMISE.search(s))]
+    return "".join(kept).strip()
+
+
 # a closing question that only asks how the person is ("你现在还好吗？", "心情怎么样？") is kept: on
 # reply-validation rows the replies that kept them graded higher than those that did not
 _CHECK_IN = re.compile(r"还好吗|怎么样|\bhow are you\b|\bhow're you\b", re.IGNORECASE)
@@ -228,6 +253,8 @@ def check(reply: str, message: str, lang: str, previous: str | None, sources: It
         return "invented fact: " + ", ".join(sorted(made_up))
     if not knowledge and answers_unknown(reply, message, lang):
         return "unsupported answer"
+    if offers(reply):
+        return "invented offer"
     # a hand-off for a "谢谢" sends a person an alert with nothing to do (the tuned model did so for 5
     # of the 8 such reply-validation messages), and "我转给同事帮您处理" to a lost wallet or "你真聪明"
     # is a customer-service template on a personal message

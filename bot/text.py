@@ -174,6 +174,23 @@ _EN_CLOSING = re.compile(
 )
 
 
+# "你是真人还是AI", "are u a bot?", "what's your name": the base of the tuned model claims to be a
+# person ("真人是", "My name is John and I'm a member of the team"); a bot must not pass for one
+_ZH_IDENTITY = re.compile(r"你(?:们)?(?:是不是|是)(?:真人|机器人|人工|ai|人还是|谁|人类)|你叫(?:什么|啥)"
+                          r"|(?:^|[，,\s]|请问|您好)(?:是|是不是)(?:真人|机器人|人工)(?:吗|啊|呀|么|\?|？|$)"
+                          r"|真人还是|机器人还是|人工还是", re.IGNORECASE)
+_EN_IDENTITY = re.compile(r"\b(?:are|r) (?:you|u) (?:a |an )?(?:real|human|person|bot|robot|ai|machine|chatbot)\b"
+                          r"|\bis (?:this|that|it) (?:a |an )?(?:bot|real person|human|robot|machine|chatbot|ai)\b"
+                          r"|\b(?:talking|chatting|speaking) (?:to|with) (?:a |an )?(?:bot|human|real|person|machine|robot|ai)\b"
+                          r"|\bwhat(?:'s|s| is) (?:your|ur) name\b"
+                          r"|\bwho (?:are|r) (?:you|u)(?: exactly| again)?\s*(?:[?？.!,]|$)", re.IGNORECASE)
+
+
+def asks_identity(message: str) -> bool:
+    """The message asks who or what the bot is: a person or a bot, or its name."""
+    return bool(_ZH_IDENTITY.search(message) or _EN_IDENTITY.search(message))
+
+
 def asks_nothing(message: str) -> bool:
     """The message only thanks, greets, says goodbye or acknowledges: nothing for a person to do."""
     if re.search(r"[?？]|吗|么", message):

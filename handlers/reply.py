@@ -3,7 +3,8 @@
 A crisis is never answered by the model: the vetted `crisis.reply` goes out, and `crisis.follow_up`
 while the contact stays in careful mode. Every generated reply passes the guard (bot/guard.py); a
 rejected one is generated once more with other settings, then replaced by a curated line. When the
-model does not answer at all, `reply.unavailable` goes out instead.
+model does not answer at all, `reply.unavailable` goes out instead. A question about who the bot is
+(a person? its name?) gets `reply.identity`, never a generated claim to be someone.
 
 A reply that tells the sender a colleague will follow up (the model's hand-off, a curated line, the
 unavailable line) records a `handoff` alert, so that the promise reaches a person.
@@ -23,11 +24,14 @@ from bot.domain import ChatTurn, Strategy, Turn, handoff_alert, reply_to
 from bot.errors import EngineError
 from bot.memory import ConversationMemory
 from bot.protocols import Clock, Engine
-from bot.text import asks_nothing, in_lang
+from bot.text import asks_identity, asks_nothing, in_lang
 
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 2  # the first reply, then one more with other settings
+# rejections where the reply less the sentences at fault may still be sent
+SALVAGE: dict[str, Callable[[str], str]] = {"needless hand-off": guard.without_handoff,
+                                            "invented offer": guard.without_offer}
 
 
 class ReplyStage:
@@ -47,13 +51,14 @@ class ReplyStage:
                  knowledge: Sequence[str] = (), person: bool | None = None) -> str:
         """A curated line for this strategy and language, picked by message, never the previous reply;
         a message that asks for nothing (thanks, goodbye) gets a closing line, never a hand-off, a
-        question only a person can answer (guard.business_question) a line that hands it to one, and
-        one that the hand-off head says needs no person (`person` False) a line that does not."""
+        question only a person can answer (guard.business_question) or one that the hand-off head says
+        needs a person (`person` True) a line that hands it to one, and one that the head says needs
+        no person (`person` False) a line that does not."""
         fallbacks = self.settings.fallbacks
         closing = asks_nothing(message) and fallbacks.get("closing")
         table = closing or fallbacks.get(strategy.value) or fallbacks.get("plain") or {}
         lines = table.get(lang) or table.get("en") or ["…"]
-        if not knowledge and guard.business_question(message, lang):
+        if person or (not knowledge and guard.business_question(message, lang)):
             lines = [line for line in lines if guard.HANDOFF_PROMISE.search(line)] or lines
         elif guard.needless_handoff(message, lang, person):
             lines = [line for line in lines if not guard.HANDOFF_PROMISE.search(line)] or lines
@@ -72,6 +77,11 @@ class ReplyStage:
             log.warning("reply to message %s failed: %s", turn.message.message_id, exc)
             turn.model_failed = True  # no second attempt: it would wait for the same failure
             return ""
+
+    def scripted(self, turn: Turn) -> str | None:
+        """The configured answer to a question about who the bot is, or None: never generated."""
+        identity = in_lang(self.settings.identity, turn.lang)
+        return identity if identity and asks_identity(turn.text) else None
 
     async def guarded_reply(self, turn: Turn, history: list[ChatTurn], strategy: Strategy) -> str | None:
         """The first generated reply that passes the guard, shaped (`_shaped`), or None."""
@@ -98,10 +108,11 @@ class ReplyStage:
                 return self._shaped(reply, turn, strategy, passes)
             self.rejections[reason.split(":")[0]] += 1
             log.debug("reply to message %s rejected (%s): %r", turn.message.message_id, reason, reply)
-            if reason == "needless hand-off":  # the rest of the reply may still be worth sending
-                rest = guard.without_handoff(reply)
+            trim = SALVAGE.get(reason)
+            if trim is not None:  # the rest of the reply may still be worth sending
+                rest = trim(reply)
                 if rest and passes(rest):
-                    log.debug("reply to message %s sent without its hand-off: %r", turn.message.message_id, rest)
+                    log.debug("reply to message %s sent without its %s: %r", turn.message.message_id, reason, rest)
                     return self._shaped(rest, turn, strategy, passes)
         return None
 
@@ -127,6 +138,8 @@ class ReplyStage:
             checking_in = turn.concern and strategy is Strategy.COMFORT
             if checking_in:
                 reply = self.crisis.text("check_in", turn.lang)
+            elif (scripted := self.scripted(turn)) is not None:
+                reply = scripted
             elif not turn.model_failed and (generated := await self.guarded_reply(turn, history, strategy)) is not None:
                 reply = generated
             elif turn.model_failed:

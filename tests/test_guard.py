@@ -270,6 +270,14 @@ async def test_a_message_the_head_reads_as_needing_a_person_keeps_the_hand_off(c
     assert any(a.kind == "handoff" for a in turn.alerts)
 
 
+async def test_a_message_the_head_reads_as_needing_a_person_falls_back_to_a_hand_off(clock, store) -> None:  # type: ignore[no-untyped-def]
+    engine = ScriptedEngine(["Call 1-800-123 now", "Visit www.example.com"])
+    engine.person = True
+    stage, sender, turn = await _turn(engine, clock, store, "the parcel I sent back last week, did it arrive")
+    assert stage.fallbacks == 1 and guard.HANDOFF_PROMISE.search(sender.sent[0].text)
+    assert any(a.kind == "handoff" for a in turn.alerts)
+
+
 async def test_a_business_question_nobody_answered_falls_back_to_a_person(clock, store) -> None:  # type: ignore[no-untyped-def]
     engine = ScriptedEngine(["能上门安装，我这边没有资料。", "可以的，我帮您看看。"])
     stage, sender, turn = await _turn(engine, clock, store, "可以上门安装吗")
@@ -318,3 +326,67 @@ async def test_an_empty_drop_closing_question_keeps_every_question(clock, store)
     app, sender = build_app(clock, store, engine, reply={"drop_closing_question": []})
     await app.process(make_message("今天好难过，膝盖摔伤了"))
     assert sender.sent[0].text == "膝盖受伤了，这阵子一定很难受。现在还坚持吗？"
+
+
+# --- offers the bot cannot keep ----------------------------------------------------------
+
+@pytest.mark.parametrize("reply", [
+    "I don't have the size chart, sorry. I can send you a photo and a sizing guide.",
+    "You're in a bind. I'll ask the wedding planner to get back to her.",
+    "Keep a battery saver app on, like the one I linked.",
+    "Let me check the stock for you.",
+    "好的，我把颜色和价格发给您，请稍等。",
+    "我帮您查一下物流。",
+])
+def test_an_offer_the_bot_cannot_keep_is_refused(reply: str) -> None:
+    assert guard.offers(reply)
+    assert guard.check(reply, "is this the right size?", guard.detect_lang(reply), None, []) == "invented offer"
+
+
+@pytest.mark.parametrize("reply", [
+    "这个问题我转给人工客服，请稍等。", "我帮您转给同事处理。", "I'll ask a colleague to check for you.",
+    "I'll pass this to a colleague who can help; someone will be in touch.", "That sounds hard. I can only imagine.",
+])
+def test_a_hand_off_or_plain_words_are_no_offer(reply: str) -> None:
+    assert not guard.offers(reply)
+
+
+def test_without_offer_keeps_every_other_sentence() -> None:
+    assert guard.without_offer("I don't have the size chart, sorry. I can send you a photo of the jeans.") == \
+        "I don't have the size chart, sorry."
+    assert guard.without_offer("我帮您查一下物流。") == ""
+
+
+async def test_an_offer_is_sent_without_it_when_the_rest_passes(clock, store) -> None:  # type: ignore[no-untyped-def]
+    engine = ScriptedEngine(["Not being able to go is so hard. I'll ask the wedding planner to call her."])
+    stage, sender, turn = await _turn(engine, clock, store, "I can't afford my friend's wedding trip and feel awful")
+    assert sender.sent[0].text == "Not being able to go is so hard."
+    assert engine.attempts == [0] and stage.rejections["invented offer"] == 1 and stage.fallbacks == 0
+
+
+# --- who the bot is ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("text", "asks"), [
+    ("你是真人吗", True), ("请问是人工吗", True), ("你叫啥", True), ("r u a bot??", True),
+    ("am I chatting with a human?", True), ("who are you?", True), ("what's ur name", True),
+    ("你是不是傻", False), ("他是机器人吗", False), ("who are you to tell me that", False),
+    ("my son is a real person too", False),
+])
+def test_a_question_about_who_the_bot_is_is_recognised(text: str, asks: bool) -> None:
+    from bot.text import asks_identity
+
+    assert asks_identity(text) is asks
+
+
+async def test_who_the_bot_is_gets_the_configured_answer_never_a_generated_one(clock, store) -> None:  # type: ignore[no-untyped-def]
+    engine = ScriptedEngine(["My name is John and I'm a member of the team."])
+    stage, sender, turn = await _turn(engine, clock, store, "wait, are you a real person?")
+    assert sender.sent[0].text == Settings().reply.identity["en"]
+    assert engine.attempts == [] and not turn.alerts
+
+
+async def test_without_an_identity_line_the_model_answers(clock, store) -> None:  # type: ignore[no-untyped-def]
+    engine = ScriptedEngine(["I'm the shop's assistant bot."])
+    app, sender = build_app(clock, store, engine, reply={"identity": {}})
+    await app.process(make_message("are you a bot?"))
+    assert sender.sent[0].text == "I'm the shop's assistant bot." and engine.attempts == [0]
