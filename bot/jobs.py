@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 # alerts about the model server (kind "model"): "high" when it goes down, "info" when it is back
 MODEL_KIND = "model"
 MODEL_BACK = "info"
+REFUSING = "model server refuses every request"  # a revoked key, a wrong model name: up, but of no use
 MODEL_SERVER_ID = "model-server"
 
 
@@ -96,6 +97,10 @@ class ServerBreaker(Protocol):
     last_error: str
     failed_at: datetime | None
     answered_at: datetime | None
+    refusing_since: datetime | None  # None: not refusing every request
+    last_refusal: str
+    refused_at: datetime | None
+    useful_at: datetime | None
 
 
 @runtime_checkable
@@ -110,7 +115,8 @@ class ServedEngine(Protocol):
 
 async def watch_model_server(engine: object, store: AsyncStore, clock: Clock, alerter: Alerter, holder: str,
                              every_s: float, tz: tzinfo | None = None) -> Alert | None:
-    """One alert when the model server goes down, one notice when it is back; the one sent, or None.
+    """One alert when the model server goes down or refuses every request (a revoked key), one notice
+    when it is back; the one sent, or None.
 
     Runs every `every_s` in every process, each reading its own engine's breaker. The outage's state
     is shared through the store: the newest `model` alert says whether the server is down (so a
@@ -126,20 +132,26 @@ async def watch_model_server(engine: object, store: AsyncStore, clock: Clock, al
     if outage is not None or breaker.down_since is not None:
         await engine.try_server()  # a half-open breaker's trial: "back" is seen without waiting for a message
     now = clock.now()
-    since = breaker.down_since
-    if outage is None and since is not None and breaker.failed_at is not None:
-        if last is not None and breaker.failed_at <= last.created_at:
-            return None  # open from before the last "back", not asked since: no news
+    # the outage this process sees, if any: its start, when it last heard of it, what and why
+    seen: tuple[datetime, datetime | None, str, str] | None = None
+    if breaker.down_since is not None:
+        seen = (breaker.down_since, breaker.failed_at, "model server down", breaker.last_error)
+    elif breaker.refusing_since is not None:
+        seen = (breaker.refusing_since, breaker.refused_at, REFUSING, breaker.last_refusal)
+    # a refusal outage ends with an answer of use; an answer to a ping, or another refusal, is not one
+    ended = breaker.useful_at if outage is not None and outage.reason.startswith(REFUSING) else breaker.answered_at
+    if outage is None and seen is not None:
+        since, heard, what, why = seen
+        if heard is None or (last is not None and heard <= last.created_at):
+            return None  # from before the last "back", not asked since: no news
         since = max(since, last.created_at) if last is not None else since
-        alert = Alert(MODEL_SERVER_ID, MODEL_SERVER_ID, "high",
-                      f"model server down since {since.astimezone(tz).strftime('%H:%M')}: {breaker.last_error[:300]}",
-                      (), (), now, engine.name[:256], kind=MODEL_KIND)
-    elif outage is not None and since is None and breaker.answered_at is not None and breaker.answered_at > outage.created_at:
+        severity, text = "high", f"{what} since {since.astimezone(tz).strftime('%H:%M')}: {why[:300]}"
+    elif outage is not None and seen is None and ended is not None and ended > outage.created_at:
         minutes = max(1, round((now - outage.created_at).total_seconds() / 60))
-        alert = Alert(MODEL_SERVER_ID, MODEL_SERVER_ID, MODEL_BACK, f"model server back after {minutes} min",
-                      (), (), now, engine.name[:256], kind=MODEL_KIND)
+        severity, text = MODEL_BACK, f"model server back after {minutes} min"
     else:
         return None
+    alert = Alert(MODEL_SERVER_ID, MODEL_SERVER_ID, severity, text, (), (), now, engine.name[:256], kind=MODEL_KIND)
     if not await store.claim_job("watch_model_server", f"{int(now.timestamp() // every_s):012d}", holder, now):
         return None  # another process records this change in this interval
     if outage is None:

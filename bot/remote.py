@@ -115,6 +115,15 @@ class Breaker:
         self.failed_at: datetime | None = None
         self.answered_at: datetime | None = None
         self._trial = False
+        # Answers of no use: the server is up but refuses us (a revoked key: HTTP 401 to every
+        # request). `failures` such refusals in a row, rate limits aside, are an outage of their own
+        # for the watch job; `useful_at` is the last answer that was of use, which ends it.
+        self.refused = 0  # answers in a row that were refusals (4xx), rate limits or not JSON
+        self.last_refusal = ""
+        self.lasting_refusals = 0  # of those, the ones that are not rate limits
+        self.refusing_since: datetime | None = None
+        self.refused_at: datetime | None = None
+        self.useful_at: datetime | None = None
 
     @property
     def state(self) -> str:
@@ -147,6 +156,23 @@ class Breaker:
                 log.warning("model server failing (%s); circuit open for %g s", error, self.reset_s)
                 self.down_since = self.failed_at
             self.opened_at = self._monotonic()
+
+    def refusal(self, reason: str, lasting: bool = True) -> None:
+        """An answer of no use; `lasting` False for a rate limit, which asks us to slow down, no more."""
+        self.refused += 1
+        self.last_refusal = reason
+        if not lasting:
+            return
+        self.lasting_refusals += 1
+        self.refused_at = self._clock.now()
+        if self.lasting_refusals >= self.failures and self.refusing_since is None:
+            log.warning("model server refuses every request (%s)", reason)
+            self.refusing_since = self.refused_at
+
+    def useful(self) -> None:
+        """An answer of use: the server is not refusing us."""
+        self.refused, self.last_refusal, self.lasting_refusals, self.refusing_since = 0, "", 0, None
+        self.useful_at = self._clock.now()
 
     def abandon(self) -> None:
         """A trial request was cancelled before it could tell: let the next one try."""
@@ -332,8 +358,6 @@ class _Client:
         self._transport = transport
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._closing: asyncio.Task[None] | None = None
-        self.refused = 0  # answers in a row that were refusals (4xx) or not JSON: up, but of no use
-        self.last_refusal = ""
         # the monotonic time before which the server asked not to be sent anything (its last Retry-After):
         # every request waits for it, not only the one that was told
         self.not_before = 0.0
@@ -362,12 +386,12 @@ class _Client:
 
     def answered(self) -> None:
         """An answer was of use: the server is not refusing us."""
-        self.refused, self.last_refusal = 0, ""
+        self.breaker.useful()
 
-    def refusal(self, reason: str) -> None:
-        """An answer of no use (a 4xx, a rate limit, the wrong shape): counted for #status."""
-        self.refused += 1
-        self.last_refusal = reason
+    def refusal(self, reason: str, lasting: bool = True) -> None:
+        """An answer of no use (a 4xx, a rate limit, the wrong shape): counted for #status and, rate
+        limits aside, towards the "refusing" alert."""
+        self.breaker.refusal(reason, lasting)
 
     async def probe(self, path: str, body: dict[str, Any]) -> Any:
         """One try, no retries and no strike for a refusal: the answer, or None when the server
@@ -407,7 +431,7 @@ class _Client:
         if hold > 0:
             if self.not_before >= deadline:
                 self.breaker.abandon()  # if this was the half-open trial, it told nothing: let the next one try
-                self.refusal(f"asked to wait {hold:.3g} s more (Retry-After)")
+                self.refusal(f"asked to wait {hold:.3g} s more (Retry-After)", lasting=False)
                 raise RateLimited(f"the model server asked to wait {hold:.3g} s more (Retry-After), past this "
                                   f"request's {self.settings.timeout_s:g} s deadline: not sent")
             await self._sleep(hold)
@@ -458,7 +482,7 @@ class _Client:
             # the admins the server is down when it is not; #status shows it as refusals instead. It is
             # an answer, so a half-open trial that gets it closes the breaker rather than staying stuck.
             breaker.success()
-            self.refusal(error)
+            self.refusal(error, lasting=False)
             raise RateLimited(f"the model server is rate limiting: {error}")
         breaker.failure(error)
         if error.startswith("no answer"):
@@ -676,9 +700,9 @@ class RemoteEngine:
     def status(self) -> str:
         """One line for #status: where the model is and whether it answers."""
         breaker = self.breaker
-        if breaker.state == "closed" and self.client.refused:
+        if breaker.state == "closed" and breaker.refused:
             return (f"openai backend {self.base_url} ({self.model or '?'}): answers but REFUSES the last "
-                    f"{self.client.refused} requests ({self.client.last_refusal}); {self.unknown} moods unknown so far")
+                    f"{breaker.refused} requests ({breaker.last_refusal}); {self.unknown} moods unknown so far")
         if breaker.state == "closed":
             return f"openai backend {self.base_url} ({self.model or '?'}): up"
         since = breaker.down_since.strftime("%H:%M UTC") if breaker.down_since else "?"

@@ -182,6 +182,10 @@ class FakeBreaker:
     last_error: str = ""
     failed_at: datetime | None = None
     answered_at: datetime | None = None
+    refusing_since: datetime | None = None
+    last_refusal: str = ""
+    refused_at: datetime | None = None
+    useful_at: datetime | None = None
 
 
 class ServedEngine(FakeEngine):
@@ -202,6 +206,13 @@ class ServedEngine(FakeEngine):
 
     def answers(self) -> None:
         self.breaker.down_since, self.breaker.answered_at = None, self.clock.now()
+        self.breaker.refusing_since, self.breaker.useful_at = None, self.clock.now()
+
+    def refuses(self, reason: str = "HTTP 401 Incorrect API key provided") -> None:
+        """Up, but every request refused: the server answers (answered_at), and nothing is of use."""
+        now = self.clock.now()
+        self.breaker.refusing_since = self.breaker.refusing_since or now
+        self.breaker.refused_at, self.breaker.last_refusal, self.breaker.answered_at = now, reason, now
 
     async def try_server(self) -> None:
         self.tries += 1
@@ -272,6 +283,22 @@ async def test_one_down_alert_and_one_back_notice_across_checks_and_processes(cl
     assert model_alerts(store) == ["model server down since 12:00: ConnectError: connection refused",
                                    "model server back after 10 min",
                                    "model server down since 12:09: ConnectError: connection refused"]
+
+
+async def test_a_server_that_refuses_every_request_is_an_outage_until_an_answer_is_of_use(clock: ManualClock,
+                                                                                          store: Store) -> None:
+    app, sender = build(clock, store)
+    a, b = Process("box-1:11", app, clock), Process("box-2:22", app, clock)
+    a.engine.refuses()
+    assert await a.watch() == "model server refuses every request since 12:00: HTTP 401 Incorrect API key provided"
+    clock.advance(seconds=30)
+    a.engine.refuses()
+    b.engine.breaker.answered_at = clock.now()  # b had an answer since, a refusal below the count: no "back"
+    assert await a.watch() is None and await b.watch() is None
+    clock.advance(minutes=5)
+    b.engine.answers()
+    assert await b.watch() == "model server back after 6 min"
+    assert [m.text for m in sender.sent][0].startswith("🔌 Alert #1: model server refuses every request since 12:00")
 
 
 async def test_an_admin_ack_does_not_end_the_outage_and_the_reminder_follows_its_rules(clock: ManualClock,

@@ -38,6 +38,7 @@ class FakeServer:
         self.logprobs = logprobs
         self.lists = lists  # False: one prompt per request, like llama-cpp-python's server
         self.down = False
+        self.refusing = False
         self.requests: list[dict[str, Any]] = []
         self.calls = 0  # every request, answered or not
 
@@ -62,6 +63,8 @@ class FakeServer:
         if self.down:
             raise httpx.ConnectError("connection refused", request=request)
         path = request.url.path
+        if self.refusing and not path.endswith("/models"):  # a revoked key; /models needs none here
+            return httpx.Response(401, json={"error": {"message": "Incorrect API key provided"}})
         if path.endswith("/models"):
             return httpx.Response(200, json={"data": [{"id": "tiny-instruct"}]})
         body = json.loads(request.content)
@@ -537,7 +540,8 @@ async def test_a_half_open_trial_held_by_retry_after_does_not_keep_the_breaker_s
 # --- the "model server down" alert and the "back" notice -------------------------------------------
 
 
-async def test_one_alert_when_the_server_goes_down_and_one_notice_when_it_is_back(clock: Any, store: Any) -> None:
+def _watched(clock: Any, store: Any) -> tuple[FakeServer, list[float], RemoteEngine, Any, Any, Any]:
+    """An app on a fake model server, `say` to send it a message, `watch` to run one check."""
     from bot.app import Application
 
     server = FakeServer()
@@ -546,13 +550,18 @@ async def test_one_alert_when_the_server_goes_down_and_one_notice_when_it_is_bac
     settings = Settings.model_validate({"admin": {"ids": ["boss"]}, "schedule": {"enabled": False}})
     sender = RecordingSender()
     app = Application(settings, engine, sender, clock, store)
-    say = speaker(app, sender, clock)
 
     async def watch() -> list[str]:
         clock.advance(seconds=30)  # one check interval (schedule.model_check_every_s)
         before = len(sender.sent)
         assert await app.scheduler.run("watch_model_server")
         return [m.text for m in sender.sent[before:]]
+
+    return server, now, engine, app, speaker(app, sender, clock), watch
+
+
+async def test_one_alert_when_the_server_goes_down_and_one_notice_when_it_is_back(clock: Any, store: Any) -> None:
+    server, now, engine, app, say, watch = _watched(clock, store)
 
     await say("so sad")
     assert await watch() == []
@@ -577,4 +586,28 @@ async def test_one_alert_when_the_server_goes_down_and_one_notice_when_it_is_bac
     assert await watch() == []
     assert [a for a in store.open_alerts() if a.kind == "model"] == []  # the outage alert is not reminded any more
     assert ("moodbot", "ack") in [(a["actor"], a["action"]) for a in store.actions()]
+    await app.__aexit__(None, None, None)
+
+
+async def test_one_alert_when_the_server_refuses_every_request_and_one_notice_when_it_answers(
+        clock: Any, store: Any) -> None:
+    server, _, engine, app, say, watch = _watched(clock, store)
+
+    await say("so sad")
+    server.refusing = True  # the key was revoked: the server is up and says 401 to everything
+    await say("so sad again")
+    assert await watch() == []  # one message refused is not yet an outage
+    for _ in range(2):
+        await say("still sad")
+    assert engine.breaker.state == "closed" and engine.breaker.refusing_since is not None
+    [alert] = await watch()
+    assert "model server refuses every request since" in alert and "HTTP 401" in alert and "Incorrect API key" in alert
+    await say("sad")
+    assert await watch() == []  # still refusing: nothing more, and the ping to /models does not end it
+    server.refusing = False
+    assert await watch() == []  # no request of use since: not back yet
+    await say("fine now")
+    [back] = await watch()
+    assert back.startswith("✅ model server back after")
+    assert [a for a in store.open_alerts() if a.kind == "model"] == []
     await app.__aexit__(None, None, None)
