@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from bot.text import asks_nothing, detect_lang
 
@@ -186,11 +186,15 @@ def needless_handoff(message: str, lang: str, person: bool | None) -> bool:
 _SENTENCE = re.compile(r"[^。！？!?.…]+[。！？!?.…]*")
 
 
+def _without(reply: str, at_fault: Callable[[str], object]) -> str:
+    """The reply less every sentence `at_fault` holds true of."""
+    return "".join(s for s in _SENTENCE.findall(reply) if not at_fault(s)).strip()
+
+
 def without_handoff(reply: str) -> str:
     """The reply less every sentence that promises a colleague: the tuned model often ends a fitting
     comfort line with "我转给同事帮您处理。", and the line alone can still be sent."""
-    kept = [s for s in _SENTENCE.findall(reply) if not HANDOFF_PROMISE.search(s)]
-    return "".join(kept).strip()
+    return _without(reply, HANDOFF_PROMISE.search)
 
 
 # The bot offers to do or send something itself ("I can send you a photo and a sizing guide", "I'll
@@ -207,15 +211,18 @@ _OFFER = re.compile(
 )
 
 
+def _offer(sentence: str) -> bool:
+    return bool(_OFFER.search(sentence)) and not HANDOFF_PROMISE.search(sentence)
+
+
 def offers(reply: str) -> bool:
     """A sentence of the reply offers an action or a document the bot cannot deliver."""
-    return any(_OFFER.search(s) and not HANDOFF_PROMISE.search(s) for s in _SENTENCE.findall(reply))
+    return any(_offer(s) for s in _SENTENCE.findall(reply))
 
 
 def without_offer(reply: str) -> str:
     """The reply less every sentence that offers what the bot cannot deliver."""
-    kept = [s for s in _SENTENCE.findall(reply) if not (_OFFER.search(s) and not HANDOFF_PROMISE.search(s))]
-    return "".join(kept).strip()
+    return _without(reply, _offer)
 
 
 # a closing question that only asks how the person is ("你现在还好吗？", "心情怎么样？") is kept: on

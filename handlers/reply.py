@@ -34,6 +34,11 @@ SALVAGE: dict[str, Callable[[str], str]] = {"needless hand-off": guard.without_h
                                             "invented offer": guard.without_offer}
 
 
+def last_reply(history: list[ChatTurn]) -> str | None:
+    """The bot's last reply before the message being answered (the last turn of `history`)."""
+    return next((t.text for t in reversed(history[:-1]) if t.role == "assistant"), None)
+
+
 class ReplyStage:
     name = "reply"
 
@@ -90,7 +95,7 @@ class ReplyStage:
         except EngineError as exc:
             log.warning("hand-off head on message %s failed: %s", turn.message.message_id, exc)
         system = prompts.system_prompt(strategy, turn.lang, dict(self.settings.prompts))
-        previous = next((t.text for t in reversed(history[:-1]) if t.role == "assistant"), None)
+        previous = last_reply(history)
         sources = [t.text for t in history[:-1]] + list(turn.knowledge)
 
         def why_not(text: str) -> str | None:
@@ -146,8 +151,7 @@ class ReplyStage:
                 reply = in_lang(self.settings.unavailable, turn.lang)
             else:
                 self.fallbacks += 1
-                previous = next((t.text for t in reversed(history[:-1]) if t.role == "assistant"), None)
-                reply = self.fallback(strategy, turn.lang, message.message_id + turn.text, previous, turn.text,
+                reply = self.fallback(strategy, turn.lang, message.message_id + turn.text, last_reply(history), turn.text,
                                       turn.knowledge, turn.needs_person)
             # memory keeps what was said, curated lines included, so the next reply can differ from it
             await asyncio.to_thread(self.memory.add, message.chat_id, user_turn, ChatTurn("assistant", reply))
