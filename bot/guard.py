@@ -211,18 +211,28 @@ _OFFER = re.compile(
 )
 
 
-def _offer(sentence: str) -> bool:
-    return bool(_OFFER.search(sentence)) and not HANDOFF_PROMISE.search(sentence)
+# A Chinese sentence often joins an offer and a hand-off with a comma ("我把价格给您，我转给同事帮您核对。"),
+# so each of its clauses is judged on its own; the whole sentence goes, since what is left of it
+# reads as a fragment ("好的，请稍等。"). English clauses are not split.
+_ZH_CLAUSE = re.compile(r"[^，；]+[，；]*")
+
+
+def _offer(clause: str) -> bool:
+    return bool(_OFFER.search(clause)) and not HANDOFF_PROMISE.search(clause)
+
+
+def _offers_in(sentence: str) -> bool:
+    return any(_offer(c) for c in _ZH_CLAUSE.findall(sentence))
 
 
 def offers(reply: str) -> bool:
-    """A sentence of the reply offers an action or a document the bot cannot deliver."""
-    return any(_offer(s) for s in _SENTENCE.findall(reply))
+    """A sentence, or a clause of a Chinese sentence, offers an action or a document the bot cannot deliver."""
+    return any(_offers_in(s) for s in _SENTENCE.findall(reply))
 
 
 def without_offer(reply: str) -> str:
     """The reply less every sentence that offers what the bot cannot deliver."""
-    return _without(reply, _offer)
+    return _without(reply, _offers_in)
 
 
 # a closing question that only asks how the person is ("你现在还好吗？", "心情怎么样？") is kept: on

@@ -351,6 +351,13 @@ def test_a_hand_off_or_plain_words_are_no_offer(reply: str) -> None:
     assert not guard.offers(reply)
 
 
+def test_a_chinese_offer_joined_to_a_hand_off_by_a_comma_is_still_an_offer() -> None:
+    reply = "尺码偏小一码。我把尺码表发给您，同事稍后帮您核对。"
+    assert guard.offers(reply)
+    assert guard.without_offer(reply) == "尺码偏小一码。"
+    assert not guard.offers("尺码偏小一码，同事稍后帮您核对。")
+
+
 def test_without_offer_keeps_every_other_sentence() -> None:
     assert guard.without_offer("I don't have the size chart, sorry. I can send you a photo of the jeans.") == \
         "I don't have the size chart, sorry."
