@@ -5,9 +5,9 @@
 
 The test split (train/data/crisis.jsonl, crisis_fresh_*.jsonl and crisis_final_*.jsonl) is scored at the end; both
 thresholds were chosen on the validation split (train/heads.py). Two tiers, exactly as the bot decides: *crisis* (the phrase
-floor, or the head's score at `escalation.crisis_threshold`: the vetted crisis reply and a
-critical alert) and *alerted* (crisis, or a possible crisis at `escalation.concern_threshold`: a
-person is alerted either way). Every miss and every false alarm is listed, with its tier.
+floor where the phrase is the sender's own, or the head's score at `escalation.crisis_threshold`: the
+vetted crisis reply and a critical alert) and *alerted* (crisis, crisis words said of someone else, or
+a possible crisis at `escalation.concern_threshold`: a person is alerted either way). Every miss and every false alarm is listed, with its tier.
 Classification latency is measured with and without the crisis check.
 """
 
@@ -32,12 +32,13 @@ RECALL_TARGET = 0.97
 FALSE_ALARM_TARGET = 0.05
 
 
-def decide(engine: Any, text: str, settings: EscalationSettings, floor: PhraseFloor) -> tuple[bool, bool, float, bool]:
-    """(crisis, alerted, score, phrase) as the bot's CrisisStage decides them."""
-    phrase = floor.matches(text)
+def decide(engine: Any, text: str, settings: EscalationSettings, floor: PhraseFloor) -> tuple[bool, bool, float, str | None]:
+    """(crisis, alerted, score, the floor's reading) as the bot's crisis stages decide them: crisis
+    words said of another person get the someone-else reply and a "high" alert, not the crisis reply."""
+    reading = floor.read(text)
     score = 0.0 if asks_nothing(text) else engine.crisis_score(text)  # a bare closing skips the head
-    crisis = phrase or score >= settings.crisis_threshold
-    return crisis, crisis or score >= settings.concern_threshold, score, phrase
+    crisis = reading == "self" or score >= settings.crisis_threshold
+    return crisis, crisis or reading is not None or score >= settings.concern_threshold, score, reading
 
 
 def table(results: list[dict[str, Any]], name: str) -> list[str]:
@@ -116,7 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     lines += ["", "## Every false alarm", ""]
     alarms = [r for r in results if r["label"] != "crisis" and r["alerted"]]
     lines += [f"- `{r['id']}` ({r['lang']}, {r['kind']}, score {r['score']}{', phrase' if r['phrase'] else ''}; "
-              f"{'crisis reply' if r['flagged'] else 'possible crisis: alert only'}): {r['text']}" for r in alarms] or ["- none"]
+              f"{'crisis reply' if r['flagged'] else 'someone-else reply and alert' if r['phrase'] else 'possible crisis: alert only'}): "
+              f"{r['text']}" for r in alarms] or ["- none"]
     sample = [r["text"] for r in tdata.load_jsonl(tdata.CRISIS) if r["split"] == "train"][:40]
     without, with_check = latency(engine, sample, False), latency(engine, sample, True)
     lines += ["", "## Latency", "",

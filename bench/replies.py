@@ -101,12 +101,11 @@ async def run_variant(engine: Any, examples: list[tdata.ReplyExample], name: str
         before = Counter(stage.rejections)
         recording.replies = []
         started = time.perf_counter()
-        sent = stage.scripted(turn) or await stage.guarded_reply(turn, history, Strategy(ex.strategy))
+        sent, source = await stage.compose(turn, history, Strategy(ex.strategy))
         seconds = time.perf_counter() - started
-        fell_back = sent is None
-        if sent is None:
-            sent = stage.fallback(Strategy(ex.strategy), ex.lang, ex.id + ex.message, None, ex.message, ex.knowledge,
-                                  turn.needs_person)
+        if source == "unavailable":  # a failure is not a reply: counting it as one would flatter nothing
+            raise RuntimeError(f"{name}: the model did not answer example {ex.id}")
+        fell_back = source == "fallback"
         sources = [t.text for t in history[:-1]] + list(ex.knowledge)
         raw = recording.replies[0] if recording.replies else ""
         rows.append({

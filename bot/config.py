@@ -355,10 +355,23 @@ class CrisisSettings(Section):
             "and I can ask a colleague to talk with you too.",
         }
     )
+    # crisis words said of another person ("我朋友总说不想活了，我该怎么帮她"): how to help them, and a
+    # "high" alert so that a person checks in with the sender. The crisis reply asked the worried
+    # friend whether they were safe.
+    someone_else: LangTexts = Field(
+        default_factory=lambda: {
+            "zh": "谢谢你这么关心 TA。请认真听 TA 说，尽量别让 TA 一个人待着，也可以陪 TA 打给 {hotline}。"
+            "如果 TA 现在就有危险，请马上拨打 120 或 110。我也已经请同事联系你。",
+            "en": "Thank you for looking out for them. Listen to them without judging, try not to leave them alone, "
+            "and help them reach {hotline}. If they are in danger right now, call your local emergency number "
+            "(112 or 911). I have asked a colleague to reach out to you too.",
+        }
+    )
     careful_minutes: float = Field(default=120, ge=0)
 
-    def text(self, key: Literal["reply", "follow_up", "check_in"], lang: str) -> str:
-        texts = {"reply": self.reply, "follow_up": self.follow_up, "check_in": self.check_in}[key]
+    def text(self, key: Literal["reply", "follow_up", "check_in", "someone_else"], lang: str) -> str:
+        texts = {"reply": self.reply, "follow_up": self.follow_up, "check_in": self.check_in,
+                 "someone_else": self.someone_else}[key]
         template = texts.get(lang) or texts.get("en") or next(iter(texts.values()), "")
         hotline = self.hotline.get(lang) or self.hotline.get("en") or ""
         return template.replace("{hotline}", hotline)

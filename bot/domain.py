@@ -115,6 +115,9 @@ class Turn:
     crisis: bool = False
     # a possible crisis: the model's score passed the recall-first threshold but not the sure one
     concern: bool = False
+    # the phrase floor matched, but every crisis phrase is said of another person ("我朋友总说不想活了"):
+    # the vetted crisis.someone_else reply and a "high" alert, unless the model's head reads a crisis
+    someone_else: bool = False
     careful: bool = False  # a crisis was raised for this contact a short while ago
     # the model did not answer (a model server down or hung): later stages do not wait for it again
     model_failed: bool = False

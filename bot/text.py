@@ -197,3 +197,62 @@ def asks_nothing(message: str) -> bool:
         return False
     words = phrase_form(message)
     return bool(words) and not _ZH_CLOSING.sub("", _EN_CLOSING.sub(" ", words)).strip()
+
+
+# Whom a crisis phrase is about. "我闺蜜最近总说活着没意思" and "warning signs that a teenager might be
+# suicidal" are a worried person asking about someone else; "老公走了以后活着没意思" (subject left out) and
+# "my wife left, dont want to live" are the sender's own crisis. So a phrase is read as about someone
+# else only when the nearest person named before it, in its clause, is another person, and the words
+# between them are a verb of saying or thinking (zh) or auxiliaries and such verbs (en): any other gap
+# leaves the sender as the subject.
+_ZH_PEOPLE = ("他们|她们|他|她|朋友|闺蜜|兄弟|室友|舍友|同事|同学|妈妈|妈|爸爸|爸|母亲|父亲|儿子|女儿|孩子|老公|老婆|男朋友|"
+              "女朋友|男友|女友|对象|哥哥|姐姐|弟弟|妹妹|哥|姐|弟|妹|爷爷|奶奶|外公|外婆|姥姥|姥爷|亲戚|邻居|学生|网友|有人|别人|我")
+_ZH_NEAREST = re.compile(f"({_ZH_PEOPLE})((?:(?!{_ZH_PEOPLE}).)*)$")
+_ZH_SAYING = re.compile(r"^(?:[^，。！？]{0,6}(?:说|讲|提|觉得|认为|告诉我|问我))?$")
+_EN_SELF = {"i", "im", "ive", "id", "ill", "me", "my", "myself", "we", "were", "us"}
+_EN_OTHERS = {
+    "he", "she", "they", "him", "her", "them", "hes", "shes", "theyre", "his", "their", "friend", "friends", "son",
+    "daughter", "kid", "kids", "child", "teen", "teenager", "mom", "mum", "dad", "mother", "father", "brother", "sister",
+    "wife", "husband", "boyfriend", "girlfriend", "partner", "roommate", "flatmate", "coworker", "colleague", "student",
+    "someone", "somebody", "people", "person", "grandma", "grandpa", "uncle", "aunt", "cousin", "neighbor", "neighbour",
+    "bestie", "bff", "patient", "client",
+}
+_EN_GAP = {
+    "is", "was", "might", "may", "could", "would", "be", "been", "being", "seems", "seem", "seemed", "says", "said",
+    "say", "keeps", "kept", "saying", "talking", "talks", "talked", "about", "thinks", "thought", "feels", "felt",
+    "having", "has", "had", "have", "really", "so", "very", "always", "often", "still", "sounds", "sounded", "looks",
+    "looked", "getting", "gets", "got", "becoming", "lately", "recently", "also", "maybe", "possibly",
+}
+_CLAUSE_BREAK = re.compile(r"[，。！？!?,.;；:：\n]+")
+
+
+def _about_other_zh(before: str) -> bool:
+    nearest = _ZH_NEAREST.search(before)
+    return bool(nearest) and nearest.group(1) != "我" and bool(_ZH_SAYING.match(nearest.group(2)))  # type: ignore[union-attr]
+
+
+def _about_other_en(before: str) -> bool:
+    gap: list[str] = []
+    for word in reversed(before.split()):
+        if word in _EN_SELF:
+            return False
+        if word in _EN_OTHERS:
+            return all(w in _EN_GAP for w in gap)
+        gap.append(word)
+    return False
+
+
+def about_someone_else(text: str, pattern: re.Pattern[str]) -> bool:
+    """Every crisis phrase of `pattern` (phrase_pattern) that the text names is, in its own clause,
+    said of another person. A phrase found only across clauses counts as the sender's own."""
+    found = False
+    for clause in _CLAUSE_BREAK.split(text):
+        form = phrase_form(clause)
+        for match in pattern.finditer(form):
+            phrase, before = match.group(), form[: match.start()]
+            if "我" in phrase or re.search(r"\bmy", phrase):
+                return False  # "kill myself", "我有自杀": the sender's own words
+            if not (_about_other_zh(before) if re.search(f"[{_CJK_CHARS}]", phrase) else _about_other_en(before)):
+                return False
+            found = True
+    return found

@@ -21,7 +21,7 @@ from bot.domain import Alert, ContactState, Label, MoodPoint, Turn, rolling_scor
 from bot.errors import EngineError
 from bot.protocols import AsyncStore, Clock, Engine
 from bot.store import Store
-from bot.text import asks_nothing, phrase_form, phrase_pattern
+from bot.text import about_someone_else, asks_nothing, phrase_form, phrase_pattern
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,13 @@ class PhraseFloor:
     def matches(self, text: str) -> bool:
         return self.pattern is not None and self.pattern.search(phrase_form(text)) is not None
 
+    def read(self, text: str) -> str | None:
+        """"self" where the text names a crisis phrase of the sender's own, "someone else" where every
+        phrase it names is said of another person (bot.text.about_someone_else), None where it names none."""
+        if self.pattern is None or not self.matches(text):
+            return None
+        return "someone else" if about_someone_else(text, self.pattern) else "self"
+
 
 class CrisisFloorStage:
     """The phrase list, before any model call: a crisis it names is answered and alerted even when
@@ -51,7 +58,9 @@ class CrisisFloorStage:
         self.floor = PhraseFloor(settings)
 
     async def __call__(self, turn: Turn) -> None:
-        turn.crisis = self.floor.matches(turn.text)
+        reading = self.floor.read(turn.text)
+        turn.crisis = reading == "self"
+        turn.someone_else = reading == "someone else"
 
 
 class CrisisStage:
@@ -84,6 +93,7 @@ class CrisisStage:
             try:
                 score = await self.engine.crisis_score(turn.text)
                 turn.crisis = score >= self.settings.crisis_threshold
+                turn.someone_else = turn.someone_else and not turn.crisis  # recall first: the head's crisis wins
                 turn.concern = not turn.crisis and score >= self.settings.concern_threshold
             except EngineError as exc:
                 log.warning("crisis check of message %s failed: %s", turn.message.message_id, exc)
@@ -101,6 +111,7 @@ def decide(
     now: datetime,
     settings: EscalationSettings,
     concern: bool = False,
+    someone_else: bool = False,
 ) -> tuple[ContactState, str | None, str]:
     """The escalation rules as a pure function: (new state, severity or None, reason)."""
     current = recent[-1]
@@ -116,11 +127,12 @@ def decide(
         if cooling and state.last_severity == "critical":
             return state, None, "crisis already alerted"
         return replace(state, armed=False, last_alert_at=now, last_severity="critical"), "critical", "crisis language"
-    if concern:  # a possible crisis: a person should look, whatever the mood trend says
+    if concern or someone_else:  # a possible crisis: a person should look, whatever the mood trend says
         if cooling and state.last_severity in ("critical", "high"):
             return state, None, "possible crisis already alerted"
-        return (replace(state, armed=False, last_alert_at=now, last_severity="high"), "high",
-                "possible crisis language: please check on this person")
+        reason = ("crisis words about someone else: please check in with the sender" if someone_else
+                  else "possible crisis language: please check on this person")
+        return replace(state, armed=False, last_alert_at=now, last_severity="high"), "high", reason
     by_count = negatives >= settings.negative_count
     by_score = len(recent) >= settings.negative_count and score < settings.score_threshold
     if not (by_count or by_score) or not state.armed or cooling:
@@ -192,7 +204,7 @@ class EscalationStage:
 
         def rule(state: ContactState, recent: list[MoodPoint], in_window: list[MoodPoint]) -> tuple[ContactState, Alert | None]:
             new_state, severity, reason = decide(state, recent, in_window, turn.crisis, now, self.settings,
-                                               turn.concern)
+                                               turn.concern, turn.someone_else)
             if severity is None:
                 return new_state, None
             shown = recent[-self.alerts.excerpts :] if self.alerts.excerpts else []
@@ -207,7 +219,7 @@ class EscalationStage:
             return self.store.escalate(point, self.settings.score_points, window_start, rule)
 
     async def __call__(self, turn: Turn) -> None:
-        if turn.sentiment is None or turn.sentiment.confidence == 0.0 and not turn.crisis:
+        if turn.sentiment is None or turn.sentiment.confidence == 0.0 and not (turn.crisis or turn.someone_else):
             return  # the model failed: an unknown mood is not evidence either way
         alert = await asyncio.to_thread(self._evaluate, turn)
         if alert is not None:

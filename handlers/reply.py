@@ -1,7 +1,8 @@
 """Generate the reply with the same model, in the sender's language, guard it, and put it in the outbox.
 
 A crisis is never answered by the model: the vetted `crisis.reply` goes out, and `crisis.follow_up`
-while the contact stays in careful mode. Every generated reply passes the guard (bot/guard.py); a
+while the contact stays in careful mode; crisis words said of another person ("我朋友总说不想活了")
+get `crisis.someone_else`, how to help them. Every generated reply passes the guard (bot/guard.py); a
 rejected one is generated once more with other settings, then replaced by a curated line. When the
 model does not answer at all, `reply.unavailable` goes out instead. A question about who the bot is
 (a person? its name?) gets `reply.identity`, never a generated claim to be someone.
@@ -129,8 +130,23 @@ class ReplyStage:
         shorter = guard.without_closing_question(reply)
         return shorter if shorter != reply and passes(shorter) else reply
 
+    async def compose(self, turn: Turn, history: list[ChatTurn], strategy: Strategy) -> tuple[str, str]:
+        """The reply to a message that is no crisis, and where it came from: "scripted" (`reply.identity`),
+        "generated" (passed the guard), "unavailable" (the model did not answer) or "fallback" (a curated
+        line). The benchmark calls this too, so that it measures the path that is served."""
+        if (scripted := self.scripted(turn)) is not None:
+            return scripted, "scripted"
+        if not turn.model_failed and (generated := await self.guarded_reply(turn, history, strategy)) is not None:
+            return generated, "generated"
+        if turn.model_failed:
+            return in_lang(self.settings.unavailable, turn.lang), "unavailable"
+        self.fallbacks += 1
+        line = self.fallback(strategy, turn.lang, turn.message.message_id + turn.text, last_reply(history), turn.text,
+                             turn.knowledge, turn.needs_person)
+        return line, "fallback"
+
     async def __call__(self, turn: Turn) -> None:
-        if turn.record_only or (turn.paused and not turn.crisis):
+        if turn.record_only or (turn.paused and not (turn.crisis or turn.someone_else)):
             return  # a crisis is always answered, even while auto-replies are paused
         strategy = turn.strategy or Strategy.PLAIN
         message = turn.message
@@ -141,21 +157,16 @@ class ReplyStage:
         else:
             # a negative message that may signal a crisis: vetted words, and a person was alerted already
             checking_in = turn.concern and strategy is Strategy.COMFORT
-            if checking_in:
+            vetted = checking_in or turn.someone_else  # a person was alerted already
+            if turn.someone_else:
+                reply = self.crisis.text("someone_else", turn.lang)
+            elif checking_in:
                 reply = self.crisis.text("check_in", turn.lang)
-            elif (scripted := self.scripted(turn)) is not None:
-                reply = scripted
-            elif not turn.model_failed and (generated := await self.guarded_reply(turn, history, strategy)) is not None:
-                reply = generated
-            elif turn.model_failed:
-                reply = in_lang(self.settings.unavailable, turn.lang)
             else:
-                self.fallbacks += 1
-                reply = self.fallback(strategy, turn.lang, message.message_id + turn.text, last_reply(history), turn.text,
-                                      turn.knowledge, turn.needs_person)
+                reply, _ = await self.compose(turn, history, strategy)
             # memory keeps what was said, curated lines included, so the next reply can differ from it
             await asyncio.to_thread(self.memory.add, message.chat_id, user_turn, ChatTurn("assistant", reply))
-            if not checking_in and guard.HANDOFF_PROMISE.search(reply):
+            if not vetted and guard.HANDOFF_PROMISE.search(reply):
                 self._hand_off(turn, "the model did not answer" if turn.model_failed else "the bot said a colleague would follow up")
         turn.reply = reply
         turn.outbox.append(reply_to(message, reply))

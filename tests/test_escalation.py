@@ -147,6 +147,54 @@ async def test_a_possible_crisis_in_a_neutral_message_alerts_but_answers_normall
     assert len(app.engine.generated) == 1
 
 
+async def test_crisis_words_about_someone_else_get_help_for_them_and_a_person_alerted(clock: ManualClock,
+                                                                                     store: Store) -> None:
+    app, sender = build(clock, store, crisis={"hotline": {"zh": "400-000-0000 (test line)"}})
+    turn = await say(app, clock, "我表姐这阵子老说活着没意思，我能做点什么")
+    assert turn.someone_else and not turn.crisis and turn.strategy is not Strategy.CRISIS
+    [text] = alerts_sent(sender)
+    assert "[high]" in text and "someone else" in text
+    expected = CrisisSettings(hotline={"zh": "400-000-0000 (test line)"}).text("someone_else", "zh")
+    assert [m.text for m in sender.sent if m.chat_id == "alice"] == [expected] and "400-000-0000" in expected
+    assert app.engine.generated == []  # never generated
+    later = await say(app, clock, "谢谢，我今晚去陪她", minutes=5)
+    assert not later.careful  # no careful mode: the sender is not the one at risk
+
+
+async def test_the_senders_own_crisis_stays_a_crisis_when_others_are_named(clock: ManualClock, store: Store) -> None:
+    app, sender = build(clock, store)
+    turn = await say(app, clock, "我妈让我别多想，可我就是活不下去了")
+    assert turn.crisis and not turn.someone_else and "[critical]" in alerts_sent(sender)[0]
+    # the head reading a crisis wins over the floor's "someone else"
+    turn = await say(app, clock, "my roommate is suicidal and I want to end it all too", who="bob")
+    assert turn.crisis and not turn.someone_else
+
+
+async def test_crisis_words_about_someone_else_are_answered_while_paused(clock: ManualClock, store: Store) -> None:
+    app, sender = build(clock, store)
+    app.state.paused = True
+    await say(app, clock, "my cousin keeps saying he has no reason to live, what do I do")
+    assert [m.text for m in sender.sent if m.chat_id == "alice"] == [CrisisSettings().text("someone_else", "en")]
+
+
+@pytest.mark.parametrize(("text", "reading"), [
+    ("我表姐这阵子老说活着没意思，我能做点什么", "someone else"),
+    ("要是学生跟你说他想自杀，老师该怎么接话", "someone else"),
+    ("how can I tell if my uncle is suicidal", "someone else"),
+    ("my cousin keeps saying he has no reason to live", "someone else"),
+    ("我妈让我别多想，可我就是活不下去了", "self"),  # the nearest person is the sender
+    ("爷爷走了以后活着没意思", "self"),  # the subject left out: the sender's own
+    ("she left me and now I don't want to live", "self"),
+    ("since my brother died no reason to live", "self"),  # no verb of saying between them
+    ("my sister says I should not kill myself", "self"),  # "myself": the sender's own words
+    ("天气不错", None),
+])
+def test_the_floor_reads_whom_a_crisis_phrase_is_about(text: str, reading: str | None) -> None:
+    from handlers.escalation import PhraseFloor
+
+    assert PhraseFloor(EscalationSettings()).read(text) == reading
+
+
 def test_crisis_scale_maps_both_thresholds() -> None:
     from bot.domain import CRISIS_SURE, crisis_scale
 
