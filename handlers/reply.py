@@ -52,10 +52,11 @@ class ReplyStage:
         self.crisis = crisis
         self.rejections: Counter[str] = Counter()  # reason -> count, for the benchmark and #status
         self.fallbacks = 0
+        self.lines_used: Counter[str] = Counter()  # curated line -> times sent by this process
 
     def fallback(self, strategy: Strategy, lang: str, key: str, previous: str | None, message: str = "",
                  knowledge: Sequence[str] = (), person: bool | None = None) -> str:
-        """A curated line for this strategy and language, picked by message, never the previous reply;
+        """A curated line for this strategy and language, the one sent least, never the previous reply;
         a message that asks for nothing (thanks, goodbye) gets a closing line, never a hand-off, a
         question only a person can answer (guard.business_question) or one that the hand-off head says
         needs a person (`person` True) a line that hands it to one, and one that the head says needs
@@ -68,12 +69,13 @@ class ReplyStage:
             lines = [line for line in lines if guard.HANDOFF_PROMISE.search(line)] or lines
         elif guard.needless_handoff(message, lang, person):
             lines = [line for line in lines if not guard.HANDOFF_PROMISE.search(line)] or lines
+        # the line this process has sent least, from a place picked by the message: the same canned
+        # line to many contacts reads as a machine
         start = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
-        for i in range(len(lines)):
-            line = str(lines[(start + i) % len(lines)])
-            if line != previous:
-                return line
-        return str(lines[0])
+        order = [str(lines[(start + i) % len(lines)]) for i in range(len(lines))]
+        line = min((line for line in order if line != previous), key=lambda line: self.lines_used[line], default=order[0])
+        self.lines_used[line] += 1
+        return line
 
     async def _generate(self, turn: Turn, history: list[ChatTurn], strategy: Strategy, system: str,
                         attempt: int) -> str:

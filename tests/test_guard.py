@@ -134,6 +134,17 @@ async def _turn(engine: FakeEngine, clock, store, text: str):  # type: ignore[no
     return stage, sender, turn
 
 
+def test_fallbacks_to_different_contacts_take_the_line_sent_least() -> None:
+    from handlers.reply import ReplyStage
+
+    settings = Settings()
+    stage = ReplyStage(FakeEngine(), None, settings.reply, settings.crisis, None)  # type: ignore[arg-type]
+    lines = settings.reply.fallbacks["comfort"]["en"]
+    sent = [stage.fallback(Strategy.COMFORT, "en", f"msg-{i}", None) for i in range(len(lines))]
+    assert sorted(sent) == sorted(lines)  # every line once before any twice
+    assert stage.fallback(Strategy.COMFORT, "en", "msg-x", sent[0]) != sent[0]  # never the previous reply
+
+
 async def test_a_rejected_reply_is_regenerated_with_other_settings(clock, store) -> None:  # type: ignore[no-untyped-def]
     engine = ScriptedEngine(["今天好难过，好难过", "发生什么事了？愿意说说吗？"])
     stage, sender, turn = await _turn(engine, clock, store, "今天好难过")
