@@ -100,8 +100,11 @@ def main(argv: list[str] | None = None) -> None:
              "any earlier row were dropped; it was first scored with older heads. `crisis_final2_*.jsonl` "
              "was written in the same way a session later, after the third batch of crisis training rows, "
              "and first scored with these heads. `crisis_final3_*.jsonl` was written in the same way in the "
-             "session after that, when these heads had already shipped, and nothing was chosen after reading "
-             "it: read it as the honest figure.", ""]
+             "session after that, when these heads had already shipped. Two later changes were made after "
+             "reading its misses and false alarms: the floor phrase \"没脸活\" (one miss) and the reading of crisis "
+             "words said of someone else (two of its false alarms and two of crisis_final2's), so its figures "
+             "from before them are the honest ones: sure tier 0.937 with 10.0% false alarms, a person alerted "
+             "0.982 with 20.8%.", ""]
     groups = [("all", None), ("crisis.jsonl", {"crisis.jsonl"})]
     for name in tdata.CRISIS_TEST_SETS:
         groups.append((name, {r["file"] for r in results if r["file"].startswith(f"{name}_")}))

@@ -31,7 +31,8 @@ VARIANTS = [
     ("tuned", "fine-tuned, shipped adapter: the sixth (the third's data with the comfort replies rewritten, seed 1), "
               "decoded in C, the first reply's repetition penalty on its own tokens only, the guard's quote rule and its "
               "unsupported-answer, needless-hand-off and invented-offer rules, the needless-hand-off rule with the hand-off "
-              "head, comfort and celebrations without their closing question, and reply.identity for questions about the bot"),
+              "head, comfort and celebrations without their closing question, reply.identity for questions about the bot, offers judged clause by clause in Chinese, "
+              "and the curated line sent least as the fallback"),
 ]
 RUBRIC = """\
 - **2** = fits and is specific: speaks to this message's concrete situation in the right spirit for the strategy (comfort a negative mood, congratulate good news, answer a plain question), natural, no invented facts; a question the bot cannot know gets an honest hand-off; with knowledge given, uses its facts correctly.
