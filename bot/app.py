@@ -153,7 +153,9 @@ class Application:
     async def _answer_overloaded(self, turn: Turn) -> None:
         if turn.stopped is not None or turn.record_only:
             return  # stopped by a filter or a command, or not addressed to the bot: nothing to answer
-        if turn.crisis or turn.someone_else:  # a crisis is answered in full, however busy the bot is
+        # a crisis, or crisis words about someone else, is answered in full however busy the bot is: its
+        # vetted reply points to help now and promises a colleague, whom the alert reaches
+        if turn.crisis or turn.someone_else:
             await self.pipeline.run(turn, skip=self._not_answering)
             return
         if not turn.paused and self.settings.queue.overload == "busy_reply":

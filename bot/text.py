@@ -33,6 +33,10 @@ def sanitize(text: str, max_chars: int) -> str:
     return cleaned[:max_chars].rstrip()
 
 
+def has_chinese(text: str) -> bool:
+    return _CJK.search(text) is not None
+
+
 def detect_lang(text: str) -> str:
     """'zh' when Chinese characters dominate the letters, else 'en'."""
     cjk = len(_CJK.findall(text))
@@ -200,59 +204,73 @@ def asks_nothing(message: str) -> bool:
 
 
 # Whom a crisis phrase is about. "我闺蜜最近总说活着没意思" and "warning signs that a teenager might be
-# suicidal" are a worried person asking about someone else; "老公走了以后活着没意思" (subject left out) and
-# "my wife left, dont want to live" are the sender's own crisis. So a phrase is read as about someone
-# else only when the nearest person named before it, in its clause, is another person, and the words
-# between them are a verb of saying or thinking (zh) or auxiliaries and such verbs (en): any other gap
-# leaves the sender as the subject.
-_ZH_PEOPLE = ("他们|她们|他|她|朋友|闺蜜|兄弟|室友|舍友|同事|同学|妈妈|妈|爸爸|爸|母亲|父亲|儿子|女儿|孩子|老公|老婆|男朋友|"
-              "女朋友|男友|女友|对象|哥哥|姐姐|弟弟|妹妹|哥|姐|弟|妹|爷爷|奶奶|外公|外婆|姥姥|姥爷|亲戚|邻居|学生|网友|有人|别人|我")
-_ZH_NEAREST = re.compile(f"({_ZH_PEOPLE})((?:(?!{_ZH_PEOPLE}).)*)$")
-_ZH_SAYING = re.compile(r"^(?:[^，。！？]{0,6}(?:说|讲|提|觉得|认为|告诉我|问我))?$")
-_EN_SELF = {"i", "im", "ive", "id", "ill", "me", "my", "myself", "we", "were", "us"}
-_EN_OTHERS = {
-    "he", "she", "they", "him", "her", "them", "hes", "shes", "theyre", "his", "their", "friend", "friends", "son",
-    "daughter", "kid", "kids", "child", "teen", "teenager", "mom", "mum", "dad", "mother", "father", "brother", "sister",
-    "wife", "husband", "boyfriend", "girlfriend", "partner", "roommate", "flatmate", "coworker", "colleague", "student",
-    "someone", "somebody", "people", "person", "grandma", "grandpa", "uncle", "aunt", "cousin", "neighbor", "neighbour",
-    "bestie", "bff", "patient", "client",
+# suicidal" are a worried person asking about someone else; read as the sender's own crisis they got
+# the crisis reply, which asks the worried person whether they are safe. Read the other way, the
+# sender's own crisis would get a "high" alert instead of a critical one, so the reading is narrow:
+# - zh: a pronoun (他/她) right before the phrase, or a person (朋友, 我妈, 室友...) at the start of the
+#   clause or after 我/我的, followed by adverbs and 说 ("我妈最近总说"). A person after 跟/和/对/给/告诉
+#   ("我跟朋友说不想活了": I told my friend) and any other verb ("老公出轨了总觉得活着没意思": the
+#   subject left out is the sender) leave the sender as the subject.
+# - en: he/she/they, or "my/a/the X", then only auxiliaries ("a teenager might be suicidal", "if hes
+#   having suicidal thoughts"); "I told my mom about being suicidal" stays the sender's own.
+# - a sender who joins in ("我也是", "so am I") is in crisis too.
+# Spaces between Chinese words split clauses here ("听他说 想自杀" stays the sender's own).
+_ZH_OTHER_PRONOUN = "他们|她们|他|她"
+_ZH_PERSON = ("好朋友|朋友|闺蜜|兄弟|室友|舍友|同事|同学|妈妈|妈|爸爸|爸|母亲|父亲|儿子|女儿|孩子|老公|老婆|男朋友|女朋友|"
+              "男友|女友|对象|哥哥|姐姐|弟弟|妹妹|表姐|表哥|表妹|表弟|堂哥|堂姐|堂弟|堂妹|爷爷|奶奶|外公|外婆|姥姥|姥爷|"
+              "亲戚|邻居|学生|网友")
+_ZH_ADVERBS = "(?:最近|这阵子|这段时间|这几天|老是|总是|一直|经常|常常|又|老|总|也|都|还)*"
+# a person named right after 跟/和/与/同/对/给/向/问/告诉 is the one spoken to, not the subject
+_ZH_ABOUT_OTHER = re.compile(
+    f"(?:(?<![跟和与同对给向问])(?<!告诉)(?:{_ZH_OTHER_PRONOUN}){_ZH_ADVERBS}(?:说|讲)?"
+    f"|(?:^|(?<=[我的]))(?:{_ZH_PERSON}){_ZH_ADVERBS}(?:说|讲))(?:过)?$"
+)
+_EN_OTHER_PRONOUN = {"he", "she", "they", "hes", "shes", "theyre"}
+_EN_PERSON = {
+    "friend", "son", "daughter", "kid", "child", "teen", "teenager", "mom", "mum", "dad", "mother", "father",
+    "brother", "sister", "wife", "husband", "boyfriend", "girlfriend", "partner", "roommate", "flatmate",
+    "coworker", "colleague", "student", "grandma", "grandpa", "uncle", "aunt", "cousin", "neighbor", "neighbour",
+    "bestie", "patient", "client",
 }
-_EN_GAP = {
-    "is", "was", "might", "may", "could", "would", "be", "been", "being", "seems", "seem", "seemed", "says", "said",
-    "say", "keeps", "kept", "saying", "talking", "talks", "talked", "about", "thinks", "thought", "feels", "felt",
-    "having", "has", "had", "have", "really", "so", "very", "always", "often", "still", "sounds", "sounded", "looks",
-    "looked", "getting", "gets", "got", "becoming", "lately", "recently", "also", "maybe", "possibly",
+_EN_DETERMINER = {"my", "our", "a", "the", "her", "his", "their"}
+_EN_AUXILIARY = {
+    "is", "was", "might", "may", "could", "be", "been", "seems", "seem", "seemed", "has", "have", "had", "keeps",
+    "always", "really", "so", "very", "still", "often", "lately", "recently", "getting", "becoming", "having",
 }
-_CLAUSE_BREAK = re.compile(r"[，。！？!?,.;；:：\n]+")
-
-
-def _about_other_zh(before: str) -> bool:
-    nearest = _ZH_NEAREST.search(before)
-    return bool(nearest) and nearest.group(1) != "我" and bool(_ZH_SAYING.match(nearest.group(2)))  # type: ignore[union-attr]
+_EN_SPOKEN_TO = {"told", "tell", "telling", "to", "with", "ask", "asked", "texted", "and", "about"}
+_JOINS_IN = re.compile(r"我也|我何尝不是|我又何尝|\bso am i\b|\bme too\b|\bsame (?:as me|here)\b|\bi am too\b|\bim too\b|\bme as well\b")
+_CLAUSE_BREAK = re.compile(f"[，。！？!?,.;；:：、~～…\\n]+|(?<=[{_CJK_CHARS}])\\s+|\\s+(?=[{_CJK_CHARS}])")
 
 
 def _about_other_en(before: str) -> bool:
-    gap: list[str] = []
-    for word in reversed(before.split()):
-        if word in _EN_SELF:
-            return False
-        if word in _EN_OTHERS:
-            return all(w in _EN_GAP for w in gap)
-        gap.append(word)
-    return False
+    words = before.split()
+    n = len(words)
+    while n and words[n - 1] in _EN_AUXILIARY:
+        n -= 1
+    if not n:
+        return False
+    if words[n - 1] in _EN_OTHER_PRONOUN:
+        start = n - 1
+    elif words[n - 1] in _EN_PERSON and n >= 2 and words[n - 2] in _EN_DETERMINER:
+        start = n - 2
+    else:
+        return False
+    return not (start and words[start - 1] in _EN_SPOKEN_TO)
 
 
 def about_someone_else(text: str, pattern: re.Pattern[str]) -> bool:
     """Every crisis phrase of `pattern` (phrase_pattern) that the text names is, in its own clause,
-    said of another person. A phrase found only across clauses counts as the sender's own."""
+    said of another person (see above). A phrase found only across clauses counts as the sender's own."""
+    if _JOINS_IN.search(phrase_form(text)):
+        return False
     found = False
     for clause in _CLAUSE_BREAK.split(text):
         form = phrase_form(clause)
         for match in pattern.finditer(form):
-            phrase, before = match.group(), form[: match.start()]
+            phrase, before = match.group(), form[: match.start()].strip()
             if "我" in phrase or re.search(r"\bmy", phrase):
                 return False  # "kill myself", "我有自杀": the sender's own words
-            if not (_about_other_zh(before) if re.search(f"[{_CJK_CHARS}]", phrase) else _about_other_en(before)):
+            if not (_ZH_ABOUT_OTHER.search(before) if has_chinese(phrase) else _about_other_en(before)):
                 return False
             found = True
     return found

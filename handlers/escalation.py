@@ -14,7 +14,7 @@ import logging
 import threading
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Iterator
+from typing import Iterator, Literal
 
 from bot.config import DEFAULT_CRISIS_PHRASES, AlertSettings, EscalationSettings
 from bot.domain import Alert, ContactState, Label, MoodPoint, Turn, rolling_score
@@ -40,7 +40,7 @@ class PhraseFloor:
     def matches(self, text: str) -> bool:
         return self.pattern is not None and self.pattern.search(phrase_form(text)) is not None
 
-    def read(self, text: str) -> str | None:
+    def read(self, text: str) -> Literal["self", "someone else"] | None:
         """"self" where the text names a crisis phrase of the sender's own, "someone else" where every
         phrase it names is said of another person (bot.text.about_someone_else), None where it names none."""
         if self.pattern is None or not self.matches(text):

@@ -188,6 +188,16 @@ async def test_crisis_words_about_someone_else_are_answered_while_paused(clock: 
     ("since my brother died no reason to live", "self"),  # no verb of saying between them
     ("my sister says I should not kill myself", "self"),  # "myself": the sender's own words
     ("天气不错", None),
+    # the sender's own crisis, whoever else is named: never read as someone else's
+    ("我跟表姐说不想活了", "self"),  # the person after 跟 is the one spoken to
+    ("我告诉她我活不下去了", "self"),
+    ("舅舅去世后总觉得活着没意思", "self"),  # a verb other than 说: the subject left out is the sender
+    ("她说不想活了，其实我也是", "self"),  # the sender joins in
+    ("女儿对不起 妈妈不想活了", "self"),  # a person naming herself, no 说
+    ("听同学说 想自杀", "self"),  # a space splits the clause
+    ("i told my cousin about being suicidal", "self"),
+    ("my cousin is suicidal and so am i", "self"),
+    ("someone really suicidal here", "self"),
 ])
 def test_the_floor_reads_whom_a_crisis_phrase_is_about(text: str, reading: str | None) -> None:
     from handlers.escalation import PhraseFloor
