@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     load = os.getloadavg()[0]
     results = []
     for r in rows:
-        crisis, alerted, score, phrase = decide(engine, r["text"], escalation, floor)
-        results.append({**r, "flagged": crisis, "alerted": alerted, "score": round(score, 3), "phrase": phrase})
+        crisis, alerted, score, reading = decide(engine, r["text"], escalation, floor)
+        results.append({**r, "flagged": crisis, "alerted": alerted, "score": round(score, 3), "phrase": reading})
     lines = [f"# Crisis detection ({args.split} split)", "",
              f"Model: {loaded.name}; crisis head: {engine.crisis_head.note if engine.crisis_head else 'none'}.",
              f"Thresholds on the crisis scale: `escalation.crisis_threshold` = {escalation.crisis_threshold} (the "
@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     lines += ["", f"Targets: recall >= {RECALL_TARGET}, false alarms on hard negatives <= {FALSE_ALARM_TARGET:.0%}.", "",
               "## Every miss", ""]
     misses = [r for r in results if r["label"] == "crisis" and not r["flagged"]]
-    lines += [f"- `{r['id']}` ({r['lang']}, {r['kind']}, score {r['score']}; "
+    lines += [f"- `{r['id']}` ({r['lang']}, {r['kind']}, score {r['score']}"
+              f"{', phrase about someone else' if r['phrase'] == 'someone else' else ''}; "
               f"{'a person alerted' if r['alerted'] else 'not alerted either'}): {r['text']}" for r in misses] or ["- none"]
     lines += ["", "## Every false alarm", ""]
     alarms = [r for r in results if r["label"] != "crisis" and r["alerted"]]

@@ -12,7 +12,7 @@ import math
 import re
 from typing import Callable, Iterable, Sequence
 
-from bot.text import asks_nothing, detect_lang
+from bot.text import asks_nothing, detect_lang, has_chinese
 
 # how much of a reply may be the message's own words before it counts as an echo
 ECHO_OVERLAP = 0.6
@@ -212,17 +212,21 @@ _OFFER = re.compile(
 
 
 # A Chinese sentence often joins an offer and a hand-off with a comma ("我把价格给您，我转给同事帮您核对。"),
-# so each of its clauses is judged on its own; the whole sentence goes, since what is left of it
-# reads as a fragment ("好的，请稍等。"). English clauses are not split.
-_ZH_CLAUSE = re.compile(r"[^，；]+[，；]*")
-
-
-def _offer(clause: str) -> bool:
-    return bool(_OFFER.search(clause)) and not HANDOFF_PROMISE.search(clause)
+# so each of its clauses is judged on its own, up to the first that names a colleague: the clauses
+# after it leave out their subject, who is that colleague ("我已请同事核对，稍后发给您。"). The whole
+# sentence goes, since what is left of it reads as a fragment ("好的，请稍等。"). English clauses are
+# not split: "and a colleague will…" cannot stand alone.
+_ZH_CLAUSE = re.compile(r"[^，；,]+[，；,]*|,")
+_COLLEAGUE = re.compile(r"同事|客服|人工")
 
 
 def _offers_in(sentence: str) -> bool:
-    return any(_offer(c) for c in _ZH_CLAUSE.findall(sentence))
+    for clause in _ZH_CLAUSE.findall(sentence) if has_chinese(sentence) else [sentence]:
+        if HANDOFF_PROMISE.search(clause) or _COLLEAGUE.search(clause):
+            return False
+        if _OFFER.search(clause):
+            return True
+    return False
 
 
 def offers(reply: str) -> bool:

@@ -17,7 +17,7 @@ import asyncio
 import hashlib
 import logging
 from collections import Counter
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 from bot import guard, prompts
 from bot.config import CrisisSettings, ReplySettings
@@ -33,6 +33,9 @@ ATTEMPTS = 2  # the first reply, then one more with other settings
 # rejections where the reply less the sentences at fault may still be sent
 SALVAGE: dict[str, Callable[[str], str]] = {"needless hand-off": guard.without_handoff,
                                             "invented offer": guard.without_offer}
+
+
+Source = Literal["scripted", "generated", "unavailable", "fallback"]
 
 
 def last_reply(history: list[ChatTurn]) -> str | None:
@@ -132,7 +135,7 @@ class ReplyStage:
         shorter = guard.without_closing_question(reply)
         return shorter if shorter != reply and passes(shorter) else reply
 
-    async def compose(self, turn: Turn, history: list[ChatTurn], strategy: Strategy) -> tuple[str, str]:
+    async def compose(self, turn: Turn, history: list[ChatTurn], strategy: Strategy) -> tuple[str, Source]:
         """The reply to a message that is no crisis, and where it came from: "scripted" (`reply.identity`),
         "generated" (passed the guard), "unavailable" (the model did not answer) or "fallback" (a curated
         line). The benchmark calls this too, so that it measures the path that is served."""

@@ -367,6 +367,12 @@ def test_a_chinese_offer_joined_to_a_hand_off_by_a_comma_is_still_an_offer() -> 
     assert guard.offers(reply)
     assert guard.without_offer(reply) == "尺码偏小一码。"
     assert not guard.offers("尺码偏小一码，同事稍后帮您核对。")
+    assert guard.offers("我把尺码表发给您,同事稍后核对。")  # an ASCII comma splits a Chinese sentence too
+
+
+@pytest.mark.parametrize("reply", ["我已请同事核对尺码，稍后发给您。", "同事核对库存后，会把结果发给您。"])
+def test_clauses_after_a_colleague_are_the_colleagues_doing(reply: str) -> None:
+    assert not guard.offers(reply)  # the subject left out is the colleague named before
 
 
 def test_without_offer_keeps_every_other_sentence() -> None:
