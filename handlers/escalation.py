@@ -121,8 +121,8 @@ def decide(
         state = replace(state, armed=True)  # the mood recovered: the next episode may alert again
     muted = state.muted_until is not None and now < state.muted_until
     cooling = state.last_alert_at is not None and now - state.last_alert_at < timedelta(minutes=settings.cooldown_minutes)
-    if muted:
-        return state, None, "muted"
+    # muting silences mood alerts only: a crisis reply tells the person that a colleague will reach
+    # out, so a crisis, or words that may be one, reaches a person however noisy the contact was
     if crisis:
         if cooling and state.last_severity == "critical":
             return state, None, "crisis already alerted"
@@ -133,6 +133,8 @@ def decide(
         reason = ("crisis words about someone else: please check in with the sender" if someone_else
                   else "possible crisis language: please check on this person")
         return replace(state, armed=False, last_alert_at=now, last_severity="high"), "high", reason
+    if muted:
+        return state, None, "muted"
     by_count = negatives >= settings.negative_count
     by_score = len(recent) >= settings.negative_count and score < settings.score_threshold
     if not (by_count or by_score) or not state.armed or cooling:

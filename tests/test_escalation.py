@@ -274,12 +274,15 @@ async def test_group_moods_are_per_speaker(clock: ManualClock, store: Store) -> 
     assert {p.contact_id for p in store.moods()} == {"alice", "bob", "carol"}
 
 
-async def test_muted_contact_raises_no_alert(clock: ManualClock, store: Store) -> None:
+async def test_muted_contact_raises_no_mood_alert_but_a_crisis_still_alerts(clock: ManualClock, store: Store) -> None:
     app, sender = build(clock, store)
     store.save_state(ContactState("alice", muted_until=clock.now() + timedelta(hours=1)))
     for _ in range(3):
         await say(app, clock, SAD)
     assert alerts_sent(sender) == []
+    await say(app, clock, "I want to kill myself")  # its reply says a colleague will reach out
+    [text] = alerts_sent(sender)
+    assert "[critical]" in text
 
 
 def test_rolling_score_rule() -> None:
