@@ -24,7 +24,7 @@ from typing import Any
 from bench.report import update_sections
 from bot.config import EscalationSettings, ModelSettings, SentimentSettings
 from bot.text import asks_nothing
-from handlers.escalation import PhraseFloor
+from handlers.escalation import PhraseFloor, crisis_tiers
 from train import data as tdata
 
 BENCH = Path(__file__).resolve().parent
@@ -37,8 +37,8 @@ def decide(engine: Any, text: str, settings: EscalationSettings, floor: PhraseFl
     words said of another person get the someone-else reply and a "high" alert, not the crisis reply."""
     reading = floor.read(text)
     score = 0.0 if asks_nothing(text) else engine.crisis_score(text)  # a bare closing skips the head
-    crisis = reading == "self" or score >= settings.crisis_threshold
-    return crisis, crisis or reading is not None or score >= settings.concern_threshold, score, reading
+    crisis, someone_else, concern = crisis_tiers(reading, score, settings)
+    return crisis, crisis or someone_else or concern, score, reading
 
 
 def table(results: list[dict[str, Any]], name: str) -> list[str]:

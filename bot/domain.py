@@ -16,6 +16,9 @@ class Label(str, enum.Enum):
 
 LABEL_EMOJI = {Label.POSITIVE: "😊", Label.NEGATIVE: "😟", Label.NEUTRAL: "😐"}
 MAX_MUTE_MINUTES = 60 * 24 * 30  # #mute and the dashboard's mute: at most 30 days
+MAX_ALERT_ID = 2**63 - 1  # the store's integer ids; a larger number is no alert
+# most urgent first, for lists of open alerts (a hand-off is "info")
+SEVERITY_ORDER = {"critical": 0, "high": 1, "warning": 2, "info": 3}
 
 
 def mute_detail(minutes: int) -> str:
@@ -27,9 +30,6 @@ def muted_minutes(detail: str) -> int | None:
     """The minutes of a mute's audit detail, or None for any other text."""
     number, _, unit = detail.partition(" ")
     return int(number) if unit == "min" and number.isascii() and number.isdigit() else None
-MAX_ALERT_ID = 2**63 - 1  # the store's integer ids; a larger number is no alert
-# most urgent first, for lists of open alerts (a hand-off is "info")
-SEVERITY_ORDER = {"critical": 0, "high": 1, "warning": 2, "info": 3}
 
 
 class Strategy(str, enum.Enum):

@@ -31,6 +31,17 @@ def crisis_phrases(settings: EscalationSettings) -> list[str]:
     return [p.lower() for p in [*DEFAULT_CRISIS_PHRASES, *settings.crisis_phrases] if p.strip()]
 
 
+Reading = Literal["self", "someone else"]
+
+
+def crisis_tiers(reading: Reading | None, score: float, settings: EscalationSettings) -> tuple[bool, bool, bool]:
+    """(crisis, someone else, possible crisis) from the phrase floor's reading and the head's score
+    (0 when the head did not read the message); the benchmark decides with it too. The head's crisis
+    wins over crisis words about someone else: recall first."""
+    crisis = reading == "self" or score >= settings.crisis_threshold
+    return crisis, reading == "someone else" and not crisis, not crisis and score >= settings.concern_threshold
+
+
 class PhraseFloor:
     """Whether a text names a crisis phrase, read through bot.text.phrase_form (the benchmark uses it too)."""
 
@@ -40,7 +51,7 @@ class PhraseFloor:
     def matches(self, text: str) -> bool:
         return self.pattern is not None and self.pattern.search(phrase_form(text)) is not None
 
-    def read(self, text: str) -> Literal["self", "someone else"] | None:
+    def read(self, text: str) -> Reading | None:
         """"self" where the text names a crisis phrase of the sender's own, "someone else" where every
         phrase it names is said of another person (bot.text.about_someone_else), None where it names none."""
         if self.pattern is None or not self.matches(text):
@@ -92,9 +103,8 @@ class CrisisStage:
         elif self.settings.model_crisis_check:
             try:
                 score = await self.engine.crisis_score(turn.text)
-                turn.crisis = score >= self.settings.crisis_threshold
-                turn.someone_else = turn.someone_else and not turn.crisis  # recall first: the head's crisis wins
-                turn.concern = not turn.crisis and score >= self.settings.concern_threshold
+                floor: Reading | None = "someone else" if turn.someone_else else None
+                turn.crisis, turn.someone_else, turn.concern = crisis_tiers(floor, score, self.settings)
             except EngineError as exc:
                 log.warning("crisis check of message %s failed: %s", turn.message.message_id, exc)
         if not turn.crisis and self.careful:

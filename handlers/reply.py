@@ -152,7 +152,7 @@ class ReplyStage:
 
     async def __call__(self, turn: Turn) -> None:
         if turn.record_only or (turn.paused and not (turn.crisis or turn.someone_else)):
-            return  # a crisis is always answered, even while auto-replies are paused
+            return  # vetted crisis words are always answered, even while auto-replies are paused
         strategy = turn.strategy or Strategy.PLAIN
         message = turn.message
         user_turn = ChatTurn("user", turn.text)
@@ -160,9 +160,10 @@ class ReplyStage:
         if strategy is Strategy.CRISIS:
             reply = self.crisis.text("reply" if turn.crisis else "follow_up", turn.lang)
         else:
-            # a negative message that may signal a crisis: vetted words, and a person was alerted already
+            # crisis words about someone else, or a negative message that may signal a crisis: vetted
+            # words, and the escalation stage has alerted a person already (no hand-off alert on top)
             checking_in = turn.concern and strategy is Strategy.COMFORT
-            vetted = checking_in or turn.someone_else  # a person was alerted already
+            vetted = checking_in or turn.someone_else
             if turn.someone_else:
                 reply = self.crisis.text("someone_else", turn.lang)
             elif checking_in:

@@ -401,5 +401,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         readout.save(path)
         log.info("saved %s", path)
 
+
 if __name__ == "__main__":
     main()
