@@ -153,7 +153,7 @@ class CommandStage:
         contact_id, name = found
         await self.store.mute(contact_id, self.clock.now() + timedelta(minutes=minutes))
         await self._record(turn, "mute", contact_id, mute_detail(minutes))
-        return f"Alerts for {name or contact_id} ({contact_id}) muted for {minutes} min."
+        return f"Mood alerts for {name or contact_id} ({contact_id}) muted for {minutes} min. Crisis alerts still come."
 
     async def unmute(self, turn: Turn, args: list[str]) -> str:
         if not args:
@@ -164,7 +164,7 @@ class CommandStage:
         contact_id, name = found
         await self.store.mute(contact_id, self.clock.now())
         await self._record(turn, "unmute", contact_id)
-        return f"Alerts for {name or contact_id} ({contact_id}) are on again."
+        return f"Mood alerts for {name or contact_id} ({contact_id}) are on again."
 
     async def pause(self, turn: Turn, args: list[str]) -> str:
         await self.state.set_paused(True)

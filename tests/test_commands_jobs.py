@@ -44,9 +44,9 @@ async def test_admin_commands(clock: ManualClock, store: Store) -> None:
     assert await send(app, clock, "#ack 1") == ["Alert #1 acknowledged."]
     assert await send(app, clock, "#ack 1") == ["No open alert #1 (already acknowledged, or no such id)."]
     assert await send(app, clock, "#alerts") == ["No open alerts."]
-    assert await send(app, clock, "#mute Alice 30") == ["Alerts for Alice (alice) muted for 30 min."]
+    assert await send(app, clock, "#mute Alice 30") == ["Mood alerts for Alice (alice) muted for 30 min. Crisis alerts still come."]
     assert store.state("alice").muted_until == clock.now() + timedelta(minutes=30)
-    assert await send(app, clock, "#unmute alice") == ["Alerts for Alice (alice) are on again."]
+    assert await send(app, clock, "#unmute alice") == ["Mood alerts for Alice (alice) are on again."]
     assert store.state("alice").muted_until == clock.now()
     # what a command changed is in the audit table, with who sent it, as the dashboard's actions are
     assert [(a["actor"], a["action"], a["target"]) for a in store.actions()][::-1] == [
@@ -80,7 +80,7 @@ async def test_a_name_that_several_contacts_share_is_not_guessed(clock: ManualCl
     [answer] = await send(app, clock, "#mute Alice 30")
     assert answer.startswith("'Alice' could be any of these; give the id:") and "alice" in answer and "wxid_other" in answer
     assert store.state("alice").muted_until is None and store.state("wxid_other").muted_until is None
-    assert await send(app, clock, "#mute wxid_other 30") == ["Alerts for alice (wxid_other) muted for 30 min."]
+    assert await send(app, clock, "#mute wxid_other 30") == ["Mood alerts for alice (wxid_other) muted for 30 min. Crisis alerts still come."]
     # a part of a name finds the one contact for reading, but is not enough to change anything
     [mood] = await send(app, clock, "#mood wxid_oth")
     assert mood.startswith("alice (wxid_other):")

@@ -305,7 +305,7 @@ async def test_actions_confirm_what_they_did_once(store: Store, clock: ManualClo
         gone = flash_of((await client.get("/alerts")).text)
         assert gone is not None and gone[0] == "status" and "is not open" in gone[1]
         await client.post("/contact/alice/mute", data={"csrf": token, "minutes": "45", "next": "/contact/alice"})
-        assert flash_of((await client.get("/contact/alice")).text) == ("status", "Muted Alice for 45 min.")
+        assert flash_of((await client.get("/contact/alice")).text) == ("status", "Muted mood alerts for Alice for 45 min. Crisis alerts still come.")
         await client.post("/contact/alice/unmute", data={"csrf": token, "next": "/contact/alice"})
         assert flash_of((await client.get("/contact/alice")).text) == ("status", "Unmuted Alice.")
         await client.post("/pause", data={"csrf": token, "next": "/alerts"})

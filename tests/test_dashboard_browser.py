@@ -170,7 +170,7 @@ def test_a_supervisor_walks_through_the_dashboard(chromium: Any, tmp_path: Path)
         page.fill(".mute input[name=minutes]", "45")
         page.click(".mute button")
         page.wait_for_url("**/contact/carol")
-        assert page.locator("#flash[role=status]").inner_text() == "Muted Carol for 45 min."
+        assert page.locator("#flash[role=status]").inner_text() == "Muted mood alerts for Carol for 45 min. Crisis alerts still come."
         assert "muted until" in page.locator(".muted-state").inner_text()
         assert store.state("carol").muted_until is not None
         assert page.locator("#timeline svg circle").count() == 3

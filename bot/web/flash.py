@@ -1,4 +1,4 @@
-"""One-shot messages after a dashboard action: "Muted Alice for 60 min", or why nothing was done.
+"""One-shot messages after a dashboard action: "Muted mood alerts for Alice for 60 min", or why nothing was done.
 
 An action answers with a redirect, so its message rides to the next page in a short-lived signed
 cookie, which that page deletes as it shows it: a reload or a later visit does not show it again.
