@@ -198,18 +198,21 @@ def own_mood_rows() -> list[MoodRow]:
 
 
 # the crisis sets that hold validation and test rows, in the order they were written (file name prefixes)
-CRISIS_TEST_SETS = ("crisis_fresh", "crisis_final", "crisis_final2", "crisis_final3")
+CRISIS_TEST_SETS = ("crisis_fresh", "crisis_final", "crisis_final2", "crisis_final3", "crisis_final4")
 
 
 def crisis_files(split: str) -> list[Path]:
-    """crisis.jsonl, plus crisis_more_*.jsonl (training rows only: hard negatives and crisis
-    wordings), crisis_fresh_*.jsonl (validation and test rows only, written after the first
+    """crisis.jsonl, plus crisis_more_*.jsonl (hard negatives and crisis wordings: training rows,
+    and in crisis_more_*4.jsonl, ordinary health messages among them, validation rows too), crisis_fresh_*.jsonl (validation and test rows only, written after the first
     test scorings so that one test set is scored once) and crisis_final_*.jsonl (test rows only,
     written by other hands after the fresh test split had been scored twice; rows close to any
-    earlier row were dropped, and it is scored once; crisis_final2_*.jsonl and crisis_final3_*.jsonl
+    earlier row were dropped, and it is scored once; crisis_final2_*.jsonl to crisis_final4_*.jsonl
     the same, each written a session later)."""
+    more = sorted(DATA_DIR.glob("crisis_more_*.jsonl"))
     if split == "train":
-        return [CRISIS] + sorted(DATA_DIR.glob("crisis_more_*.jsonl"))
+        return [CRISIS] + more
+    if split == "validation":
+        return [CRISIS] + more + sorted(DATA_DIR.glob("crisis_fresh_*.jsonl"))
     return [CRISIS] + [path for name in CRISIS_TEST_SETS for path in sorted(DATA_DIR.glob(f"{name}_*.jsonl"))]
 
 
