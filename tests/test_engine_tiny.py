@@ -61,6 +61,16 @@ def test_prefix_cache_matches_a_full_forward_pass(engine: ModelEngine) -> None:
         assert torch.allclose(scorer.log_probs([text])[0], expected, atol=2e-3)
 
 
+def test_mean_states_over_a_padded_batch_match_each_message_alone(engine: ModelEngine) -> None:
+    texts = ["ok", "a much longer message than the first one, padded in a batch"]
+    both = engine.mood.hidden(texts, [0, 1], with_mean=True)
+    assert both.shape[:2] == (2, 4)
+    assert torch.allclose(both[:, :2], engine.mood.hidden(texts, [0, 1]), atol=1e-5)  # the answer position first
+    for i, text in enumerate(texts):  # the pads of the short message count for nothing in its mean
+        assert torch.allclose(both[i], engine.mood.hidden([text], [0, 1], with_mean=True)[0], rtol=1e-2, atol=1e-2)
+    assert not torch.allclose(both[:, 2:], both[:, :2], atol=1e-3)
+
+
 def test_content_free_input_is_not_biased(engine: ModelEngine) -> None:
     # after calibration the mean over content-free inputs is uniform across the three labels
     mean = (engine.mood.log_probs(prompts.CONTENT_FREE).exp().mean(0).log() - engine.mood.bias).exp()

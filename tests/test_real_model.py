@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from bot import prompts
 from bot.config import ModelSettings, SentimentSettings, load_settings
@@ -178,6 +179,10 @@ CRISIS_SAMPLE = [
     ("笑死我了哈哈哈，这个视频太好笑了", False),
     ("thanks, that really helps", False),
     ("What time does the store open tomorrow?", False),
+    # ordinary health questions: a pharmacy's customers ask them every day (bench/NOTES.md)
+    ("How many ibuprofen can I take for a headache?", False),
+    ("孩子发烧39度，要不要去急诊", False),
+    ("牙疼得厉害，吃什么药好", False),
 ]
 
 
@@ -200,6 +205,13 @@ HANDOFF_SAMPLE = [
     ("周末去爬山，风景超美", False), ("你好厉害呀", False), ("今天终于把论文写完了", False),
     ("my cat knocked my coffee over again lol", False), ("what's a good movie for a rainy night?", False),
 ]
+
+
+def test_the_crisis_heads_mean_states_are_the_same_on_both_paths(engine: ModelEngine, hf_engine: ModelEngine) -> None:
+    assert engine.crisis_head is not None and engine.crisis_head.pooled
+    texts = ["我把药都攒好了，今晚就结束这一切", "How many ibuprofen can I take for a headache?"]
+    fast, hf = (e.mood.normed(texts, engine.crisis_head.layers, with_mean=True) for e in (engine, hf_engine))
+    assert torch.nn.functional.cosine_similarity(fast, hf).min() > 0.99
 
 
 @pytest.mark.parametrize(("text", "person"), HANDOFF_SAMPLE)

@@ -179,12 +179,23 @@ def test_heads_smoke_fits_fingerprinted_heads_and_a_foreign_head_is_refused(tiny
     assert handoff.labels == ("person", "no_person") and 0 < handoff.threshold < 1
     assert 0 < crisis.threshold <= 0.5 and mood.temperature > 0
     assert len(mood.members) == 5 and not crisis.members  # the mood head is the networks' mean, crisis linear
+    # the crisis head also reads the message's mean states (twice the features); the others do not
+    assert crisis.pooled and not mood.pooled and not handoff.pooled
+    assert crisis.mean.shape[-1] == 2 * mood.mean.shape[-1]
+    assert Readout.load(crisis_files[0]).pooled  # kept through a save and a load
 
     settings = ModelSettings(path=str(tiny_dirs["gemma3"]), quantize="none", dtype="float32")
     loaded = load_model(settings)
     engine = ModelEngine(loaded, settings, SentimentSettings(readout=str(mood_files[0]), crisis_head=str(crisis_files[0]),
                                                              handoff_head=str(handoff_files[0])))
     assert 0.0 <= engine.crisis_score("hello") <= 1.0
+    # one pass gives every head its features: with a head that reads the means, every text has them
+    assert engine.features(["hello"]).shape[1] == 2 * len(engine.head_layers())
+    trimmed = Readout.load(crisis_files[0])
+    trimmed.pooled = False  # a file whose features no longer fit what it says it reads
+    trimmed.save(tmp_path / "trimmed.crisis.pt")
+    with pytest.raises(EngineError, match="trained for another model"):
+        ModelEngine(loaded, settings, SentimentSettings(readout="none", crisis_head=str(tmp_path / "trimmed.crisis.pt")))
     assert engine.classify("hello").label.value in mood.labels
     assert engine.needs_person("where is my refund") in (True, False)
     assert ModelEngine(loaded, settings, SentimentSettings(handoff_head="none")).needs_person("hello") is None

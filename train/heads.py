@@ -173,15 +173,16 @@ def ece(probs: torch.Tensor, y: torch.Tensor, bins: int = 10) -> float:
 
 
 def features(engine: Any, texts: list[str], layers: Sequence[int], cache: Path | None = None,
-             batch: int = 32) -> torch.Tensor:
-    """The heads' input for each text; with `cache`, texts seen by an earlier run are not computed again."""
+             batch: int = 32, pooled: bool = False) -> torch.Tensor:
+    """The heads' input for each text (with `pooled`, followed by the layers' means over the message);
+    with `cache`, texts seen by an earlier run are not computed again."""
     from tqdm import tqdm
 
     known: dict[str, torch.Tensor] = torch.load(cache, weights_only=True) if cache and cache.exists() else {}
     missing = [t for t in dict.fromkeys(texts) if tdata.digest(t) not in known]
     for start in tqdm(range(0, len(missing), batch), desc="hidden states", unit="batch", mininterval=10):
         part = missing[start : start + batch]
-        for text, row in zip(part, engine.mood.normed(part, layers)):
+        for text, row in zip(part, engine.mood.normed(part, layers, pooled)):
             known[tdata.digest(text)] = row.clone()
     if cache and missing:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -241,12 +242,17 @@ def lowest_threshold(scores: torch.Tensor, share: float) -> float:
     return float(ranked[allowed]) * 1.001 if len(ranked) > allowed else 0.0
 
 
+def own_val_rows(mood_val: Sequence[tdata.MoodRow]) -> list[tdata.MoodRow]:
+    """Our own validation chat messages: the ordinary traffic that the sure crisis tier may rarely flag."""
+    return tdata.dedupe(r for r in mood_val if r.source in tdata.OWN_SOURCES)
+
+
 def crisis_head(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
                 layers: tuple[int, ...], fingerprint: str, row_weight: torch.Tensor | None = None,
                 ordinary_val: torch.Tensor | None = None) -> Readout:
     # label 0 = crisis, so that probs[:, 0] is the crisis probability as the engine reads it
     head = Readout(layers, *fit(x_train, y_train, 2, decay=1e-2, row_weight=row_weight), ("crisis", "not_crisis"),
-                   fingerprint)
+                   fingerprint, pooled=True)
     p = head.probs(x_val)[:, 0]
     threshold = min(recall_threshold(p[y_val == 0], RECALL), 0.5)
     recall = float((p[y_val == 0] >= threshold).float().mean())
@@ -267,7 +273,7 @@ def crisis_head(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tenso
         log.warning("the sure crisis threshold is %.3f: no message can reach the sure tier", sure)
     sure_recall = float((p[y_val == 0] >= sure).float().mean())
     sure_false = float((p[y_val == 1] >= sure).float().mean())
-    note = (f"crisis head on layers {list(layers)}: {len(y_train)} training rows; validation: recall {recall:.3f}, "
+    note = (f"crisis head on layers {list(layers)} (answer position and message mean): {len(y_train)} training rows; validation: recall {recall:.3f}, "
             f"false alarms {false_alarms:.3f} of {int((y_val == 1).sum())} hard negatives at the recall-first threshold "
             f"{threshold:.3f}; recall {sure_recall:.3f}, false alarms {sure_false:.3f} at the sure threshold {sure:.3f}{bound}")
     log.info(note)
@@ -371,6 +377,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     def rows(items: Sequence[tdata.MoodRow | tuple[str, bool]]) -> torch.Tensor:
         return x[[index[r.text if isinstance(r, tdata.MoodRow) else r[0]] for r in items]]
 
+    # the crisis head reads the answer position's states and their means over the message
+    # (bench/NOTES.md, "Crisis head on the message's mean states")
+    pooled_texts = list(dict.fromkeys(r.text for r in crisis_train + crisis_val + ordinary + own_val_rows(mood_val)))
+    pooled_index = {t: i for i, t in enumerate(pooled_texts)}
+    x_pooled = torch.zeros(0)
+    if "crisis" in wanted:
+        x_pooled = features(engine, pooled_texts, layers, cache and cache.with_name(cache.stem + "-mean.pt"), pooled=True)
+
+    def pooled_rows(items: Sequence[tdata.MoodRow]) -> torch.Tensor:
+        return x_pooled[[pooled_index[r.text] for r in items]]
+
     built: dict[str, Readout] = {}
     if "mood" in wanted:
         y_mood = lambda items: torch.tensor([MOODS.index(r.mood) for r in items])  # noqa: E731
@@ -378,16 +395,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         built["mood"] = mood_head(rows(mood_train), y_mood(mood_train), rows(mood_val), y_mood(mood_val), layers,
                                   fingerprint, stop=stop, kind=args.mood_head)
     if "crisis" in wanted:
-        crisis_x = torch.cat([rows(crisis_train), rows(ordinary)])
+        crisis_x = torch.cat([pooled_rows(crisis_train), pooled_rows(ordinary)])
         crisis_y = torch.tensor([1 - int(r.crisis or 0) for r in crisis_train] + [1] * len(ordinary))
         val_y = torch.tensor([1 - int(r.crisis or 0) for r in crisis_val])
         hard = [HARD_NEGATIVE_WEIGHT if not r.crisis else 1.0 for r in crisis_train]
-        own_val = tdata.dedupe(r for r in mood_val if r.source in tdata.OWN_SOURCES)
-        crisis = built["crisis"] = crisis_head(crisis_x, crisis_y, rows(crisis_val), val_y, layers, fingerprint,
+        own_val = own_val_rows(mood_val)
+        crisis = built["crisis"] = crisis_head(crisis_x, crisis_y, pooled_rows(crisis_val), val_y, layers, fingerprint,
                                                row_weight=torch.tensor(hard + [1.0] * len(ordinary)),
-                                               ordinary_val=rows(own_val) if own_val else None)
+                                               ordinary_val=pooled_rows(own_val) if own_val else None)
         if own_val:
-            p = crisis.probs(rows(own_val))[:, 0]
+            p = crisis.probs(pooled_rows(own_val))[:, 0]
             for name, cut in (("recall-first", crisis.threshold), ("sure", crisis.sure or crisis.threshold)):
                 flagged = [r.text for r, q in zip(own_val, p) if float(q) >= cut]
                 log.info("crisis head, %s threshold: false alarms on %d of %d ordinary validation chat messages%s",

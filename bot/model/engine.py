@@ -121,12 +121,16 @@ class ModelEngine:
                 layers.update(head.layers)
         return tuple(sorted(layers))
 
+    def _pooled(self) -> bool:
+        return any(head is not None and head.pooled for head in (self.readout, self.crisis_head, self.handoff_head))
+
     def features(self, texts: Sequence[str]) -> torch.Tensor:
-        """(texts, layers, hidden): the normed states the heads read, computed once per text."""
-        layers = self.head_layers()
+        """(texts, layers, hidden): the normed states the heads read, computed once per text; where a
+        head reads the message's mean states too, (texts, 2 * layers, hidden), the means after."""
+        layers, pooled = self.head_layers(), self._pooled()
         missing = list(dict.fromkeys(t for t in texts if t not in self._features))
         if missing:
-            got = self.mood.normed(missing, layers).reshape(len(missing), len(layers), -1)
+            got = self.mood.normed(missing, layers, pooled).reshape(len(missing), len(layers) * (1 + pooled), -1)
             for text, row in zip(missing, got):
                 self._features[text] = row
             while len(self._features) > FEATURE_CACHE:
@@ -140,7 +144,10 @@ class ModelEngine:
     def _head_input(self, head: Readout, texts: Sequence[str]) -> torch.Tensor:
         layers = self.head_layers()
         feats = self.features(texts)
-        return feats[:, [layers.index(layer) for layer in head.layers]].reshape(len(texts), -1)
+        index = [layers.index(layer) for layer in head.layers]
+        if head.pooled:
+            index += [len(layers) + i for i in index]
+        return feats[:, index].reshape(len(texts), -1)
 
     def label_token_probs(self, texts: Sequence[str]) -> torch.Tensor:
         """(texts, 3) calibrated label-token probabilities, the readout left aside (the benchmark compares)."""
@@ -254,7 +261,7 @@ def _pick_readout(choice: str, fingerprint: str | None, hidden_size: int, head: 
         readout = Readout.load(path)
     except Exception as exc:  # any damaged or foreign file: torch.load raises many kinds
         raise EngineError(f"the {head} head {path} cannot be read: {exc}") from exc
-    if readout.mean.shape[-1] != hidden_size * len(readout.layers):
+    if readout.mean.shape[-1] != hidden_size * len(readout.layers) * (1 + readout.pooled):
         raise EngineError(f"the {head} head {path} was trained for another model (hidden size {readout.mean.shape[-1]})")
     if fingerprint and readout.fingerprint != fingerprint:
         # a head fitted to other weights reads features that no longer mean the same: refuse it

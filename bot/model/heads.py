@@ -1,4 +1,5 @@
-"""Small heads over the model's own hidden states at the mood-prompt answer position.
+"""Small heads over the model's own hidden states at the mood-prompt answer position (and, for the
+crisis head, their mean over the message).
 
 Mood (positive / negative / neutral) and crisis (crisis / not) read the same features, so one
 forward pass serves both: still one model. Trained by `python -m train.heads` for the exact
@@ -37,6 +38,9 @@ class Readout:
     # networks whose logits are averaged, each (w1, b1, w2, b2) with w1 (width, features), w2 (labels, width);
     # when there are any, `weight` and `bias` are unused
     members: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
+    # the features go on with the same layers' states averaged over the message's positions (the
+    # crisis head: "cut my finger" and "cut myself" differ in more than the answer position shows)
+    pooled: bool = False
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(n, features) -> (n, labels) logits before calibration."""
@@ -60,7 +64,7 @@ class Readout:
                 "layers": list(self.layers), "mean": self.mean, "std": self.std, "weight": self.weight, "bias": self.bias,
                 "labels": list(self.labels), "fingerprint": self.fingerprint, "note": self.note,
                 "temperature": self.temperature, "offset": self.offset, "threshold": self.threshold, "sure": self.sure,
-                "members": [list(m) for m in self.members],
+                "members": [list(m) for m in self.members], "pooled": self.pooled,
             },
             path,
         )
@@ -82,6 +86,7 @@ class Readout:
             offset=data.get("offset", torch.zeros(0)).float(), threshold=float(data.get("threshold", 0.5)),
             sure=None if data.get("sure") is None else float(data["sure"]),
             members=[tuple(t.float() for t in m) for m in data.get("members") or []],
+            pooled=bool(data.get("pooled", False)),
         )
         problem = head._misfit()
         if problem:

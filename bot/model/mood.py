@@ -87,16 +87,18 @@ class Scorer:
             self._bias = self.log_probs(prompts.CONTENT_FREE).exp().mean(dim=0).log()
         return self._bias
 
-    def hidden(self, texts: Sequence[str], layers: Sequence[int] = ()) -> torch.Tensor:
+    def hidden(self, texts: Sequence[str], layers: Sequence[int] = (), with_mean: bool = False) -> torch.Tensor:
         """Hidden states at the answer position, float32, shaped (texts, layers or 1, hidden size).
 
         With no `layers`: the model's last (normed) hidden state. With `layers`: the raw outputs of
-        those decoder layers (0-based), and the forward stops soon after the deepest of them.
+        those decoder layers (0-based), and the forward stops soon after the deepest of them; with
+        `with_mean` too, followed by each layer's mean over the message's positions (texts, 2 *
+        layers, hidden): the same pass, so the crisis head may read them at no cost.
         """
         engine = self.engine
         items = [engine.encode(self.item.format(text=t.replace("\n", " "))) for t in texts]
         if engine.fast is not None:
-            return self._hidden_fast(engine.fast, items, layers)
+            return self._hidden_fast(engine.fast, items, layers, with_mean)
         lengths = torch.tensor([len(i) for i in items])
         width = int(lengths.max())
         pad = engine.tokenizer.pad_token_id or 0
@@ -121,9 +123,14 @@ class Scorer:
                 out = body(input_ids=ids, attention_mask=full_mask, past_key_values=cache, use_cache=True,
                            output_hidden_states=True)
             # hidden_states[0] is the embedding output; [i + 1] the output of layer i
-            return torch.stack([out.hidden_states[i + 1][rows, lengths - 1].float() for i in layers], dim=1)
+            states = [out.hidden_states[i + 1][rows, lengths - 1].float() for i in layers]
+            if with_mean:
+                weights = (mask / lengths[:, None]).float()[:, :, None]  # pads weigh nothing
+                states += [(out.hidden_states[i + 1].float() * weights).sum(1) for i in layers]
+            return torch.stack(states, dim=1)
 
-    def _hidden_fast(self, fast: FastGemma, items: list[list[int]], layers: Sequence[int]) -> torch.Tensor:
+    def _hidden_fast(self, fast: FastGemma, items: list[list[int]], layers: Sequence[int],
+                     with_mean: bool = False) -> torch.Tensor:
         """`hidden` on the fast path: one message at a time after the cached prefix, stopping after
         the deepest layer asked for."""
         with torch.inference_mode():
@@ -138,12 +145,16 @@ class Scorer:
                     rows.append(last)
                 else:
                     _, states = fast.forward(item, kv, layers=max(layers) + 1, collect=layers)
-                    rows.append(torch.stack([state[-1] for state in states]))
+                    row = [state[-1].float() for state in states]
+                    if with_mean:
+                        row += [state.float().mean(0) for state in states]
+                    rows.append(torch.stack(row))
         return torch.stack(rows).float()
 
-    def normed(self, texts: Sequence[str], layers: Sequence[int]) -> torch.Tensor:
-        """The final norm applied to the outputs after each of `layers` layers: (texts, len(layers) * hidden)."""
-        raw = self.hidden(texts, [layer - 1 for layer in layers])
+    def normed(self, texts: Sequence[str], layers: Sequence[int], with_mean: bool = False) -> torch.Tensor:
+        """The final norm applied to the outputs after each of `layers` layers: (texts, len(layers) * hidden),
+        with `with_mean` followed by the same for each layer's mean over the message (see `hidden`)."""
+        raw = self.hidden(texts, [layer - 1 for layer in layers], with_mean)
         with torch.inference_mode():
             out: torch.Tensor = self.engine.model.get_decoder().norm(raw.to(self.engine.model.dtype)).float()
         return out.reshape(len(texts), -1)
