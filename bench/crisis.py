@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.crisis            # writes bench/CRISIS.md
     .venv/bin/python -m bench.crisis --split validation
 
-The test split (train/data/crisis.jsonl, crisis_fresh_*.jsonl and crisis_final_*.jsonl) is scored at the end; both
+The test split (train/data/crisis.jsonl, crisis_fresh_*.jsonl and crisis_final*_*.jsonl) is scored at the end; both
 thresholds were chosen on the validation split (train/heads.py). Two tiers, exactly as the bot decides: *crisis* (the phrase
 floor where the phrase is the sender's own, or the head's score at `escalation.crisis_threshold`: the
 vetted crisis reply and a critical alert) and *alerted* (crisis, crisis words said of someone else, or
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
              f"Thresholds on the crisis scale: `escalation.crisis_threshold` = {escalation.crisis_threshold} (the "
              f"head's few-false-alarms threshold), `escalation.concern_threshold` = {escalation.concern_threshold} "
              f"(its recall-first threshold). Load average {load:.2f} at start.", "",
-             "The test split holds five sets. `crisis.jsonl`'s rows were written first and its test split "
+             "The test split holds six sets. `crisis.jsonl`'s rows were written first and its test split "
              "was scored in earlier sessions too, so its figures are optimistic. `crisis_fresh_*.jsonl` was "
              "written later by other hands; its test split has been scored before this run as well. "
              "`crisis_final_*.jsonl` was written next, by hands that saw none of the other rows; rows close to "
@@ -104,7 +104,14 @@ def main(argv: list[str] | None = None) -> None:
              "reading its misses and false alarms: the floor phrase \"没脸活\" (one miss) and the reading of crisis "
              "words said of someone else (two of its false alarms and two of crisis_final2's), so its figures "
              "from before them are the honest ones: sure tier 0.937 with 10.0% false alarms, a person alerted "
-             "0.982 with 20.8%.", ""]
+             "0.982 with 20.8%. `crisis_final4_*.jsonl` was written in the same way in the session after "
+             "that, with ordinary health messages among its hard negatives (kind medical: accidents, doses, "
+             "a pharmacy's stock), and first scored with the heads of that time: sure tier 0.890 with 12.0% "
+             "false alarms (zh 0.940 with 17.2%, en 0.829 with 6.0%), a person alerted 0.956 with 27.8%; "
+             "those are its honest figures. The crisis head was then refitted on the message's mean states "
+             "too, with a batch of health-message training rows (chosen on validation rows by a rule written "
+             "before fitting: bench/NOTES.md), after this set's misses and false alarms had been read, so "
+             "its figures below are a second look.", ""]
     groups = [("all", None), ("crisis.jsonl", {"crisis.jsonl"})]
     for name in tdata.CRISIS_TEST_SETS:
         groups.append((name, {r["file"] for r in results if r["file"].startswith(f"{name}_")}))
