@@ -435,7 +435,7 @@ class Store:
             return bool(result.rowcount)
 
     def mute(self, contact_id: str, until: datetime) -> None:
-        """No alerts for this contact until `until` (the escalation rules read muted_until)."""
+        """No mood alerts for this contact until `until` (the escalation rules read muted_until; a crisis still alerts)."""
         with self.engine.begin() as conn:
             self._upsert_name(conn, contact_id, "")
             conn.execute(contacts.update().where(contacts.c.contact_id == contact_id).values(muted_until=until))

@@ -37,7 +37,7 @@ HELP = (
     "#mood <who>: recent mood trend\n"
     "#alerts: open alerts\n"
     "#ack <id>: acknowledge an alert\n"
-    "#mute <who> <minutes> / #unmute <who>: a contact's alerts off / on\n"
+    "#mute <who> <minutes> / #unmute <who>: mood alerts off / on\n"
     "#pause / #resume: auto-replies off / on (moods and alerts go on)"
 )
 

@@ -17,6 +17,7 @@ from bot.config import ModelSettings, SentimentSettings
 from bot.domain import ChatTurn, Label, Strategy
 from bot.errors import EngineTimeout, ModelNotFoundError
 from bot.model.engine import AsyncEngine, ModelEngine
+from bot.model.heads import Readout
 from bot.model.loader import load_model
 
 FAMILIES = ("qwen2", "gemma3")
@@ -69,6 +70,46 @@ def test_mean_states_over_a_padded_batch_match_each_message_alone(engine: ModelE
     for i, text in enumerate(texts):  # the pads of the short message count for nothing in its mean
         assert torch.allclose(both[i], engine.mood.hidden([text], [0, 1], with_mean=True)[0], rtol=1e-2, atol=1e-2)
     assert not torch.allclose(both[:, 2:], both[:, :2], atol=1e-3)
+
+
+def test_mean_states_are_the_mean_over_the_message_line_of_an_uncached_pass(engine: ModelEngine) -> None:
+    text = "my parcel never came and nobody answers"
+    item = engine.encode(engine.mood.item.format(text=text))
+    ids = torch.tensor([engine.mood.prefix_ids + item])
+    with torch.inference_mode():
+        states = engine.model.get_decoder()(input_ids=ids, output_hidden_states=True).hidden_states
+    # layer 0 of the tiny models' two: transformers norms the last layer's output in hidden_states
+    expected = states[1][0, -len(item):].float().mean(0)
+    got = engine.mood.hidden([text], [0], with_mean=True)[0, 1]
+    # the fast path (the tiny Gemma) sums in another order than transformers: test_fast.py's tolerance
+    tolerance = 2e-2 if engine.fast is not None else 1e-4
+    assert torch.allclose(got, expected, rtol=tolerance, atol=tolerance)
+    # one token more or less in the mean would be far outside it
+    fewer = states[1][0, -len(item) + 1:].float().mean(0)
+    assert not torch.allclose(got, fewer, rtol=tolerance, atol=tolerance)
+
+
+def test_each_head_reads_its_own_layers_and_the_means_only_where_it_asks(engine: ModelEngine) -> None:
+    hidden = engine.model.config.hidden_size
+
+    def head(layers: tuple[int, ...], pooled: bool) -> Readout:
+        n = hidden * len(layers) * (1 + pooled)
+        return Readout(layers, torch.zeros(n), torch.ones(n), torch.zeros(2, n), torch.zeros(2), ("a", "b"), "fp",
+                       pooled=pooled)
+
+    saved = engine.readout, engine.crisis_head, engine.handoff_head
+    try:
+        engine.readout, engine.crisis_head, engine.handoff_head = head((2,), False), head((1, 2), True), head((1,), False)
+        engine.forget_features()
+        text = "my parcel never came"
+        last1, last2, mean1, mean2 = engine.mood.normed([text], [1, 2], with_mean=True)[0].reshape(4, -1)
+        assert torch.allclose(engine._head_input(engine.readout, [text])[0], last2, atol=1e-5)
+        assert torch.allclose(engine._head_input(engine.handoff_head, [text])[0], last1, atol=1e-5)
+        assert torch.allclose(engine._head_input(engine.crisis_head, [text])[0],
+                              torch.cat([last1, last2, mean1, mean2]), atol=1e-5)
+    finally:
+        engine.readout, engine.crisis_head, engine.handoff_head = saved
+        engine.forget_features()
 
 
 def test_content_free_input_is_not_biased(engine: ModelEngine) -> None:

@@ -262,7 +262,7 @@ def _pick_readout(choice: str, fingerprint: str | None, hidden_size: int, head: 
     except Exception as exc:  # any damaged or foreign file: torch.load raises many kinds
         raise EngineError(f"the {head} head {path} cannot be read: {exc}") from exc
     if readout.mean.shape[-1] != hidden_size * len(readout.layers) * (1 + readout.pooled):
-        raise EngineError(f"the {head} head {path} was trained for another model (hidden size {readout.mean.shape[-1]})")
+        raise EngineError(f"the {head} head {path} was trained for another model ({readout.mean.shape[-1]} features)")
     if fingerprint and readout.fingerprint != fingerprint:
         # a head fitted to other weights reads features that no longer mean the same: refuse it
         raise EngineError(

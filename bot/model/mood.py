@@ -92,9 +92,12 @@ class Scorer:
 
         With no `layers`: the model's last (normed) hidden state. With `layers`: the raw outputs of
         those decoder layers (0-based), and the forward stops soon after the deepest of them; with
-        `with_mean` too, followed by each layer's mean over the message's positions (texts, 2 *
-        layers, hidden): the same pass, so the crisis head may read them at no cost.
+        `with_mean` too, followed by each layer's mean over the message's prompt line (the message
+        and the few template tokens around it; texts, 2 * layers, hidden): the same pass, so the
+        crisis head may read them at no cost. `with_mean` needs `layers`.
         """
+        if with_mean and not layers:
+            raise ValueError("the mean states are read from named layers")
         engine = self.engine
         items = [engine.encode(self.item.format(text=t.replace("\n", " "))) for t in texts]
         if engine.fast is not None:

@@ -89,7 +89,7 @@ STRINGS: dict[str, tuple[str, str]] = {  # key: (en, zh)
     "flash_ack_gone": ("Alert #{id} is not open: it was acknowledged already, or there is no such alert.",
                        "警报 #{id} 不是未处理状态：已被确认，或没有这条警报。"),
     "flash_muted": ("Muted mood alerts for {name} for {minutes} min. Crisis alerts still come.",
-                    "已将 {name} 的情绪提醒静音 {minutes} 分钟。危机提醒照常发出。"),
+                    "已将 {name} 的情绪警报静音 {minutes} 分钟。危机警报照常发出。"),
     "flash_unmuted": ("Unmuted {name}.", "已取消 {name} 的静音。"),
     "flash_paused": ("Auto-replies paused.", "已暂停自动回复。"),
     "flash_resumed": ("Auto-replies resumed.", "已恢复自动回复。"),
