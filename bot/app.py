@@ -155,7 +155,7 @@ class Application:
             return  # stopped by a filter or a command, or not addressed to the bot: nothing to answer
         # a crisis, or crisis words about someone else, is answered in full however busy the bot is: its
         # vetted reply points to help now and promises a colleague, whom the alert reaches
-        if turn.crisis or turn.someone_else:
+        if turn.crisis_words:
             await self.pipeline.run(turn, skip=self._not_answering)
             return
         if not turn.paused and self.settings.queue.overload == "busy_reply":

@@ -130,6 +130,12 @@ class Turn:
     outbox: list[OutboundMessage] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
 
+    @property
+    def crisis_words(self) -> bool:
+        """A crisis, or crisis words about someone else: vetted words answer it, whatever the bot's
+        load, pause or mood reading, and a person is alerted."""
+        return self.crisis or self.someone_else
+
 
 @dataclass(frozen=True)
 class MoodPoint:

@@ -275,9 +275,9 @@ class _Scorer:
                 # a proxy's page, an error object, another API: not an answer, and not a crash of the turn
                 raise EngineError(f"the model server's answer is not a completions answer: {str(data)[:200]}") from exc
         except EngineError as exc:
-            client.refusal(str(exc)[:120])
+            client.breaker.refusal(str(exc)[:120])
             raise
-        client.answered()
+        client.breaker.useful()
         return rows
 
     def _parse(self, data: Any, count: int) -> list[list[float]]:
@@ -384,15 +384,6 @@ class _Client:
             raise
         return result
 
-    def answered(self) -> None:
-        """An answer was of use: the server is not refusing us."""
-        self.breaker.useful()
-
-    def refusal(self, reason: str, lasting: bool = True) -> None:
-        """An answer of no use (a 4xx, a rate limit, the wrong shape): counted for #status and, rate
-        limits aside, towards the "refusing" alert."""
-        self.breaker.refusal(reason, lasting)
-
     async def probe(self, path: str, body: dict[str, Any]) -> Any:
         """One try, no retries and no strike for a refusal: the answer, or None when the server
         refused this request. A server that does not answer at all still counts against the breaker."""
@@ -431,7 +422,7 @@ class _Client:
         if hold > 0:
             if self.not_before >= deadline:
                 self.breaker.abandon()  # if this was the half-open trial, it told nothing: let the next one try
-                self.refusal(f"asked to wait {hold:.3g} s more (Retry-After)", lasting=False)
+                self.breaker.refusal(f"asked to wait {hold:.3g} s more (Retry-After)", lasting=False)
                 raise RateLimited(f"the model server asked to wait {hold:.3g} s more (Retry-After), past this "
                                   f"request's {self.settings.timeout_s:g} s deadline: not sent")
             await self._sleep(hold)
@@ -466,14 +457,14 @@ class _Client:
                 if response.status_code >= 400:
                     # our request is wrong, not the server down: no retry and no strike against it
                     breaker.success()
-                    self.refusal(f"HTTP {response.status_code} {_snippet(response)}".rstrip())
+                    self.breaker.refusal(f"HTTP {response.status_code} {_snippet(response)}".rstrip())
                     raise Refused(f"the model server refused the request: HTTP {response.status_code} "
                                   f"{response.text[:300]}", response.status_code, response.text)
                 breaker.success()
                 try:
                     result: dict[str, Any] = response.json()
                 except ValueError as exc:
-                    self.refusal(f"an answer that is not JSON: {_snippet(response)}")
+                    self.breaker.refusal(f"an answer that is not JSON: {_snippet(response)}")
                     raise EngineError(f"the model server's answer is not JSON: {response.text[:200]}") from exc
                 return result
         if limited:
@@ -482,7 +473,7 @@ class _Client:
             # the admins the server is down when it is not; #status shows it as refusals instead. It is
             # an answer, so a half-open trial that gets it closes the breaker rather than staying stuck.
             breaker.success()
-            self.refusal(error, lasting=False)
+            self.breaker.refusal(error, lasting=False)
             raise RateLimited(f"the model server is rate limiting: {error}")
         breaker.failure(error)
         if error.startswith("no answer"):
@@ -687,9 +678,9 @@ class RemoteEngine:
         try:
             raw = str(data["choices"][0]["message"]["content"] or "")
         except (KeyError, IndexError, TypeError) as exc:
-            self.client.refusal("replies without a message")
+            self.breaker.refusal("replies without a message")
             raise EngineError(f"the model server's reply has no message: {str(data)[:200]}") from exc
-        self.client.answered()
+        self.breaker.useful()
         return clean_reply(raw, max_chars=self.settings.max_reply_chars)
 
     async def try_server(self) -> None:

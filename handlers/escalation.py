@@ -231,7 +231,7 @@ class EscalationStage:
             return self.store.escalate(point, self.settings.score_points, window_start, rule)
 
     async def __call__(self, turn: Turn) -> None:
-        if turn.sentiment is None or turn.sentiment.confidence == 0.0 and not (turn.crisis or turn.someone_else):
+        if turn.sentiment is None or turn.sentiment.confidence == 0.0 and not turn.crisis_words:
             return  # the model failed: an unknown mood is not evidence either way
         alert = await asyncio.to_thread(self._evaluate, turn)
         if alert is not None:

@@ -151,7 +151,7 @@ class ReplyStage:
         return line, "fallback"
 
     async def __call__(self, turn: Turn) -> None:
-        if turn.record_only or (turn.paused and not (turn.crisis or turn.someone_else)):
+        if turn.record_only or (turn.paused and not turn.crisis_words):
             return  # vetted crisis words are always answered, even while auto-replies are paused
         strategy = turn.strategy or Strategy.PLAIN
         message = turn.message

@@ -26,11 +26,11 @@ class SentimentStage:
 
     async def __call__(self, turn: Turn) -> None:
         try:
-            if turn.crisis or turn.someone_else:  # the phrase floor matched (CrisisFloorStage): vetted words wait
+            if turn.crisis_words:  # the phrase floor matched (CrisisFloorStage): vetted words wait
                 turn.sentiment = await asyncio.wait_for(self.engine.classify(turn.text), FLOOR_MOOD_WAIT_S)
             else:
                 turn.sentiment = await self.engine.classify(turn.text)
         except (EngineError, TimeoutError) as exc:  # an unknown mood still gets a safe answer
             log.warning("mood of message %s unknown: %s", turn.message.message_id, exc or "no answer in time")
-            turn.sentiment = UNREAD_CRISIS if turn.crisis or turn.someone_else else UNKNOWN
+            turn.sentiment = UNREAD_CRISIS if turn.crisis_words else UNKNOWN
             turn.model_failed = True
