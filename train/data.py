@@ -203,8 +203,9 @@ CRISIS_TEST_SETS = ("crisis_fresh", "crisis_final", "crisis_final2", "crisis_fin
 
 def crisis_files(split: str) -> list[Path]:
     """crisis.jsonl, plus crisis_more_*.jsonl (hard negatives and crisis wordings: training rows,
-    and in crisis_more_*4.jsonl, ordinary health messages among them, validation rows too), crisis_fresh_*.jsonl (validation and test rows only, written after the first
-    test scorings so that one test set is scored once) and crisis_final_*.jsonl (test rows only,
+    and in crisis_more_*4.jsonl, ordinary health messages among them, validation rows too),
+    crisis_fresh_*.jsonl (validation and test rows only, written after the first test scorings so
+    that one test set is scored once) and crisis_final_*.jsonl (test rows only,
     written by other hands after the fresh test split had been scored twice; rows close to any
     earlier row were dropped, and it is scored once; crisis_final2_*.jsonl to crisis_final4_*.jsonl
     the same, each written a session later)."""

@@ -173,16 +173,16 @@ def ece(probs: torch.Tensor, y: torch.Tensor, bins: int = 10) -> float:
 
 
 def features(engine: Any, texts: list[str], layers: Sequence[int], cache: Path | None = None,
-             batch: int = 32, pooled: bool = False) -> torch.Tensor:
-    """The heads' input for each text (with `pooled`, followed by the layers' means over the message);
-    with `cache`, texts seen by an earlier run are not computed again."""
+             batch: int = 32) -> torch.Tensor:
+    """The heads' input for each text: the layers' states at the answer position, then their means
+    over the message; with `cache`, texts seen by an earlier run are not computed again."""
     from tqdm import tqdm
 
     known: dict[str, torch.Tensor] = torch.load(cache, weights_only=True) if cache and cache.exists() else {}
     missing = [t for t in dict.fromkeys(texts) if tdata.digest(t) not in known]
     for start in tqdm(range(0, len(missing), batch), desc="hidden states", unit="batch", mininterval=10):
         part = missing[start : start + batch]
-        for text, row in zip(part, engine.mood.normed(part, layers, pooled)):
+        for text, row in zip(part, engine.mood.normed(part, layers, with_mean=True)):
             known[tdata.digest(text)] = row.clone()
     if cache and missing:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -240,11 +240,6 @@ def lowest_threshold(scores: torch.Tensor, share: float) -> float:
     ranked = scores.sort(descending=True).values
     allowed = int(len(ranked) * share)
     return float(ranked[allowed]) * 1.001 if len(ranked) > allowed else 0.0
-
-
-def own_val_rows(mood_val: Sequence[tdata.MoodRow]) -> list[tdata.MoodRow]:
-    """Our own validation chat messages: the ordinary traffic that the sure crisis tier may rarely flag."""
-    return tdata.dedupe(r for r in mood_val if r.source in tdata.OWN_SOURCES)
 
 
 def crisis_head(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
@@ -371,22 +366,18 @@ def main(argv: Sequence[str] | None = None) -> None:
                                + [text for text, _ in handoff_train + handoff_val]))
     log.info("features of %d texts on layers %s (%s)", len(texts), layers, loaded.name)
     index = {t: i for i, t in enumerate(texts)}
-    cache = None if args.smoke else tdata.ROOT / "train" / "out" / f"features-{fingerprint}-{'-'.join(map(str, layers))}.pt"
+    # one pass gives every text the answer position's states and their means over the message; the
+    # crisis head reads both (bench/NOTES.md, "Crisis head on the message's mean states"), the others
+    # the first half
+    cache = None if args.smoke else tdata.ROOT / "train" / "out" / f"features-{fingerprint}-{'-'.join(map(str, layers))}-mean.pt"
     x = features(engine, texts, layers, cache)
+    answer_position = x.shape[1] // 2
 
     def rows(items: Sequence[tdata.MoodRow | tuple[str, bool]]) -> torch.Tensor:
-        return x[[index[r.text if isinstance(r, tdata.MoodRow) else r[0]] for r in items]]
-
-    # the crisis head reads the answer position's states and their means over the message
-    # (bench/NOTES.md, "Crisis head on the message's mean states")
-    pooled_texts = list(dict.fromkeys(r.text for r in crisis_train + crisis_val + ordinary + own_val_rows(mood_val)))
-    pooled_index = {t: i for i, t in enumerate(pooled_texts)}
-    x_pooled = torch.zeros(0)
-    if "crisis" in wanted:
-        x_pooled = features(engine, pooled_texts, layers, cache and cache.with_name(cache.stem + "-mean.pt"), pooled=True)
+        return x[[index[r.text if isinstance(r, tdata.MoodRow) else r[0]] for r in items], :answer_position]
 
     def pooled_rows(items: Sequence[tdata.MoodRow]) -> torch.Tensor:
-        return x_pooled[[pooled_index[r.text] for r in items]]
+        return x[[index[r.text] for r in items]]
 
     built: dict[str, Readout] = {}
     if "mood" in wanted:
@@ -399,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         crisis_y = torch.tensor([1 - int(r.crisis or 0) for r in crisis_train] + [1] * len(ordinary))
         val_y = torch.tensor([1 - int(r.crisis or 0) for r in crisis_val])
         hard = [HARD_NEGATIVE_WEIGHT if not r.crisis else 1.0 for r in crisis_train]
-        own_val = own_val_rows(mood_val)
+        own_val = tdata.dedupe(r for r in mood_val if r.source in tdata.OWN_SOURCES)
         crisis = built["crisis"] = crisis_head(crisis_x, crisis_y, pooled_rows(crisis_val), val_y, layers, fingerprint,
                                                row_weight=torch.tensor(hard + [1.0] * len(ordinary)),
                                                ordinary_val=pooled_rows(own_val) if own_val else None)
