@@ -208,7 +208,9 @@ def asks_nothing(message: str) -> bool:
 # the crisis reply, which asks the worried person whether they are safe. Read the other way, the
 # sender's own crisis would get a "high" alert instead of a critical one, so the reading is narrow:
 # - zh: a pronoun (他/她) right before the phrase, or a person (朋友, 我妈, 室友...) at the start of the
-#   clause or after 我/我的, followed by adverbs and 说 ("我妈最近总说"). A person after 跟/和/对/给/告诉
+#   clause followed by adverbs and 说 ("朋友最近总说"), or a person owned (我妈, 同事的孩子, 邻居家孩子)
+#   followed by adverbs or a day and the phrase, 说 or not ("邻居家孩子昨天割腕了"): a bare 姐姐 or 哥
+#   at the start may be the sender speaking of themself, as chat slang does. A person after 跟/和/对/给/告诉
 #   ("我跟朋友说不想活了": I told my friend) and any other verb ("老公出轨了总觉得活着没意思": the
 #   subject left out is the sender) leave the sender as the subject.
 # - en: he/she/they, or "my/a/the X", then only auxiliaries ("a teenager might be suicidal", "if hes
@@ -219,11 +221,13 @@ _ZH_OTHER_PRONOUN = "他们|她们|他|她"
 _ZH_PERSON = ("好朋友|朋友|闺蜜|兄弟|室友|舍友|同事|同学|妈妈|妈|爸爸|爸|母亲|父亲|儿子|女儿|孩子|老公|老婆|男朋友|女朋友|"
               "男友|女友|对象|哥哥|姐姐|弟弟|妹妹|表姐|表哥|表妹|表弟|堂哥|堂姐|堂弟|堂妹|爷爷|奶奶|外公|外婆|姥姥|姥爷|"
               "亲戚|邻居|学生|网友")
-_ZH_ADVERBS = "(?:最近|这阵子|这段时间|这几天|老是|总是|一直|经常|常常|又|老|总|也|都|还)*"
+_ZH_ADVERBS = ("(?:最近|这阵子|这段时间|这几天|老是|总是|一直|经常|常常|又|老|总|也|都|还|"
+               "昨天|前天|今天|昨晚|刚才|刚刚|前几天|上周|上个月|去年|那天)*")
 # a person named right after 跟/和/与/同/对/给/向/问/告诉 is the one spoken to, not the subject
 _ZH_ABOUT_OTHER = re.compile(
     f"(?:(?<![跟和与同对给向问])(?<!告诉)(?:{_ZH_OTHER_PRONOUN}){_ZH_ADVERBS}(?:说|讲)?"
-    f"|(?:^|(?<=[我的]))(?:{_ZH_PERSON}){_ZH_ADVERBS}(?:说|讲))(?:过)?$"
+    f"|^(?:{_ZH_PERSON}){_ZH_ADVERBS}(?:说|讲)"
+    f"|(?<=[我的家])(?:{_ZH_PERSON}|哥|姐|弟|妹){_ZH_ADVERBS}(?:说|讲)?)(?:过)?$"
 )
 _EN_OTHER_PRONOUN = {"he", "she", "they", "hes", "shes", "theyre"}
 _EN_PERSON = {

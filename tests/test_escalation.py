@@ -187,6 +187,8 @@ async def test_crisis_words_about_someone_else_are_answered_while_paused(clock: 
     ("she left me and now I don't want to live", "self"),
     ("since my brother died no reason to live", "self"),  # no verb of saying between them
     ("my sister says I should not kill myself", "self"),  # "myself": the sender's own words
+    ("邻居家孩子昨天割腕了，我好担心他", "someone else"),  # an owned person, a day, no 说
+    ("我弟前几天说想自杀", "someone else"),
     ("天气不错", None),
     # the sender's own crisis, whoever else is named: never read as someone else's
     ("我跟表姐说不想活了", "self"),  # the person after 跟 is the one spoken to
@@ -194,6 +196,7 @@ async def test_crisis_words_about_someone_else_are_answered_while_paused(clock: 
     ("舅舅去世后总觉得活着没意思", "self"),  # a verb other than 说: the subject left out is the sender
     ("她说不想活了，其实我也是", "self"),  # the sender joins in
     ("女儿对不起 妈妈不想活了", "self"),  # a person naming herself, no 说
+    ("姐姐今天真的不想活了", "self"),  # chat slang: a bare 姐姐 may be the sender
     ("听同学说 想自杀", "self"),  # a space splits the clause
     ("i told my cousin about being suicidal", "self"),
     ("my cousin is suicidal and so am i", "self"),
