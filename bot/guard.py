@@ -198,14 +198,16 @@ def without_handoff(reply: str) -> str:
 
 
 # The bot offers to do or send something itself ("I can send you a photo and a sizing guide", "I'll
-# ask the wedding planner", "我把颜色和价格发给您"): it can do none of it, so the offer is a promise
+# ask the wedding planner", "I'll check with a pharmacist", "我去问问医生", "我把颜色和价格发给您"): it
+# can do none of it and has no pharmacist or planner to ask, so the offer is a promise
 # nobody keeps. A sentence that hands the message to a colleague (HANDOFF_PROMISE) is not an offer.
 _OFFER = re.compile(
     r"\bI(?:'ll| will| can| could|'m going to| am going to)\s+(?:also\s+|just\s+|quickly\s+)?"
     r"(?:send|give|email|e-mail|text|show|get|find|check|look up|look into|link|share|forward|book|reserve|arrange|"
-    r"order|call|contact|ask the|ask your|ask them|message)\b"
+    r"order|call|contact|ask (?:a|an|the|your|them|my|our)|check with|(?:talk|speak) (?:to|with) (?!you)|reach out to (?!you)|message)\b"
     r"|\blet me (?:check|look|find|see|get|send|pull up)\b|\b(?:the one|the link|the details) I (?:linked|sent|shared)\b"
     r"|我(?:这就|马上|现在|先|可以|会|来)?(?:帮您|帮你|给您|给你)(?:查|找|发|寄|订|预约|安排|申请|联系|问|看|催)"
+    r"|我(?:这就|马上|现在|先|可以|会|来|去)+(?:问问|问一下|咨询|联系)(?!同事|客服|人工)"
     r"|我(?:这就|马上|现在|先)?把.{1,12}?(?:发|给|寄)(?:给)?(?:您|你)|(?:发|寄|私信)给(?:您|你)|稍等.{0,4}我(?:查|看|找)",
     re.IGNORECASE,
 )

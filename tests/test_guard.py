@@ -348,6 +348,9 @@ async def test_an_empty_drop_closing_question_keeps_every_question(clock, store)
     "Let me check the stock for you.",
     "好的，我把颜色和价格发给您，请稍等。",
     "我帮您查一下物流。",
+    "That dose sounds high. I'll check with a pharmacist and let you know.",  # nobody to ask
+    "I'll talk to the manager about it.",
+    "我去问问医生再回复你。",
 ])
 def test_an_offer_the_bot_cannot_keep_is_refused(reply: str) -> None:
     assert guard.offers(reply)
@@ -357,6 +360,7 @@ def test_an_offer_the_bot_cannot_keep_is_refused(reply: str) -> None:
 @pytest.mark.parametrize("reply", [
     "这个问题我转给人工客服，请稍等。", "我帮您转给同事处理。", "I'll ask a colleague to check for you.",
     "I'll pass this to a colleague who can help; someone will be in touch.", "That sounds hard. I can only imagine.",
+    "I can talk to you whenever you need.", "我先问问同事，稍后回复您。", "It may help to talk to a doctor.",
 ])
 def test_a_hand_off_or_plain_words_are_no_offer(reply: str) -> None:
     assert not guard.offers(reply)
