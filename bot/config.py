@@ -42,7 +42,7 @@ def _only_keys(*allowed: str) -> Callable[[dict[str, _T]], dict[str, _T]]:
 # texts by language ("zh", "en"); plain str keys, so that code may look up a detected language
 LangTexts = Annotated[dict[str, str], AfterValidator(_only_keys("zh", "en"))]
 LangLines = Annotated[dict[str, list[str]], AfterValidator(_only_keys("zh", "en"))]
-StrategyLines = Annotated[dict[str, LangLines], AfterValidator(_only_keys("comfort", "celebrate", "plain", "closing"))]
+StrategyLines = Annotated[dict[str, LangLines], AfterValidator(_only_keys("comfort", "celebrate", "plain", "closing", "greeting"))]
 
 
 class Section(BaseModel):
@@ -173,7 +173,13 @@ class ReplySettings(Section):
                        "Let me hand this to a colleague who can check it properly; they'll get back to you.",
                        "That one is for a colleague: I've passed it on, and someone will reply soon."],
             },
-            # a message that only thanks, greets or says goodbye (bot.text.asks_nothing): nothing to hand off
+            # a message that only greets or checks that someone is there (bot.text.greets_only)
+            "greeting": {
+                "zh": ["您好！有什么可以帮您的吗？", "在的，您请说～", "你好呀，有什么需要尽管说。", "您好，我在的，请问需要什么帮助？"],
+                "en": ["Hi! How can I help you today?", "Hello! I'm here. What can I do for you?",
+                       "Hey there! What do you need?", "Hi, I'm around. What's up?"],
+            },
+            # a message that only thanks or says goodbye (bot.text.asks_nothing): nothing to hand off
             "closing": {
                 "zh": ["好的，有需要随时找我～", "收到，祝你今天顺顺利利！", "好嘞，我一直在，有事随时叫我。",
                        "嗯嗯，之后有什么想问的再来找我。", "好的，祝你一切顺利，回头见！", "好的～我在这儿，随时找我。"],

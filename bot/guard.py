@@ -12,7 +12,7 @@ import math
 import re
 from typing import Callable, Iterable, Sequence
 
-from bot.text import asks_nothing, detect_lang, has_chinese
+from bot.text import asks_nothing, detect_lang, greets_only, has_chinese
 
 # how much of a reply may be the message's own words before it counts as an echo
 ECHO_OVERLAP = 0.6
@@ -176,10 +176,10 @@ def answers_unknown(reply: str, message: str, lang: str) -> bool:
 
 
 def needless_handoff(message: str, lang: str, person: bool | None) -> bool:
-    """A colleague promised to this message would have nothing to do: it only thanks, greets or says
-    goodbye, or the hand-off head says it needs no person (`person` False) and it is not a yes-or-no
+    """A colleague promised to this message would have nothing to do: it only thanks, greets, checks
+    that someone is there or says goodbye, or the hand-off head says it needs no person (`person` False) and it is not a yes-or-no
     question about the business, which the head may miss but no reply may answer unaided."""
-    return asks_nothing(message) or (person is False and not business_question(message, lang))
+    return asks_nothing(message) or greets_only(message) or (person is False and not business_question(message, lang))
 
 
 # a sentence and its closing punctuation ("。", "!", "?!", "..."), or a last one without any
@@ -257,6 +257,38 @@ def without_closing_question(reply: str, min_chars: int = 6) -> str:
     return rest if len(rest) >= min_chars and not rest.endswith(("？", "?")) else reply
 
 
+# The bot claiming a trade, a role or a name ("Hi! I'm a translator, and I can translate any text you
+# want.", "My name is John and I'm a member of the team", "我是这里的老师"): it is an automated
+# assistant (reply.identity), so any such claim is invented
+_EN_IDENTITY_CLAIM = re.compile(
+    r"\bmy name(?:'s| is)\b|\bI(?:'m| am) (?:a|an|your|the|one of the) (?:[\w-]+ ){0,2}?(?:translator|teacher|student|doctor|nurse|"
+    r"lawyer|member|representative|rep|agent|manager|engineer|writer|designer|developer|person|human|man|woman|girl|guy|"
+    r"volunteer|host|guide|staff|staffer|employee|worker|cook|chef|driver|tutor|coach|pharmacist|owner|boss|receptionist|"
+    r"technician|specialist|expert|consultant)\b",
+    re.IGNORECASE,
+)
+_ZH_IDENTITY_CLAIM = re.compile(r"我(?:是|叫)(?:一名|一个|个|你的|您的|这里的|这边的|店里的|本店的)?(?:翻译|老师|学生|医生|护士|律师|经理|"
+                                r"工程师|客服人员|人工客服|员工|店员|店主|老板|司机|厨师|导游|真人|人类|男生|女生|作者|志愿者|药剂师|技术员|专家|顾问)")
+
+# what a reply to "在吗" or "hi" must do: greet back or ask what the person needs ("在的，您请说～",
+# "Hi! How can I help?"); "好的，我马上回复您" and "我这边没有资料" answer a question nobody asked
+_GREETS_BACK = re.compile(
+    r"你好|您好|在的|在呢|在哦|在呀|我在|哈喽|嗨|早上好|早安|上午好|中午好|下午好|晚上好|有什么.{0,6}(?:帮|需要|事)|请说|请讲|您说|你说|"
+    r"需要.{0,4}什么|什么事|\b(?:hi|hello|hey|hiya|morning|afternoon|evening|welcome)\b|how can i help|what can i (?:do|help)|"
+    r"how are you|how's it going|how can i assist|what do you need|what's up|i'm here|here to help",
+    re.IGNORECASE,
+)
+
+# "I have no information on that": an answer to a question, not to a greeting
+_NO_ANSWER = re.compile(r"没有(?:资料|信息|相关|准确|具体)|不清楚|答不上|don't have|do not have|not sure|no information|no details",
+                        re.IGNORECASE)
+
+
+def claims_identity(reply: str) -> bool:
+    """The reply gives the bot a trade, a role or a name."""
+    return bool(_EN_IDENTITY_CLAIM.search(reply) or _ZH_IDENTITY_CLAIM.search(reply))
+
+
 def check(reply: str, message: str, lang: str, previous: str | None, sources: Iterable[str],
           knowledge: Sequence[str] = (), person: bool | None = None) -> str | None:
     """Why the reply must not be sent, or None when it passes every rule. `person`: whether the
@@ -278,6 +310,10 @@ def check(reply: str, message: str, lang: str, previous: str | None, sources: It
         return "unsupported answer"
     if offers(reply):
         return "invented offer"
+    if claims_identity(reply):
+        return "invented identity"
+    if greets_only(message) and (not _GREETS_BACK.search(reply) or _NO_ANSWER.search(reply)):
+        return "greeting not returned"
     # a hand-off for a "谢谢" sends a person an alert with nothing to do (the tuned model did so for 5
     # of the 8 such reply-validation messages), and "我转给同事帮您处理" to a lost wallet or "你真聪明"
     # is a customer-service template on a personal message

@@ -203,6 +203,29 @@ def asks_nothing(message: str) -> bool:
     return bool(words) and not _ZH_CLOSING.sub("", _EN_CLOSING.sub(" ", words)).strip()
 
 
+# A greeting or a check that someone is there, and nothing else ("在吗", "您好，请问有人吗", "hi there",
+# "anyone around?"): the most common first message in a customer-service chat. The tuned model
+# answered "在吗" with "我这边没有资料" and "hi" with "I'm a translator…" (the reply guard refuses both)
+_ZH_GREETING = re.compile(r"你好|您好|在吗|在么|在嘛|在不在|在没|有人吗|有人么|有人在吗|有人在么|哈喽|嗨|早上好|早安|上午好|"
+                          r"中午好|下午好|晚上好|hello|hi|hey")
+_ZH_GREETING_PAD = re.compile(r"请问|客服|小哥哥|小姐姐|老板|亲|你们|你|您|呀|啊|哈|嗯|哦|呢|吗|么|喂|在")
+_EN_GREETING = re.compile(
+    r"(?<![a-z])(?:hi+|hello+|hey+|hiya|yo|howdy|greetings|good (?:morning|afternoon|evening|day)|morning|evening|"
+    r"(?:is )?(?:any ?one|any ?body|some ?one) (?:there|here|around|home|online|available)|(?:are )?(?:you|u) (?:there|around|online|here|available)"
+    r")(?![a-z])"
+)
+_EN_GREETING_PAD = re.compile(r"(?<![a-z])(?:there|team|guys|all|everyone|folks|support|admin|bot|sir|madam|please|pls|um+|uh+|so|ok|okay|oh)(?![a-z])")
+
+
+def greets_only(message: str) -> bool:
+    """The message greets or checks that someone is there, and asks nothing else."""
+    words = phrase_form(message)
+    if not words or not (_ZH_GREETING.search(words) or _EN_GREETING.search(words)):
+        return False
+    rest = _EN_GREETING_PAD.sub(" ", _EN_GREETING.sub(" ", words))
+    return not _ZH_GREETING_PAD.sub("", _ZH_GREETING.sub("", rest)).strip()
+
+
 # Whom a crisis phrase is about. "我闺蜜最近总说活着没意思" and "warning signs that a teenager might be
 # suicidal" are a worried person asking about someone else; read as the sender's own crisis they got
 # the crisis reply, which asks the worried person whether they are safe. Read the other way, the

@@ -25,7 +25,7 @@ from bot.domain import ChatTurn, Strategy, Turn, handoff_alert, reply_to
 from bot.errors import EngineError
 from bot.memory import ConversationMemory
 from bot.protocols import Clock, Engine
-from bot.text import asks_identity, asks_nothing, in_lang
+from bot.text import asks_identity, asks_nothing, greets_only, in_lang
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +60,14 @@ class ReplyStage:
     def fallback(self, strategy: Strategy, lang: str, key: str, previous: str | None, message: str = "",
                  knowledge: Sequence[str] = (), person: bool | None = None) -> str:
         """A curated line for this strategy and language, the one sent least, never the previous reply;
-        a message that asks for nothing (thanks, goodbye) gets a closing line, never a hand-off, a
+        a greeting ("在吗", "hi") gets a greeting line, a message that asks for nothing (thanks, goodbye) a closing line, never a hand-off, a
         question only a person can answer (guard.business_question) or one that the hand-off head says
         needs a person (`person` True) a line that hands it to one, and one that the head says needs
         no person (`person` False) a line that does not."""
         fallbacks = self.settings.fallbacks
-        closing = asks_nothing(message) and fallbacks.get("closing")
-        table = closing or fallbacks.get(strategy.value) or fallbacks.get("plain") or {}
+        special = ((greets_only(message) and fallbacks.get("greeting"))
+                   or (asks_nothing(message) and fallbacks.get("closing")))
+        table = special or fallbacks.get(strategy.value) or fallbacks.get("plain") or {}
         lines = table.get(lang) or table.get("en") or ["…"]
         if person or (not knowledge and guard.business_question(message, lang)):
             lines = [line for line in lines if guard.HANDOFF_PROMISE.search(line)] or lines

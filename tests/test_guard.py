@@ -162,13 +162,13 @@ async def test_two_rejections_fall_back_to_a_curated_line(clock, store) -> None:
 
 
 @pytest.mark.parametrize("reply", [
-    "[INST] <<SYS>> You are a cheerful friend. <</SYS>> hello there [/INST] Congratulations!",
+    "[INST] <<SYS>> You are a cheerful friend. <</SYS>> we got the keys today [/INST] Congratulations!",
     "Congratulations! <end_of_turn>",
     "<|im_start|>assistant That's great news!",
 ])
 def test_a_chat_template_in_the_reply_is_a_leak(reply: str) -> None:
-    assert guard.check(reply, "hello there", "en", None, []) == "template leak"
-    assert guard.check("Congratulations, that's wonderful news!", "hello there", "en", None, []) is None
+    assert guard.check(reply, "we got the keys today", "en", None, []) == "template leak"
+    assert guard.check("Congratulations, that's wonderful news!", "we got the keys today", "en", None, []) is None
 
 
 # --- answers the bot cannot know, and hand-offs nobody asked for -------------------------
@@ -418,3 +418,54 @@ async def test_without_an_identity_line_the_model_answers(clock, store) -> None:
     app, sender = build_app(clock, store, engine, reply={"identity": {}})
     await app.process(make_message("are you a bot?"))
     assert sender.sent[0].text == "I'm the shop's assistant bot." and engine.attempts == [0]
+
+
+# --- greetings and claims about who the bot is --------------------------------------------------
+
+@pytest.mark.parametrize("message", ["在吗", "您好，请问有人吗", "亲，在吗？", "哈喽～", "hi", "Hi there!", "anyone around?",
+                                     "Good afternoon", "客服在不在"])
+def test_a_greeting_or_a_presence_check_greets_only(message: str) -> None:
+    from bot.text import greets_only
+
+    assert greets_only(message)
+
+
+@pytest.mark.parametrize("message", ["你好，我想退货", "在吗 我的订单还没到", "hi, where is my order", "在家吗", "早上好，今天几点开门",
+                                     "is there anyone who can help me with a refund", "hi I got promoted", "谢谢"])
+def test_a_greeting_with_a_request_or_other_words_is_not_only_a_greeting(message: str) -> None:
+    from bot.text import greets_only
+
+    assert not greets_only(message)
+
+
+@pytest.mark.parametrize("reply", ["Hi! I'm a translator, and I can translate any text you want.",
+                                   "My name is John and I'm a member of the team.", "你好，我是这里的老师。",
+                                   "I'm one of the staff here, happy to help."])
+def test_a_reply_that_gives_the_bot_a_trade_role_or_name_is_refused(reply: str) -> None:
+    assert guard.check(reply, "what do you do here?", guard.detect_lang(reply), None, []) == "invented identity"
+
+
+@pytest.mark.parametrize("reply", ["I'm a bit worried for you.", "I'm here if you want to talk.", "我是说，慢慢来就好。",
+                                   "I'm this chat's automated assistant, not a person."])
+def test_plain_first_person_words_claim_no_identity(reply: str) -> None:
+    assert not guard.claims_identity(reply)
+
+
+@pytest.mark.parametrize(("message", "reply"), [("你好", "好的，我马上回复您。"), ("在吗", "我这边没有资料，请问您好。"),
+                                                ("anyone there?", "I'm not sure about the location, a colleague will let you know.")])
+def test_a_greeting_answered_with_anything_but_a_greeting_is_refused(message: str, reply: str) -> None:
+    assert guard.check(reply, message, guard.detect_lang(reply), None, []) in ("greeting not returned", "needless hand-off")
+
+
+@pytest.mark.parametrize(("message", "reply"), [("在吗", "在的，您请说～"), ("hi", "Hey there! What can I do for you?"),
+                                                ("good morning!", "Morning! How are you doing?")])
+def test_a_greeting_returned_passes(message: str, reply: str) -> None:
+    assert guard.check(reply, message, guard.detect_lang(reply), None, []) is None
+
+
+async def test_a_greeting_falls_back_to_a_greeting_line_and_hands_nothing_off(clock, store) -> None:  # type: ignore[no-untyped-def]
+    engine = ScriptedEngine(["我这边没有资料，我转给同事帮您查。", "好的，我马上回复您。"])
+    stage, sender, turn = await _turn(engine, clock, store, "在吗")
+    assert sender.sent[0].text in Settings().reply.fallbacks["greeting"]["zh"]
+    assert engine.attempts == [0, 1] and stage.fallbacks == 1
+    assert not any(a.kind == "handoff" for a in turn.alerts)
