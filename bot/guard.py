@@ -175,10 +175,37 @@ def answers_unknown(reply: str, message: str, lang: str) -> bool:
     return bool(_EN_VERDICT.match(reply))
 
 
+# How to do something with the business or its app ("how do I reset my password?", "怎么修改收货地址"):
+# with no FAQ entry in the prompt, any steps are invented ("Reset your password by pressing the reset
+# button on the phone."), so the reply must say it does not know or hand the question to a colleague
+_HOW_EN = re.compile(r"(?<![a-z])(?:how (?:do|can|should|would|could) (?:i|we)|how to|where (?:do|can) i|"
+                     r"what(?:'s| is) the (?:way|process|procedure) to)(?![a-z])", re.IGNORECASE)
+_HOW_ZH = re.compile(r"怎么|如何|怎样|咋")
+_APP = re.compile(r"密码|登录|登陆|注册|验证码|绑定|解绑|地址|手机号|小程序|设置|"
+                  r"(?<![a-z])(?:password|log ?in|sign ?(?:in|up)|verification|address|app|settings|profile|username|e-?mail)(?![a-z])",
+                  re.IGNORECASE)
+_NO_ANSWER_STEPS = re.compile(r"我(?:这边|这里)没有|看不到|查不到|没(?:有)?办法|不清楚|不确定|没有(?:资料|信息|相关|准确|具体|数据)|"
+                              r"don't have|do not have|not sure|no information|no details|can't see|cannot see|don't know|unable to",
+                              re.IGNORECASE)
+
+
+def how_to_question(message: str) -> bool:
+    """The message asks how to do something with the business or its app (not with the bot, or in everyday life)."""
+    if not (_HOW_EN.search(message) or _HOW_ZH.search(message)) or _ABOUT_BOT.search(message):
+        return False
+    return bool(_BUSINESS.search(message) or _APP.search(message))
+
+
+def gives_unknown_steps(reply: str, message: str) -> bool:
+    """The reply to a how-to question about the business neither says it does not know nor hands it on."""
+    return how_to_question(message) and not (HANDOFF_PROMISE.search(reply) or _NO_ANSWER_STEPS.search(reply))
+
+
 def needless_handoff(message: str, lang: str, person: bool | None) -> bool:
     """A colleague promised to this message would have nothing to do: it only thanks, greets, checks
-    that someone is there or says goodbye, or the hand-off head says it needs no person (`person` False) and it is not a yes-or-no
-    question about the business, which the head may miss but no reply may answer unaided."""
+    that someone is there or says goodbye, or the hand-off head says it needs no person (`person`
+    False) and it is not a yes-or-no question about the business, which the head may miss but no
+    reply may answer unaided."""
     return asks_nothing(message) or greets_only(message) or (person is False and not business_question(message, lang))
 
 
@@ -306,7 +333,7 @@ def check(reply: str, message: str, lang: str, previous: str | None, sources: It
     made_up = invented(reply, [message, *sources])
     if made_up:
         return "invented fact: " + ", ".join(sorted(made_up))
-    if not knowledge and answers_unknown(reply, message, lang):
+    if not knowledge and (answers_unknown(reply, message, lang) or gives_unknown_steps(reply, message)):
         return "unsupported answer"
     if offers(reply):
         return "invented offer"

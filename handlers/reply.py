@@ -69,7 +69,7 @@ class ReplyStage:
                    or (asks_nothing(message) and fallbacks.get("closing")))
         table = special or fallbacks.get(strategy.value) or fallbacks.get("plain") or {}
         lines = table.get(lang) or table.get("en") or ["…"]
-        if person or (not knowledge and guard.business_question(message, lang)):
+        if person or (not knowledge and (guard.business_question(message, lang) or guard.how_to_question(message))):
             lines = [line for line in lines if guard.HANDOFF_PROMISE.search(line)] or lines
         elif guard.needless_handoff(message, lang, person):
             lines = [line for line in lines if not guard.HANDOFF_PROMISE.search(line)] or lines

@@ -469,3 +469,34 @@ async def test_a_greeting_falls_back_to_a_greeting_line_and_hands_nothing_off(cl
     assert sender.sent[0].text in Settings().reply.fallbacks["greeting"]["zh"]
     assert engine.attempts == [0, 1] and stage.fallbacks == 1
     assert not any(a.kind == "handoff" for a in turn.alerts)
+
+
+# --- how-to questions about the business -----------------------------------------------------------
+
+@pytest.mark.parametrize(("message", "reply"), [
+    ("how do I reset my password?", "Reset your password by pressing the reset button on the phone."),
+    ("怎么修改收货地址", "在订单页面点击修改地址就可以了。"),
+    ("where can I download your app", "Search for it in the store and tap install."),
+])
+def test_steps_invented_for_a_how_to_question_about_the_business_are_refused(message: str, reply: str) -> None:
+    assert guard.check(reply, message, guard.detect_lang(reply), None, []) == "unsupported answer"
+    # with the FAQ's answer in the prompt, steps may be given
+    assert guard.check(reply, message, guard.detect_lang(reply), None, ["faq"], ["faq"]) is None
+
+
+@pytest.mark.parametrize(("message", "reply"), [
+    ("how do I reset my password?", "I don't have the steps here, so I'll ask a colleague to help you."),
+    ("怎么申请退款", "退款流程我这边没有资料，我转给同事帮您处理。"),
+    ("how can I get better at chess", "Play a little every day and go over your games."),  # not the business
+    ("晚上老睡不着怎么办", "睡前少看手机，试着放松一下。"),
+])
+def test_a_how_to_answer_that_hands_on_or_is_not_about_the_business_passes(message: str, reply: str) -> None:
+    assert guard.check(reply, message, guard.detect_lang(reply), None, []) is None
+
+
+async def test_a_how_to_question_falls_back_to_a_hand_off_line(clock, store) -> None:  # type: ignore[no-untyped-def]
+    engine = ScriptedEngine(["Tap settings, then reset.", "Open the app and press reset."])
+    stage, sender, turn = await _turn(engine, clock, store, "how do I reset my password?")
+    assert sender.sent[0].text in Settings().reply.fallbacks["plain"]["en"]
+    assert guard.HANDOFF_PROMISE.search(sender.sent[0].text)
+    assert stage.rejections["unsupported answer"] == 2
