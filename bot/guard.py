@@ -184,9 +184,11 @@ _HOW_ZH = re.compile(r"怎么|如何|怎样|咋")
 _APP = re.compile(r"密码|登录|登陆|注册|验证码|绑定|解绑|地址|手机号|小程序|设置|"
                   r"(?<![a-z])(?:password|log ?in|sign ?(?:in|up)|verification|address|app|settings|profile|username|e-?mail)(?![a-z])",
                   re.IGNORECASE)
-_NO_ANSWER_STEPS = re.compile(r"我(?:这边|这里)没有|看不到|查不到|没(?:有)?办法|不清楚|不确定|没有(?:资料|信息|相关|准确|具体|数据)|"
-                              r"don't have|do not have|not sure|no information|no details|can't see|cannot see|don't know|unable to",
-                              re.IGNORECASE)
+# "I have no information on that": what a reply to such a question may say, and what no reply to a
+# greeting should
+_NO_ANSWER = re.compile(r"我(?:这边|这里)没有|看不到|查不到|没(?:有)?办法|不清楚|不确定|答不上|没有(?:资料|信息|相关|准确|具体|数据)|"
+                        r"don't have|do not have|not sure|no information|no details|can't see|cannot see|don't know|unable to",
+                        re.IGNORECASE)
 
 
 def how_to_question(message: str) -> bool:
@@ -198,7 +200,7 @@ def how_to_question(message: str) -> bool:
 
 def gives_unknown_steps(reply: str, message: str) -> bool:
     """The reply to a how-to question about the business neither says it does not know nor hands it on."""
-    return how_to_question(message) and not (HANDOFF_PROMISE.search(reply) or _NO_ANSWER_STEPS.search(reply))
+    return how_to_question(message) and not (HANDOFF_PROMISE.search(reply) or _NO_ANSWER.search(reply))
 
 
 def needless_handoff(message: str, lang: str, person: bool | None) -> bool:
@@ -305,10 +307,6 @@ _GREETS_BACK = re.compile(
     r"how are you|how's it going|how can i assist|what do you need|what's up|i'm here|here to help",
     re.IGNORECASE,
 )
-
-# "I have no information on that": an answer to a question, not to a greeting
-_NO_ANSWER = re.compile(r"没有(?:资料|信息|相关|准确|具体)|不清楚|答不上|don't have|do not have|not sure|no information|no details",
-                        re.IGNORECASE)
 
 
 def claims_identity(reply: str) -> bool:

@@ -207,7 +207,7 @@ def asks_nothing(message: str) -> bool:
 # "anyone around?"): the most common first message in a customer-service chat. The tuned model
 # answered "在吗" with "我这边没有资料" and "hi" with "I'm a translator…" (the reply guard refuses both)
 _ZH_GREETING = re.compile(r"你好|您好|在吗|在么|在嘛|在不在|在没|有人吗|有人么|有人在吗|有人在么|哈喽|嗨|早上好|早安|上午好|"
-                          r"中午好|下午好|晚上好|hello|hi|hey")
+                          r"中午好|下午好|晚上好")
 _ZH_GREETING_PAD = re.compile(r"请问|客服|小哥哥|小姐姐|老板|亲|你们|你|您|呀|啊|哈|嗯|哦|呢|吗|么|喂|在")
 _EN_GREETING = re.compile(
     r"(?<![a-z])(?:hi+|hello+|hey+|hiya|yo|howdy|greetings|good (?:morning|afternoon|evening|day)|morning|evening|"

@@ -60,10 +60,11 @@ class ReplyStage:
     def fallback(self, strategy: Strategy, lang: str, key: str, previous: str | None, message: str = "",
                  knowledge: Sequence[str] = (), person: bool | None = None) -> str:
         """A curated line for this strategy and language, the one sent least, never the previous reply;
-        a greeting ("在吗", "hi") gets a greeting line, a message that asks for nothing (thanks, goodbye) a closing line, never a hand-off, a
-        question only a person can answer (guard.business_question) or one that the hand-off head says
-        needs a person (`person` True) a line that hands it to one, and one that the head says needs
-        no person (`person` False) a line that does not."""
+        a greeting ("在吗", "hi") gets a greeting line and a message that asks for nothing (thanks,
+        goodbye) a closing line, never a hand-off; a question only a person can answer
+        (guard.business_question, guard.how_to_question) or one that the hand-off head says needs a
+        person (`person` True) a line that hands it to one, and one that the head says needs no
+        person (`person` False) a line that does not."""
         fallbacks = self.settings.fallbacks
         special = ((greets_only(message) and fallbacks.get("greeting"))
                    or (asks_nothing(message) and fallbacks.get("closing")))
