@@ -74,6 +74,12 @@ class ModelSettings(Section):
     timeout_s: float = Field(default=60.0, gt=0, le=3600)
     max_new_tokens: int = Field(default=64, ge=1, le=1024)
     max_reply_chars: int = Field(default=400, ge=20, le=10_000)
+    # first-token branches decoded for a reply, the best of them chosen by the reply head (1: the
+    # greedy reply only); only where the reply head and this project's decode loop serve the model
+    reply_branches: int = Field(default=4, ge=1, le=16)
+    # auto: the reply head shipped for the served weights, if any (trained by `python -m train.heads`
+    # on graded replies); none: the greedy reply; or the path of a head file for your model
+    reply_head: str = "auto"
     classify_batch_size: int = Field(default=16, ge=1, le=256)
     # local: the in-process model above; openai: a served model behind an OpenAI-compatible API
     # (vLLM, the llama.cpp server, Ollama) that returns token log-probabilities (bot/remote.py)

@@ -20,6 +20,18 @@ def model() -> Gemma3ForCausalLM:
     return int8_gemma()
 
 
+class WordTokenizer:
+    """Token t decodes to "wt"; 1 and 2 end a reply, 0-2 are special."""
+
+    eos_token_id, unk_token_id, pad_token_id, all_special_ids = 1, 3, 0, [0, 1, 2]
+
+    def convert_tokens_to_ids(self, token: str) -> int:
+        return 2
+
+    def decode(self, tokens: list[int], skip_special_tokens: bool = False) -> str:
+        return " ".join(f"w{t}" for t in tokens if not skip_special_tokens or t > 2)
+
+
 def test_only_known_int8_gemma_models_take_the_fast_path(model: Gemma3ForCausalLM) -> None:
     assert fast.supported(model)
     dense = Gemma3ForCausalLM(model.config)
@@ -121,16 +133,7 @@ def test_each_attempt_decodes_with_its_own_penalty_on_both_paths(model: Gemma3Fo
     path and on transformers' generate() alike."""
     from bot.model import generate
 
-    class Tokenizer:
-        eos_token_id, unk_token_id, pad_token_id, all_special_ids = 1, 3, 0, [0, 1, 2]
-
-        def convert_tokens_to_ids(self, token: str) -> int:
-            return 2
-
-        def decode(self, tokens: list[int], skip_special_tokens: bool = False) -> str:
-            return " ".join(f"w{t}" for t in tokens if not skip_special_tokens or t > 2)
-
-    tokenizer = Tokenizer()
+    tokenizer = WordTokenizer()
     runner = fast.FastGemma(model, max_positions=256)
     head = fast.Shortlist(model.lm_head, None)
 
@@ -210,3 +213,43 @@ def test_the_shortlist_rows_are_cached_on_disk_and_refused_for_other_weights(
     remaining = list(tmp_path.glob("snap.shortlist-*.pt"))
     assert len(remaining) == 1 and remaining[0] != files[0]
     assert (tmp_path / "other.shortlist-0123456789ab.pt").exists()
+
+
+def test_a_branch_starts_with_the_next_best_first_token_and_shares_the_prompts_cache(
+        model: Gemma3ForCausalLM) -> None:
+    runner = fast.FastGemma(model, max_positions=256)
+    head = fast.Shortlist(model.lm_head, None)
+    ids = torch.randint(3, 320, (10,), generator=torch.Generator().manual_seed(3)).tolist()
+    options = dict(ends=[], stop=lambda new: False, deadline=None, penalize_prompt=False)
+    greedy = fast.decode(runner, head, ids, 8, **options)
+    prompt = fast.prefill(runner, ids)
+    used = prompt[0].used
+    assert fast.decode(runner, head, ids, 8, prompt=prompt, **options) == greedy
+    with torch.inference_mode():
+        ranked = torch.topk(head.logits(prompt[1]), 3).indices.tolist()
+    branches = [fast.decode(runner, head, ids, 8, first_rank=rank, prompt=prompt, **options) for rank in (1, 2)]
+    assert [b[0] for b in branches] == [int(head.ids[r]) for r in ranked[1:]]
+    assert prompt[0].used == used  # the shared cache is copied, never written
+
+
+def test_the_best_rated_branch_is_sent_and_a_tie_keeps_the_greedy_reply(model: Gemma3ForCausalLM) -> None:
+    from bot.errors import EngineTimeout
+    from bot.model import generate
+
+    runner = fast.FastGemma(model, max_positions=256)
+    head = fast.Shortlist(model.lm_head, None)
+    ids = torch.randint(3, 320, (10,), generator=torch.Generator().manual_seed(4)).tolist()
+    seen: list[str] = []
+
+    def rate(prompt: tuple[fast.KV, torch.Tensor], reply: str) -> float:
+        seen.append(reply)
+        return {1: 0.5, 3: 2.0}.get(len(seen), 0.0)  # the third branch rated best
+
+    best = generate.best_of_fast(runner, head, WordTokenizer(), ids, [], None, 6, 1000, 4, rate)
+    assert len(seen) == 4 and len(set(seen)) == 4 and best == seen[2]
+    greedy = generate.complete_fast(runner, head, WordTokenizer(), ids, [], None, 0, 6, 1000)
+    assert seen[0] == greedy
+    seen.clear()
+    assert generate.best_of_fast(runner, head, WordTokenizer(), ids, [], None, 6, 1000, 4, lambda p, r: 1.0) == greedy
+    with pytest.raises(EngineTimeout):  # not even the greedy reply in time: the caller's timeout path
+        generate.best_of_fast(runner, head, WordTokenizer(), ids, [], 0.0, 6, 1000, 4, rate)

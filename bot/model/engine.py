@@ -24,9 +24,9 @@ from bot.domain import LABEL_TOKEN_CRISIS_THRESHOLD, ChatTurn, Label, Sentiment,
 from bot.errors import EngineError, EngineTimeout
 from bot.model import fast, native, vocab
 from bot.model.cache import save_file
-from bot.model.fast import FastGemma, Shortlist
-from bot.model.generate import complete, complete_fast
-from bot.model.heads import Readout, shipped_path
+from bot.model.fast import KV, FastGemma, Shortlist
+from bot.model.generate import best_of_fast, complete, complete_fast
+from bot.model.heads import Readout, reply_layers, shipped_path
 from bot.model.loader import LoadedModel
 from bot.model.mood import Scorer
 
@@ -51,6 +51,7 @@ class ModelEngine:
         self.readout = _pick_readout(sentiment.readout, loaded.fingerprint, hidden, "mood")
         self.crisis_head = _pick_readout(sentiment.crisis_head, loaded.fingerprint, hidden, "crisis")
         self.handoff_head = _pick_readout(sentiment.handoff_head, loaded.fingerprint, hidden, "handoff")
+        self.reply_head = _pick_readout(settings.reply_head, loaded.fingerprint, hidden, "reply")
         # mood, crisis and hand-off read the same features: the checks after classify() cost nothing
         self._features: dict[str, torch.Tensor] = {}
         self.fast: FastGemma | None = None
@@ -238,12 +239,32 @@ class ModelEngine:
         """One reply. `attempt` > 0 asks again with other settings (the reply guard rejected one)."""
         ids, stops = self.reply_ids(history, strategy, lang, system, knowledge)
         if self.fast is not None and self.head is not None:
+            if attempt == 0 and self.reply_head is not None and self.settings.reply_branches > 1:
+                return best_of_fast(self.fast, self.head, self.tokenizer, ids, stops, deadline,
+                                    self.settings.max_new_tokens, self.settings.max_reply_chars,
+                                    self.settings.reply_branches, self.reply_score)
             return complete_fast(self.fast, self.head, self.tokenizer, ids, stops, deadline, attempt,
                                  self.settings.max_new_tokens, self.settings.max_reply_chars)
         return complete(self.model, self.tokenizer, ids, stops, deadline, attempt,
                         self.settings.max_new_tokens, self.settings.max_reply_chars)
 
 
+
+    def reply_features(self, prompt: tuple[KV, torch.Tensor], reply: str) -> torch.Tensor:
+        """The reply head's input: the reply's tokens (and the end of its turn) run after the
+        prefilled prompt, each of the head's layers' raw outputs averaged over them; (features,)."""
+        if self.fast is None:
+            raise EngineError("the reply head needs this project's decode loop (model.decoder auto or torch)")
+        layers = self.reply_head.layers if self.reply_head is not None else reply_layers(self.model.config.num_hidden_layers)
+        ids = self.encode(reply) + self.encode(prompts.END_TURN, special=True)
+        with torch.inference_mode():
+            _, states = self.fast.forward(ids, prompt[0].extended(len(ids)), collect=[n - 1 for n in layers])
+        return torch.cat([state.float().mean(0) for state in states])
+
+    def reply_score(self, prompt: tuple[KV, torch.Tensor], reply: str) -> float:
+        """The reply head's predicted grade for `reply` to the prefilled prompt (higher is better)."""
+        assert self.reply_head is not None
+        return float(self.reply_head.logits(self.reply_features(prompt, reply)[None])[0, 0])
 
 
 def _pick_readout(choice: str, fingerprint: str | None, hidden_size: int, head: str) -> Readout | None:

@@ -399,18 +399,32 @@ def _penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch
     return logits
 
 
+def prefill(fast: FastGemma, ids: list[int]) -> tuple[KV, torch.Tensor]:
+    """The prompt's cache and last hidden state, for several continuations of one prompt."""
+    kv = fast.new_kv(len(ids))
+    with torch.inference_mode():
+        h, _ = fast.forward(ids, kv)
+    return kv, h
+
+
 def decode(fast: FastGemma, head: Shortlist, ids: list[int], max_new_tokens: int, ends: Sequence[int],
            stop: Callable[[list[int]], bool], deadline: float | None, repetition_penalty: float = PENALTY,
-           copyable: Sequence[int] = (), penalize_prompt: bool = True) -> list[int]:
+           copyable: Sequence[int] = (), penalize_prompt: bool = True, first_rank: int = 0,
+           prompt: tuple[KV, torch.Tensor] | None = None) -> list[int]:
     """Greedy decoding; the repetition penalty covers prompt and reply tokens, or with
     `penalize_prompt` False the reply's own tokens only (transformers' `prompt_ignore_length`).
 
     `copyable`: tokens (the prompt's own, special tokens left out) that may be emitted even where
-    the shortlist lacks them."""
+    the shortlist lacks them. `first_rank` > 0 starts the reply with the first token ranked that far
+    below the best and goes on greedily (a branch: bot/model/generate.py, `best_of_fast`); `prompt`
+    is `prefill(fast, ids)`, shared by the branches and left unchanged."""
     head = head.with_tokens(copyable)
-    kv = fast.new_kv(len(ids) + max_new_tokens)
     with torch.inference_mode():
-        h, _ = fast.forward(ids, kv)
+        if prompt is None:
+            kv = fast.new_kv(len(ids) + max_new_tokens)
+            h, _ = fast.forward(ids, kv)
+        else:
+            kv, h = prompt[0].extended(max_new_tokens), prompt[1]
         rows = head.row_of[torch.tensor(ids)]
         seen = set(rows[rows >= 0].tolist()) if penalize_prompt else set()
         new: list[int] = []
@@ -419,7 +433,10 @@ def decode(fast: FastGemma, head: Shortlist, ids: list[int], max_new_tokens: int
                 raise EngineTimeout("generation ran past its deadline")
             logits = _penalize(head.logits(h, fast.native), torch.tensor(list(seen), dtype=torch.long),
                                repetition_penalty)
-            row = int(torch.argmax(logits))
+            if first_rank and not new:
+                row = int(torch.topk(logits, min(first_rank + 1, len(logits))).indices[-1])
+            else:
+                row = int(torch.argmax(logits))
             token = int(head.ids[row])
             new.append(token)
             if token in ends or stop(new):

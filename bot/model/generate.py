@@ -7,18 +7,23 @@ into paraphrases that misread it ("my grandma was taken to hospital" answered as
 weeks" as "six months"); measured on the reply-validation rows, bench/NOTES.md. Attempt 1, when
 the guard refused the first reply (an echo, most often), penalises the prompt's tokens too, which
 steers away from the message's words. Sampled retries were dropped: on those rows a sampled reply
-graded far below the greedy one, and below a curated fallback line."""
+graded far below the greedy one, and below a curated fallback line.
+
+With a reply head (bot/model/engine.py), attempt 0 decodes a few branches instead of one: the
+greedy reply and the replies that start with the next-best first tokens, each greedy after that;
+the head scores each finished reply and the best is sent (bench/NOTES.md, "Choosing among first-token
+branches")."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from bot import prompts
 from bot.errors import EngineTimeout
-from bot.model.fast import PENALTY, FastGemma, Shortlist, decode
+from bot.model.fast import KV, PENALTY, FastGemma, Shortlist, decode, prefill
 from bot.text import clean_reply, trim_to_sentence
 
 TAIL = 8  # tokens decoded to look for a stop string
@@ -79,6 +84,32 @@ def complete_fast(fast: FastGemma, head: Shortlist, tokenizer: Any, ids: list[in
     new = decode(fast, head, ids, max_new_tokens, ends, lambda tokens: at_stop(tokenizer, tokens, stops), deadline,
                  repetition_penalty=PENALTY, copyable=copyable(tokenizer, ids), penalize_prompt=attempt > 0)
     return _finish(tokenizer, new, ends, max_new_tokens, max_chars)
+
+
+def best_of_fast(fast: FastGemma, head: Shortlist, tokenizer: Any, ids: list[int], stops: list[str],
+                 deadline: float | None, max_new_tokens: int, max_chars: int, branches: int,
+                 score: Callable[[tuple[KV, torch.Tensor], str], float]) -> str:
+    """Attempt 0 as `branches` first-token branches; the reply that `score` rates highest (the greedy
+    one on a tie). A branch past the deadline ends the search with the replies already made."""
+    ends = end_tokens(tokenizer)
+    prompt = prefill(fast, ids)
+    best, best_score = "", float("-inf")
+    for rank in range(branches):
+        try:
+            new = decode(fast, head, ids, max_new_tokens, ends, lambda tokens: at_stop(tokenizer, tokens, stops),
+                         deadline, repetition_penalty=PENALTY, copyable=copyable(tokenizer, ids),
+                         penalize_prompt=False, first_rank=rank, prompt=prompt)
+        except EngineTimeout:
+            if rank == 0:
+                raise
+            break
+        reply = _finish(tokenizer, new, ends, max_new_tokens, max_chars)
+        if not reply.strip():
+            continue
+        rated = score(prompt, reply)
+        if rated > best_score:
+            best, best_score = reply, rated
+    return best
 
 
 def complete(model: Any, tokenizer: Any, ids: list[int], stops: list[str], deadline: float | None, attempt: int,
