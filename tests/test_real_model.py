@@ -220,6 +220,29 @@ def test_handoff_head_on_a_fixed_sample(engine: ModelEngine, text: str, person: 
     assert engine.needs_person(text) is person
 
 
+REPLY_HEAD_SAMPLE = [  # written for this test: the fitting reply first, then an off-topic and an unfit one
+    ("我的猫今天走丢了，好难过", Strategy.COMFORT, "zh",
+     ["猫走丢了，心里一定很着急。", "恭喜你升职了！", "猫走丢了，心里一定很着急。我转给同事帮您处理。"]),
+    ("my flight got cancelled and I'm stuck at the airport", Strategy.COMFORT, "en",
+     ["A cancelled flight and a night stuck at the airport, that's exhausting.", "Congratulations on your new job!",
+      "Your flight leaves at 9:45 from gate 12."]),
+    ("请问你们几点关门", Strategy.PLAIN, "zh", ["关门时间我这边没有资料，我请同事帮您确认。", "恭喜你！", "我们晚上十点关门。"]),
+]
+
+
+@pytest.mark.parametrize(("message", "strategy", "lang", "replies"), REPLY_HEAD_SAMPLE)
+def test_the_reply_head_rates_a_fitting_reply_above_off_topic_and_invented_ones(
+        engine: ModelEngine, message: str, strategy: Strategy, lang: str, replies: list[str]) -> None:
+    from bot.model.fast import prefill
+
+    assert engine.reply_head is not None, "no reply head shipped for the served weights: run `make heads`"
+    assert engine.fast is not None
+    ids, _ = engine.reply_ids([ChatTurn("user", message)], strategy, lang, "")
+    prompt = prefill(engine.fast, ids)
+    fitting, *others = [engine.reply_score(prompt, reply) for reply in replies]
+    assert fitting > max(others)
+
+
 def test_the_served_model_is_the_fine_tuned_one(engine: ModelEngine) -> None:
     assert engine.tuned and engine.readout is not None and "adapter" in engine.name
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from bot.config import ModelSettings, SentimentSettings
+from bot.domain import ChatTurn, Strategy
 from bot.errors import EngineError
 from bot.model import adapters
 from bot.model.heads import Readout
@@ -183,6 +184,9 @@ def test_heads_smoke_fits_fingerprinted_heads_and_a_foreign_head_is_refused(tiny
     assert crisis.pooled and not mood.pooled and not handoff.pooled
     assert crisis.mean.shape[-1] == 2 * mood.mean.shape[-1]
     assert Readout.load(crisis_files[0]).pooled  # kept through a save and a load
+    (reply_file,) = tmp_path.glob("*.reply.pt")
+    reply = Readout.load(reply_file)
+    assert reply.labels == ("grade",) and reply.fingerprint == mood.fingerprint and "ridge decay" in reply.note
 
     settings = ModelSettings(path=str(tiny_dirs["gemma3"]), quantize="none", dtype="float32")
     loaded = load_model(settings)
@@ -199,6 +203,23 @@ def test_heads_smoke_fits_fingerprinted_heads_and_a_foreign_head_is_refused(tiny
     assert engine.classify("hello").label.value in mood.labels
     assert engine.needs_person("where is my refund") in (True, False)
     assert ModelEngine(loaded, settings, SentimentSettings(handoff_head="none")).needs_person("hello") is None
+    # the reply head needs the int8 decode loop, as the heads command built it
+    served = ModelSettings(path=str(tiny_dirs["gemma3"]), reply_head=str(reply_file), max_new_tokens=6)
+    served_model = load_model(served)
+    chooser = ModelEngine(served_model, served, SentimentSettings(readout="none", crisis_head="none"))
+    assert chooser.fast is not None and chooser.reply_head is not None
+    rated: list[str] = []
+    score = chooser.reply_score
+    chooser.reply_score = lambda prompt, text: rated.append(text) or score(prompt, text)  # type: ignore[method-assign]
+    history = [ChatTurn("user", "my cat is sick")]
+    sent = chooser.generate(history, Strategy.COMFORT, "en", "")
+    assert len(rated) == served.reply_branches and sent in rated
+    rated.clear()
+    chooser.generate(history, Strategy.COMFORT, "en", "", attempt=1)  # the guard's retry is one greedy reply
+    assert rated == []
+    served_model.fingerprint = "other-weights"
+    with pytest.raises(EngineError, match="the reply head .* was trained for the weights"):
+        ModelEngine(served_model, served, SentimentSettings(readout="none", crisis_head="none"))
     loaded.fingerprint = "other-weights"
     with pytest.raises(EngineError, match="trained for the weights"):
         ModelEngine(loaded, settings, SentimentSettings(readout=str(mood_files[0]), crisis_head="none"))
@@ -215,6 +236,22 @@ def test_heads_rebuilds_only_the_named_heads_and_refuses_an_unknown_one(tiny_dir
     assert [p.name.split(".", 1)[1] for p in tmp_path.glob("*.pt")] == ["handoff.pt"]
     with pytest.raises(SystemExit):
         heads.main(["--smoke", "--heads", "mood,tone"])
+
+
+def test_the_reply_head_learns_to_order_two_replies_to_one_prompt() -> None:
+    """The grade shows in the first feature under noise; cross-validation by prompt picks a decay and
+    the head orders most pairs of replies to one prompt as their grades do."""
+    from train import heads
+
+    g = torch.Generator().manual_seed(0)
+    grade = torch.randint(0, 5, (300,), generator=g).float() / 2
+    x = torch.randn(300, 6, generator=g)
+    x[:, 0] += 6 * grade
+    prompt = [f"p{i // 3}" for i in range(300)]
+    head = heads.reply_head(x, grade, prompt, (1, 2), "fp")
+    assert head.labels == ("grade",) and "cross-validated" in head.note
+    assert heads.ordered_pairs(head.logits(x)[:, 0], grade, prompt) > 0.9
+    assert heads.ordered_pairs(-grade, grade, prompt) == 0.0 and heads.ordered_pairs(grade, grade, prompt) == 1.0
 
 
 def test_the_handoff_threshold_keeps_most_messages_that_need_a_person() -> None:

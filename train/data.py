@@ -33,6 +33,7 @@ REPLIES_EVAL = DATA_DIR / "replies_eval.jsonl"
 # the comfort replies rewritten for the sixth adapter: `make train` swaps them in by id
 COMFORT_REPLIES = DATA_DIR / "replies_comfort_v2.jsonl"
 CRISIS = DATA_DIR / "crisis.jsonl"
+REPLY_GRADES = DATA_DIR / "reply_grades.jsonl"  # built by train/reply_grades.py
 NEUTRAL = DATA_DIR / "neutral.jsonl"
 OWN_SOURCES = {"chat_train", "neutral", "replies"}  # own_mood_rows(): chat messages written for this project
 STRATEGY_MOOD = {"comfort": "negative", "celebrate": "positive", "plain": "neutral"}
@@ -111,6 +112,22 @@ def shipped_replies() -> list[ReplyExample]:
     rewritten comfort replies swapped in by id, as `make train` does)."""
     swap = {r.id: r for r in reply_examples(COMFORT_REPLIES)} if COMFORT_REPLIES.exists() else {}
     return [swap.get(r.id, r) for r in reply_examples()]
+
+
+@dataclass(frozen=True)
+class GradedReply(ReplyExample):
+    grade: float = 0.0  # the mean of blind reviewers' grades, 0-2 (bench/REPORT.md, "Rubric")
+
+
+def reply_grades(path: Path = REPLY_GRADES) -> list[GradedReply]:
+    """Graded replies to reply-validation prompts (train/reply_grades.py), minus banned texts."""
+    drop = banned()
+    rows = []
+    for row in load_jsonl(path):
+        example = ReplyExample.from_row(row)
+        if digest(example.message) not in drop and digest(example.reply) not in drop:
+            rows.append(GradedReply(**{**example.__dict__, "grade": float(row["grade"])}))
+    return rows
 
 
 def reply_eval(path: Path = REPLIES_EVAL) -> list[ReplyExample]:

@@ -1,4 +1,4 @@
-"""Rebuild every head (mood, crisis, hand-off) for the weights being served, and ship them.
+"""Rebuild every head (mood, crisis, hand-off, reply) for the weights being served, and ship them.
 
     .venv/bin/python -m train.heads                  # the embedded model with its shipped adapter
     .venv/bin/python -m train.heads --heads handoff  # only the named heads
@@ -24,6 +24,11 @@ Every knob is chosen on validation rows carved from the training data (train/dat
   HANDOFF_DECAYS with the best validation AUC, and its threshold the highest that keeps
   HANDOFF_RECALL of the validation messages whose written reply hands off. Below it, the reply
   guard refuses a generated reply that promises a colleague (bot/guard.py, "needless hand-off").
+- reply: a ridge regression from a reply's states (each of `reply_layers` layers' raw outputs
+  averaged over the reply's tokens, run after its prompt) to the grade blind reviewers gave it
+  (train/data/reply_grades.jsonl: replies to reply-validation prompts only); its decay is the one
+  of REPLY_DECAYS that best orders two replies to one prompt, by 5-fold cross-validation with the
+  folds by prompt. The bot sends the best-rated of a few first-token branches (bot/model/generate.py).
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from bot.guard import HANDOFF_PROMISE  # noqa: E402
-from bot.model.heads import Readout, shipped_path  # noqa: E402
+from bot.model.heads import Readout, reply_layers, shipped_path  # noqa: E402
 from train import data as tdata  # noqa: E402
 from train.finetune import MOODS, head_layers  # noqa: E402
 
@@ -59,7 +64,10 @@ SURE_ORDINARY_FALSE_ALARMS = 0.03
 # hands off (0.95 took the hand-off from a hotel's breakfast hours: bench/NOTES.md, "A hand-off head")
 HANDOFF_RECALL = 1.0
 HANDOFF_DECAYS = (0.01, 0.1, 0.3, 1.0)
-HEADS = ("mood", "crisis", "handoff")
+# cross-validated within-prompt ordering: 0.640, 0.670 and 0.672 at 100, 1000 and 10000 (bench/NOTES.md,
+# "Choosing among first-token branches")
+REPLY_DECAYS = (300.0, 1000.0, 3000.0)
+HEADS = ("mood", "crisis", "handoff", "reply")
 NEUTRAL_OFFSETS = [x / 4 for x in range(-8, 9)]
 # the crisis set's hard negatives ("累死了", a breakup, giving old clothes away) weigh this many
 # ordinary messages: chosen by 5-fold cross-validation over the crisis set's train and validation
@@ -307,6 +315,66 @@ def handoff_head(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tens
     return head
 
 
+def ridge(x: torch.Tensor, y: torch.Tensor, decay: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean, std, weight (1, features) and bias (1,) of a ridge regression on standardized features."""
+    mean, std = x.mean(0), x.std(0) + 1e-4
+    z = (x - mean) / std
+    offset = y.mean()
+    weight = torch.linalg.solve(z.T @ z + decay * torch.eye(z.shape[1]), z.T @ (y - offset))
+    return mean, std, weight[None, :], offset.reshape(1)
+
+
+def ordered_pairs(score: torch.Tensor, grade: torch.Tensor, prompt: Sequence[str]) -> float:
+    """The share of reply pairs to one prompt, graded at least half a point apart, that `score` orders
+    as the grades do."""
+    right = total = 0
+    for key in set(prompt):
+        rows = [i for i, p in enumerate(prompt) if p == key]
+        for a in rows:
+            for b in rows:
+                if grade[a] - grade[b] >= 0.5:
+                    total += 1
+                    right += bool(score[a] > score[b])
+    return right / total if total else 0.0
+
+
+def reply_head(x: torch.Tensor, grade: torch.Tensor, prompt: Sequence[str], layers: tuple[int, ...],
+               fingerprint: str, folds: int = 5) -> Readout:
+    """Label "grade": the predicted grade of a reply (bot/model/engine.py reply_score)."""
+    fold = torch.tensor([int(tdata.digest(p)[:8], 16) % folds for p in prompt])
+    fitted = []
+    for decay in REPLY_DECAYS:
+        predicted = torch.zeros(len(grade))
+        for k in range(folds):
+            train, test = fold != k, fold == k
+            if not bool(train.any()) or not bool(test.any()):
+                continue
+            mean, std, weight, bias = ridge(x[train], grade[train], decay)
+            predicted[test] = ((x[test] - mean) / std) @ weight[0] + bias
+        fitted.append((ordered_pairs(predicted, grade, prompt), decay))
+    score, decay = max(fitted)
+    head = Readout(layers, *ridge(x, grade, decay), ("grade",), fingerprint)
+    head.note = (f"reply head on layers {list(layers)} (reply-token means): {len(grade)} graded replies to "
+                 f"{len(set(prompt))} prompts, ridge decay {decay:g}; cross-validated (folds by prompt) share of "
+                 f"reply pairs ordered as graded: " + ", ".join(f"{s:.3f} at {d:g}" for s, d in fitted))
+    log.info(head.note)
+    return head
+
+
+def reply_features(engine: Any, rows: Sequence[tdata.ReplyExample]) -> torch.Tensor:
+    """The reply head's input for each graded reply, in the format the engine serves."""
+    from bot.domain import ChatTurn, Strategy
+    from bot.model.fast import prefill
+
+    out = []
+    for row in rows:
+        history = [ChatTurn("user" if role == "user" else "assistant", text) for role, text in row.history]
+        ids, _ = engine.reply_ids(history + [ChatTurn("user", row.message)], Strategy(row.strategy), row.lang, "",
+                                  row.knowledge)
+        out.append(engine.reply_features(prefill(engine.fast, ids), row.reply))
+    return torch.stack(out)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="a tiny random model and a few rows (make test)")
@@ -333,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from bot.model.engine import ModelEngine
     from bot.model.loader import load_model
 
-    settings = ModelSettings(path=str(args.model_dir) if args.model_dir else None, adapter=args.adapter)
+    settings = ModelSettings(path=str(args.model_dir) if args.model_dir else None, adapter=args.adapter, reply_head="none")
     loaded = load_model(settings)
     engine = ModelEngine(loaded, settings, SentimentSettings(readout="none", crisis_head="none"))
     layers = head_layers(loaded.model.config.num_hidden_layers)
@@ -404,6 +472,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         y_person = lambda items: torch.tensor([0 if person else 1 for _, person in items])  # noqa: E731
         built["handoff"] = handoff_head(rows(handoff_train), y_person(handoff_train), rows(handoff_val),
                                         y_person(handoff_val), layers, fingerprint)
+    if "reply" in wanted:
+        if engine.fast is None:
+            log.warning("no reply head: %s does not run on this project's decode loop, which sends branches", loaded.name)
+        else:
+            graded = tdata.reply_grades()
+            if args.smoke:
+                graded = graded[:24]
+            grade = torch.tensor([row.grade for row in graded])
+            log.info("reply head: states of %d graded replies", len(graded))
+            built["reply"] = reply_head(reply_features(engine, graded), grade, [row.id for row in graded],
+                                        reply_layers(loaded.model.config.num_hidden_layers), fingerprint)
     for head, readout in built.items():
         path = (args.out / shipped_path(fingerprint, head).name) if args.out else shipped_path(fingerprint, head)
         readout.save(path)
