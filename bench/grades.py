@@ -28,11 +28,14 @@ VARIANTS = [
     ("tuned3_c", "the third adapter decoded in C (bot/model/kernels.c), as the bot served it until the sixth shipped"),
     ("tuned6_pp", "the sixth adapter decoded in C with the repetition penalty on the message's tokens too, "
                   "as served until the penalty change"),
+    ("tuned_greedy", "the shipped adapter with every guard rule below, the greedy reply only, as served until the reply "
+                     "head (2026-11-24)"),
     ("tuned", "fine-tuned, shipped adapter: the sixth (the third's data with the comfort replies rewritten, seed 1), "
               "decoded in C, the first reply's repetition penalty on its own tokens only, the guard's quote rule and its "
               "unsupported-answer, needless-hand-off and invented-offer rules, the needless-hand-off rule with the hand-off "
               "head, comfort and celebrations without their closing question, reply.identity for questions about the bot, offers judged clause by clause in Chinese, "
-              "and the curated line sent least as the fallback"),
+              "the curated line sent least as the fallback, and the first reply chosen by the reply head among four "
+              "first-token branches"),
 ]
 RUBRIC = """\
 - **2** = fits and is specific: speaks to this message's concrete situation in the right spirit for the strategy (comfort a negative mood, congratulate good news, answer a plain question), natural, no invented facts; a question the bot cannot know gets an honest hand-off; with knowledge given, uses its facts correctly.
