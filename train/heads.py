@@ -327,9 +327,11 @@ def ridge(x: torch.Tensor, y: torch.Tensor, decay: float) -> tuple[torch.Tensor,
 def ordered_pairs(score: torch.Tensor, grade: torch.Tensor, prompt: Sequence[str]) -> float:
     """The share of reply pairs to one prompt, graded at least half a point apart, that `score` orders
     as the grades do."""
+    by_prompt: dict[str, list[int]] = {}
+    for i, key in enumerate(prompt):
+        by_prompt.setdefault(key, []).append(i)
     right = total = 0
-    for key in set(prompt):
-        rows = [i for i, p in enumerate(prompt) if p == key]
+    for rows in by_prompt.values():
         for a in rows:
             for b in rows:
                 if grade[a] - grade[b] >= 0.5:

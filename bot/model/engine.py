@@ -248,8 +248,6 @@ class ModelEngine:
         return complete(self.model, self.tokenizer, ids, stops, deadline, attempt,
                         self.settings.max_new_tokens, self.settings.max_reply_chars)
 
-
-
     def reply_features(self, prompt: tuple[KV, torch.Tensor], reply: str) -> torch.Tensor:
         """The reply head's input: the reply's tokens (and the end of its turn) run after the
         prefilled prompt, each of the head's layers' raw outputs averaged over them; (features,)."""

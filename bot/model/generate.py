@@ -80,9 +80,17 @@ def copyable(tokenizer: Any, ids: list[int]) -> list[int]:
 def complete_fast(fast: FastGemma, head: Shortlist, tokenizer: Any, ids: list[int], stops: list[str],
                   deadline: float | None, attempt: int, max_new_tokens: int, max_chars: int) -> str:
     """A reply on this project's decode loop (bot/model/fast.py), with the attempt's settings."""
+    return _reply_fast(fast, head.with_tokens(copyable(tokenizer, ids)), tokenizer, ids, stops, deadline,
+                       max_new_tokens, max_chars, penalize_prompt=attempt > 0)
+
+
+def _reply_fast(fast: FastGemma, head: Shortlist, tokenizer: Any, ids: list[int], stops: list[str],
+                deadline: float | None, max_new_tokens: int, max_chars: int, penalize_prompt: bool,
+                first_rank: int = 0, prompt: tuple[KV, torch.Tensor] | None = None) -> str:
+    """One decoded and finished reply; `head` already holds the prompt's copyable tokens."""
     ends = end_tokens(tokenizer)
     new = decode(fast, head, ids, max_new_tokens, ends, lambda tokens: at_stop(tokenizer, tokens, stops), deadline,
-                 repetition_penalty=PENALTY, copyable=copyable(tokenizer, ids), penalize_prompt=attempt > 0)
+                 repetition_penalty=PENALTY, penalize_prompt=penalize_prompt, first_rank=first_rank, prompt=prompt)
     return _finish(tokenizer, new, ends, max_new_tokens, max_chars)
 
 
@@ -91,19 +99,17 @@ def best_of_fast(fast: FastGemma, head: Shortlist, tokenizer: Any, ids: list[int
                  score: Callable[[tuple[KV, torch.Tensor], str], float]) -> str:
     """Attempt 0 as `branches` first-token branches; the reply that `score` rates highest (the greedy
     one on a tie). A branch past the deadline ends the search with the replies already made."""
-    ends = end_tokens(tokenizer)
+    head = head.with_tokens(copyable(tokenizer, ids))  # once for every branch
     prompt = prefill(fast, ids)
     best, best_score = "", float("-inf")
     for rank in range(branches):
         try:
-            new = decode(fast, head, ids, max_new_tokens, ends, lambda tokens: at_stop(tokenizer, tokens, stops),
-                         deadline, repetition_penalty=PENALTY, copyable=copyable(tokenizer, ids),
-                         penalize_prompt=False, first_rank=rank, prompt=prompt)
+            reply = _reply_fast(fast, head, tokenizer, ids, stops, deadline, max_new_tokens, max_chars,
+                                penalize_prompt=False, first_rank=rank, prompt=prompt)
         except EngineTimeout:
             if rank == 0:
                 raise
             break
-        reply = _finish(tokenizer, new, ends, max_new_tokens, max_chars)
         if not reply.strip():
             continue
         rated = score(prompt, reply)
