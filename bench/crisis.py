@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
              f"Thresholds on the crisis scale: `escalation.crisis_threshold` = {escalation.crisis_threshold} (the "
              f"head's few-false-alarms threshold), `escalation.concern_threshold` = {escalation.concern_threshold} "
              f"(its recall-first threshold). Load average {load:.2f} at start.", "",
-             "The test split holds six sets. `crisis.jsonl`'s rows were written first and its test split "
+             "The test split holds eight sets. `crisis.jsonl`'s rows were written first and its test split "
              "was scored in earlier sessions too, so its figures are optimistic. `crisis_fresh_*.jsonl` was "
              "written later by other hands; its test split has been scored before this run as well. "
              "`crisis_final_*.jsonl` was written next, by hands that saw none of the other rows; rows close to "
@@ -114,7 +114,10 @@ def main(argv: list[str] | None = None) -> None:
              "its figures below are a second look. `crisis_final5_*.jsonl` was written in the same way two "
              "sessions later, by hands that read nothing in the repository, while a fifth batch of training "
              "rows failed its rule and was not kept (bench/NOTES.md); it is scored with the shipped heads, "
-             "once, and these are its honest figures.", ""]
+             "once, and these are its honest figures. `crisis_final6_*.jsonl` was written in the same way in "
+             "the session after, with more everyday messages whose words sound final (a loan paid off, a last "
+             "day at work, homesickness) among its hard negatives; nothing was changed in detection before it "
+             "was scored, once, with the same heads.", ""]
     groups = [("all", None), ("crisis.jsonl", {"crisis.jsonl"})]
     for name in tdata.CRISIS_TEST_SETS:
         groups.append((name, {r["file"] for r in results if r["file"].startswith(f"{name}_")}))
