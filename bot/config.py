@@ -330,6 +330,16 @@ DEFAULT_CRISIS_PHRASES = [
     "想zs", "要zs", "去zs", "zs的念头",  # zs: the pinyin initials of 自杀, typed to get past filters
     "kill myself", "killing myself", "suicidal", "end my life", "ending my life", "don't want to live",
     "dont want to live", "hurt myself", "no reason to live", "better off dead", "unalive myself",
+    # written from common crisis wordings and kept where none matched, as the sender's own, a hard negative of
+    # the crisis set's train and validation splits, a reply-data row or any of 91,701 packaged and own mood
+    # texts; wordings also used lightly were left to the head ("一了百了", "想跳楼", "写遗书", "take my life
+    # savings", "a dream I don't want to wake up from": bench/NOTES.md, "A wider phrase floor")
+    "nothing left to live for", "nothing to live for", "no point in living", "no point living", "not worth living",
+    "wish i was dead", "wish i were dead", "wish i wasnt alive", "want to be dead", "wanna be dead",
+    "want to end it all", "slit my wrists", "cut my wrists", "hang myself", "hanging myself", "never wake up again",
+    "want to disappear forever", "wont be around much longer", "better off without me", "burden to everyone",
+    "想结束这一切", "没有我会更好", "没有我他们会更好", "这条命不要了", "活下去没意思", "下辈子再见", "再见了这个世界",
+    "跟这个世界告别", "割自己", "想喝农药", "死了算了", "死了就好了", "想永远消失",
 ]
 
 

@@ -121,10 +121,10 @@ async def test_a_crisis_is_answered_even_while_paused(clock: ManualClock, store:
 
 async def test_model_judgement_flags_crisis_without_a_listed_phrase(clock: ManualClock, store: Store) -> None:
     app, sender = build(clock, store)
-    turn = await say(app, clock, "so sad, I just want to end it all")
+    turn = await say(app, clock, "so sad, maybe I should end it all")
     assert turn.crisis and "[critical]" in alerts_sent(sender)[0]
     app2, sender2 = build(clock, store, escalation={"model_crisis_check": False})
-    turn = await say(app2, clock, "so sad, I just want to end it all", who="bob")
+    turn = await say(app2, clock, "so sad, maybe I should end it all", who="bob")
     assert not turn.crisis
 
 

@@ -216,7 +216,7 @@ def own_mood_rows() -> list[MoodRow]:
 
 # the crisis sets that hold validation and test rows, in the order they were written (file name prefixes)
 CRISIS_TEST_SETS = ("crisis_fresh", "crisis_final", "crisis_final2", "crisis_final3", "crisis_final4", "crisis_final5",
-                    "crisis_final6")
+                    "crisis_final6", "crisis_final7")
 
 
 def crisis_files(split: str) -> list[Path]:
@@ -225,7 +225,7 @@ def crisis_files(split: str) -> list[Path]:
     crisis_fresh_*.jsonl (validation and test rows only, written after the first test scorings so
     that one test set is scored once) and crisis_final_*.jsonl (test rows only,
     written by other hands after the fresh test split had been scored twice; rows close to any
-    earlier row were dropped, and it is scored once; crisis_final2_*.jsonl to crisis_final6_*.jsonl
+    earlier row were dropped, and it is scored once; crisis_final2_*.jsonl to crisis_final7_*.jsonl
     the same, each written a session later)."""
     more = sorted(DATA_DIR.glob("crisis_more_*.jsonl"))
     if split == "train":
