@@ -30,11 +30,13 @@ VARIANTS = [
                   "as served until the penalty change"),
     ("tuned_greedy", "the shipped adapter with every guard rule below, the greedy reply only, as served until the reply "
                      "head (2026-11-24)"),
+    ("tuned4", "the shipped adapter with every guard rule below and the first reply chosen by the reply head among "
+               "four first-token branches, as served until six (2026-11-24)"),
     ("tuned", "fine-tuned, shipped adapter: the sixth (the third's data with the comfort replies rewritten, seed 1), "
               "decoded in C, the first reply's repetition penalty on its own tokens only, the guard's quote rule and its "
               "unsupported-answer, needless-hand-off and invented-offer rules, the needless-hand-off rule with the hand-off "
               "head, comfort and celebrations without their closing question, reply.identity for questions about the bot, offers judged clause by clause in Chinese, "
-              "the curated line sent least as the fallback, and the first reply chosen by the reply head among four "
+              "the curated line sent least as the fallback, and the first reply chosen by the reply head among six "
               "first-token branches"),
 ]
 RUBRIC = """\

@@ -213,7 +213,7 @@ def test_heads_smoke_fits_fingerprinted_heads_and_a_foreign_head_is_refused(tiny
     chooser.reply_score = lambda prompt, text: rated.append(text) or score(prompt, text)  # type: ignore[method-assign]
     history = [ChatTurn("user", "my cat is sick")]
     sent = chooser.generate(history, Strategy.COMFORT, "en", "")
-    assert len(rated) == served.reply_branches and sent in rated
+    assert 1 <= len(rated) <= served.reply_branches and sent in rated  # a branch that decodes to nothing is not rated
     rated.clear()
     chooser.generate(history, Strategy.COMFORT, "en", "", attempt=1)  # the guard's retry is one greedy reply
     assert rated == []
