@@ -134,6 +134,13 @@ async def _turn(engine: FakeEngine, clock, store, text: str):  # type: ignore[no
     return stage, sender, turn
 
 
+async def _scripted(replies: list[str], clock, store, text: str):  # type: ignore[no-untyped-def]
+    """The reply stage given `replies` in turn for `text`: (engine, stage, the text sent, turn)."""
+    engine = ScriptedEngine(replies)
+    stage, sender, turn = await _turn(engine, clock, store, text)
+    return engine, stage, sender.sent[0].text, turn
+
+
 def test_fallbacks_to_different_contacts_take_the_line_sent_least() -> None:
     from handlers.reply import ReplyStage
 
@@ -154,9 +161,8 @@ async def test_a_rejected_reply_is_regenerated_with_other_settings(clock, store)
 
 
 async def test_two_rejections_fall_back_to_a_curated_line(clock, store) -> None:  # type: ignore[no-untyped-def]
-    engine = ScriptedEngine(["Call 1-800-123 now", "Visit www.example.com"])
-    stage, sender, turn = await _turn(engine, clock, store, "how do I change my address?")
-    assert sender.sent[0].text in Settings().reply.fallbacks["plain"]["en"]
+    engine, stage, sent, turn = await _scripted(["Call 1-800-123 now", "Visit www.example.com"], clock, store, "how do I change my address?")
+    assert sent in Settings().reply.fallbacks["plain"]["en"]
     assert turn.strategy is Strategy.PLAIN
     assert stage.rejections["invented fact"] == 2 and stage.fallbacks == 1
 
@@ -230,9 +236,8 @@ def test_a_message_with_a_request_or_more_is_not_a_closing(message: str) -> None
 
 
 async def test_a_closing_falls_back_to_a_closing_line_and_hands_nothing_off(clock, store) -> None:  # type: ignore[no-untyped-def]
-    engine = ScriptedEngine(["好的，我转给同事处理。", "拜拜！我请同事帮您处理。"])
-    stage, sender, turn = await _turn(engine, clock, store, "拜拜")
-    assert sender.sent[0].text in Settings().reply.fallbacks["closing"]["zh"]
+    engine, stage, sent, turn = await _scripted(["好的，我转给同事处理。", "拜拜！我请同事帮您处理。"], clock, store, "拜拜")
+    assert sent in Settings().reply.fallbacks["closing"]["zh"]
     assert stage.rejections["needless hand-off"] == 2
     assert not any(a.kind == "handoff" for a in turn.alerts) and not store.open_alerts()
 
@@ -464,9 +469,8 @@ def test_a_greeting_returned_passes(message: str, reply: str) -> None:
 
 
 async def test_a_greeting_falls_back_to_a_greeting_line_and_hands_nothing_off(clock, store) -> None:  # type: ignore[no-untyped-def]
-    engine = ScriptedEngine(["我这边没有资料，我转给同事帮您查。", "好的，我马上回复您。"])
-    stage, sender, turn = await _turn(engine, clock, store, "在吗")
-    assert sender.sent[0].text in Settings().reply.fallbacks["greeting"]["zh"]
+    engine, stage, sent, turn = await _scripted(["我这边没有资料，我转给同事帮您查。", "好的，我马上回复您。"], clock, store, "在吗")
+    assert sent in Settings().reply.fallbacks["greeting"]["zh"]
     assert engine.attempts == [0, 1] and stage.fallbacks == 1
     assert not any(a.kind == "handoff" for a in turn.alerts)
 
@@ -495,8 +499,7 @@ def test_a_how_to_answer_that_hands_on_or_is_not_about_the_business_passes(messa
 
 
 async def test_a_how_to_question_falls_back_to_a_hand_off_line(clock, store) -> None:  # type: ignore[no-untyped-def]
-    engine = ScriptedEngine(["Tap settings, then reset.", "Open the app and press reset."])
-    stage, sender, turn = await _turn(engine, clock, store, "how do I reset my password?")
-    assert sender.sent[0].text in Settings().reply.fallbacks["plain"]["en"]
-    assert guard.HANDOFF_PROMISE.search(sender.sent[0].text)
+    engine, stage, sent, turn = await _scripted(["Tap settings, then reset.", "Open the app and press reset."], clock, store, "how do I reset my password?")
+    assert sent in Settings().reply.fallbacks["plain"]["en"]
+    assert guard.HANDOFF_PROMISE.search(sent)
     assert stage.rejections["unsupported answer"] == 2
