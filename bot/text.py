@@ -246,11 +246,14 @@ _ZH_PERSON = ("好朋友|朋友|闺蜜|兄弟|室友|舍友|同事|同学|妈妈
               "亲戚|邻居|学生|网友")
 _ZH_ADVERBS = ("(?:最近|这阵子|这段时间|这几天|老是|总是|一直|经常|常常|又|老|总|也|都|还|"
                "昨天|前天|今天|昨晚|刚才|刚刚|前几天|上周|上个月|去年|那天)*")
+# where the words were said: "我朋友发朋友圈说不想活了", "她给我发消息说想自杀"
+_ZH_CHANNEL = ("(?:(?:在|发)(?:朋友圈|微博|群里|空间|动态|抖音|小红书|日记)(?:里|上)?"
+               "|(?:给我|跟我|和我|对我)?(?:发消息|发微信|发信息|留言|打电话|私信|哭着))?")
 # a person named right after 跟/和/与/同/对/给/向/问/告诉 is the one spoken to, not the subject
 _ZH_ABOUT_OTHER = re.compile(
-    f"(?:(?<![跟和与同对给向问])(?<!告诉)(?:{_ZH_OTHER_PRONOUN}){_ZH_ADVERBS}(?:说|讲)?"
-    f"|^(?:{_ZH_PERSON}){_ZH_ADVERBS}(?:说|讲)"
-    f"|(?<=[我的家])(?:{_ZH_PERSON}|哥|姐|弟|妹){_ZH_ADVERBS}(?:说|讲)?)(?:过)?$"
+    f"(?:(?<![跟和与同对给向问])(?<!告诉)(?:{_ZH_OTHER_PRONOUN}){_ZH_ADVERBS}{_ZH_CHANNEL}(?:说|讲)?"
+    f"|^(?:{_ZH_PERSON}){_ZH_ADVERBS}{_ZH_CHANNEL}(?:说|讲)"
+    f"|(?<=[我的家])(?:{_ZH_PERSON}|哥|姐|弟|妹){_ZH_ADVERBS}{_ZH_CHANNEL}(?:说|讲)?)(?:过)?$"
 )
 _EN_OTHER_PRONOUN = {"he", "she", "they", "hes", "shes", "theyre"}
 _EN_PERSON = {

@@ -189,6 +189,9 @@ async def test_crisis_words_about_someone_else_are_answered_while_paused(clock: 
     ("my sister says I should not kill myself", "self"),  # "myself": the sender's own words
     ("邻居家孩子昨天割腕了，我好担心他", "someone else"),  # an owned person, a day, no 说
     ("我弟前几天说想自杀", "someone else"),
+    ("我朋友昨晚发朋友圈说不想活了，我要不要去找她", "someone else"),  # where it was said
+    ("她给我发消息说想自杀", "someone else"),
+    ("我在朋友圈说不想活了", "self"),
     ("天气不错", None),
     # the sender's own crisis, whoever else is named: never read as someone else's
     ("我跟表姐说不想活了", "self"),  # the person after 跟 is the one spoken to
