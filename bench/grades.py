@@ -36,8 +36,8 @@ VARIANTS = [
               "decoded in C, the first reply's repetition penalty on its own tokens only, the guard's quote rule and its "
               "unsupported-answer, needless-hand-off and invented-offer rules, the needless-hand-off rule with the hand-off "
               "head, comfort and celebrations without their closing question, reply.identity for questions about the bot, offers judged clause by clause in Chinese, "
-              "the curated line sent least as the fallback, and the first reply chosen by the reply head among six "
-              "first-token branches"),
+              "the curated line sent least as the fallback, the first reply chosen by the reply head among six "
+              "first-token branches, and the guard's denies-knowledge rule"),
 ]
 RUBRIC = """\
 - **2** = fits and is specific: speaks to this message's concrete situation in the right spirit for the strategy (comfort a negative mood, congratulate good news, answer a plain question), natural, no invented facts; a question the bot cannot know gets an honest hand-off; with knowledge given, uses its facts correctly.

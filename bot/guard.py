@@ -211,6 +211,7 @@ def needless_handoff(message: str, lang: str, person: bool | None) -> bool:
     return asks_nothing(message) or greets_only(message) or (person is False and not business_question(message, lang))
 
 
+
 # a sentence and its closing punctuation ("。", "!", "?!", "..."), or a last one without any
 _SENTENCE = re.compile(r"[^。！？!?.…]+[。！？!?.…]*")
 
@@ -224,6 +225,52 @@ def without_handoff(reply: str) -> str:
     """The reply less every sentence that promises a colleague: the tuned model often ends a fitting
     comfort line with "我转给同事帮您处理。", and the line alone can still be sent."""
     return _without(reply, HANDOFF_PROMISE.search)
+
+
+# "积分有效期我这边没有资料", "Riverside Mall is not listed in the info I have": the reply says it has no
+# information on something that the knowledge given to the prompt names. Either the knowledge answers
+# the question and the reply withholds it, or the reply speaks of the entry's topic rather than the
+# question's (asked about gift wrapping, "发货时间我这边没有资料"). Only the clause that says "I don't
+# have" is read, since a reply may quote an entry and then say what it lacks ("只知道开场前 60 分钟内不能
+# 退改，改签的规定我这边没有"): a Chinese three-character run or an entry's label ("保修：…"), an English
+# word that carries a fact, shared with an entry.
+_NOT_GIVEN = re.compile(r"\bnot (?:listed|mentioned|included|in (?:the|my) (?:info|information|notes|details))\b|"
+                        r"\bisn't (?:listed|mentioned)\b|没(?:有)?(?:提到|列出|写)", re.IGNORECASE)
+_PART = re.compile(r"[，,；;]|\b(?:but|so)\b")
+_EN_WORD = re.compile(r"[a-z]+")
+_EN_PLAIN = frozenset(
+    "a an the is are am was were be been do does did i you we they he she it my your our me us to of in on at for with and "
+    "or but can could would should will what when where how which who why there this that these those have has had any some "
+    "please not no yes just get about so if info information details detail colleague colleagues team sure know sorry that's "
+    "i'm don't can't it's there's one ones thing things right now exact exactly order orders item items product products tell "
+    "give back check answer question anything something more here see".split())
+_LABEL = re.compile(r"^([^：:]{2,6})[：:]")
+
+
+def _named_in(part: str, knowledge: Sequence[str]) -> bool:
+    if has_chinese(part):
+        said = _core(part)
+        runs = {said[i:i + 3] for i in range(len(said) - 2)}
+        for line in knowledge:
+            entry = _core(line)
+            label = _LABEL.match(line.strip())
+            if runs & {entry[i:i + 3] for i in range(len(entry) - 2)} or (label and _core(label.group(1)) in said):
+                return True
+        return False
+    words = {w.removesuffix("s") for w in _EN_WORD.findall(part.lower()) if len(w) >= 3 and w not in _EN_PLAIN}
+    return any(words & {w.removesuffix("s") for w in _EN_WORD.findall(line.lower())} for line in knowledge)
+
+
+def denies_knowledge(reply: str, knowledge: Sequence[str]) -> bool:
+    """A clause of the reply says the bot has no information on something an entry of `knowledge` names."""
+    for sentence in _SENTENCE.findall(reply):
+        for part in _PART.split(sentence):
+            if not (_NO_ANSWER.search(part) or _NOT_GIVEN.search(part)):
+                continue
+            topic = _NOT_GIVEN.sub(" ", _NO_ANSWER.sub(" ", HANDOFF_PROMISE.sub(" ", part)))
+            if _named_in(topic, knowledge):
+                return True
+    return False
 
 
 # The bot offers to do or send something itself ("I can send you a photo and a sizing guide", "I'll
@@ -333,6 +380,8 @@ def check(reply: str, message: str, lang: str, previous: str | None, sources: It
         return "invented fact: " + ", ".join(sorted(made_up))
     if not knowledge and (answers_unknown(reply, message, lang) or gives_unknown_steps(reply, message)):
         return "unsupported answer"
+    if knowledge and denies_knowledge(reply, knowledge):
+        return "denies knowledge"
     if offers(reply):
         return "invented offer"
     if claims_identity(reply):

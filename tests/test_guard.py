@@ -503,3 +503,31 @@ async def test_a_how_to_question_falls_back_to_a_hand_off_line(clock, store) -> 
     assert sent in Settings().reply.fallbacks["plain"]["en"]
     assert guard.HANDOFF_PROMISE.search(sent)
     assert stage.rejections["unsupported answer"] == 2
+
+
+# --- saying "I don't have that" about what the knowledge holds -----------------------------------
+
+@pytest.mark.parametrize(("message", "reply", "knowledge"), [
+    ("积分什么时候过期", "积分有效期我这边没有资料，我请同事帮您核实。", ["积分有效期：获得后 12 个月内有效。"]),
+    ("退换麻烦吗", "退换我这边没有资料。", ["退换：签收后 7 天内可退换。"]),  # the entry's label
+    ("要带什么证件", "营业时间我这边没有资料，我请同事帮您确认。", ["营业时间：10:00-19:00。"]),  # the entry's topic, not the question's
+    ("can I park there?", "Sorry, parking isn't listed in my info.", ["Parking: free for two hours with a receipt."]),
+    ("do you sell gift cards?", "I don't have information on gift cards, so a colleague will check.", ["Gift cards: 100, 200 or 500 yuan."]),
+])
+def test_saying_there_is_no_information_on_a_knowledge_entry_is_refused(message: str, reply: str, knowledge: list[str]) -> None:
+    lang = guard.detect_lang(reply)
+    assert guard.check(reply, message, lang, None, [message, *knowledge], knowledge) == "denies knowledge"
+    # without the entry in the prompt the same hand-off is honest
+    assert guard.check(reply, message, lang, None, [message]) is None
+
+
+@pytest.mark.parametrize(("message", "reply", "knowledge"), [
+    # the entry is quoted and what it does not say is handed on
+    ("那改签呢", "只知道开场前 60 分钟内不能退改，改签的规定我这边没有，帮您转人工确认。", ["开场前 60 分钟内不可退改。"]),
+    ("保修要带发票吗", "保修的事我这边没有资料，我请同事帮您核实。", ["退货政策：签收 7 天内可无理由退货。"]),
+    ("do you ship abroad?", "I don't have anything on shipping abroad, so a colleague will check.", ["Store hours: 10:00-20:00 daily."]),
+    ("is the order ready?", "I can't see your order, so I'll ask a colleague.", ["Orders over 200 yuan ship free."]),  # "order" names no fact
+])
+def test_a_hand_off_about_what_the_knowledge_does_not_hold_passes(message: str, reply: str, knowledge: list[str]) -> None:
+    lang = guard.detect_lang(reply)
+    assert guard.check(reply, message, lang, None, [message, *knowledge], knowledge) is None
