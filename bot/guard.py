@@ -232,8 +232,9 @@ def without_handoff(reply: str) -> str:
 # the question and the reply withholds it, or the reply speaks of the entry's topic rather than the
 # question's (asked about gift wrapping, "发货时间我这边没有资料"). Only the clause that says "I don't
 # have" is read, since a reply may quote an entry and then say what it lacks ("只知道开场前 60 分钟内不能
-# 退改，改签的规定我这边没有"): a Chinese three-character run or an entry's label ("保修：…"), an English
-# word that carries a fact, shared with an entry.
+# 退改，改签的规定我这边没有"): a Chinese three-character run, an entry's label ("保修：…") or the whole
+# of what the clause says it lacks ("运费我这边没有资料"), an English word that carries a fact, shared
+# with an entry.
 _NOT_GIVEN = re.compile(r"\bnot (?:listed|mentioned|included|in (?:the|my) (?:info|information|notes|details))\b|"
                         r"\bisn't (?:listed|mentioned)\b|没(?:有)?(?:提到|列出|写)", re.IGNORECASE)
 _PART = re.compile(r"[，,；;]|\b(?:but|so)\b")
@@ -245,16 +246,19 @@ _EN_PLAIN = frozenset(
     "i'm don't can't it's there's one ones thing things right now exact exactly order orders item items product products tell "
     "give back check answer question anything something more here see".split())
 _LABEL = re.compile(r"^([^：:]{2,6})[：:]")
+_ZH_FILLER = re.compile(r"资料|信息|记录|数据|说明|详情|具体|准确|相关|确切|这方面|这个|关于|方面|的|呢|哦|啊")
 
 
 def _named_in(part: str, knowledge: Sequence[str]) -> bool:
     if has_chinese(part):
         said = _core(part)
         runs = {said[i:i + 3] for i in range(len(said) - 2)}
+        topic = _core(_ZH_FILLER.sub("", part))  # "运费我这边没有资料" -> "运费"
         for line in knowledge:
             entry = _core(line)
             label = _LABEL.match(line.strip())
-            if runs & {entry[i:i + 3] for i in range(len(entry) - 2)} or (label and _core(label.group(1)) in said):
+            if (runs & {entry[i:i + 3] for i in range(len(entry) - 2)} or (label and _core(label.group(1)) in said)
+                    or (len(topic) >= 2 and topic in entry)):
                 return True
         return False
     words = {w.removesuffix("s") for w in _EN_WORD.findall(part.lower()) if len(w) >= 3 and w not in _EN_PLAIN}

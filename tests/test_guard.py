@@ -510,6 +510,7 @@ async def test_a_how_to_question_falls_back_to_a_hand_off_line(clock, store) -> 
 @pytest.mark.parametrize(("message", "reply", "knowledge"), [
     ("积分什么时候过期", "积分有效期我这边没有资料，我请同事帮您核实。", ["积分有效期：获得后 12 个月内有效。"]),
     ("退换麻烦吗", "退换我这边没有资料。", ["退换：签收后 7 天内可退换。"]),  # the entry's label
+    ("寄过来要多少钱", "运费我这边没有资料，我请同事核实。", ["满 99 元包邮，不满收 8 元运费。"]),  # all it says it lacks
     ("要带什么证件", "营业时间我这边没有资料，我请同事帮您确认。", ["营业时间：10:00-19:00。"]),  # the entry's topic, not the question's
     ("can I park there?", "Sorry, parking isn't listed in my info.", ["Parking: free for two hours with a receipt."]),
     ("do you sell gift cards?", "I don't have information on gift cards, so a colleague will check.", ["Gift cards: 100, 200 or 500 yuan."]),
