@@ -12,6 +12,7 @@ import math
 import re
 from typing import Callable, Iterable, Sequence
 
+from bot.knowledge import STOPWORDS
 from bot.text import asks_nothing, detect_lang, greets_only, has_chinese
 
 # how much of a reply may be the message's own words before it counts as an echo
@@ -211,7 +212,6 @@ def needless_handoff(message: str, lang: str, person: bool | None) -> bool:
     return asks_nothing(message) or greets_only(message) or (person is False and not business_question(message, lang))
 
 
-
 # a sentence and its closing punctuation ("。", "!", "?!", "..."), or a last one without any
 _SENTENCE = re.compile(r"[^。！？!?.…]+[。！？!?.…]*")
 
@@ -239,25 +239,23 @@ _NOT_GIVEN = re.compile(r"\bnot (?:listed|mentioned|included|in (?:the|my) (?:in
                         r"\bisn't (?:listed|mentioned)\b|没(?:有)?(?:提到|列出|写)", re.IGNORECASE)
 _PART = re.compile(r"[，,；;]|\b(?:but|so)\b")
 _EN_WORD = re.compile(r"[a-z]+")
-_EN_PLAIN = frozenset(
-    "a an the is are am was were be been do does did i you we they he she it my your our me us to of in on at for with and "
-    "or but can could would should will what when where how which who why there this that these those have has had any some "
-    "please not no yes just get about so if info information details detail colleague colleagues team sure know sorry that's "
-    "i'm don't can't it's there's one ones thing things right now exact exactly order orders item items product products tell "
-    "give back check answer question anything something more here see".split())
+# words that name no fact: the knowledge base's stopwords and what a hand-off says around its topic
+_EN_PLAIN = STOPWORDS | frozenset(
+    "info information details detail colleague colleagues team sure know sorry one ones thing things right now exact "
+    "exactly order orders item items product products tell give back check answer question anything something more here "
+    "see".split())
 _LABEL = re.compile(r"^([^：:]{2,6})[：:]")
 _ZH_FILLER = re.compile(r"资料|信息|记录|数据|说明|详情|具体|准确|相关|确切|这方面|这个|关于|方面|的|呢|哦|啊")
 
 
 def _named_in(part: str, knowledge: Sequence[str]) -> bool:
     if has_chinese(part):
-        said = _core(part)
-        runs = {said[i:i + 3] for i in range(len(said) - 2)}
+        said, runs = _core(part), set(_grams(part, "zh"))
         topic = _core(_ZH_FILLER.sub("", part))  # "运费我这边没有资料" -> "运费"
         for line in knowledge:
             entry = _core(line)
             label = _LABEL.match(line.strip())
-            if (runs & {entry[i:i + 3] for i in range(len(entry) - 2)} or (label and _core(label.group(1)) in said)
+            if (runs & set(_grams(line, "zh")) or (label and _core(label.group(1)) in said)
                     or (len(topic) >= 2 and topic in entry)):
                 return True
         return False
