@@ -369,11 +369,14 @@ def reply_features(engine: Any, rows: Sequence[tdata.ReplyExample]) -> torch.Ten
     from bot.model.fast import prefill
 
     out = []
+    prompts: dict[tuple[int, ...], Any] = {}  # about six graded replies a prompt: each prompt is run once
     for row in rows:
         history = [ChatTurn("user" if role == "user" else "assistant", text) for role, text in row.history]
         ids, _ = engine.reply_ids(history + [ChatTurn("user", row.message)], Strategy(row.strategy), row.lang, "",
                                   row.knowledge)
-        out.append(engine.reply_features(prefill(engine.fast, ids), row.reply))
+        if tuple(ids) not in prompts:
+            prompts[tuple(ids)] = prefill(engine.fast, ids)
+        out.append(engine.reply_features(prompts[tuple(ids)], row.reply))
     return torch.stack(out)
 
 
