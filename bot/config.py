@@ -272,6 +272,10 @@ class KnowledgeSettings(Section):
     # a match counts when its normalised BM25 score (0..1) reaches this; see bench/KNOWLEDGE.md
     threshold: float = Field(default=0.125, ge=0.0, le=1.0)
     top_k: int = Field(default=2, ge=1, le=10)
+    # a message whose best entry in the sender's language scores this much gets that entry's answer,
+    # word for word, where the model's reply would hand it off, deny knowing, or be replaced by a
+    # curated line, or where the model does not answer; null: never (bench/FAQ_validation.md chose 0.2)
+    answer_threshold: float | None = Field(default=0.2, ge=0.0, le=1.0)
     handoff_reply: LangTexts = Field(
         default_factory=lambda: {
             "zh": "这个问题我需要请同事来回答，已经转给人工客服，请稍候。",

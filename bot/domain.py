@@ -112,6 +112,11 @@ class Turn:
     strategy: Strategy | None = None
     reply: str | None = None
     knowledge: tuple[str, ...] = ()  # FAQ entries for the reply prompt (handlers/knowledge.py)
+    # the answer of an FAQ entry matched surely (knowledge.answer_threshold), sent where the model would
+    # hand the question off; None: no such entry
+    faq_answer: str | None = None
+    # where the reply came from: scripted, generated, faq, unavailable, fallback, crisis (None: no reply)
+    reply_source: str | None = None
     crisis: bool = False
     # a possible crisis: the model's score passed the recall-first threshold but not the sure one
     concern: bool = False

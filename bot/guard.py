@@ -192,6 +192,11 @@ _NO_ANSWER = re.compile(r"我(?:这边|这里)没有|看不到|查不到|没(?:�
                         re.IGNORECASE)
 
 
+def hands_off(reply: str) -> bool:
+    """The reply promises a colleague or says it has no answer ("我这边没有资料", "I don't have the details")."""
+    return bool(HANDOFF_PROMISE.search(reply) or _NO_ANSWER.search(reply))
+
+
 def how_to_question(message: str) -> bool:
     """The message asks how to do something with the business or its app (not with the bot, or in everyday life)."""
     if not (_HOW_EN.search(message) or _HOW_ZH.search(message)) or _ABOUT_BOT.search(message):

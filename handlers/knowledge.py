@@ -4,6 +4,10 @@ Runs after the strategy: comfort, celebration and crisis replies are about the p
 so only the plain strategy looks anything up. When nothing matches above the threshold and the
 message asks for something, the bot says a colleague will answer, records a `handoff` alert for the
 admins (chat, digest, webhook) and ends the turn, rather than letting the model invent a fact.
+
+A match at `knowledge.answer_threshold` or above, in the sender's language, also keeps that entry's
+answer on the turn: the reply stage sends it, word for word, where the model would hand the question
+to a colleague or say it does not know (the model often does, with the fact in its prompt).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 from bot.config import KnowledgeSettings
 from bot.domain import Strategy, Turn, handoff_alert, reply_to
 from bot.errors import StopPipeline
-from bot.knowledge import KnowledgeBase, is_question
+from bot.knowledge import Hit, KnowledgeBase, is_question
 from bot.protocols import Clock
 from bot.text import detect_lang, in_lang
 
@@ -32,6 +36,12 @@ class KnowledgeStage:
     def handoff_reply(self, lang: str) -> str:
         return in_lang(self.settings.handoff_reply, lang) or "A colleague will answer you soon."
 
+    def sure_answer(self, hits: list[Hit], lang: str) -> str | None:
+        """The answer of the best entry in `lang` whose score reaches `answer_threshold`, or None."""
+        bar = self.settings.answer_threshold
+        sure = [hit for hit in hits if bar is not None and hit.score >= bar and detect_lang(hit.entry.answer) == lang]
+        return max(sure, key=lambda hit: hit.score).entry.answer if sure else None
+
     async def __call__(self, turn: Turn) -> None:
         if self.base is None or turn.strategy is not Strategy.PLAIN or turn.record_only or turn.paused:
             return
@@ -41,6 +51,7 @@ class KnowledgeStage:
             # entries in the sender's language first: the reply is in that language (sort is stable)
             matched.sort(key=lambda hit: detect_lang(hit.entry.question) != turn.lang)
             turn.knowledge = tuple(hit.entry.line() for hit in matched)
+            turn.faq_answer = self.sure_answer(matched, turn.lang)
             log.debug("message %s matched %d FAQ entries (best %.2f)", turn.message.message_id, len(matched), matched[0].score)
             return
         if not is_question(turn.text):

@@ -7,6 +7,11 @@ rejected one is generated once more with other settings, then replaced by a cura
 model does not answer at all, `reply.unavailable` goes out instead. A question about who the bot is
 (a person? its name?) gets `reply.identity`, never a generated claim to be someone.
 
+A question that the FAQ answers surely (`turn.faq_answer`, handlers/knowledge.py) gets the entry's
+answer instead of a generated hand-off, a denial, a curated line or the unavailable line: the model
+often says it has no information with the fact in its prompt, and a supervisor would be paged for a
+question the FAQ answers.
+
 A reply that tells the sender a colleague will follow up (the model's hand-off, a curated line, the
 unavailable line) records a `handoff` alert, so that the promise reaches a person.
 """
@@ -35,7 +40,7 @@ SALVAGE: dict[str, Callable[[str], str]] = {"needless hand-off": guard.without_h
                                             "invented offer": guard.without_offer}
 
 
-Source = Literal["scripted", "generated", "unavailable", "fallback"]
+Source = Literal["scripted", "generated", "faq", "unavailable", "fallback"]
 
 
 def last_reply(history: list[ChatTurn]) -> str | None:
@@ -139,12 +144,18 @@ class ReplyStage:
 
     async def compose(self, turn: Turn, history: list[ChatTurn], strategy: Strategy) -> tuple[str, Source]:
         """The reply to a message that is no crisis, and where it came from: "scripted" (`reply.identity`),
-        "generated" (passed the guard), "unavailable" (the model did not answer) or "fallback" (a curated
-        line). The benchmark calls this too, so that it measures the path that is served."""
+        "generated" (passed the guard), "faq" (the answer of an FAQ entry matched surely, where the
+        model's reply would hand the question off or there is none), "unavailable" (the model did not
+        answer) or "fallback" (a curated line). The benchmark calls this too, so that it measures the
+        path that is served."""
         if (scripted := self.scripted(turn)) is not None:
             return scripted, "scripted"
-        if not turn.model_failed and (generated := await self.guarded_reply(turn, history, strategy)) is not None:
+        generated = None if turn.model_failed else await self.guarded_reply(turn, history, strategy)
+        if generated is not None and not (turn.faq_answer and guard.hands_off(generated)):
             return generated, "generated"
+        if turn.faq_answer:
+            log.debug("message %s answered from the FAQ instead of %r", turn.message.message_id, generated)
+            return turn.faq_answer, "faq"
         if turn.model_failed:
             return in_lang(self.settings.unavailable, turn.lang), "unavailable"
         self.fallbacks += 1
@@ -161,17 +172,18 @@ class ReplyStage:
         history = await asyncio.to_thread(self.memory.history, message.chat_id) + [user_turn]
         if strategy is Strategy.CRISIS:
             reply = self.crisis.text("reply" if turn.crisis else "follow_up", turn.lang)
+            turn.reply_source = "crisis"
         else:
             # crisis words about someone else, or a negative message that may signal a crisis: vetted
             # words, and the escalation stage has alerted a person already (no hand-off alert on top)
             checking_in = turn.concern and strategy is Strategy.COMFORT
             vetted = checking_in or turn.someone_else
             if turn.someone_else:
-                reply = self.crisis.text("someone_else", turn.lang)
+                reply, turn.reply_source = self.crisis.text("someone_else", turn.lang), "crisis"
             elif checking_in:
-                reply = self.crisis.text("check_in", turn.lang)
+                reply, turn.reply_source = self.crisis.text("check_in", turn.lang), "crisis"
             else:
-                reply, _ = await self.compose(turn, history, strategy)
+                reply, turn.reply_source = await self.compose(turn, history, strategy)
             # memory keeps what was said, curated lines included, so the next reply can differ from it
             await asyncio.to_thread(self.memory.add, message.chat_id, user_turn, ChatTurn("assistant", reply))
             if not vetted and guard.HANDOFF_PROMISE.search(reply):

@@ -118,6 +118,19 @@ class RecordingSender:
         self.sent.append(message)
 
 
+class ScriptedEngine(FakeEngine):
+    """Generates the given replies in turn, recording each attempt's number."""
+
+    def __init__(self, replies: list[str]) -> None:
+        super().__init__()
+        self.replies = replies
+        self.attempts: list[int] = []
+
+    async def generate(self, history, strategy, lang, system, knowledge=(), attempt=0):  # type: ignore[no-untyped-def]
+        self.attempts.append(attempt)
+        return self.replies.pop(0)
+
+
 def build_app(clock: Any, db: Any, engine: Any = None, **sections: Any) -> tuple[Any, RecordingSender]:
     """An Application on a fake engine with admin 'boss', no scheduler, and a recording sender."""
     from bot.app import Application

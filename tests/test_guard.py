@@ -7,7 +7,7 @@ import pytest
 from bot import guard
 from bot.config import Settings
 from bot.domain import Strategy
-from tests.fakes import FakeEngine, build_app, make_message
+from tests.fakes import FakeEngine, ScriptedEngine, build_app, make_message
 
 # --- echo ------------------------------------------------------------------------------
 
@@ -115,17 +115,6 @@ def test_a_changed_duration_is_an_invented_fact() -> None:
 
 
 # --- the stage: regenerate once, then a curated line ------------------------------------
-
-class ScriptedEngine(FakeEngine):
-    def __init__(self, replies: list[str]) -> None:
-        super().__init__()
-        self.replies = replies
-        self.attempts: list[int] = []
-
-    async def generate(self, history, strategy, lang, system, knowledge=(), attempt=0):  # type: ignore[no-untyped-def]
-        self.attempts.append(attempt)
-        return self.replies.pop(0)
-
 
 async def _turn(engine: FakeEngine, clock, store, text: str):  # type: ignore[no-untyped-def]
     app, sender = build_app(clock, store, engine)

@@ -6,6 +6,7 @@ import ast
 import json
 
 import pytest
+import yaml
 
 from tests.conftest import EVAL_DIR, ROOT
 from train.check_data import digest, grams, similarity
@@ -37,7 +38,18 @@ def test_no_holdout_text_is_used() -> None:
             text = json.loads(line)["text"]
             if digest(text) in holdout:
                 found.append((path.name, text))
+    for path in [*ROOT.glob("bench/data/*.yaml"), *ROOT.glob("examples/*.yaml")]:  # FAQs and their questions
+        found += [(path.name, text) for text in _strings(yaml.safe_load(path.read_text(encoding="utf-8")))
+                  if digest(text) in holdout]
     assert found == []
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    return [text for item in value for text in _strings(item)] if isinstance(value, list) else []
 
 
 def _texts(row: dict) -> list[str]:

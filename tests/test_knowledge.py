@@ -225,3 +225,78 @@ def test_the_knowledge_bench_writes_its_report(tmp_path: Path) -> None:
     assert main(["--out", str(out), "--only", "bm25s + jieba"]) == 0
     text = out.read_text(encoding="utf-8")
     assert "| bm25s + jieba | 1.000 (40/40)" in text and "**(default)**" in text
+
+
+def test_a_sure_answer_needs_the_threshold_and_the_senders_language() -> None:
+    stage = _stage()
+    hits = KnowledgeBase(FAQ).search("What are your opening hours?", 2)
+    assert hits and hits[0].score > 0.5
+    stage.settings = KnowledgeSettings(answer_threshold=None)
+    assert stage.sure_answer(hits, "en") is None  # null: never
+    stage.settings = KnowledgeSettings(answer_threshold=0.5)
+    assert stage.sure_answer(hits, "en") == hits[0].entry.answer
+    assert stage.sure_answer(hits, "zh") is None  # the only sure entry is English
+    stage.settings = KnowledgeSettings(answer_threshold=0.99)
+    assert stage.sure_answer(hits, "en") is None
+
+
+async def _faq_turn(clock, store, replies: list[str], text: str, bar: float | None = 0.3):  # type: ignore[no-untyped-def]
+    from tests.fakes import ScriptedEngine
+
+    engine = ScriptedEngine(replies)
+    app, sender = build_app(clock, store, engine, knowledge={"path": str(FAQ), "answer_threshold": bar})
+    turn = await app.process(make_message(text, sent_at=clock.now()))
+    return turn, [m.text for m in sender.sent], engine
+
+
+HOURS_EN = "Lantern Tea House is open every day from 10 am to 9 pm, holidays included."
+
+
+async def test_a_hand_off_to_a_question_the_faq_answers_surely_becomes_the_answer(clock, store) -> None:  # type: ignore[no-untyped-def]
+    turn, sent, _ = await _faq_turn(clock, store, ["I don't have the details, a colleague will get back to you."],
+                                    "what are your opening hours?")
+    assert turn.faq_answer == HOURS_EN and turn.reply == HOURS_EN and turn.reply_source == "faq"
+    assert sent == [HOURS_EN] and turn.alerts == []  # no supervisor paged for a question the FAQ answers
+
+
+async def test_a_generated_answer_is_kept_and_a_refused_one_gives_way_to_the_faq(clock, store) -> None:  # type: ignore[no-untyped-def]
+    turn, sent, _ = await _faq_turn(clock, store, ["We're open 10 am to 9 pm every day."], "what are your opening hours?")
+    assert sent == ["We're open 10 am to 9 pm every day."] and turn.reply_source == "generated"
+    # both attempts invent a time: the FAQ's answer, not a curated line
+    turn, sent, engine = await _faq_turn(clock, store, ["We open at 7 am.", "We close at 11 pm."], "what are your opening hours?")
+    assert engine.attempts == [0, 1] and sent == [HOURS_EN] and turn.reply_source == "faq"
+
+
+async def test_without_a_sure_match_a_hand_off_stays_a_hand_off(clock, store) -> None:  # type: ignore[no-untyped-def]
+    hand_off = "I don't have the details, a colleague will get back to you."
+    turn, sent, _ = await _faq_turn(clock, store, [hand_off], "what are your opening hours?", bar=None)
+    assert turn.faq_answer is None and sent[0] == hand_off and [a.kind for a in turn.alerts] == ["handoff"]
+
+
+async def test_the_faq_answers_when_the_model_does_not(clock, store) -> None:  # type: ignore[no-untyped-def]
+    from bot.errors import EngineError
+    from tests.fakes import FakeEngine
+
+    app, sender = build_app(clock, store, FakeEngine(fail=EngineError("model server down")),
+                            knowledge={"path": str(FAQ), "answer_threshold": 0.3})
+    turn = await app.process(make_message("what are your opening hours?", sent_at=clock.now()))
+    assert turn.reply == HOURS_EN and turn.reply_source == "faq"
+
+
+async def test_the_faq_bench_reads_each_threshold_as_the_reply_stage_serves_it(tmp_path: Path) -> None:
+    from bench import faq as bench_faq
+    from tests.fakes import FakeEngine
+
+    class HandingOff(FakeEngine):
+        async def generate(self, history, strategy, lang, system, knowledge=(), attempt=0):  # type: ignore[no-untyped-def]
+            return "我这边没有资料，我请同事帮您核实。" if lang == "zh" else "I don't have the details; a colleague will reply."
+
+    questions = bench_faq.load_questions(bench_faq.BENCH / "data" / "faq_questions_validation.yaml")
+    sample = [q for q in questions if q.faq == "examples/faq.yaml"][:16]
+    settings = Settings.model_validate({"schedule": {"enabled": False}})
+    off = await bench_faq.run_set(settings, HandingOff(), sample, str(tmp_path / "off"))
+    served = await bench_faq.run_set(settings, HandingOff(), sample, str(tmp_path / "on"), threshold=0.3)
+    assert [bench_faq.outcome(row, 0.3)[1] for row in off] == [row["reply"] for row in served]
+    kinds = {bench_faq.outcome(row, 0.3)[0] for row in off}
+    assert "faq-right" in kinds and "handed off" in kinds  # both paths are exercised
+    assert all(bench_faq.outcome(row, None)[0] == "handed off" for row in off)
