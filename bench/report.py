@@ -207,6 +207,7 @@ SECTIONS = [
     ("Scale: local engine vs llama.cpp server (bench/scale.py)", "SCALE.md"),
     ("Dashboard page times (bench/dashboard.py)", "DASHBOARD.md"),
     ("Knowledge retrieval (bench/knowledge.py)", "KNOWLEDGE.md"),
+    ("FAQ replies end to end, test split (bench/faq.py)", "FAQ_test.md"),
 ]
 SECTIONS_START, SECTIONS_END = "<!-- sections:start -->", "<!-- sections:end -->"
 
