@@ -283,6 +283,14 @@ class KnowledgeSettings(Section):
         }
     )
 
+    @model_validator(mode="after")
+    def _answer_above_match(self) -> "KnowledgeSettings":
+        # a message scoring under `threshold` is handed off before any answer is considered
+        if self.answer_threshold is not None and self.answer_threshold < self.threshold:
+            raise ValueError(f"knowledge.answer_threshold ({self.answer_threshold}) must not be below "
+                             f"knowledge.threshold ({self.threshold}): set it higher, or null to turn it off")
+        return self
+
 
 class TriggerSettings(Section):
     private_prefix: str = ""  # empty: answer every private message

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Sequence
+from typing import Literal, Sequence
 
 
 class Label(str, enum.Enum):
@@ -101,6 +101,12 @@ class Alert:
     kind: str = "mood"  # mood | handoff (a question the FAQ could not answer) | model (the model server down or back)
 
 
+# where a reply came from: `reply.identity` (scripted), the model past the guard (generated), an FAQ
+# entry's answer (faq), `reply.unavailable`, a curated line (fallback), a vetted crisis line (vetted),
+# or the FAQ's hand-off (handoff)
+ReplySource = Literal["scripted", "generated", "faq", "unavailable", "fallback", "vetted", "handoff"]
+
+
 @dataclass
 class Turn:
     """What the pipeline learned and decided about one inbound message."""
@@ -112,11 +118,10 @@ class Turn:
     strategy: Strategy | None = None
     reply: str | None = None
     knowledge: tuple[str, ...] = ()  # FAQ entries for the reply prompt (handlers/knowledge.py)
-    # the answer of an FAQ entry matched surely (knowledge.answer_threshold), sent where the model would
-    # hand the question off; None: no such entry
+    # the answer of an FAQ entry matched surely (knowledge.answer_threshold), sent in place of a generated
+    # hand-off or denial, a curated line or the unavailable line; None: no such entry
     faq_answer: str | None = None
-    # where the reply came from: scripted, generated, faq, unavailable, fallback, crisis (None: no reply)
-    reply_source: str | None = None
+    reply_source: ReplySource | None = None  # None: no reply
     crisis: bool = False
     # a possible crisis: the model's score passed the recall-first threshold but not the sure one
     concern: bool = False

@@ -18,7 +18,7 @@ import logging
 from bot.config import KnowledgeSettings
 from bot.domain import Strategy, Turn, handoff_alert, reply_to
 from bot.errors import StopPipeline
-from bot.knowledge import Hit, KnowledgeBase, is_question
+from bot.knowledge import Hit, KnowledgeBase, best_in, is_question
 from bot.protocols import Clock
 from bot.text import detect_lang, in_lang
 
@@ -39,8 +39,8 @@ class KnowledgeStage:
     def sure_answer(self, hits: list[Hit], lang: str) -> str | None:
         """The answer of the best entry in `lang` whose score reaches `answer_threshold`, or None."""
         bar = self.settings.answer_threshold
-        sure = [hit for hit in hits if bar is not None and hit.score >= bar and detect_lang(hit.entry.answer) == lang]
-        return max(sure, key=lambda hit: hit.score).entry.answer if sure else None
+        sure = None if bar is None else best_in(hits, lang, bar)
+        return sure.entry.answer if sure else None
 
     async def __call__(self, turn: Turn) -> None:
         if self.base is None or turn.strategy is not Strategy.PLAIN or turn.record_only or turn.paused:
@@ -51,7 +51,8 @@ class KnowledgeStage:
             # entries in the sender's language first: the reply is in that language (sort is stable)
             matched.sort(key=lambda hit: detect_lang(hit.entry.question) != turn.lang)
             turn.knowledge = tuple(hit.entry.line() for hit in matched)
-            turn.faq_answer = self.sure_answer(matched, turn.lang)
+            # a request ("订单123坏了，帮我处理一下") needs a person to act even where the policy matches
+            turn.faq_answer = self.sure_answer(matched, turn.lang) if is_question(turn.text) else None
             log.debug("message %s matched %d FAQ entries (best %.2f)", turn.message.message_id, len(matched), matched[0].score)
             return
         if not is_question(turn.text):
@@ -59,7 +60,7 @@ class KnowledgeStage:
         message = turn.message
         best = f" (best score {hits[0].score:.2f})" if hits else ""
         log.info("hand-off: message %s from %s has no FAQ answer%s", message.message_id, message.sender_id, best)
-        turn.reply = self.handoff_reply(turn.lang)
+        turn.reply, turn.reply_source = self.handoff_reply(turn.lang), "handoff"
         turn.outbox.append(reply_to(message, turn.reply))
         turn.alerts.append(handoff_alert(turn, "a question the FAQ does not answer", self.clock.now()))
         raise StopPipeline("hand-off: no FAQ answer")

@@ -10,11 +10,11 @@ import pytest
 from bot.clock import ManualClock
 from bot.config import KnowledgeSettings, Settings, load_settings
 from bot.domain import Label, Sentiment, Strategy, Turn
-from bot.errors import ConfigError, StopPipeline
+from bot.errors import ConfigError, EngineError, StopPipeline
 from bot.knowledge import KnowledgeBase, is_question, load_entries, tokenize
 from bot.protocols import AsyncStore
 from handlers.knowledge import KnowledgeStage
-from tests.fakes import build_app, make_message
+from tests.fakes import FakeEngine, build_app, make_message
 
 FAQ = Path(__file__).resolve().parent.parent / "examples" / "faq.yaml"
 
@@ -281,22 +281,87 @@ async def test_the_faq_answers_when_the_model_does_not(clock, store) -> None:  #
                             knowledge={"path": str(FAQ), "answer_threshold": 0.3})
     turn = await app.process(make_message("what are your opening hours?", sent_at=clock.now()))
     assert turn.reply == HOURS_EN and turn.reply_source == "faq"
+    assert [m.text for m in sender.sent] == [HOURS_EN] and turn.alerts == []
 
 
-async def test_the_faq_bench_reads_each_threshold_as_the_reply_stage_serves_it(tmp_path: Path) -> None:
+async def test_a_chinese_question_gets_the_chinese_entry(clock, store) -> None:  # type: ignore[no-untyped-def]
+    turn, sent, _ = await _faq_turn(clock, store, ["开门时间我这边没有资料，我请同事帮您核实。"], "你们几点开门")
+    assert sent == ["灯笼茶铺每天上午10点到晚上9点营业，节假日照常营业。"] and turn.alerts == []
+
+
+async def test_a_request_keeps_its_hand_off(clock, store) -> None:  # type: ignore[no-untyped-def]
+    # "order 123 arrived broken, please refund it" matches the return policy, which does not refund it
+    turn, sent, _ = await _faq_turn(clock, store, ["I'll pass this to a colleague who can look into it."],
+                                    "order 123 arrived broken, please return it and refund my money", bar=0.125)
+    assert turn.knowledge and turn.faq_answer is None and turn.reply_source == "generated"
+    assert sent[0].startswith("I'll pass this") and [a.kind for a in turn.alerts] == ["handoff"]
+
+
+async def test_a_needless_hand_off_is_not_trimmed_when_the_faq_answers(clock, store) -> None:  # type: ignore[no-untyped-def]
+    from tests.fakes import ScriptedEngine
+
+    # the head says no person is needed, so the guard refuses the promise; the rest would be "Thanks for asking!"
+    engine = ScriptedEngine(["Thanks for asking! A colleague will get back to you.", "I'll ask a colleague for you."])
+    engine.person = False
+    app, sender = build_app(clock, store, engine, knowledge={"path": str(FAQ), "answer_threshold": 0.3})
+    turn = await app.process(make_message("what are your opening hours?", sent_at=clock.now()))
+    assert [m.text for m in sender.sent] == [HOURS_EN] and turn.reply_source == "faq"
+
+
+async def test_the_same_faq_answer_is_not_sent_twice_in_a_row(clock, store) -> None:  # type: ignore[no-untyped-def]
+    from tests.fakes import ScriptedEngine
+
+    hand_off = "I don't have the details, a colleague will get back to you."
+    engine = ScriptedEngine([hand_off, hand_off + " Sorry!", hand_off + " Really."])
+    app, sender = build_app(clock, store, engine, knowledge={"path": str(FAQ), "answer_threshold": 0.3})
+    first = await app.process(make_message("what are your opening hours?", sent_at=clock.now()))
+    clock.advance(seconds=30)
+    again = await app.process(make_message("what are your opening hours???", sent_at=clock.now()))
+    assert first.reply == HOURS_EN and again.reply != HOURS_EN and again.reply_source == "generated"
+    assert [a.kind for a in again.alerts] == ["handoff"]  # asked again: the answer did not help, a person looks
+
+
+async def test_an_faq_answer_naming_the_team_pages_nobody(clock, store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.fakes import ScriptedEngine
+
+    faq = tmp_path / "faq.yaml"
+    faq.write_text("- question: How do refunds work?\n  answer: Our team refunds you within 3 days of receiving the item.\n",
+                   encoding="utf-8")
+    engine = ScriptedEngine(["I don't have the details, a colleague will get back to you."])
+    app, sender = build_app(clock, store, engine, knowledge={"path": str(faq), "answer_threshold": 0.2})
+    turn = await app.process(make_message("how do refunds work?", sent_at=clock.now()))
+    assert turn.reply_source == "faq" and turn.reply.startswith("Our team refunds") and turn.alerts == []
+
+
+def test_the_best_sure_entry_wins_and_the_answer_bar_sits_above_the_match_bar() -> None:
+    from bot.knowledge import Entry, Hit, best_in
+
+    low, high = Hit(Entry("When do you open?", "10 to 9"), 0.3), Hit(Entry("When do you close?", "at 9"), 0.6)
+    assert best_in([low, high], "en", 0.2) is high and best_in([low, high], "zh", 0.2) is None
+    assert best_in([low, high], "en", 0.7) is None
+    with pytest.raises(ValueError, match="answer_threshold"):
+        KnowledgeSettings(threshold=0.3, answer_threshold=0.2)
+class _HandingOff(FakeEngine):
+    async def generate(self, history, strategy, lang, system, knowledge=(), attempt=0):  # type: ignore[no-untyped-def]
+        return "我这边没有资料，我请同事帮您核实。" if lang == "zh" else "I don't have the details; a colleague will reply."
+
+
+class _Inventing(FakeEngine):
+    async def generate(self, history, strategy, lang, system, knowledge=(), attempt=0):  # type: ignore[no-untyped-def]
+        return "我们 7 点开门。" if lang == "zh" else "We open at 7 am."  # refused: a curated line goes out
+
+
+@pytest.mark.parametrize("engine", [_HandingOff(), _Inventing(), FakeEngine(fail=EngineError("model server down"))],
+                         ids=["hand-off", "fallback", "unavailable"])
+async def test_the_faq_bench_reads_each_threshold_as_the_reply_stage_serves_it(tmp_path: Path, engine: FakeEngine) -> None:
     from bench import faq as bench_faq
-    from tests.fakes import FakeEngine
-
-    class HandingOff(FakeEngine):
-        async def generate(self, history, strategy, lang, system, knowledge=(), attempt=0):  # type: ignore[no-untyped-def]
-            return "我这边没有资料，我请同事帮您核实。" if lang == "zh" else "I don't have the details; a colleague will reply."
 
     questions = bench_faq.load_questions(bench_faq.BENCH / "data" / "faq_questions_validation.yaml")
     sample = [q for q in questions if q.faq == "examples/faq.yaml"][:16]
     settings = Settings.model_validate({"schedule": {"enabled": False}})
-    off = await bench_faq.run_set(settings, HandingOff(), sample, str(tmp_path / "off"))
-    served = await bench_faq.run_set(settings, HandingOff(), sample, str(tmp_path / "on"), threshold=0.3)
-    assert [bench_faq.outcome(row, 0.3)[1] for row in off] == [row["reply"] for row in served]
-    kinds = {bench_faq.outcome(row, 0.3)[0] for row in off}
-    assert "faq-right" in kinds and "handed off" in kinds  # both paths are exercised
-    assert all(bench_faq.outcome(row, None)[0] == "handed off" for row in off)
+    off = await bench_faq.run_set(settings, engine, sample, str(tmp_path / "off"), threshold=None)
+    served = await bench_faq.run_set(settings, engine, sample, str(tmp_path / "on"), threshold=0.3)
+    assert [bench_faq.outcome(row, 0.3) for row in off] == [bench_faq.outcome(row) for row in served]
+    kinds = [bench_faq.outcome(row, 0.3)[0] for row in off]
+    assert "faq-right" in kinds and len(set(kinds)) > 1  # the answer replaced some replies, not all
+    assert not any(bench_faq.outcome(row)[0].startswith("faq") for row in off)
