@@ -28,6 +28,7 @@ from typing import Any, Protocol, Sequence
 import yaml
 
 from bot.errors import ConfigError
+from bot.text import detect_lang
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,6 @@ class Hit:
 def best_in(hits: Sequence[Hit], lang: str, bar: float) -> Hit | None:
     """The best hit scoring `bar` or more whose entry's question is in `lang` (an answer may be mostly a
     URL or a product name, so the question tells the entry's language)."""
-    from bot.text import detect_lang
-
     sure = [hit for hit in hits if hit.score >= bar and detect_lang(hit.entry.question) == lang]
     return max(sure, key=lambda hit: hit.score) if sure else None
 

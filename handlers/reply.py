@@ -22,11 +22,11 @@ import asyncio
 import hashlib
 import logging
 from collections import Counter
-from typing import Callable, Literal, Sequence
+from typing import Callable, Sequence
 
 from bot import guard, prompts
 from bot.config import CrisisSettings, ReplySettings
-from bot.domain import ChatTurn, Strategy, Turn, handoff_alert, reply_to
+from bot.domain import ChatTurn, ReplySource, Strategy, Turn, handoff_alert, reply_to
 from bot.errors import EngineError
 from bot.memory import ConversationMemory
 from bot.protocols import Clock, Engine
@@ -38,9 +38,6 @@ ATTEMPTS = 2  # the first reply, then one more with other settings
 # rejections where the reply less the sentences at fault may still be sent
 SALVAGE: dict[str, Callable[[str], str]] = {"needless hand-off": guard.without_handoff,
                                             "invented offer": guard.without_offer}
-
-
-Source = Literal["scripted", "generated", "faq", "unavailable", "fallback"]  # what compose() returns
 
 
 def last_reply(history: list[ChatTurn]) -> str | None:
@@ -144,7 +141,7 @@ class ReplyStage:
         shorter = guard.without_closing_question(reply)
         return shorter if shorter != reply and passes(shorter) else reply
 
-    async def compose(self, turn: Turn, history: list[ChatTurn], strategy: Strategy) -> tuple[str, Source]:
+    async def compose(self, turn: Turn, history: list[ChatTurn], strategy: Strategy) -> tuple[str, ReplySource]:
         """The reply to a message that is no crisis, and where it came from: "scripted" (`reply.identity`),
         "generated" (passed the guard), "faq" (the answer of an FAQ entry matched surely, where the
         model's reply would hand the question off or there is none), "unavailable" (the model did not

@@ -240,11 +240,15 @@ def test_a_sure_answer_needs_the_threshold_and_the_senders_language() -> None:
     assert stage.sure_answer(hits, "en") is None
 
 
-async def _faq_turn(clock, store, replies: list[str], text: str, bar: float | None = 0.3):  # type: ignore[no-untyped-def]
+async def _faq_turn(clock, store, replies: list[str], text: str, bar: float | None = 0.3,  # type: ignore[no-untyped-def]
+                    person: bool | None = None, faq: Path = FAQ):
+    """One message through an app on `faq` whose model generates `replies` in turn and whose hand-off
+    head says `person`: (turn, the texts sent, engine)."""
     from tests.fakes import ScriptedEngine
 
     engine = ScriptedEngine(replies)
-    app, sender = build_app(clock, store, engine, knowledge={"path": str(FAQ), "answer_threshold": bar})
+    engine.person = person
+    app, sender = build_app(clock, store, engine, knowledge={"path": str(faq), "answer_threshold": bar})
     turn = await app.process(make_message(text, sent_at=clock.now()))
     return turn, [m.text for m in sender.sent], engine
 
@@ -298,14 +302,10 @@ async def test_a_request_keeps_its_hand_off(clock, store) -> None:  # type: igno
 
 
 async def test_a_needless_hand_off_is_not_trimmed_when_the_faq_answers(clock, store) -> None:  # type: ignore[no-untyped-def]
-    from tests.fakes import ScriptedEngine
-
     # the head says no person is needed, so the guard refuses the promise; the rest would be "Thanks for asking!"
-    engine = ScriptedEngine(["Thanks for asking! A colleague will get back to you.", "I'll ask a colleague for you."])
-    engine.person = False
-    app, sender = build_app(clock, store, engine, knowledge={"path": str(FAQ), "answer_threshold": 0.3})
-    turn = await app.process(make_message("what are your opening hours?", sent_at=clock.now()))
-    assert [m.text for m in sender.sent] == [HOURS_EN] and turn.reply_source == "faq"
+    turn, sent, _ = await _faq_turn(clock, store, ["Thanks for asking! A colleague will get back to you.",
+                                                   "I'll ask a colleague for you."], "what are your opening hours?", person=False)
+    assert sent == [HOURS_EN] and turn.reply_source == "faq"
 
 
 async def test_the_same_faq_answer_is_not_sent_twice_in_a_row(clock, store) -> None:  # type: ignore[no-untyped-def]
@@ -322,14 +322,11 @@ async def test_the_same_faq_answer_is_not_sent_twice_in_a_row(clock, store) -> N
 
 
 async def test_an_faq_answer_naming_the_team_pages_nobody(clock, store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from tests.fakes import ScriptedEngine
-
     faq = tmp_path / "faq.yaml"
     faq.write_text("- question: How do refunds work?\n  answer: Our team refunds you within 3 days of receiving the item.\n",
                    encoding="utf-8")
-    engine = ScriptedEngine(["I don't have the details, a colleague will get back to you."])
-    app, sender = build_app(clock, store, engine, knowledge={"path": str(faq), "answer_threshold": 0.2})
-    turn = await app.process(make_message("how do refunds work?", sent_at=clock.now()))
+    turn, _, _ = await _faq_turn(clock, store, ["I don't have the details, a colleague will get back to you."],
+                                 "how do refunds work?", bar=0.2, faq=faq)
     assert turn.reply_source == "faq" and turn.reply.startswith("Our team refunds") and turn.alerts == []
 
 
