@@ -129,6 +129,9 @@ class ReplySettings(Section):
     memory_turns: int = Field(default=6, ge=0, le=100)
     memory_ttl_minutes: float = Field(default=60.0, gt=0)
     max_input_chars: int = Field(default=1000, ge=10, le=100_000)
+    # the language of the reply to a message with no letters ("👍", "?", "12345") when its chat's memory
+    # holds no message that has some: most WeChat users write Chinese
+    default_language: Literal["zh", "en"] = "zh"
     # languages in which a generated comfort or celebration reply is sent without its closing
     # question, unless it only asks how the person is: the shipped model's own are mostly odd
     # ("你赢了什么？", "What did she say?" to a baby's first word), and replies without them graded

@@ -13,7 +13,7 @@ import re
 from typing import Callable, Iterable, Sequence
 
 from bot.knowledge import STOPWORDS
-from bot.text import asks_nothing, detect_lang, greets_only, has_chinese
+from bot.text import asks_nothing, detect_lang, greets_only, has_chinese, has_words
 
 # how much of a reply may be the message's own words before it counts as an echo
 ECHO_OVERLAP = 0.6
@@ -211,10 +211,11 @@ def gives_unknown_steps(reply: str, message: str) -> bool:
 
 def needless_handoff(message: str, lang: str, person: bool | None) -> bool:
     """A colleague promised to this message would have nothing to do: it only thanks, greets, checks
-    that someone is there or says goodbye, or the hand-off head says it needs no person (`person`
+    that someone is there or says goodbye, it has no words ("?", "👍"), or the hand-off head says it needs no person (`person`
     False) and it is not a yes-or-no question about the business, which the head may miss but no
     reply may answer unaided."""
-    return asks_nothing(message) or greets_only(message) or (person is False and not business_question(message, lang))
+    return (asks_nothing(message) or greets_only(message) or not has_words(message)
+            or (person is False and not business_question(message, lang)))
 
 
 # a sentence and its closing punctuation ("。", "!", "?!", "..."), or a last one without any

@@ -37,6 +37,16 @@ def has_chinese(text: str) -> bool:
     return _CJK.search(text) is not None
 
 
+def has_words(text: str) -> bool:
+    """The text has a Chinese character, a Latin letter or a digit: something more than emoji and punctuation."""
+    return bool(_CJK.search(text) or _LATIN.search(text) or re.search(r"\d", text))
+
+
+def has_letters(text: str) -> bool:
+    """The text has a Chinese character or a Latin letter: something that tells its language."""
+    return bool(_CJK.search(text) or _LATIN.search(text))
+
+
 def detect_lang(text: str) -> str:
     """'zh' when Chinese characters dominate the letters, else 'en'."""
     cjk = len(_CJK.findall(text))

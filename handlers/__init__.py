@@ -34,7 +34,7 @@ def build_pipeline(
             FilterStage("fresh", fresh(clock, settings.triggers.max_age_s)),
             # non-text before the trigger: an image in a room is never classified
             NonTextStage(settings.triggers),
-            CleanTextStage(settings.reply),
+            CleanTextStage(settings.reply, memory),
             # admin commands before the trigger: they work without the prefix and are never classified
             CommandStage(settings.admin.ids, store, clock, state, settings.schedule.tz,
                          getattr(engine, "status", lambda: "local model in this process"),

@@ -191,6 +191,16 @@ def test_other_answers_are_not_unsupported(reply: str, message: str, lang: str) 
     assert guard.check(reply, message, lang, None, []) is None
 
 
+@pytest.mark.parametrize(("message", "lang"), [("?", "en"), ("？？", "zh"), ("👍", "zh"), ("…", "en")])
+def test_a_message_without_words_gets_no_hand_off(message: str, lang: str) -> None:
+    handoff = "好的，我转给同事处理。" if lang == "zh" else "Sorry, a colleague will get back to you on that."
+    assert guard.check(handoff, message, lang, None, [], person=True) == "needless hand-off"
+
+
+def test_an_order_number_alone_keeps_its_hand_off() -> None:
+    assert guard.check("收到，我转给同事帮您查一下这个订单。", "20261122001", "zh", None, [], person=True) is None
+
+
 @pytest.mark.parametrize("message", ["谢谢", "没事了，谢谢你", "嗯嗯 明白了", "thank you, that's all I needed",
                                      "Good night everyone 😴", "ＯＫ thx"])
 def test_a_message_that_asks_nothing_gets_no_hand_off(message: str) -> None:

@@ -207,3 +207,21 @@ async def test_engine_error_in_classify_is_not_fatal(clock: ManualClock) -> None
 def test_trigger_settings_defaults_are_safe() -> None:
     settings = TriggerSettings()
     assert settings.all_rooms is False and settings.allow_rooms == []
+
+
+@pytest.mark.parametrize(("first", "lang"), [("今天好累", "zh"), ("I'm so tired today", "en")])
+async def test_a_message_without_letters_is_answered_in_the_chats_language(clock: ManualClock, first: str,
+                                                                          lang: str) -> None:
+    engine = FakeEngine()
+    app, _ = make_app(clock, engine, reply={"default_language": "en" if lang == "zh" else "zh"})
+    await app.process(make_message(first))
+    await app.process(make_message("👍"))
+    assert [language for _, _, language in engine.generated] == [lang, lang]
+
+
+@pytest.mark.parametrize("default", ["zh", "en"])
+async def test_a_first_message_without_letters_gets_the_default_language(clock: ManualClock, default: str) -> None:
+    engine = FakeEngine()
+    app, _ = make_app(clock, engine, reply={"default_language": default})
+    await app.process(make_message("?? 👀"))
+    assert engine.generated[-1][2] == default
