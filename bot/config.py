@@ -132,6 +132,9 @@ class ReplySettings(Section):
     # the language of the reply to a message with no letters ("👍", "?", "12345") when its chat's memory
     # holds no message that has some: most WeChat users write Chinese
     default_language: Literal["zh", "en"] = "zh"
+    # a message that only thanks, acknowledges or says goodbye gets a `fallbacks.closing` line instead of a
+    # generated reply (bench/NOTES.md, "Closing lines for closings"); false leaves closings to the model
+    closing_lines: bool = True
     # languages in which a generated comfort or celebration reply is sent without its closing
     # question, unless it only asks how the person is: the shipped model's own are mostly odd
     # ("你赢了什么？", "What did she say?" to a baby's first word), and replies without them graded

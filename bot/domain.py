@@ -101,7 +101,7 @@ class Alert:
     kind: str = "mood"  # mood | handoff (a question the FAQ could not answer) | model (the model server down or back)
 
 
-# where a reply came from: `reply.identity` (scripted), the model past the guard (generated), an FAQ
+# where a reply came from: `reply.identity` or a closing line for a closing (scripted), the model past the guard (generated), an FAQ
 # entry's answer (faq), `reply.unavailable`, a curated line (fallback), a vetted crisis line (vetted),
 # or the FAQ's hand-off (handoff)
 ReplySource = Literal["scripted", "generated", "faq", "unavailable", "fallback", "vetted", "handoff"]

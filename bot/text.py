@@ -176,9 +176,9 @@ def phrase_pattern(phrases: list[str]) -> re.Pattern[str] | None:
 # Messages that ask for nothing: thanks, goodbyes, greetings, acknowledgements, and the words that
 # pad them ("谢谢你啊", "thanks a lot guys")
 _ZH_CLOSING = re.compile(
-    r"谢谢|多谢|感谢|辛苦了?|拜拜|再见|回见|明天见|好的|好滴|好嘞|好吧|行吧|收到|明白了?|知道了|懂了|没事了?|没别的事了?|没问题|"
+    r"(?:谢谢|多谢|感谢|辛苦了?)客服|谢谢|多谢|感谢|辛苦了?|拜拜|再见|回见|明天见|好的|好滴|好嘞|好吧|行吧|收到|明白了?|知道了|懂了|没事了?|没别的事了?|没问题|"
     r"没(?:有)?(?:别的|其他)(?:事|问题)了?|有帮助|帮大忙了?|"
-    r"晚安|早安|早上好|午安|晚上好|你好|您好|哈喽|嗯+|哦+|噢+|哈+|你|您|啦|啊|呀|了|嘛|各位|大家|打工人"
+    r"晚安|早安|早上好|午安|晚上好|你好|您好|哈喽|嗯+|哦+|噢+|哈+|你|您|啦|啊|呀|了|嘛|呢|行|各位|大家|打工人"
 )
 _EN_CLOSING = re.compile(
     r"(?<![a-z])(?:ok|okay|k|thanks?|thank you|thx|ty|cheers|bye(?: bye)?|goodbye|see (?:you|ya)(?: tomorrow| later| soon)?|"
@@ -211,6 +211,15 @@ def asks_nothing(message: str) -> bool:
         return False
     words = phrase_form(message)
     return bool(words) and not _ZH_CLOSING.sub("", _EN_CLOSING.sub(" ", words)).strip()
+
+
+# greetings and laughter ask for nothing too, but a closing line ("回头见！") does not answer them
+_NOT_CLOSING = re.compile(r"早|午安|晚上好|你好|您好|哈喽|^[哈呵嘿 ]+$|(?<![a-z])(?:hi+|hello|hey|morning|evening|lol|(?:ha)+|hehe)(?![a-z])")
+
+
+def closes(message: str) -> bool:
+    """The message only thanks, acknowledges or says goodbye ("好的谢谢", "ok got it", "拜拜")."""
+    return asks_nothing(message) and not greets_only(message) and not _NOT_CLOSING.search(phrase_form(message))
 
 
 # A greeting or a check that someone is there, and nothing else ("在吗", "您好，请问有人吗", "hi there",

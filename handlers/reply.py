@@ -30,7 +30,7 @@ from bot.domain import ChatTurn, ReplySource, Strategy, Turn, handoff_alert, rep
 from bot.errors import EngineError
 from bot.memory import ConversationMemory
 from bot.protocols import Clock, Engine
-from bot.text import asks_identity, asks_nothing, greets_only, in_lang
+from bot.text import asks_identity, asks_nothing, closes, greets_only, in_lang
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,16 @@ class ReplyStage:
         identity = in_lang(self.settings.identity, turn.lang)
         return identity if identity and asks_identity(turn.text) else None
 
+    def closing(self, turn: Turn, history: list[ChatTurn]) -> str | None:
+        """A curated closing line (`reply.fallbacks.closing`) for a message that only thanks,
+        acknowledges or says goodbye, or None: the model, with nothing to answer, wrote "感谢您的关注，
+        我马上回复您。" to "好的，谢谢啦" and "Sorry for the confusion." to "ok, bye" (bench/NOTES.md,
+        "Closing lines for closings")."""
+        lines = self.settings.fallbacks.get("closing") or {}
+        if not self.settings.closing_lines or not closes(turn.text) or not (lines.get(turn.lang) or lines.get("en")):
+            return None
+        return self.fallback(Strategy.PLAIN, turn.lang, turn.message.message_id + turn.text, last_reply(history), turn.text)
+
     async def guarded_reply(self, turn: Turn, history: list[ChatTurn], strategy: Strategy) -> str | None:
         """The first generated reply that passes the guard, shaped (`_shaped`), or None."""
         try:  # the message's features are cached from classify(): the head costs no forward pass
@@ -142,13 +152,16 @@ class ReplyStage:
         return shorter if shorter != reply and passes(shorter) else reply
 
     async def compose(self, turn: Turn, history: list[ChatTurn], strategy: Strategy) -> tuple[str, ReplySource]:
-        """The reply to a message that is no crisis, and where it came from: "scripted" (`reply.identity`),
+        """The reply to a message that is no crisis, and where it came from: "scripted" (`reply.identity`, or
+        a closing line for a message that only thanks or says goodbye),
         "generated" (passed the guard), "faq" (the answer of an FAQ entry matched surely, where the
         model's reply would hand the question off or there is none), "unavailable" (the model did not
         answer) or "fallback" (a curated line). The benchmark calls this too, so that it measures the
         path that is served."""
         if (scripted := self.scripted(turn)) is not None:
             return scripted, "scripted"
+        if (closing := self.closing(turn, history)) is not None:
+            return closing, "scripted"
         generated = None if turn.model_failed else await self.guarded_reply(turn, history, strategy)
         # not the same answer twice in a row: asked again, it did not help, and a person should look (the
         # hand-off head cannot veto it: it says a person is needed for most questions about the business,

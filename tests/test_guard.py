@@ -116,17 +116,17 @@ def test_a_changed_duration_is_an_invented_fact() -> None:
 
 # --- the stage: regenerate once, then a curated line ------------------------------------
 
-async def _turn(engine: FakeEngine, clock, store, text: str):  # type: ignore[no-untyped-def]
-    app, sender = build_app(clock, store, engine)
+async def _turn(engine: FakeEngine, clock, store, text: str, **sections):  # type: ignore[no-untyped-def]
+    app, sender = build_app(clock, store, engine, **sections)
     turn = await app.process(make_message(text))
     stage = next(s for s in app.pipeline.stages if s.name == "reply")
     return stage, sender, turn
 
 
-async def _scripted(replies: list[str], clock, store, text: str):  # type: ignore[no-untyped-def]
+async def _scripted(replies: list[str], clock, store, text: str, **sections):  # type: ignore[no-untyped-def]
     """The reply stage given `replies` in turn for `text`: (engine, stage, the text sent, turn)."""
     engine = ScriptedEngine(replies)
-    stage, sender, turn = await _turn(engine, clock, store, text)
+    stage, sender, turn = await _turn(engine, clock, store, text, **sections)
     return engine, stage, sender.sent[0].text, turn
 
 
@@ -234,10 +234,27 @@ def test_a_message_with_a_request_or_more_is_not_a_closing(message: str) -> None
     assert not asks_nothing(message)
 
 
-async def test_a_closing_falls_back_to_a_closing_line_and_hands_nothing_off(clock, store) -> None:  # type: ignore[no-untyped-def]
-    engine, stage, sent, turn = await _scripted(["好的，我转给同事处理。", "拜拜！我请同事帮您处理。"], clock, store, "拜拜")
+@pytest.mark.parametrize(("message", "lang"), [("好的，谢谢啦", "zh"), ("拜拜", "zh"), ("谢谢客服", "zh"),
+                                             ("ok got it", "en"), ("thanks so much", "en"), ("see ya", "en")])
+async def test_a_closing_gets_a_closing_line_without_the_model(clock, store, message: str, lang: str) -> None:  # type: ignore[no-untyped-def]
+    engine, stage, sent, turn = await _scripted(["好的，我马上回复您。"], clock, store, message)
+    assert sent in Settings().reply.fallbacks["closing"][lang]
+    assert engine.attempts == [] and turn.reply_source == "scripted" and stage.fallbacks == 0
+    assert not any(a.kind == "handoff" for a in turn.alerts) and not store.open_alerts()
+
+
+@pytest.mark.parametrize("message", ["早安打工人", "good morning!", "哈哈哈", "hi thanks", "谢谢，那能送到家吗"])
+def test_greetings_laughter_and_requests_are_not_closings(message: str) -> None:
+    from bot.text import closes
+
+    assert not closes(message)
+
+
+async def test_with_closing_lines_off_a_closing_is_left_to_the_model_and_hands_nothing_off(clock, store) -> None:  # type: ignore[no-untyped-def]
+    engine, stage, sent, turn = await _scripted(["好的，我转给同事处理。", "拜拜！我请同事帮您处理。"], clock, store, "拜拜",
+                                                reply={"closing_lines": False})
+    assert engine.attempts == [0, 1] and stage.rejections["needless hand-off"] == 2
     assert sent in Settings().reply.fallbacks["closing"]["zh"]
-    assert stage.rejections["needless hand-off"] == 2
     assert not any(a.kind == "handoff" for a in turn.alerts) and not store.open_alerts()
 
 
