@@ -33,6 +33,22 @@ def sanitize(text: str, max_chars: int) -> str:
     return cleaned[:max_chars].rstrip()
 
 
+# WeChat's quoted reply as the Wechaty puppets deliver it: 「name：the quoted words」, a line of "- - - …",
+# then the sender's own words; the quoted words may span lines and hold a quote of their own, so the
+# last such line ends them
+_QUOTED_REPLY = re.compile(r"^\s*「(?P<who>[^：:」\n]{1,64})[：:](?P<quoted>.*)」[ \t]*\r?\n[ \t]*(?:-[ \t]*){6,}\r?\n(?P<own>.*)$",
+                           re.DOTALL)
+
+
+def split_quote(text: str) -> tuple[str | None, str, str]:
+    """(who was quoted, what they said, the sender's own words) of a WeChat quoted reply, or
+    (None, "", text) for any other text."""
+    match = _QUOTED_REPLY.match(text)
+    if not match or not match["own"].strip():
+        return None, "", text
+    return match["who"].strip(), match["quoted"].strip(), match["own"].strip()
+
+
 def has_chinese(text: str) -> bool:
     return _CJK.search(text) is not None
 

@@ -102,6 +102,29 @@ async def test_room_mention_gets_a_reply_that_mentions_the_sender(running: Runni
     assert engine.generated[-1][0][-1].text == "what time do you open?"  # type: ignore[attr-defined]
 
 
+SEPARATOR = "\n- - - - - - - - - - - - - - -\n"
+
+
+async def test_a_quoted_reply_is_read_as_the_senders_own_words(running: Running) -> None:
+    # WeChat's quote of someone else's words: neither the mood nor the crisis check reads them
+    running.gateway.say(**{"from": "alice", "text": "「Bob：I want to end it all」" + SEPARATOR + "what time do you open?"})
+    [reply] = await running.replies_after(0)
+    assert reply["text"].startswith("[plain]")
+    engine: FakeEngine = running.app.engine  # type: ignore[assignment]
+    assert engine.classified == ["what time do you open?"]
+    assert engine.generated[-1][0][-1].text == "what time do you open?"
+
+
+async def test_quoting_the_bot_in_a_room_addresses_it_and_quoting_others_does_not(running: Running) -> None:
+    running.gateway.say(**{"from": "bob", "room": ROOM, "text": "「Alice：周末去爬山吗」" + SEPARATOR + "好啊，几点出发"})
+    running.gateway.say(**{"from": "alice", "room": ROOM, "text": "「TestBot：[plain] I hear you.」" + SEPARATOR + "I feel so sad today"})
+    [reply] = await running.replies_after(0)
+    assert reply["roomId"] == ROOM and "alice_id" in reply["mentionIdList"] and "[comfort]" in reply["text"]
+    assert await running.quiet() == [reply]  # bob's quote of alice got a mood, no reply
+    engine: FakeEngine = running.app.engine  # type: ignore[assignment]
+    assert engine.classified == ["好啊，几点出发", "I feel so sad today"]
+
+
 async def test_room_message_without_mention_gets_no_reply_but_a_mood(running: Running) -> None:
     running.gateway.say(**{"from": "bob", "room": ROOM, "text": "this is awful"})
     running.gateway.say(**{"from": "bob", "room": "room2@chatroom", "text": "@TestBot hi", "mentions": ["bot"]})

@@ -21,6 +21,7 @@ from bot.channels.lifecycle import until_signal
 from bot.config import Settings
 from bot.domain import InboundMessage, OutboundMessage
 from bot.errors import MoodbotError
+from bot.text import split_quote
 
 # python-wechaty reads these when it is imported or first used
 os.environ["WECHATY_PUPPET"] = "wechaty-puppet-service"
@@ -78,6 +79,12 @@ async def to_inbound(msg: Message, self_id: str, self_name: str) -> InboundMessa
     mentions_me = bool(room) and await msg.mention_self()
     if mentions_me and self_name:
         text = re.sub(rf"@{re.escape(self_name)}[\u2005\u0020]?", "", text).strip()
+    # a quoted reply: the mood, the crisis check and the reply are about the sender's own words, not
+    # the quoted ones (someone else's, or the bot's own reply); in a room, quoting the bot addresses it
+    quoted, _, own = split_quote(text)
+    if quoted is not None:
+        text = own
+        mentions_me = mentions_me or (bool(room) and bool(self_name) and quoted == self_name)
     return InboundMessage(
         message_id=msg.message_id,
         chat_id=room.room_id if room else talker.contact_id,
