@@ -57,7 +57,7 @@ def test_split_quote_reads_wechats_quoted_reply() -> None:
     from bot.text import split_quote
 
     line = "\n- - - - - - - - - - - - - - -\n"
-    assert split_quote("「Bob：I want to end it all」" + line + "what happened?") == ("Bob", "I want to end it all", "what happened?")
+    assert split_quote("「Bob：honestly some nights I think about how to end it all」" + line + "what happened?") == ("Bob", "honestly some nights I think about how to end it all", "what happened?")
     # a quote of a quote: the last separator line ends the quoted words
     assert split_quote("「张三：「李四：你好」" + line + "在吗」" + line + "怎么了") == ("张三", "「李四：你好」" + line + "在吗", "怎么了")
     for text in ["普通消息「引号」", "「不是引用」 - - -", "「Bob：hi」" + line]:  # no own words: left as it is

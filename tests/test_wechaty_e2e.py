@@ -107,7 +107,7 @@ SEPARATOR = "\n- - - - - - - - - - - - - - -\n"
 
 async def test_a_quoted_reply_is_read_as_the_senders_own_words(running: Running) -> None:
     # WeChat's quote of someone else's words: neither the mood nor the crisis check reads them
-    running.gateway.say(**{"from": "alice", "text": "「Bob：I want to end it all」" + SEPARATOR + "what time do you open?"})
+    running.gateway.say(**{"from": "alice", "text": "「Bob：honestly some nights I think about how to end it all」" + SEPARATOR + "what time do you open?"})
     [reply] = await running.replies_after(0)
     assert reply["text"].startswith("[plain]")
     engine: FakeEngine = running.app.engine  # type: ignore[assignment]
