@@ -42,7 +42,7 @@ def _only_keys(*allowed: str) -> Callable[[dict[str, _T]], dict[str, _T]]:
 # texts by language ("zh", "en"); plain str keys, so that code may look up a detected language
 LangTexts = Annotated[dict[str, str], AfterValidator(_only_keys("zh", "en"))]
 LangLines = Annotated[dict[str, list[str]], AfterValidator(_only_keys("zh", "en"))]
-StrategyLines = Annotated[dict[str, LangLines], AfterValidator(_only_keys("comfort", "celebrate", "plain", "closing", "greeting"))]
+StrategyLines = Annotated[dict[str, LangLines], AfterValidator(_only_keys("comfort", "celebrate", "plain", "closing", "closing_gentle", "greeting"))]
 
 
 class Section(BaseModel):
@@ -198,6 +198,16 @@ class ReplySettings(Section):
                 "en": ["Sounds good! I'm here whenever you need me.", "Take care, and have a lovely day!",
                        "Got it. Message me any time.", "Anytime! Come back whenever something comes up.",
                        "All good. Have a great rest of your day!", "Okay! I'm around if you need me."],
+            },
+            # the same, when the sender's previous message was unhappy: "Have a lovely day!" after "my grandpa
+            # died last night" reads as if the bot had not listened
+            "closing_gentle": {
+                "zh": ["不客气，照顾好自己，想聊的时候随时找我。", "嗯嗯，我一直都在，想说说的时候就来找我。",
+                       "好的，别太勉强自己，我随时都在。", "不用谢，这段时间辛苦了，有需要随时找我。"],
+                "en": ["Take care of yourself. I'm here whenever you want to talk.",
+                       "Of course. Go easy on yourself, and message me any time.",
+                       "You're welcome. I'm here if you need to talk again.",
+                       "Anytime. Be gentle with yourself these days."],
             },
         }
     )

@@ -115,6 +115,8 @@ class Turn:
     text: str = ""
     lang: str = "en"
     sentiment: Sentiment | None = None
+    # the sender's mood at their message before this one, within the escalation window (None: none)
+    previous_mood: Label | None = None
     strategy: Strategy | None = None
     reply: str | None = None
     knowledge: tuple[str, ...] = ()  # FAQ entries for the reply prompt (handlers/knowledge.py)

@@ -215,6 +215,8 @@ class EscalationStage:
         )
 
         def rule(state: ContactState, recent: list[MoodPoint], in_window: list[MoodPoint]) -> tuple[ContactState, Alert | None]:
+            if len(in_window) > 1:  # in time order, this message's point last
+                turn.previous_mood = in_window[-2].label
             new_state, severity, reason = decide(state, recent, in_window, turn.crisis, now, self.settings,
                                                turn.concern, turn.someone_else)
             if severity is None:

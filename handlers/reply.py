@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 
 from bot import guard, prompts
 from bot.config import CrisisSettings, ReplySettings
-from bot.domain import ChatTurn, ReplySource, Strategy, Turn, handoff_alert, reply_to
+from bot.domain import ChatTurn, Label, ReplySource, Strategy, Turn, handoff_alert, reply_to
 from bot.errors import EngineError
 from bot.memory import ConversationMemory
 from bot.protocols import Clock, Engine
@@ -76,8 +76,11 @@ class ReplyStage:
             lines = [line for line in lines if guard.HANDOFF_PROMISE.search(line)] or lines
         elif guard.needless_handoff(message, lang, person):
             lines = [line for line in lines if not guard.HANDOFF_PROMISE.search(line)] or lines
-        # the line this process has sent least, from a place picked by the message: the same canned
-        # line to many contacts reads as a machine
+        return self.pick(lines, key, previous)
+
+    def pick(self, lines: Sequence[str], key: str, previous: str | None) -> str:
+        """The line this process has sent least, from a place picked by `key`, never `previous`: the same
+        canned line to many contacts reads as a machine."""
         start = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
         order = [str(lines[(start + i) % len(lines)]) for i in range(len(lines))]
         line = min((line for line in order if line != previous), key=lambda line: self.lines_used[line], default=order[0])
@@ -103,10 +106,13 @@ class ReplyStage:
         acknowledges or says goodbye, or None: the model, with nothing to answer, wrote "感谢您的关注，
         我马上回复您。" to "好的，谢谢啦" and "Sorry for the confusion." to "ok, bye" (bench/NOTES.md,
         "Closing lines for closings")."""
-        lines = self.settings.fallbacks.get("closing") or {}
-        if not self.settings.closing_lines or not closes(turn.text) or not (lines.get(turn.lang) or lines.get("en")):
+        if not self.settings.closing_lines or not closes(turn.text):
             return None
-        return self.fallback(Strategy.PLAIN, turn.lang, turn.message.message_id + turn.text, last_reply(history), turn.text)
+        fallbacks = self.settings.fallbacks
+        gentle = turn.previous_mood is Label.NEGATIVE and fallbacks.get("closing_gentle")
+        table = gentle or fallbacks.get("closing") or {}
+        lines = table.get(turn.lang) or table.get("en")
+        return self.pick(lines, turn.message.message_id + turn.text, last_reply(history)) if lines else None
 
     async def guarded_reply(self, turn: Turn, history: list[ChatTurn], strategy: Strategy) -> str | None:
         """The first generated reply that passes the guard, shaped (`_shaped`), or None."""

@@ -243,6 +243,25 @@ async def test_a_closing_gets_a_closing_line_without_the_model(clock, store, mes
     assert not any(a.kind == "handoff" for a in turn.alerts) and not store.open_alerts()
 
 
+@pytest.mark.parametrize(("first", "kind"), [("I feel so sad today", "closing_gentle"), ("when do you open?", "closing"),
+                                           ("I'm so happy, great news!", "closing")])
+async def test_a_closing_after_an_unhappy_message_gets_a_gentle_line(clock, store, first: str, kind: str) -> None:  # type: ignore[no-untyped-def]
+    app, sender = build_app(clock, store, FakeEngine())
+    await app.process(make_message(first))
+    turn = await app.process(make_message("thanks"))
+    assert turn is not None and turn.reply_source == "scripted"
+    assert sender.sent[-1].text in Settings().reply.fallbacks[kind]["en"]
+
+
+async def test_an_unhappy_message_outside_the_escalation_window_does_not_make_the_closing_gentle(clock, store) -> None:  # type: ignore[no-untyped-def]
+    app, sender = build_app(clock, store, FakeEngine())
+    await app.process(make_message("I feel so sad today", sent_at=clock.now()))
+    clock.advance(minutes=Settings().escalation.window_minutes + 1)
+    turn = await app.process(make_message("thanks", sent_at=clock.now()))
+    assert turn is not None and turn.previous_mood is None
+    assert sender.sent[-1].text in Settings().reply.fallbacks["closing"]["en"]
+
+
 @pytest.mark.parametrize("message", ["早安打工人", "good morning!", "哈哈哈", "hi thanks", "谢谢，那能送到家吗"])
 def test_greetings_laughter_and_requests_are_not_closings(message: str) -> None:
     from bot.text import closes
