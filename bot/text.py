@@ -229,13 +229,6 @@ def asks_nothing(message: str) -> bool:
     return bool(words) and not _ZH_CLOSING.sub("", _EN_CLOSING.sub(" ", words)).strip()
 
 
-# greetings and laughter ask for nothing too, but a closing line ("回头见！") does not answer them
-_NOT_CLOSING = re.compile(r"早|午安|晚上好|你好|您好|哈喽|^[哈呵嘿 ]+$|(?<![a-z])(?:hi+|hello|hey|morning|evening|lol|(?:ha)+|hehe)(?![a-z])")
-
-
-def closes(message: str) -> bool:
-    """The message only thanks, acknowledges or says goodbye ("好的谢谢", "ok got it", "拜拜")."""
-    return asks_nothing(message) and not greets_only(message) and not _NOT_CLOSING.search(phrase_form(message))
 
 
 # A greeting or a check that someone is there, and nothing else ("在吗", "您好，请问有人吗", "hi there",
@@ -259,6 +252,18 @@ def greets_only(message: str) -> bool:
         return False
     rest = _EN_GREETING_PAD.sub(" ", _EN_GREETING.sub(" ", words))
     return not _ZH_GREETING_PAD.sub("", _ZH_GREETING.sub("", rest)).strip()
+
+
+# greetings (the patterns above, and 早 / 午安) and laughter ask for nothing too, but a closing line
+# ("回头见！") does not answer them
+_NOT_CLOSING = re.compile(r"早|午安|^[哈呵嘿 ]+$|(?<![a-z])(?:lol|(?:ha)+|hehe)(?![a-z])")
+
+
+def closes(message: str) -> bool:
+    """The message only thanks, acknowledges or says goodbye ("好的谢谢", "ok got it", "拜拜")."""
+    words = phrase_form(message)
+    return (asks_nothing(message)
+            and not (_ZH_GREETING.search(words) or _EN_GREETING.search(words) or _NOT_CLOSING.search(words)))
 
 
 # Whom a crisis phrase is about. "我闺蜜最近总说活着没意思" and "warning signs that a teenager might be

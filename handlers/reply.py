@@ -60,27 +60,25 @@ class ReplyStage:
         self.lines_used: Counter[str] = Counter()  # curated line -> times sent by this process
 
     def fallback(self, strategy: Strategy, lang: str, key: str, previous: str | None, message: str = "",
-                 knowledge: Sequence[str] = (), person: bool | None = None) -> str:
+                 knowledge: Sequence[str] = (), person: bool | None = None, after_unhappy: bool = False) -> str:
         """A curated line for this strategy and language, the one sent least, never the previous reply;
         a greeting ("在吗", "hi") gets a greeting line and a message that asks for nothing (thanks,
-        goodbye) a closing line, never a hand-off; a question only a person can answer
-        (guard.business_question, guard.how_to_question) or one that the hand-off head says needs a
-        person (`person` True) a line that hands it to one, and one that the head says needs no
+        goodbye) a closing line, a gentle one `after_unhappy`, never a hand-off; a question only a person
+        can answer (guard.business_question, guard.how_to_question) or one that the hand-off head says
+        needs a person (`person` True) a line that hands it to one, and one that the head says needs no
         person (`person` False) a line that does not."""
         fallbacks = self.settings.fallbacks
+        closing = (after_unhappy and fallbacks.get("closing_gentle")) or fallbacks.get("closing")
         special = ((greets_only(message) and fallbacks.get("greeting"))
-                   or (asks_nothing(message) and fallbacks.get("closing")))
+                   or (asks_nothing(message) and closing))
         table = special or fallbacks.get(strategy.value) or fallbacks.get("plain") or {}
         lines = table.get(lang) or table.get("en") or ["…"]
         if person or (not knowledge and (guard.business_question(message, lang) or guard.how_to_question(message))):
             lines = [line for line in lines if guard.HANDOFF_PROMISE.search(line)] or lines
         elif guard.needless_handoff(message, lang, person):
             lines = [line for line in lines if not guard.HANDOFF_PROMISE.search(line)] or lines
-        return self.pick(lines, key, previous)
-
-    def pick(self, lines: Sequence[str], key: str, previous: str | None) -> str:
-        """The line this process has sent least, from a place picked by `key`, never `previous`: the same
-        canned line to many contacts reads as a machine."""
+        # the line this process has sent least, from a place picked by the message: the same canned
+        # line to many contacts reads as a machine
         start = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
         order = [str(lines[(start + i) % len(lines)]) for i in range(len(lines))]
         line = min((line for line in order if line != previous), key=lambda line: self.lines_used[line], default=order[0])
@@ -106,13 +104,10 @@ class ReplyStage:
         acknowledges or says goodbye, or None: the model, with nothing to answer, wrote "感谢您的关注，
         我马上回复您。" to "好的，谢谢啦" and "Sorry for the confusion." to "ok, bye" (bench/NOTES.md,
         "Closing lines for closings")."""
-        if not self.settings.closing_lines or not closes(turn.text):
+        if not (self.settings.closing_lines and closes(turn.text) and self.settings.fallbacks.get("closing")):
             return None
-        fallbacks = self.settings.fallbacks
-        gentle = turn.previous_mood is Label.NEGATIVE and fallbacks.get("closing_gentle")
-        table = gentle or fallbacks.get("closing") or {}
-        lines = table.get(turn.lang) or table.get("en")
-        return self.pick(lines, turn.message.message_id + turn.text, last_reply(history)) if lines else None
+        return self.fallback(Strategy.PLAIN, turn.lang, turn.message.message_id + turn.text, last_reply(history),
+                             turn.text, after_unhappy=turn.previous_mood is Label.NEGATIVE)
 
     async def guarded_reply(self, turn: Turn, history: list[ChatTurn], strategy: Strategy) -> str | None:
         """The first generated reply that passes the guard, shaped (`_shaped`), or None."""
