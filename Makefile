@@ -61,9 +61,11 @@ train: $(DEV_STAMP)
 	cp -r train/out/run/adapter bot/adapters/gemma3-270m-moodbot
 	cp train/out/run/train_meta.json bot/adapters/gemma3-270m-moodbot/
 	$(PY) -m train.heads
+	$(PY) -m train.faq_match
 
 heads: $(DEV_STAMP)
 	$(PY) -m train.heads
+	$(PY) -m train.faq_match
 
 bench-replies: $(DEV_STAMP)
 	$(PY) -m bench.replies

@@ -3,6 +3,10 @@
     .venv/bin/python -m bench.faq --split validation     # choose knowledge.answer_threshold here
     .venv/bin/python -m bench.faq --split test           # scored once, at the configured threshold
 
+Three runs: the FAQ answers off and BM25 alone deciding the knowledge (the simulations below read
+it), the configured answer threshold with BM25 alone (measured), and as served: the model's FAQ
+match head judging the best entries (handlers/knowledge.py; measured).
+
 Each question comes from its own contact, through the shipped config with `knowledge.path` set to
 its set's FAQ (bench/data/faq_questions_<split>.yaml names the FAQ files and each question's topic,
 or null where the FAQ cannot answer it). The pipeline runs twice: with `knowledge.answer_threshold`
@@ -77,9 +81,12 @@ def faq_answer(row: dict[str, Any], threshold: float | None) -> str | None:
 def outcome(row: dict[str, Any], threshold: float | None = None) -> tuple[str, str]:
     """(kind, reply sent), simulated at `threshold` or as recorded: faq-right, faq-wrong, crisis,
     handed off, answered, or where else the reply came from."""
-    answer = faq_answer(row, threshold) or (row["reply"] if row["source"] == "faq" else None)
+    simulated = faq_answer(row, threshold)
+    answer = simulated or (row["reply"] if row["source"] == "faq" else None)
     if answer is not None:
-        return ("faq-right" if row["topic"] is not None and row["best_topic"] == row["topic"] else "faq-wrong"), answer
+        # the match head may send another entry than BM25's best
+        sent = row["best_topic"] if simulated else row.get("sent_topic", row["best_topic"])
+        return ("faq-right" if row["topic"] is not None and sent == row["topic"] else "faq-wrong"), answer
     reply = row["reply"] or ""
     if row["source"] == "vetted":
         return "crisis", reply
@@ -88,11 +95,26 @@ def outcome(row: dict[str, Any], threshold: float | None = None) -> tuple[str, s
     return ("answered" if row["source"] == "generated" else str(row["source"])), reply
 
 
+class Bm25Only:
+    """The engine without its FAQ match head: BM25's thresholds decide, as before the head."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    async def faq_match(self, question: str, answer: str, score: float) -> None:
+        return None
+
+
 async def run_set(settings: Settings, engine: Any, questions: list[Question], data_dir: str,
-                  threshold: float | None = None) -> list[dict[str, Any]]:
-    """Every question of one FAQ through a fresh Application, `knowledge.answer_threshold` at `threshold`."""
+                  threshold: float | None = None, judge: bool = True) -> list[dict[str, Any]]:
+    """Every question of one FAQ through a fresh Application, `knowledge.answer_threshold` at `threshold`,
+    with the engine's FAQ match head where `judge`."""
     from bot.app import Application
 
+    engine = engine if judge else Bm25Only(engine)
     faq = questions[0].faq
     knowledge = settings.knowledge.model_copy(update={"path": str(ROOT / faq), "answer_threshold": threshold})
     store = settings.store.model_copy(update={"data_dir": data_dir, "url": None})
@@ -119,6 +141,8 @@ async def run_set(settings: Settings, engine: Any, questions: list[Question], da
             "best_score": round(best.score, 4) if best else None,
             "best_topic": topic_of(entries, q.topics, best.entry.answer) if best else None,
             "best_answer": best.entry.answer if best else None,
+            "sent_topic": topic_of(entries, q.topics, turn.reply) if turn.reply_source == "faq" else None,
+            "knowledge_topics": [topic_of(entries, q.topics, line) for line in turn.knowledge],
             "seconds": round(seconds, 3),
         })
     app.store.close()
@@ -141,25 +165,28 @@ def _cells(name: str, c: dict[str, int]) -> str:
             f"{c.get('answerable crisis', 0) + c.get('unanswerable crisis', 0)} | {c.get('unanswerable handed off', 0)} |")
 
 
-def table(off: list[dict[str, Any]], served: list[dict[str, Any]], configured: float | None, floor: float) -> list[str]:
+def table(off: list[dict[str, Any]], served: list[dict[str, Any]], configured: float | None, floor: float,
+          bm25: list[dict[str, Any]] | None = None) -> list[str]:
     answerable = sum(r["topic"] is not None for r in off)
     lines = [f"{answerable} answerable questions, {len(off) - answerable} the FAQ cannot answer "
              "(a hand-off is right for those).", "",
              "| answer_threshold | FAQ answers sent | right entry | wrong entry (answerable) | to unanswerable "
              "| answerable handed off | answerable, model answer (read) | crisis reply | unanswerable handed off |",
              "|---|---|---|---|---|---|---|---|---|",
-             _cells("off (measured)", summary(off))]
+             _cells("off, BM25 only (measured)", summary(off))]
+    if bm25:
+        lines.append(_cells(f"{configured}, BM25 only (measured)", summary(bm25)))
     if served:
-        lines.append(_cells(f"**{configured} (configured, measured)**", summary(served)))
-    lines += [_cells(f"{t:.3f} (simulated)", summary(off, t)) for t in THRESHOLDS if t >= floor]
+        lines.append(_cells(f"**{configured}, match head (served, measured)**", summary(served)))
+    lines += [_cells(f"{t:.3f}, BM25 only (simulated)", summary(off, t)) for t in THRESHOLDS if t >= floor]
     return lines
 
 
 def listing(off: list[dict[str, Any]], served: list[dict[str, Any]], configured: float | None) -> list[str]:
     lines = []
     for faq in dict.fromkeys(r["faq"] for r in off):
-        lines += ["", f"### {faq}", "", "| # | question (topic) | mood · strategy | best entry (score) | reply, answers off | "
-                  f"reply at {configured} (served) | outcome |", "|---|---|---|---|---|---|---|"]
+        lines += ["", f"### {faq}", "", "| # | question (topic) | mood · strategy | best BM25 entry (score) | reply, answers off | "
+                  f"reply at {configured}, match head (served) | entries in the prompt | outcome |", "|---|---|---|---|---|---|---|---|"]
         pairs = [(a, b) for a, b in zip(off, served or off) if a["faq"] == faq]
         for number, (before, after) in enumerate(pairs):
             kind, sent = outcome(after) if served else ("", "")
@@ -167,7 +194,8 @@ def listing(off: list[dict[str, Any]], served: list[dict[str, Any]], configured:
             new = "(same)" if sent == before["reply"] else sent.replace("|", "/")
             best = f"{before['best_topic']} ({before['best_score']:.2f})" if before["best_topic"] else "none"
             lines.append(f"| {number} | {before['question'].replace('|', '/')} ({before['topic'] or 'none'}) | "
-                         f"{after['mood']} · {after['strategy']} | {best} | {old} | {new} | {kind} |")
+                         f"{after['mood']} · {after['strategy']} | {best} | {old} | {new} | "
+                         f"{', '.join(after.get('knowledge_topics') or []) or '-'} | {kind} |")
     return lines
 
 
@@ -185,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = load_settings(args.config)
     configured = settings.knowledge.answer_threshold
-    files = {"off": args.out / f"faq_{args.split}.jsonl", "served": args.out / f"faq_{args.split}_served.jsonl"}
+    files = {"off": args.out / f"faq_{args.split}.jsonl", "bm25": args.out / f"faq_{args.split}_bm25.jsonl",
+             "served": args.out / f"faq_{args.split}_served.jsonl"}
     runs: dict[str, list[dict[str, Any]]] = {}
     if args.reread:
         runs = {name: _read(path) for name, path in files.items()}
@@ -195,24 +224,25 @@ def main(argv: list[str] | None = None) -> int:
         questions = load_questions(args.questions or BENCH / "data" / f"faq_questions_{args.split}.yaml")
         engine = build_engine(settings)
         with tempfile.TemporaryDirectory() as tmp:
-            for name, threshold in (("off", None), ("served", configured)):
-                if name == "served" and configured is None:
+            for name, threshold, judge in (("off", None, False), ("bm25", configured, False), ("served", configured, True)):
+                if name != "off" and configured is None:
                     continue
                 runs[name] = []
                 for faq in dict.fromkeys(q.faq for q in questions):
                     mine = [q for q in questions if q.faq == faq]
-                    runs[name] += asyncio.run(run_set(settings, engine, mine, f"{tmp}/{name}-{Path(faq).stem}", threshold))
+                    runs[name] += asyncio.run(run_set(settings, engine, mine, f"{tmp}/{name}-{Path(faq).stem}", threshold, judge))
                 files[name].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in runs[name]), encoding="utf-8")
         engine.close()
     off, served = runs.get("off", []), runs.get("served", [])
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     how = "re-read from the last run" if args.reread else "through the whole pipeline (shipped config, each from its own contact)"
     shown = [str(p.relative_to(ROOT) if p.is_relative_to(ROOT) else p) for p in files.values()]
-    rows = table(off, served, configured, settings.knowledge.threshold)
+    rows = table(off, served, configured, settings.knowledge.threshold, runs.get("bm25"))
     text = "\n".join([
         f"# FAQ replies end to end ({args.split} split)", "",
-        f"`python -m bench.faq --split {args.split}` on {when}: {len(off)} questions {how}, with the FAQ answers off "
-        f"and at the configured `knowledge.answer_threshold`; replies in `{shown[0]}` and `{shown[1]}`.",
+        f"`python -m bench.faq --split {args.split}` on {when}: {len(off)} questions {how}, with the FAQ answers off, "
+        f"at the configured `knowledge.answer_threshold` with BM25 alone, and as served (the FAQ match head); replies in "
+        f"`{shown[0]}`, `{shown[1]}` and `{shown[2]}`.",
         "", *rows, "",
         "The crisis reply goes with a critical alert; the FAQ threshold does not touch it. "
         "A simulated row puts the FAQ answer into the run with answers off (see bench/faq.py).", "",

@@ -68,6 +68,9 @@ class _Recording:
         result: bool | None = await self.engine.needs_person(text)
         return result
 
+    async def faq_match(self, question: str, answer: str, score: float) -> Any:
+        return await self.engine.faq_match(question, answer, score)
+
     async def generate(self, *args: Any, **kwargs: Any) -> str:
         reply: str = await self.engine.generate(*args, **kwargs)
         self.replies.append(reply)

@@ -80,6 +80,9 @@ class ModelSettings(Section):
     # auto: the reply head shipped for the served weights, if any (trained by `python -m train.heads`
     # on graded replies); none: the greedy reply; or the path of a head file for your model
     reply_head: str = "auto"
+    # auto: the FAQ match head shipped for the served weights (`python -m train.faq_match`), which
+    # judges whether an FAQ entry answers a question; none: the BM25 score alone; or a head file's path
+    match_head: str = "auto"
     classify_batch_size: int = Field(default=16, ge=1, le=256)
     # local: the in-process model above; openai: a served model behind an OpenAI-compatible API
     # (vLLM, the llama.cpp server, Ollama) that returns token log-probabilities (bot/remote.py)

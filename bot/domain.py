@@ -51,6 +51,17 @@ class Sentiment:
 
 
 @dataclass(frozen=True)
+class FaqMatch:
+    """Whether an FAQ entry's answer answers a question, by the model's match head: `p` is its
+    probability; `answers` means the entry's facts may go into the reply prompt, `surely` that its
+    answer may be sent word for word (the head's two thresholds, chosen on validation businesses)."""
+
+    p: float
+    answers: bool
+    surely: bool
+
+
+@dataclass(frozen=True)
 class InboundMessage:
     """One platform message, already turned into the bot's own type by a channel."""
 

@@ -39,6 +39,21 @@ CRISIS_PREFIX = (
 CRISIS_ITEM = "Message: {text}\nAnswer:"
 CRISIS_WORDS = (" yes", " no")
 
+# Whether an FAQ entry's answer tells the customer what they asked: the match head (train/faq_match.py)
+# reads the hidden states at the answer position of this prompt, one pass per (question, entry)
+MATCH_PREFIX = (
+    "Does the shop's FAQ answer tell the customer what they asked? Answer yes or no.\n\n"
+    "FAQ: Sunny Bakery is open every day from 7 am to 8 pm. Question: can i grab bread at 7:30 tonight\nAnswer: yes\n\n"
+    "FAQ: 我们支持微信支付和支付宝。 Question: 能用信用卡分期吗\nAnswer: no\n\n"
+)
+MATCH_ITEM = "FAQ: {text}\nAnswer:"
+
+
+def match_text(question: str, answer: str) -> str:
+    """What fills MATCH_ITEM for one (question, FAQ answer) pair."""
+    return f"{answer} Question: {question}"
+
+
 # Inputs with no content, used to measure and remove the prompt's own label bias.
 CONTENT_FREE = ("N/A", "", "[MASK]", "…")
 

@@ -11,7 +11,7 @@ import asyncio
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, Sequence
 
-from bot.domain import Alert, ChatTurn, ContactState, MoodPoint, OutboundMessage, Sentiment, Strategy
+from bot.domain import Alert, ChatTurn, ContactState, FaqMatch, MoodPoint, OutboundMessage, Sentiment, Strategy
 
 if TYPE_CHECKING:
     from bot.store import Store
@@ -28,6 +28,9 @@ class Engine(Protocol):
 
     # whether a colleague should answer this message; None when the engine cannot tell (no hand-off head)
     async def needs_person(self, text: str) -> bool | None: ...
+
+    # whether an FAQ entry's answer (BM25 `score`) answers the question; None without a match head
+    async def faq_match(self, question: str, answer: str, score: float) -> FaqMatch | None: ...
 
     async def generate(
         self,

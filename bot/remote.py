@@ -29,7 +29,7 @@ import httpx
 from bot import prompts
 from bot.clock import SystemClock
 from bot.config import ModelSettings, SentimentSettings
-from bot.domain import LABEL_TOKEN_CRISIS_THRESHOLD, ChatTurn, Label, Sentiment, Strategy, crisis_scale
+from bot.domain import LABEL_TOKEN_CRISIS_THRESHOLD, ChatTurn, FaqMatch, Label, Sentiment, Strategy, crisis_scale
 from bot.errors import EngineError, EngineTimeout
 from bot.protocols import Clock
 from bot.text import clean_reply
@@ -645,6 +645,10 @@ class RemoteEngine:
 
     async def needs_person(self, text: str) -> bool | None:
         """A model server gives no hidden states for the hand-off head to read."""
+        return None
+
+    async def faq_match(self, question: str, answer: str, score: float) -> FaqMatch | None:
+        """Nor for the FAQ match head: the BM25 score alone decides."""
         return None
 
     async def generate(

@@ -48,7 +48,7 @@ def build_pipeline(
             EscalationStage(store.sync, clock, settings.escalation, settings.alerts),
             StrategyStage(),  # after crisis: a crisis overrides the mood
             # FAQ facts for plain answers, or a hand-off instead of a reply the model would have to invent
-            KnowledgeStage(knowledge, settings.knowledge, clock),
+            KnowledgeStage(knowledge, settings.knowledge, clock, engine),
             ReplyStage(engine, memory, settings.reply, settings.crisis, clock),
         ]
     )

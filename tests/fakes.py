@@ -7,7 +7,7 @@ import itertools
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
-from bot.domain import ChatTurn, InboundMessage, Label, OutboundMessage, Sentiment, Strategy
+from bot.domain import ChatTurn, FaqMatch, InboundMessage, Label, OutboundMessage, Sentiment, Strategy
 from bot.errors import EngineError, EngineTimeout
 
 _ids = itertools.count(1)
@@ -32,9 +32,14 @@ class FakeEngine:
     name = "fake"
 
     def __init__(self, fail: Exception | None = None, reply: str | None = None, delay: float = 0.0,
-                 person: bool | None = None) -> None:
+                 person: bool | None = None, matches: dict[str, float] | None = None) -> None:
         self.fail = fail
         self.person = person  # what needs_person() says of every message (None: no hand-off head)
+        # the match head's probability by FAQ answer (answers it from 0.25, surely from 0.5; the shipped head
+        # has both at 0.5);
+        # None: no match head
+        self.matches = matches
+        self.matched: list[tuple[str, str]] = []
         self.reply = reply
         self.delay = delay
         self.generated: list[tuple[list[ChatTurn], Strategy, str]] = []
@@ -70,6 +75,13 @@ class FakeEngine:
 
     async def needs_person(self, text: str) -> bool | None:
         return self.person
+
+    async def faq_match(self, question: str, answer: str, score: float) -> FaqMatch | None:
+        if self.matches is None:
+            return None
+        self.matched.append((question, answer))
+        p = self.matches.get(answer, 0.0)
+        return FaqMatch(p, p >= 0.25, p >= 0.5)
 
     def close(self) -> None:
         self.closed = True

@@ -130,6 +130,66 @@ async def test_stage_hands_off_an_unanswerable_question_but_not_small_talk() -> 
     assert chat.knowledge == () and chat.outbox == []
 
 
+HOURS_EN = "Lantern Tea House is open every day from 10 am to 9 pm, holidays included."
+PAY_EN = "We accept WeChat Pay, Alipay and UnionPay cards; the shop also takes cash."
+
+
+def _judging(matches: dict[str, float], **settings: object) -> tuple[KnowledgeStage, FakeEngine]:
+    engine = FakeEngine(matches=matches)
+    return KnowledgeStage(KnowledgeBase(FAQ), KnowledgeSettings(**settings), ManualClock(), engine), engine  # type: ignore[arg-type]
+
+
+async def test_the_match_head_answers_what_bm25_scores_too_low() -> None:
+    # "r u open before 9am?" shares one word with the hours entry: BM25 alone hands it off
+    with pytest.raises(StopPipeline):
+        await _stage()(_turn("r u open before 9am? want to stop by on my way to work"))
+    stage, engine = _judging({HOURS_EN: 0.93})
+    turn = _turn("r u open before 9am? want to stop by on my way to work")
+    await stage(turn)
+    assert turn.knowledge == (HOURS_EN,) and turn.faq_answer == HOURS_EN and turn.outbox == []
+    # only entries in the sender's language are judged, at most two of them
+    assert 1 <= len(engine.matched) <= 2 and all(a.isascii() for _, a in engine.matched)
+
+
+async def test_the_match_head_can_refuse_what_bm25_would_match() -> None:
+    stage, _ = _judging({PAY_EN: 0.1})  # BM25 scores the payment entry well above knowledge.threshold
+    turn = _turn("Can I pay with Alipay?")
+    with pytest.raises(StopPipeline):
+        await stage(turn)
+    assert turn.reply_source == "handoff" and [a.kind for a in turn.alerts] == ["handoff"]
+
+
+async def test_an_entry_the_head_doubts_informs_the_reply_but_is_not_sent_word_for_word() -> None:
+    stage, _ = _judging({PAY_EN: 0.3})  # from 0.25 it answers, from 0.5 surely (tests/fakes.py)
+    turn = _turn("Can I pay with Alipay?")
+    await stage(turn)
+    assert turn.knowledge == (PAY_EN,) and turn.faq_answer is None
+    off, _ = _judging({PAY_EN: 0.9}, answer_threshold=None)  # null turns word-for-word answers off
+    turn = _turn("Can I pay with Alipay?")
+    await off(turn)
+    assert turn.knowledge == (PAY_EN,) and turn.faq_answer is None
+
+
+async def test_the_entry_the_head_rates_best_comes_first() -> None:
+    address = "Our shop is at 18 Longjing Road, Xihu District, Hangzhou, a 5-minute walk from exit B of Longjing station (Line 2)."
+    stage, engine = _judging({HOURS_EN: 0.6, address: 0.95})
+    turn = _turn("what's the street address of the tea house, and when are you open")
+    await stage(turn)
+    assert len(engine.matched) == 2 and turn.knowledge[0] == address and turn.faq_answer == address
+
+
+async def test_a_failing_match_head_leaves_bm25_to_decide(caplog: pytest.LogCaptureFixture) -> None:
+    stage, engine = _judging({})
+
+    async def broken(question: str, answer: str, score: float) -> None:
+        raise EngineError("model gone")
+
+    engine.faq_match = broken  # type: ignore[method-assign,assignment]
+    turn = _turn("Can I pay with Alipay?")
+    await stage(turn)
+    assert turn.knowledge and turn.knowledge[0] == PAY_EN and "BM25 scores decide" in caplog.text
+
+
 async def test_stage_only_looks_up_plain_questions() -> None:
     turn = _turn("Do you sell bicycles?", Strategy.COMFORT)
     await _stage()(turn)

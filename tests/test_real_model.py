@@ -243,6 +243,27 @@ def test_the_reply_head_rates_a_fitting_reply_above_off_topic_and_invented_ones(
     assert fitting > max(others)
 
 
+MATCH_SAMPLE = [  # written for this test, against the sample FAQ's entries (examples/faq.yaml)
+    ("周日早上几点开门呀", "你们的营业时间是什么？", True),
+    ("hey whats the number to call u", "What is your phone number?", True),
+    ("没拆封的茶叶能退不", "怎么退货？退货政策是什么？", True),
+    ("do you sell gift cards?", "Can I get an invoice?", False),
+    ("你们有会员积分吗", "支持哪些付款方式？", False),
+    ("do u guys do gift wrapping", "How long does shipping take and how much does it cost?", False),
+]
+
+
+@pytest.mark.parametrize(("question", "entry", "answers"), MATCH_SAMPLE)
+def test_the_match_head_tells_an_answering_entry_from_one_that_only_shares_words(
+        engine: ModelEngine, question: str, entry: str, answers: bool) -> None:
+    from bot.knowledge import load_entries
+
+    assert engine.match_head is not None, "no FAQ match head shipped for the served weights: run `make heads`"
+    answer = next(e.answer for e in load_entries(ROOT / "examples" / "faq.yaml") if e.question == entry)
+    verdict = engine.faq_match(question, answer, 0.1)
+    assert verdict is not None and verdict.answers is answers and verdict.surely is answers
+
+
 def test_the_served_model_is_the_fine_tuned_one(engine: ModelEngine) -> None:
     assert engine.tuned and engine.readout is not None and "adapter" in engine.name
 

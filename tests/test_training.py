@@ -423,3 +423,40 @@ def test_cache_prune_removes_only_what_no_named_config_uses(trained: Path, tiny_
 
     assert main(["--config", str(configs["tuned"]), "cache", "--prune"]) == 0
     assert not (cache / "serving" / f"{plain.cache_key}.pt").exists() and snapshot.exists()
+
+
+def test_faq_match_smoke_fits_a_head_the_engine_reads(tiny_dirs: dict[str, Path], tmp_path: Path) -> None:
+    from bot.model.engine import ModelEngine
+    from bot.model.loader import load_model
+    from train import faq_match
+
+    faq_match.main(["--smoke", "--model-dir", str(tiny_dirs["gemma3"]), "--out", str(tmp_path)])
+    (path,) = tmp_path.glob("*.match.pt")
+    head = Readout.load(path)
+    assert head.labels == ("answers", "other") and head.extra == ("bm25",)
+    assert 0 < head.threshold <= head.sure < 1 and "validation businesses" in head.note
+    settings = ModelSettings(path=str(tiny_dirs["gemma3"]), match_head=str(path))
+    loaded = load_model(settings)
+    engine = ModelEngine(loaded, settings, SentimentSettings(readout="none", crisis_head="none"))
+    verdict = engine.faq_match("r u open at 9?", "We are open from 10 am to 9 pm.", 0.05)
+    assert verdict is not None and 0.0 <= verdict.p <= 1.0
+    assert verdict.answers == (verdict.p >= head.threshold) and verdict.surely == (verdict.p >= head.sure)
+    assert ModelEngine(loaded, ModelSettings(path=str(tiny_dirs["gemma3"]), match_head="none"),
+                       SentimentSettings(readout="none", crisis_head="none")).faq_match("hi", "hello", 0.5) is None
+    # the BM25 score is one more feature: a head file without it does not fit the model's states
+    head.extra = ()
+    head.save(tmp_path / "short.match.pt")
+    with pytest.raises(EngineError, match="trained for another model"):
+        ModelEngine(loaded, ModelSettings(path=str(tiny_dirs["gemma3"]), match_head=str(tmp_path / "short.match.pt")),
+                    SentimentSettings(readout="none", crisis_head="none"))
+
+
+def test_faq_match_bars_keep_bm25s_precision() -> None:
+    from train.faq_match import lowest_bar
+
+    right = torch.tensor([True, True, True, False, True, False, False])
+    bm25 = torch.tensor([0.30, 0.05, 0.22, 0.21, 0.25, 0.02, 0.01])  # from 0.2: 3 right of 4
+    p = torch.tensor([0.90, 0.80, 0.70, 0.10, 0.60, 0.55, 0.30])
+    # from 0.35 the head sends 4 right of 5: one more answered, and no less precise
+    assert lowest_bar(p, bm25, right, 0.2) == 0.35
+    assert lowest_bar(p, bm25, right, 0.25) == 0.6  # BM25 from 0.25 is never wrong: the head must not be either

@@ -20,7 +20,7 @@ import torch
 
 from bot import prompts
 from bot.config import ModelSettings, SentimentSettings
-from bot.domain import LABEL_TOKEN_CRISIS_THRESHOLD, ChatTurn, Label, Sentiment, Strategy, crisis_scale
+from bot.domain import LABEL_TOKEN_CRISIS_THRESHOLD, ChatTurn, FaqMatch, Label, Sentiment, Strategy, crisis_scale
 from bot.errors import EngineError, EngineTimeout
 from bot.model import fast, native, vocab
 from bot.model.cache import save_file
@@ -52,6 +52,8 @@ class ModelEngine:
         self.crisis_head = _pick_readout(sentiment.crisis_head, loaded.fingerprint, hidden, "crisis")
         self.handoff_head = _pick_readout(sentiment.handoff_head, loaded.fingerprint, hidden, "handoff")
         self.reply_head = _pick_readout(settings.reply_head, loaded.fingerprint, hidden, "reply")
+        self.match_head = _pick_readout(settings.match_head, loaded.fingerprint, hidden, "match")
+        self._matcher: Scorer | None = None
         # mood, crisis and hand-off read the same features: the checks after classify() cost nothing
         self._features: dict[str, torch.Tensor] = {}
         self.fast: FastGemma | None = None
@@ -184,6 +186,23 @@ class ModelEngine:
         p = float(self.handoff_head.probs(self._head_input(self.handoff_head, [text]))[0, 0])
         return p >= self.handoff_head.threshold
 
+    def match_features(self, pairs: Sequence[tuple[str, str, float]], layers: Sequence[int]) -> torch.Tensor:
+        """The match head's input for (question, FAQ answer, BM25 score) pairs: the normed states after
+        `layers` layers at the answer position of the match prompt, then the BM25 score."""
+        if self._matcher is None:
+            self._matcher = Scorer(self, prompts.MATCH_PREFIX, prompts.MATCH_ITEM, prompts.CRISIS_WORDS)
+        states = self._matcher.normed([prompts.match_text(q, a) for q, a, _ in pairs], layers)
+        return torch.cat([states, torch.tensor([[score] for _, _, score in pairs])], dim=1)
+
+    def faq_match(self, question: str, answer: str, score: float) -> FaqMatch | None:
+        """Whether the FAQ answer answers the question, by the match head (one forward pass of the
+        match prompt, about 70 ms here); None without a head: the BM25 score alone decides."""
+        head = self.match_head
+        if head is None:
+            return None
+        p = float(head.probs(self.match_features([(question, answer, score)], head.layers))[0, 0])
+        return FaqMatch(round(p, 4), p >= head.threshold, head.sure is not None and p >= head.sure)
+
     def sentiment_of(self, probs: torch.Tensor) -> Sentiment:
         """The label and the confidence that the neutral rule used, from calibrated probabilities.
 
@@ -280,7 +299,7 @@ def _pick_readout(choice: str, fingerprint: str | None, hidden_size: int, head: 
         readout = Readout.load(path)
     except Exception as exc:  # any damaged or foreign file: torch.load raises many kinds
         raise EngineError(f"the {head} head {path} cannot be read: {exc}") from exc
-    if readout.mean.shape[-1] != hidden_size * len(readout.layers) * (1 + readout.pooled):
+    if readout.mean.shape[-1] != readout.state_features(hidden_size) + len(readout.extra):
         raise EngineError(f"the {head} head {path} was trained for another model ({readout.mean.shape[-1]} features)")
     if fingerprint and readout.fingerprint != fingerprint:
         # a head fitted to other weights reads features that no longer mean the same: refuse it
@@ -328,6 +347,10 @@ class AsyncEngine:
 
     async def needs_person(self, text: str) -> bool | None:
         result: bool | None = await self._run(self.engine.needs_person, text)
+        return result
+
+    async def faq_match(self, question: str, answer: str, score: float) -> FaqMatch | None:
+        result: FaqMatch | None = await self._run(self.engine.faq_match, question, answer, score)
         return result
 
     async def generate(

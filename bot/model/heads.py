@@ -41,6 +41,8 @@ class Readout:
     # the features go on with the same layers' states averaged over the message's positions (the
     # crisis head: "cut my finger" and "cut myself" differ in more than the answer position shows)
     pooled: bool = False
+    # scalar features appended after the states, by name (the FAQ match head reads the entry's BM25 score)
+    extra: tuple[str, ...] = ()
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(n, features) -> (n, labels) logits before calibration."""
@@ -65,6 +67,7 @@ class Readout:
                 "labels": list(self.labels), "fingerprint": self.fingerprint, "note": self.note,
                 "temperature": self.temperature, "offset": self.offset, "threshold": self.threshold, "sure": self.sure,
                 "members": [list(m) for m in self.members], "pooled": self.pooled,
+                "extra": list(self.extra),
             },
             path,
         )
@@ -86,7 +89,7 @@ class Readout:
             offset=data.get("offset", torch.zeros(0)).float(), threshold=float(data.get("threshold", 0.5)),
             sure=None if data.get("sure") is None else float(data["sure"]),
             members=[tuple(t.float() for t in m) for m in data.get("members") or []],
-            pooled=bool(data.get("pooled", False)),
+            pooled=bool(data.get("pooled", False)), extra=tuple(str(v) for v in data.get("extra") or ()),
         )
         problem = head._misfit()
         if problem:
@@ -110,6 +113,10 @@ class Readout:
                     or w2.shape != (labels, w1.shape[0]) or b2.shape != (labels,):
                 return f"a network of the head does not fit its {features} features and {labels} labels"
         return None
+
+    def state_features(self, hidden_size: int) -> int:
+        """How many features the head reads from the model's states (its extra scalars left out)."""
+        return hidden_size * len(self.layers) * (1 + self.pooled)
 
 
 def shipped_path(fingerprint: str, head: str = "mood") -> Path:
