@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -67,7 +68,10 @@ def merge_into(target: Path, weights: Path, adapter: Path, dtype: torch.dtype) -
     log.info("merging the adapter %s into %s once", adapter.name, weights.name)
     # merge in float32: the LoRA product is small next to the weights and would round away in bf16
     base = AutoModelForCausalLM.from_pretrained(str(weights), dtype=torch.float32, local_files_only=True)
-    merged = PeftModel.from_pretrained(base, str(adapter), is_trainable=False).merge_and_unload().to(dtype)
+    with warnings.catch_warnings():
+        # peft asks transformers a deprecated question while loading; the console is for the conversation
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        merged = PeftModel.from_pretrained(base, str(adapter), is_trainable=False).merge_and_unload().to(dtype)
     tokenizer = AutoTokenizer.from_pretrained(str(weights), local_files_only=True)
 
     save_checkpoint(target, merged, tokenizer, "merged")
