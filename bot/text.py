@@ -229,8 +229,6 @@ def asks_nothing(message: str) -> bool:
     return bool(words) and not _ZH_CLOSING.sub("", _EN_CLOSING.sub(" ", words)).strip()
 
 
-
-
 # A greeting or a check that someone is there, and nothing else ("在吗", "您好，请问有人吗", "hi there",
 # "anyone around?"): the most common first message in a customer-service chat. The tuned model
 # answered "在吗" with "我这边没有资料" and "hi" with "I'm a translator…" (the reply guard refuses both)

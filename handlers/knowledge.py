@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 # the match head reads this many of the best BM25 entries in the sender's language, one forward pass
 # each (about 70 ms here): the right entry was second by BM25 for "what's the street address of the tea house"
 MATCH_CANDIDATES = 2
+# hits searched for them: the FAQ holds each topic in both languages, so the best few hits may all be
+# in the other one
 SEARCH_DEPTH = 6
 
 

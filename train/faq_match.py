@@ -92,23 +92,23 @@ def load_pairs(files: Sequence[Path]) -> list[Pair]:
         for business in yaml.safe_load(path.read_text(encoding="utf-8"))["sets"]:
             rows = business["entries"]
             entries = [Entry(str(e["question"]), str(e["answer"]), tuple(str(k) for k in e.get("keywords") or ())) for e in rows]
-            topic = {entry.question: str(row["topic"]) for entry, row in zip(entries, rows)}
+            topic = {entry: str(row["topic"]) for entry, row in zip(entries, rows)}
             index = Bm25Index(entries)
             validation = is_validation_business(str(business["business"]))
             for row in business["questions"]:
-                text, wanted = str(row["q"]), row["topic"]
+                text, wanted = str(row["q"]), None if row["topic"] is None else str(row["topic"])
                 if tdata.digest(text) in held:
                     continue
                 lang = detect_lang(text)
                 hits = [h for h in index.search(text, k=len(entries)) if detect_lang(h.entry.question) == lang]
-                chosen = {h.entry.question: h.score for h in hits[:CANDIDATES]}
+                scores = {h.entry: h.score for h in hits}
+                chosen = {h.entry: h.score for h in hits[:CANDIDATES]}
                 for entry in entries:  # the right entry too, where BM25 did not rank it high
-                    if wanted is not None and topic[entry.question] == str(wanted) and detect_lang(entry.question) == lang:
-                        chosen.setdefault(entry.question, next((h.score for h in hits if h.entry is entry), 0.0))
-                by_question = {entry.question: entry for entry in entries}
-                for rank, (question, score) in enumerate(chosen.items()):
-                    pairs.append(Pair(str(business["business"]), validation, text, by_question[question].answer, score,
-                                      rank == 0 and score > 0, wanted is not None and topic[question] == str(wanted)))
+                    if topic[entry] == wanted and detect_lang(entry.question) == lang:
+                        chosen.setdefault(entry, scores.get(entry, 0.0))
+                for rank, (entry, score) in enumerate(chosen.items()):
+                    pairs.append(Pair(str(business["business"]), validation, text, entry.answer, score,
+                                      rank == 0 and score > 0, topic[entry] == wanted))
     return pairs
 
 
@@ -171,7 +171,8 @@ def main(argv: Sequence[str] | None = None) -> None:
              sum(p.answers for p in pairs), len({p.business for p in pairs}), layers, loaded.name)
     x = features(engine, pairs, layers)
     head = fit_head(x, pairs, layers, fingerprint)
-    out = (args.out / Path(shipped_path(fingerprint, "match")).name) if args.out else shipped_path(fingerprint, "match")
+    out = shipped_path(fingerprint, "match")
+    out = args.out / out.name if args.out else out
     head.save(out)
     log.info("wrote %s", out)
 
