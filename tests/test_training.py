@@ -465,3 +465,17 @@ def test_faq_match_bars_keep_bm25s_precision() -> None:
     # from 0.35 the head sends 4 right of 5: one more answered, and no less precise
     assert lowest_bar(p, bm25, right, 0.2) == 0.35
     assert lowest_bar(p, bm25, right, 0.25) == 0.6  # BM25 from 0.25 is never wrong: the head must not be either
+
+
+def test_customer_questions_for_the_crisis_head_keep_validation_businesses_and_scored_texts_apart() -> None:
+    from train import data as tdata
+
+    questions = tdata.faq_questions()
+    held = tdata.faq_banned()
+    assert questions and not any(tdata.digest(text) in held for text, _ in questions)
+    businesses = tdata.faq_businesses()
+    val_texts = {str(q["q"]) for b in businesses if tdata.is_validation_business(str(b["business"])) for q in b["questions"]}
+    # a quarter of the businesses, whole: no validation business's question is trained on
+    assert 0.15 < sum(tdata.is_validation_business(str(b["business"])) for b in businesses) / len(businesses) < 0.4
+    assert {text for text, val in questions if val} <= val_texts
+    assert not {text for text, val in questions if not val} & val_texts

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import io
 import json
 import random
@@ -68,6 +69,43 @@ def banned() -> set[str]:
             for row in load_jsonl(path):
                 out.add(digest(row["message"]))
     return out
+
+
+# --- the FAQ-match businesses (train/data/faq_match/) ------------------------------------
+
+FAQ_MATCH_DIR = DATA_DIR / "faq_match"
+
+
+def is_validation_business(name: str) -> bool:
+    """About a quarter of the FAQ-match businesses, by the hash of the name, are kept for validation."""
+    return int(hashlib.sha256(name.encode()).hexdigest(), 16) % 4 == 0
+
+
+def faq_banned() -> set[str]:
+    """banned() and the customer questions bench/faq.py scores."""
+    import yaml
+
+    out = banned()
+    for path in sorted((ROOT / "bench" / "data").glob("faq_questions_*.yaml")):
+        for group in yaml.safe_load(path.read_text(encoding="utf-8"))["sets"]:
+            out.update(digest(str(q["q"])) for q in group["questions"])
+    return out
+
+
+def faq_businesses() -> list[dict[str, Any]]:
+    import yaml
+
+    return [b for path in sorted(FAQ_MATCH_DIR.glob("*.yaml")) for b in yaml.safe_load(path.read_text(encoding="utf-8"))["sets"]]
+
+
+def faq_questions() -> list[tuple[str, bool]]:
+    """(question, asked of a validation business) for every customer question of the FAQ-match
+    businesses that may be trained on."""
+    held = faq_banned()
+    asked = [(str(q["q"]), is_validation_business(str(b["business"]))) for b in faq_businesses() for q in b["questions"]]
+    # a few short questions ("address pls") were written for businesses of both splits: validation keeps them
+    validation = {text for text, val in asked if val}
+    return [(text, val) for text, val in asked if digest(text) not in held and (val or text not in validation)]
 
 
 # --- replies -------------------------------------------------------------------------

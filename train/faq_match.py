@@ -31,7 +31,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see train/finetune.py: spinning threads stall on 2 cores
 
 import argparse  # noqa: E402
-import hashlib  # noqa: E402
 import logging  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -47,7 +46,7 @@ from train import data as tdata  # noqa: E402
 from train.heads import auc, fit  # noqa: E402
 
 log = logging.getLogger("train.faq_match")
-DATA = tdata.DATA_DIR / "faq_match"
+DATA = tdata.FAQ_MATCH_DIR
 CANDIDATES = 3
 # among L8, L10, L12, L10+12 and all three, with decays 0.001 to 1: the best top-entry AUC on the
 # validation businesses (bench/NOTES.md, "An FAQ match head")
@@ -72,21 +71,8 @@ class Pair:
     answers: bool
 
 
-def is_validation_business(name: str) -> bool:
-    return int(hashlib.sha256(name.encode()).hexdigest(), 16) % 4 == 0
-
-
-def banned() -> set[str]:
-    """Hashes never trained on: train/data.py's list and the questions bench/faq.py scores."""
-    out = tdata.banned()
-    for path in sorted((tdata.ROOT / "bench" / "data").glob("faq_questions_*.yaml")):
-        for group in yaml.safe_load(path.read_text(encoding="utf-8"))["sets"]:
-            out.update(tdata.digest(str(q["q"])) for q in group["questions"])
-    return out
-
-
 def load_pairs(files: Sequence[Path]) -> list[Pair]:
-    held = banned()
+    held = tdata.faq_banned()
     pairs = []
     for path in files:
         for business in yaml.safe_load(path.read_text(encoding="utf-8"))["sets"]:
@@ -94,7 +80,7 @@ def load_pairs(files: Sequence[Path]) -> list[Pair]:
             entries = [Entry(str(e["question"]), str(e["answer"]), tuple(str(k) for k in e.get("keywords") or ())) for e in rows]
             topic = {entry: str(row["topic"]) for entry, row in zip(entries, rows)}
             index = Bm25Index(entries)
-            validation = is_validation_business(str(business["business"]))
+            validation = tdata.is_validation_business(str(business["business"]))
             for row in business["questions"]:
                 text, wanted = str(row["q"]), None if row["topic"] is None else str(row["topic"])
                 if tdata.digest(text) in held:
