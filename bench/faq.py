@@ -11,8 +11,9 @@ Each question comes from its own contact, through the shipped config with `knowl
 its set's FAQ (bench/data/faq_questions_<split>.yaml names the FAQ files and each question's topic,
 or null where the FAQ cannot answer it). The pipeline runs twice: with `knowledge.answer_threshold`
 off, and as configured (served). Other thresholds are read off the first run by putting the FAQ
-answer where the reply stage would (handlers/reply.py: a hand-off, a denial, a curated line or no
-model answer, the best entry in the sender's language scoring that much, the message a question);
+answer where the reply stage would (handlers/reply.py: in place of any reply with
+`knowledge.answer_first`, the best entry in the sender's language scoring that much, the message a
+question);
 that simulation leaves out one detail of the served path (a hand-off that
 the guard finds needless is not trimmed when an FAQ answer waits), so those rows are marked
 simulated and the configured row is measured.
@@ -68,12 +69,15 @@ def topic_of(entries: list[Entry], topics: tuple[str, ...], answer: str) -> str:
     return topics[index // 2]
 
 
-def faq_answer(row: dict[str, Any], threshold: float | None) -> str | None:
+def faq_answer(row: dict[str, Any], threshold: float | None, first: bool = True) -> str | None:
     """What handlers/reply.py would send from the FAQ at `threshold` in place of a reply recorded with
-    the answers off, or None (each question comes from a new contact: there is no previous reply)."""
+    the answers off, with `knowledge.answer_first` at `first`, or None (each question comes from a new
+    contact: there is no previous reply)."""
     if threshold is None or row["best_score"] is None or row["best_score"] < threshold or not row["matched"]:
         return None
-    if not is_question(row["question"]) or (row["source"] == "generated" and not guard.hands_off(row["reply"])):
+    if not is_question(row["question"]):
+        return None
+    if row["source"] == "generated" and not first and not guard.hands_off(row["reply"]):
         return None
     return row["best_answer"] if row["source"] in ("generated", "fallback", "unavailable") else None
 
@@ -142,6 +146,8 @@ async def run_set(settings: Settings, engine: Any, questions: list[Question], da
             "best_topic": topic_of(entries, q.topics, best.entry.answer) if best else None,
             "best_answer": best.entry.answer if best else None,
             "sent_topic": topic_of(entries, q.topics, turn.reply) if turn.reply_source == "faq" else None,
+            # the answer the knowledge stage was sure of, whether or not the reply stage sent it
+            "sure_topic": topic_of(entries, q.topics, turn.faq_answer) if turn.faq_answer else None,
             "knowledge_topics": [topic_of(entries, q.topics, line) for line in turn.knowledge],
             "seconds": round(seconds, 3),
         })

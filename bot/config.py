@@ -295,6 +295,11 @@ class KnowledgeSettings(Section):
     # word for word, where the model's reply would hand it off, deny knowing, or be replaced by a
     # curated line, or where the model does not answer; null: never (bench/FAQ_validation.md chose 0.2)
     answer_threshold: float | None = Field(default=0.2, ge=0.0, le=1.0)
+    # true: that answer goes out in place of a generated reply too, and nothing is generated. The model
+    # misread the facts in its prompt for 9 of 26 surely matched validation questions ("Do you take Apple
+    # Pay?" got "Yes, we accept Apple Pay"): blind graders gave the FAQ's own words 1.76 of 2 against the
+    # model's 1.07 (bench/NOTES.md, "The FAQ's answer first")
+    answer_first: bool = True
     handoff_reply: LangTexts = Field(
         default_factory=lambda: {
             "zh": "这个问题我需要请同事来回答，已经转给人工客服，请稍候。",

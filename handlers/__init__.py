@@ -49,6 +49,6 @@ def build_pipeline(
             StrategyStage(),  # after crisis: a crisis overrides the mood
             # FAQ facts for plain answers, or a hand-off instead of a reply the model would have to invent
             KnowledgeStage(knowledge, settings.knowledge, clock, engine),
-            ReplyStage(engine, memory, settings.reply, settings.crisis, clock),
+            ReplyStage(engine, memory, settings.reply, settings.crisis, clock, settings.knowledge.answer_first),
         ]
     )

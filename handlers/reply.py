@@ -8,9 +8,11 @@ model does not answer at all, `reply.unavailable` goes out instead. A question a
 (a person? its name?) gets `reply.identity`, never a generated claim to be someone.
 
 A question that the FAQ answers surely (`turn.faq_answer`, handlers/knowledge.py) gets the entry's
-answer instead of a generated hand-off, a denial, a curated line or the unavailable line: the model
-often says it has no information with the fact in its prompt, and a supervisor would be paged for a
-question the FAQ answers.
+answer, word for word, and nothing is generated (`knowledge.answer_first`): with the facts in its
+prompt the model still said "yes" where they meant "no". With `answer_first: false` the answer replaces
+only a generated hand-off, a denial, a curated line or the unavailable line: the model often says it
+has no information with the fact in its prompt, and a supervisor would be paged for a question the
+FAQ answers.
 
 A reply that tells the sender a colleague will follow up (the model's hand-off, a curated line, the
 unavailable line) records a `handoff` alert, so that the promise reaches a person.
@@ -49,8 +51,9 @@ class ReplyStage:
     name = "reply"
 
     def __init__(self, engine: Engine, memory: ConversationMemory, settings: ReplySettings,
-                 crisis: CrisisSettings, clock: Clock) -> None:
+                 crisis: CrisisSettings, clock: Clock, answer_first: bool = True) -> None:
         self.engine = engine
+        self.answer_first = answer_first  # knowledge.answer_first
         self.clock = clock
         self.memory = memory
         self.settings = settings
@@ -155,19 +158,22 @@ class ReplyStage:
     async def compose(self, turn: Turn, history: list[ChatTurn], strategy: Strategy) -> tuple[str, ReplySource]:
         """The reply to a message that is no crisis, and where it came from: "scripted" (`reply.identity`, or
         a closing line for a message that only thanks or says goodbye),
-        "generated" (passed the guard), "faq" (the answer of an FAQ entry matched surely, where the
-        model's reply would hand the question off or there is none), "unavailable" (the model did not
+        "generated" (passed the guard), "faq" (the answer of an FAQ entry matched surely: in place of
+        generating, or with `answer_first` off where the model's reply would hand the question off or
+        there is none), "unavailable" (the model did not
         answer) or "fallback" (a curated line). The benchmark calls this too, so that it measures the
         path that is served."""
         if (scripted := self.scripted(turn)) is not None:
             return scripted, "scripted"
         if (closing := self.closing(turn, history)) is not None:
             return closing, "scripted"
-        generated = None if turn.model_failed else await self.guarded_reply(turn, history, strategy)
         # not the same answer twice in a row: asked again, it did not help, and a person should look (the
         # hand-off head cannot veto it: it says a person is needed for most questions about the business,
         # 67 of the 114 validation questions of bench/FAQ_validation.md, as it never sees the FAQ)
         faq = turn.faq_answer if turn.faq_answer != last_reply(history) else None
+        if faq and self.answer_first:
+            return faq, "faq"
+        generated = None if turn.model_failed else await self.guarded_reply(turn, history, strategy)
         if generated is not None and not (faq and guard.hands_off(generated)):
             return generated, "generated"
         if faq:

@@ -130,7 +130,6 @@ async def test_stage_hands_off_an_unanswerable_question_but_not_small_talk() -> 
     assert chat.knowledge == () and chat.outbox == []
 
 
-HOURS_EN = "Lantern Tea House is open every day from 10 am to 9 pm, holidays included."
 PAY_EN = "We accept WeChat Pay, Alipay and UnionPay cards; the shop also takes cash."
 
 
@@ -301,19 +300,33 @@ def test_a_sure_answer_needs_the_threshold_and_the_senders_language() -> None:
 
 
 async def _faq_turn(clock, store, replies: list[str], text: str, bar: float | None = 0.3,  # type: ignore[no-untyped-def]
-                    person: bool | None = None, faq: Path = FAQ):
+                    person: bool | None = None, faq: Path = FAQ, first: bool = False):
     """One message through an app on `faq` whose model generates `replies` in turn and whose hand-off
-    head says `person`: (turn, the texts sent, engine)."""
+    head says `person`, with `knowledge.answer_first` at `first`: (turn, the texts sent, engine)."""
     from tests.fakes import ScriptedEngine
 
     engine = ScriptedEngine(replies)
     engine.person = person
-    app, sender = build_app(clock, store, engine, knowledge={"path": str(faq), "answer_threshold": bar})
+    app, sender = build_app(clock, store, engine,
+                            knowledge={"path": str(faq), "answer_threshold": bar, "answer_first": first})
     turn = await app.process(make_message(text, sent_at=clock.now()))
     return turn, [m.text for m in sender.sent], engine
 
 
 HOURS_EN = "Lantern Tea House is open every day from 10 am to 9 pm, holidays included."
+
+
+async def test_a_question_the_faq_answers_surely_gets_the_answer_and_nothing_is_generated(clock, store) -> None:  # type: ignore[no-untyped-def]
+    # the model misreads facts it is given ("Yes, we accept Apple Pay"): the FAQ's own words go out
+    turn, sent, engine = await _faq_turn(clock, store, ["Yes, we are open 24 hours."], "what are your opening hours?",
+                                         first=True)
+    assert sent == [HOURS_EN] and turn.reply_source == "faq" and engine.attempts == [] and turn.alerts == []
+    # without a sure match the model answers, with the matched facts in its prompt
+    turn, sent, engine = await _faq_turn(clock, store, ["We're open 10 am to 9 pm every day."],
+                                         "what are your opening hours?", bar=None, first=True)
+    assert sent == ["We're open 10 am to 9 pm every day."] and turn.reply_source == "generated" and turn.knowledge
+    assert KnowledgeSettings().answer_first  # the shipped default
+
 
 
 async def test_a_hand_off_to_a_question_the_faq_answers_surely_becomes_the_answer(clock, store) -> None:  # type: ignore[no-untyped-def]
