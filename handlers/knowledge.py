@@ -26,7 +26,7 @@ from bot.domain import Strategy, Turn, handoff_alert, reply_to
 from bot.errors import EngineError, StopPipeline
 from bot.knowledge import Hit, KnowledgeBase, best_in, is_question
 from bot.protocols import Clock, Engine
-from bot.text import detect_lang, in_lang
+from bot.text import asks_identity, asks_nothing, detect_lang, greets_only, in_lang
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,13 @@ class KnowledgeStage:
         sure = best.entry.answer if verdict.surely and self.settings.answer_threshold is not None else None
         return matched, sure
 
+    @staticmethod
+    def never_handed_off(text: str) -> bool:
+        """A greeting ("在吗"), a closing or a question about who the bot is: the reply stage has a line
+        for each (greetings, closings, `reply.identity`), and each was handed off with an alert when
+        the FAQ matched nothing."""
+        return greets_only(text) or asks_nothing(text) or asks_identity(text)
+
     async def __call__(self, turn: Turn) -> None:
         if self.base is None or turn.strategy is not Strategy.PLAIN or turn.record_only or turn.paused:
             return
@@ -97,7 +104,7 @@ class KnowledgeStage:
             turn.faq_answer = sure if is_question(turn.text) else None
             log.debug("message %s matched %d FAQ entries (best BM25 %.2f)", turn.message.message_id, len(matched), matched[0].score)
             return
-        if not is_question(turn.text):
+        if not is_question(turn.text) or self.never_handed_off(turn.text):
             return  # small talk: the model answers it without facts
         message = turn.message
         best = f" (best score {hits[0].score:.2f})" if hits else ""

@@ -130,6 +130,13 @@ async def test_stage_hands_off_an_unanswerable_question_but_not_small_talk() -> 
     assert chat.knowledge == () and chat.outbox == []
 
 
+@pytest.mark.parametrize("text", ["在吗？", "hi, anyone there?", "are you a real person?", "嗯嗯好的呢"])
+async def test_greetings_closings_and_who_are_you_questions_are_never_handed_off(text: str) -> None:
+    turn = _turn(text)
+    await _stage()(turn)  # no engine at all: these need no hand-off head
+    assert turn.outbox == [] and turn.alerts == []
+
+
 PAY_EN = "We accept WeChat Pay, Alipay and UnionPay cards; the shop also takes cash."
 
 
