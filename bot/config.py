@@ -179,14 +179,18 @@ class ReplySettings(Section):
             "plain": {
                 "zh": ["这个我这边没有准确的信息，我请同事来帮您确认。", "收到。能再具体说一下您需要什么吗？", "这个问题我转给人工客服，请稍等。",
                        "这个我一时答不好，能换个说法再问我一次吗？", "抱歉，这个问题我暂时答不上来。",
-                       "这个我得请同事确认一下，稍后会有人回复您。", "我先记下您的问题，转给同事来跟进。"],
+                       "这个我得请同事确认一下，稍后会有人回复您。", "我先记下您的问题，转给同事来跟进。",
+                       "这个我没法给您准确答复，已经请同事看一下，稍后回复您。", "您的问题我转给负责的同事了，他们会尽快联系您。",
+                       "这个问题我请同事帮您核实，稍后回复您。"],
                 "en": ["I don't have the exact details here, so I'll ask a colleague to check for you.",
                        "Got it. Could you tell me a bit more about what you need?",
                        "I'll pass this to a colleague who can help; someone will be in touch.",
                        "Hmm, I'm not sure I follow. Could you put it another way?",
                        "Sorry, I don't have a good answer to that one.",
                        "Let me hand this to a colleague who can check it properly; they'll get back to you.",
-                       "That one is for a colleague: I've passed it on, and someone will reply soon."],
+                       "That one is for a colleague: I've passed it on, and someone will reply soon.",
+                       "I can't answer that reliably myself, so I've asked a colleague to follow up with you.",
+                       "A colleague who knows this better will get back to you shortly."],
             },
             # a message that only greets or checks that someone is there (bot.text.greets_only)
             "greeting": {

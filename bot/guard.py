@@ -24,6 +24,9 @@ NGRAM = 3
 # QUOTE_MIN units (characters for Chinese, words for English) may be named whole
 QUOTE_SHARE = 0.8
 QUOTE_MIN = {"zh": 6, "en": 4}
+# a reply whose n-grams are mostly the bot's previous reply says it again ("周末可以去郊外徒步…" after
+# "可以去郊外徒步…"): the tuned model copies its last turn from the prompt's memory
+REPEAT_OVERLAP = 0.5
 _CORE = re.compile(r"[\W_]+", re.UNICODE)
 _URL = re.compile(r"(?:https?://|www\.)\S+|\b[\w-]+\.(?:com|cn|net|org|io|top)\b", re.IGNORECASE)
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
@@ -381,7 +384,7 @@ def check(reply: str, message: str, lang: str, previous: str | None, sources: It
         return "wrong language"
     if echoes(reply, message, lang):
         return "echo"
-    if previous and _core(previous) == _core(reply):
+    if previous and (_core(previous) == _core(reply) or overlap(reply, previous, lang) >= REPEAT_OVERLAP):
         return "repeat"
     made_up = invented(reply, [message, *sources])
     if made_up:
