@@ -27,6 +27,8 @@ QUOTE_MIN = {"zh": 6, "en": 4}
 # a reply whose n-grams are mostly the bot's previous reply says it again ("周末可以去郊外徒步…" after
 # "可以去郊外徒步…"): the tuned model copies its last turn from the prompt's memory
 REPEAT_OVERLAP = 0.5
+# from this many n-grams: short replies share stock phrases ("ok, got it", "Aw, that's so sweet!")
+REPEAT_MIN_GRAMS = 4
 _CORE = re.compile(r"[\W_]+", re.UNICODE)
 _URL = re.compile(r"(?:https?://|www\.)\S+|\b[\w-]+\.(?:com|cn|net|org|io|top)\b", re.IGNORECASE)
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
@@ -80,6 +82,11 @@ def quotes(reply: str, message: str, lang: str) -> bool:
     sep = "" if lang == "zh" else " "  # words are matched whole
     text = sep + sep.join(said) + sep
     return any(sep + sep.join(heard[i : i + run]) + sep in text for i in range(len(heard) - run + 1))
+
+
+def near_repeat(reply: str, previous: str, lang: str) -> bool:
+    """The reply says the bot's previous reply again, mostly in its words."""
+    return len(_grams(reply, lang)) >= REPEAT_MIN_GRAMS and overlap(reply, previous, lang) >= REPEAT_OVERLAP
 
 
 def echoes(reply: str, message: str, lang: str) -> bool:
@@ -384,7 +391,7 @@ def check(reply: str, message: str, lang: str, previous: str | None, sources: It
         return "wrong language"
     if echoes(reply, message, lang):
         return "echo"
-    if previous and (_core(previous) == _core(reply) or overlap(reply, previous, lang) >= REPEAT_OVERLAP):
+    if previous and (_core(previous) == _core(reply) or near_repeat(reply, previous, lang)):
         return "repeat"
     made_up = invented(reply, [message, *sources])
     if made_up:

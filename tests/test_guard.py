@@ -71,8 +71,10 @@ def test_repeating_the_previous_reply_is_rejected() -> None:
 def test_saying_the_previous_reply_again_in_other_words_is_a_repeat() -> None:
     previous = "可以去郊外徒步，或者找个桌游店玩一下午。"
     assert guard.check("周末可以去郊外徒步，或者找个桌游店玩一下午。", "还有别的吗", "zh", previous, []) == "repeat"
-    assert guard.check("Aw, that's so sweet!", "she smiled at me", "en", "Aw, that's so sweet! Sounds like a good start.",
-                       []) == "repeat"
+    assert guard.check("Aw, that's so sweet! Sounds like a good start.", "she smiled at me", "en",
+                       "Aw, that's so sweet! Sounds like a good start to the day.", []) == "repeat"
+    # a short reply may share a stock phrase with the last one
+    assert guard.check("Aw, so sweet!", "she waved at me", "en", "Aw, so sweet! She is growing up fast.", []) is None
     # the same topic in new words passes
     assert guard.check("在家打打游戏、看部电影也不错。", "还有别的吗", "zh", previous, []) is None
 
