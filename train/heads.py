@@ -286,6 +286,15 @@ def crisis_head(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tenso
     return head
 
 
+def log_false_alarms(crisis: Readout, x: torch.Tensor, texts: Sequence[str], what: str) -> None:
+    """How many of these non-crisis texts each crisis threshold flags, and the first of them."""
+    p = crisis.probs(x)[:, 0]
+    for name, cut in (("recall-first", crisis.threshold), ("sure", crisis.sure or crisis.threshold)):
+        flagged = [text for text, q in zip(texts, p) if float(q) >= cut]
+        log.info("crisis head, %s threshold: false alarms on %d of %d %s%s", name, len(flagged), len(texts), what,
+                 (": " + " | ".join(flagged[:30])) if flagged else "")
+
+
 def auc(scores: torch.Tensor, positive: torch.Tensor) -> float:
     """The chance that a positive row scores above a negative one (ties count half)."""
     pos, neg = scores[positive], scores[~positive]
@@ -479,18 +488,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         crisis = built["crisis"] = crisis_head(crisis_x, crisis_y, pooled_rows(crisis_val), val_y, layers, fingerprint,
                                                row_weight=torch.tensor(hard + [1.0] * len(ordinary)),
                                                ordinary_val=pooled_rows(own_val) if own_val else None)
-        if own_val:
-            p = crisis.probs(pooled_rows(own_val))[:, 0]
-            for name, cut in (("recall-first", crisis.threshold), ("sure", crisis.sure or crisis.threshold)):
-                flagged = [r.text for r, q in zip(own_val, p) if float(q) >= cut]
-                log.info("crisis head, %s threshold: false alarms on %d of %d ordinary validation chat messages%s",
-                         name, len(flagged), len(own_val), (": " + " | ".join(flagged[:20])) if flagged else "")
-        if faq_val:
-            p = crisis.probs(pooled_rows(faq_val))[:, 0]
-            for name, cut in (("recall-first", crisis.threshold), ("sure", crisis.sure or crisis.threshold)):
-                flagged = [r.text for r, q in zip(faq_val, p) if float(q) >= cut]
-                log.info("crisis head, %s threshold: false alarms on %d of %d validation businesses' customer questions%s",
-                         name, len(flagged), len(faq_val), (": " + " | ".join(flagged[:30])) if flagged else "")
+        for checked, what in ((own_val, "ordinary validation chat messages"),
+                            (faq_val, "validation businesses' customer questions")):
+            if checked:
+                log_false_alarms(crisis, pooled_rows(checked), [r.text for r in checked], what)
     if "handoff" in wanted:
         y_person = lambda items: torch.tensor([0 if person else 1 for _, person in items])  # noqa: E731
         built["handoff"] = handoff_head(rows(handoff_train), y_person(handoff_train), rows(handoff_val),
