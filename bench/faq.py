@@ -42,7 +42,7 @@ import yaml
 from bot import guard
 from bot.config import Settings, load_settings
 from bot.domain import InboundMessage
-from bot.knowledge import Entry, KnowledgeBase, best_in, is_question
+from bot.knowledge import Entry, KnowledgeBase, asks, best_in
 from tests.fakes import RecordingSender
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +75,7 @@ def faq_answer(row: dict[str, Any], threshold: float | None, first: bool = True)
     contact: there is no previous reply)."""
     if threshold is None or row["best_score"] is None or row["best_score"] < threshold or not row["matched"]:
         return None
-    if not is_question(row["question"]):
+    if not asks(row["question"]):
         return None
     if row["source"] == "generated" and not first and not guard.hands_off(row["reply"]):
         return None

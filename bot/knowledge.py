@@ -222,3 +222,18 @@ _QUESTION = re.compile(
 def is_question(text: str) -> bool:
     """A message that asks for something (a fact the FAQ may hold), not small talk."""
     return bool(_QUESTION.search(text.strip()))
+
+
+# colloquial Chinese questions that _QUESTION leaves out: "兔子可以带去洗澡不", "啥时候打烊", "要等几天",
+# "能不能", "接不接"; not "啥都不会", "连句谢谢都没", "好几天" or "一动不动"
+_COLLOQUIAL = re.compile(
+    r"啥(?![都也])|(?<![好这那十])几(?:号|楼|层|天|岁|个人|次|张|节|家|寸|块|个小时)|(?<!一)(.)不\1(?![房家])"
+    r"|(?<![都也])[不没]\s*(?:[\[［][^\]］]*[\]］]|[^\w\s])*\s*$"
+)
+
+
+def asks(text: str) -> bool:
+    """is_question, or a colloquial Chinese question form: enough to send an FAQ answer the match
+    is sure of, though not to hand an unmatched message to a colleague (small talk such as "你累不累
+    啊" takes these forms too)."""
+    return is_question(text) or bool(_COLLOQUIAL.search(text.strip()))

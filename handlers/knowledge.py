@@ -24,7 +24,7 @@ import logging
 from bot.config import KnowledgeSettings
 from bot.domain import Strategy, Turn, handoff_alert, reply_to
 from bot.errors import EngineError, StopPipeline
-from bot.knowledge import Hit, KnowledgeBase, best_in, is_question
+from bot.knowledge import Hit, KnowledgeBase, asks, best_in, is_question
 from bot.protocols import Clock, Engine
 from bot.text import asks_identity, asks_nothing, detect_lang, greets_only, in_lang
 
@@ -101,7 +101,7 @@ class KnowledgeStage:
         if matched:
             turn.knowledge = tuple(hit.entry.line() for hit in matched)
             # a request ("订单123坏了，帮我处理一下") needs a person to act even where the policy matches
-            turn.faq_answer = sure if is_question(turn.text) else None
+            turn.faq_answer = sure if asks(turn.text) else None
             log.debug("message %s matched %d FAQ entries (best BM25 %.2f)", turn.message.message_id, len(matched), matched[0].score)
             return
         if not is_question(turn.text) or self.never_handed_off(turn.text):

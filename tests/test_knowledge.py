@@ -176,6 +176,19 @@ async def test_an_entry_the_head_doubts_informs_the_reply_but_is_not_sent_word_f
     assert turn.knowledge == (PAY_EN,) and turn.faq_answer is None
 
 
+@pytest.mark.parametrize("text, sent", [("能用支付宝付钱不", True), ("付款方式有啥", True), ("支付宝付款能付不[流泪]", True),
+                                        ("支付宝付款啥都不行", False)])
+async def test_a_colloquial_chinese_question_gets_the_sure_answer(text: str, sent: bool) -> None:
+    # "兔子可以带去洗澡不" was answered by the model ("可以…") where the FAQ says no: it did not read as a question
+    pay_zh = "支持微信支付、支付宝和银联卡，门店也收现金。"
+    stage, _ = _judging({pay_zh: 0.9})
+    turn = _turn(text)
+    turn.lang = "zh"
+    await stage(turn)
+    assert (turn.faq_answer == pay_zh) is sent
+    assert not is_question("能用支付宝付钱不")  # unmatched, such a message is not handed to a colleague
+
+
 async def test_the_entry_the_head_rates_best_comes_first() -> None:
     address = "Our shop is at 18 Longjing Road, Xihu District, Hangzhou, a 5-minute walk from exit B of Longjing station (Line 2)."
     stage, engine = _judging({HOURS_EN: 0.6, address: 0.95})
