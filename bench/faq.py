@@ -69,15 +69,13 @@ def topic_of(entries: list[Entry], topics: tuple[str, ...], answer: str) -> str:
     return topics[index // 2]
 
 
-def faq_answer(row: dict[str, Any], threshold: float | None, first: bool = True) -> str | None:
-    """What handlers/reply.py would send from the FAQ at `threshold` in place of a reply recorded with
-    the answers off, with `knowledge.answer_first` at `first`, or None (each question comes from a new
-    contact: there is no previous reply)."""
+def faq_answer(row: dict[str, Any], threshold: float | None) -> str | None:
+    """What handlers/reply.py would send from the FAQ at `threshold`, with `knowledge.answer_first`
+    (the default), in place of a reply recorded with the answers off, or None (each question comes
+    from a new contact: there is no previous reply)."""
     if threshold is None or row["best_score"] is None or row["best_score"] < threshold or not row["matched"]:
         return None
     if not asks(row["question"]):
-        return None
-    if row["source"] == "generated" and not first and not guard.hands_off(row["reply"]):
         return None
     return row["best_answer"] if row["source"] in ("generated", "fallback", "unavailable") else None
 

@@ -37,7 +37,6 @@ from pathlib import Path  # noqa: E402
 from typing import Any, Sequence  # noqa: E402
 
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
 from bot.knowledge import Bm25Index, Entry  # noqa: E402
 from bot.model.heads import Readout, shipped_path  # noqa: E402
@@ -46,7 +45,6 @@ from train import data as tdata  # noqa: E402
 from train.heads import auc, fit  # noqa: E402
 
 log = logging.getLogger("train.faq_match")
-DATA = tdata.FAQ_MATCH_DIR
 CANDIDATES = 3
 # among L8, L10, L12, L10+12 and all three, with decays 0.001 to 1: the best top-entry AUC on the
 # validation businesses (bench/NOTES.md, "An FAQ match head")
@@ -71,30 +69,29 @@ class Pair:
     answers: bool
 
 
-def load_pairs(files: Sequence[Path]) -> list[Pair]:
+def load_pairs(businesses: Sequence[dict[str, Any]]) -> list[Pair]:
     held = tdata.faq_banned()
     pairs = []
-    for path in files:
-        for business in yaml.safe_load(path.read_text(encoding="utf-8"))["sets"]:
-            rows = business["entries"]
-            entries = [Entry(str(e["question"]), str(e["answer"]), tuple(str(k) for k in e.get("keywords") or ())) for e in rows]
-            topic = {entry: str(row["topic"]) for entry, row in zip(entries, rows)}
-            index = Bm25Index(entries)
-            validation = tdata.is_validation_business(str(business["business"]))
-            for row in business["questions"]:
-                text, wanted = str(row["q"]), None if row["topic"] is None else str(row["topic"])
-                if tdata.digest(text) in held:
-                    continue
-                lang = detect_lang(text)
-                hits = [h for h in index.search(text, k=len(entries)) if detect_lang(h.entry.question) == lang]
-                scores = {h.entry: h.score for h in hits}
-                chosen = {h.entry: h.score for h in hits[:CANDIDATES]}
-                for entry in entries:  # the right entry too, where BM25 did not rank it high
-                    if topic[entry] == wanted and detect_lang(entry.question) == lang:
-                        chosen.setdefault(entry, scores.get(entry, 0.0))
-                for rank, (entry, score) in enumerate(chosen.items()):
-                    pairs.append(Pair(str(business["business"]), validation, text, entry.answer, score,
-                                      rank == 0 and score > 0, topic[entry] == wanted))
+    for business in businesses:
+        rows = business["entries"]
+        entries = [Entry(str(e["question"]), str(e["answer"]), tuple(str(k) for k in e.get("keywords") or ())) for e in rows]
+        topic = {entry: str(row["topic"]) for entry, row in zip(entries, rows)}
+        index = Bm25Index(entries)
+        validation = tdata.is_validation_business(str(business["business"]))
+        for row in business["questions"]:
+            text, wanted = str(row["q"]), None if row["topic"] is None else str(row["topic"])
+            if tdata.digest(text) in held:
+                continue
+            lang = detect_lang(text)
+            hits = [h for h in index.search(text, k=len(entries)) if detect_lang(h.entry.question) == lang]
+            scores = {h.entry: h.score for h in hits}
+            chosen = {h.entry: h.score for h in hits[:CANDIDATES]}
+            for entry in entries:  # the right entry too, where BM25 did not rank it high
+                if topic[entry] == wanted and detect_lang(entry.question) == lang:
+                    chosen.setdefault(entry, scores.get(entry, 0.0))
+            for rank, (entry, score) in enumerate(chosen.items()):
+                pairs.append(Pair(str(business["business"]), validation, text, entry.answer, score,
+                                  rank == 0 and score > 0, topic[entry] == wanted))
     return pairs
 
 
@@ -149,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     engine = ModelEngine(loaded, settings, SentimentSettings(readout="none", crisis_head="none", handoff_head="none"))
     layers = match_layers(loaded.model.config.num_hidden_layers)
     fingerprint = loaded.fingerprint or loaded.cache_key or "unknown"
-    pairs = load_pairs(sorted(DATA.glob("*.yaml")))
+    pairs = load_pairs(tdata.faq_businesses())
     if args.smoke:  # two businesses, one of each split, a few questions each
         names = [next(p.business for p in pairs if p.validation == v) for v in (False, True)]
         pairs = [p for p in pairs if p.business in names][:40] + [p for p in pairs if p.business == names[1]][:40]

@@ -456,9 +456,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ordinary += faq_train
     # only the texts the wanted heads read: a crisis head alone needs a tenth of the passes
     own_val = tdata.dedupe(r for r in mood_val if r.source in tdata.OWN_SOURCES)
-    needed = {"mood": mood_train + mood_val, "crisis": crisis_train + crisis_val + ordinary + faq_val + own_val,
-              "handoff": [tdata.MoodRow(text, "", None) for text, _ in handoff_train + handoff_val]}
-    texts = list(dict.fromkeys(r.text for head in wanted for r in needed.get(head, [])))
+    needed = {"mood": [r.text for r in mood_train + mood_val],
+              "crisis": [r.text for r in crisis_train + crisis_val + ordinary + faq_val + own_val],
+              "handoff": [text for text, _ in handoff_train + handoff_val]}
+    texts = list(dict.fromkeys(text for head in wanted for text in needed.get(head, [])))
     log.info("features of %d texts on layers %s (%s)", len(texts), layers, loaded.name)
     index = {t: i for i, t in enumerate(texts)}
     # one pass gives every text the answer position's states and their means over the message; the
