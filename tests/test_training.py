@@ -479,3 +479,44 @@ def test_customer_questions_for_the_crisis_head_keep_validation_businesses_and_s
     assert 0.15 < sum(tdata.is_validation_business(str(b["business"])) for b in businesses) / len(businesses) < 0.4
     assert {text for text, val in questions if val} <= val_texts
     assert not {text for text, val in questions if not val} & val_texts
+
+
+def test_preference_smoke_run_starts_from_an_adapter_and_keeps_its_shape(
+        trained: Path, tiny_dirs: dict[str, Path], tmp_path: Path) -> None:
+    import json
+
+    from safetensors.torch import load_file
+
+    from train import prefer
+
+    out = tmp_path / "prefer"
+    prefer.main(["--smoke", "--model-dir", str(tiny_dirs["gemma3"]), "--adapter", str(trained / "adapter"),
+                 "--out", str(out), "--dtype", "float32"])
+    greedy = [json.loads(line) for line in (out / "greedy.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(greedy) == 12 and all(isinstance(row["greedy"], str) for row in greedy)
+    assert (out / "reference.pt").exists() and (out / "state.pt").exists()
+    start = load_file(str(trained / "adapter" / adapters.WEIGHTS_FILE))
+    if (out / "adapter").exists():  # a step bettered the start on validation: same tensors, new values
+        tuned = load_file(str(out / "adapter" / adapters.WEIGHTS_FILE))
+        assert tuned.keys() == start.keys() and all(tuned[k].shape == start[k].shape for k in start)
+        assert any(not torch.equal(tuned[k], start[k]) for k in start)
+        meta = json.loads((out / "train_meta.json").read_text())
+        assert meta["pairs"] > 0 and meta["best"]["step"] >= 1
+
+
+def test_preference_pairs_skip_a_greedy_reply_equal_to_the_written_one(tiny_dirs: dict[str, Path]) -> None:
+    from transformers import AutoTokenizer
+
+    from train import data as tdata
+    from train.prefer import pairs_of
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_dirs["gemma3"]))
+    ask = tdata.ReplyExample("x-1", "en", "plain", "when do you open?", "I'll ask a colleague to check.")
+    same = tdata.ReplyExample("x-2", "en", "plain", "thanks!", "You're welcome!")
+    pairs = pairs_of(tokenizer, [ask, same], {"x-1": "We open at 9.", "x-2": "You're welcome!"})
+    assert len(pairs) == 1
+    chosen, rejected = pairs[0]
+    # the same prompt, two replies; the loss covers the reply tokens only
+    prompt = chosen.labels.index(next(t for t in chosen.labels if t != -100))
+    assert chosen.ids[:prompt] == rejected.ids[:prompt] and chosen.ids != rejected.ids
+    assert all(t == -100 for t in rejected.labels[:prompt]) and rejected.labels[prompt:] == rejected.ids[prompt:]
