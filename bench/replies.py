@@ -95,8 +95,7 @@ async def run_variant(engine: Any, examples: list[tdata.ReplyExample], name: str
     stage = ReplyStage(recording, _NoMemory(), ReplySettings(), CrisisSettings(), SystemClock())  # type: ignore[arg-type]
     rows = []
     for n, ex in enumerate(examples, 1):
-        history = [ChatTurn("user" if role == "user" else "assistant", text) for role, text in ex.history]
-        history.append(ChatTurn("user", ex.message))
+        history = ex.turns()
         message = InboundMessage(message_id=ex.id, chat_id=ex.id, sender_id=ex.id, text=ex.message,
                                  sent_at=datetime.now(timezone.utc))
         turn = Turn(message=message, text=ex.message, lang=ex.lang, strategy=Strategy(ex.strategy),

@@ -138,6 +138,13 @@ class ReplyExample:
             situation=row.get("situation", ""),
         )
 
+    def turns(self) -> list[Any]:
+        """The earlier turns and the message as the bot's memory holds them (bot.domain.ChatTurn)."""
+        from bot.domain import ChatTurn
+
+        earlier = [ChatTurn("user" if role == "user" else "assistant", text) for role, text in self.history]
+        return earlier + [ChatTurn("user", self.message)]
+
 
 def reply_examples(path: Path = REPLIES) -> list[ReplyExample]:
     drop = banned()

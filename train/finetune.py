@@ -44,7 +44,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from bot import prompts  # noqa: E402
-from bot.domain import ChatTurn, Strategy  # noqa: E402
+from bot.domain import Strategy  # noqa: E402
 from train import data as tdata  # noqa: E402
 
 log = logging.getLogger("train")
@@ -82,9 +82,7 @@ class Encoded:
 
 
 def encode_reply(tokenizer: Any, ex: tdata.ReplyExample) -> Encoded:
-    history = [ChatTurn("user" if role == "user" else "assistant", text) for role, text in ex.history]
-    history.append(ChatTurn("user", ex.message))
-    text = prompts.tuned_reply_prompt(Strategy(ex.strategy), ex.lang, history, ex.knowledge)
+    text = prompts.tuned_reply_prompt(Strategy(ex.strategy), ex.lang, ex.turns(), ex.knowledge)
     prompt = tokenizer(text, add_special_tokens=True)["input_ids"]
     end = end_of_reply(tokenizer)
     reply = tokenizer(ex.reply, add_special_tokens=False)["input_ids"][:MAX_REPLY] + [end]
@@ -136,6 +134,14 @@ class OutputRows:
 
 
 def reply_loss(model: Any, batch: list[Encoded], pad_id: int, rows: OutputRows) -> torch.Tensor:
+    logits, target, _ = reply_logits(model, batch, pad_id, rows)
+    return F.cross_entropy(logits.float(), target)
+
+
+def reply_logits(model: Any, batch: list[Encoded], pad_id: int,
+                 rows: OutputRows) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """At every position that predicts a reply token: the logits over the shortlist, the token's
+    shortlist row, and the index of the sequence it belongs to."""
     ids, mask = pad([b.ids for b in batch], pad_id)
     labels, _ = pad([b.labels for b in batch], -100)
     hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -150,7 +156,7 @@ def reply_loss(model: Any, batch: list[Encoded], pad_id: int, rows: OutputRows) 
     softcap = getattr(model.config, "final_logit_softcapping", None)
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
-    return F.cross_entropy(logits.float(), target[keep])
+    return logits, target[keep], keep.nonzero()[:, 0]
 
 
 def features(model: Any, rows: list[list[int]], layers: Sequence[int], pad_id: int) -> torch.Tensor:
@@ -252,12 +258,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--replace-replies", type=Path,
                         help="a reply file whose rows replace the rows of train/data/replies.jsonl with the same id "
                              "(e.g. train/data/replies_comfort_v2.jsonl, the fifth adapter's comfort replies)")
+    # float32: on the 2-core AMD EPYC of 2026-11-23 (torch 2.13) bf16 matmuls in the backward pass
+    # ran ~50x slower than float32; the Intel Xeon with AMX of 2026-11-25 runs bf16 faster
+    add_run_options(parser, dtype="float32")
+    return parser
+
+
+def add_run_options(parser: argparse.ArgumentParser, dtype: str) -> None:
+    """--threads, --seed, --dtype and --measure, as every training command takes them."""
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
-    # float32: on this CPU (torch 2.13) bf16 matmuls in the backward pass ran ~50x slower than float32
-    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="float32")
+    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default=dtype)
     parser.add_argument("--measure", type=int, default=0, help="run this many steps, print the time of each, stop")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -376,15 +376,13 @@ def reply_head(x: torch.Tensor, grade: torch.Tensor, prompt: Sequence[str], laye
 
 def reply_features(engine: Any, rows: Sequence[tdata.ReplyExample]) -> torch.Tensor:
     """The reply head's input for each graded reply, in the format the engine serves."""
-    from bot.domain import ChatTurn, Strategy
+    from bot.domain import Strategy
     from bot.model.fast import prefill
 
     out = []
     prompts: dict[tuple[int, ...], Any] = {}  # about six graded replies a prompt: each prompt is run once
     for row in rows:
-        history = [ChatTurn("user" if role == "user" else "assistant", text) for role, text in row.history]
-        ids, _ = engine.reply_ids(history + [ChatTurn("user", row.message)], Strategy(row.strategy), row.lang, "",
-                                  row.knowledge)
+        ids, _ = engine.reply_ids(row.turns(), Strategy(row.strategy), row.lang, "", row.knowledge)
         if tuple(ids) not in prompts:
             prompts[tuple(ids)] = prefill(engine.fast, ids)
         out.append(engine.reply_features(prompts[tuple(ids)], row.reply))
