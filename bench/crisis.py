@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
              f"Thresholds on the crisis scale: `escalation.crisis_threshold` = {escalation.crisis_threshold} (the "
              f"head's few-false-alarms threshold), `escalation.concern_threshold` = {escalation.concern_threshold} "
              f"(its recall-first threshold). Load average {load:.2f} at start.", "",
-             "The test split holds nine sets. `crisis.jsonl`'s rows were written first and its test split "
+             "The test split holds ten sets. `crisis.jsonl`'s rows were written first and its test split "
              "was scored in earlier sessions too, so its figures are optimistic. `crisis_fresh_*.jsonl` was "
              "written later by other hands; its test split has been scored before this run as well. "
              "`crisis_final_*.jsonl` was written next, by hands that saw none of the other rows; rows close to "
@@ -127,7 +127,12 @@ def main(argv: list[str] | None = None) -> None:
              "with 1,072 customer questions among its non-crisis rows, chosen on validation rows by a rule written "
              "before fitting (bench/NOTES.md, \"Customer questions as crisis negatives\"); no test set was read "
              "for it, and every figure below is a further look with that head (before it: sure tier 0.926 with "
-             "6.2% false alarms over all sets, a person alerted 0.962 with 14.1%).", ""]
+             "6.2% false alarms over all sets, a person alerted 0.962 with 14.1%). `crisis_final8_*.jsonl` was "
+             "written in the same way in the thirty-second session, with small talk addressed to the bot among its hard "
+             "negatives (\"你叫神马名字呀\", \"do you ever sleep\"; 63 of its 260 rows were dropped as close to an "
+             "earlier row), while the crisis head was refitted with 360 such rows and 120 crises worded the same way (bench/NOTES.md, \"Small talk "
+             "as crisis negatives\"); it was scored once with each head: before the refit, sure tier 0.959 with "
+             "1.0% false alarms, a person alerted 0.980 with 7.1%; after it, the figures below.", ""]
     groups = [("all", None), ("crisis.jsonl", {"crisis.jsonl"})]
     for name in tdata.CRISIS_TEST_SETS:
         groups.append((name, {r["file"] for r in results if r["file"].startswith(f"{name}_")}))

@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 HOLDOUT = ROOT.parent / "shared" / "eval" / "holdout.sha256"
 STRATEGIES = {"comfort", "celebrate", "plain"}
-CRISIS_KINDS = {"direct", "indirect", "hyperbole", "sad", "others", "news", "everyday", "medical"}
+CRISIS_KINDS = {"direct", "indirect", "hyperbole", "sad", "others", "news", "everyday", "medical", "smalltalk"}
 HAN = re.compile(r"[\u4e00-\u9fff]")
 
 

@@ -261,7 +261,7 @@ def own_mood_rows() -> list[MoodRow]:
 
 # the crisis sets that hold validation and test rows, in the order they were written (file name prefixes)
 CRISIS_TEST_SETS = ("crisis_fresh", "crisis_final", "crisis_final2", "crisis_final3", "crisis_final4", "crisis_final5",
-                    "crisis_final6", "crisis_final7")
+                    "crisis_final6", "crisis_final7", "crisis_final8")
 
 
 def crisis_files(split: str) -> list[Path]:
