@@ -36,6 +36,7 @@ import random  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
 from collections import Counter  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Iterator, Sequence  # noqa: E402
@@ -203,6 +204,24 @@ def grouped_batches(items: list[Encoded], size: int, rng: random.Random) -> Iter
             yield [items[i] for i in chunk]
 
 
+@contextmanager
+def evaluating(model: Any) -> Iterator[None]:
+    """The model in eval mode (no dropout) for a validation or reference pass, back in training mode after."""
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train()
+
+
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params: Sequence[torch.nn.Parameter]) -> None:
+    """One update from `loss`, gradients clipped to norm 1 (both training commands)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -341,11 +360,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             loss_reply = reply_loss(model, batch, pad_id, rows)
             feats = features(model, [mood_ids(tokenizer, prefix_ids, r.text) for r in mood_batch], layers, pad_id)
         loss_heads = head_loss(heads, feats, [r.mood for r in mood_batch], [r.crisis for r in mood_batch], crisis_weight)
-        loss = loss_reply + args.mood_weight * loss_heads
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimizer_step(opt, loss_reply + args.mood_weight * loss_heads, params)
         step += 1
         if args.measure:
             log.info("step %d: %.2f s (reply %.3f, heads %.3f)", step, time.perf_counter() - t0,
@@ -480,8 +495,7 @@ def save_best(peft_model: Any, heads: Heads, layers: Sequence[int], out: Path, s
 def validate(model: Any, heads: Heads, tokenizer: Any, enc_val: list[Encoded], mood_val: list[tdata.MoodRow],
              prefix_ids: list[int], layers: Sequence[int], pad_id: int, rows: OutputRows,
              limit: int = 200) -> dict[str, float]:
-    model.eval()
-    try:
+    with evaluating(model):
         losses = [reply_loss(model, enc_val[i:i + 8], pad_id, rows).item() for i in range(0, len(enc_val), 8)]
         rows = [r for r in mood_val if r.mood is not None]
         rows = rows[:: max(1, len(rows) // limit)][:limit]  # spread over every source, not the first group
@@ -490,9 +504,7 @@ def validate(model: Any, heads: Heads, tokenizer: Any, enc_val: list[Encoded], m
             chunk = rows[i:i + 32]
             logits, _ = heads(features(model, [mood_ids(tokenizer, prefix_ids, r.text) for r in chunk], layers, pad_id))
             correct += sum(int(MOODS[int(k)] == r.mood) for k, r in zip(logits.argmax(1), chunk))
-        return {"reply_loss": round(sum(losses) / max(1, len(losses)), 4), "mood_acc": round(correct / max(1, len(rows)), 4)}
-    finally:
-        model.train()
+    return {"reply_loss": round(sum(losses) / max(1, len(losses)), 4), "mood_acc": round(correct / max(1, len(rows)), 4)}
 
 
 def smoke_mood() -> tuple[list[tdata.MoodRow], list[tdata.MoodRow]]:

@@ -44,7 +44,18 @@ import torch.nn.functional as F  # noqa: E402
 from bot.domain import Strategy  # noqa: E402
 from bot.model import adapters  # noqa: E402
 from train import data as tdata  # noqa: E402
-from train.finetune import Encoded, OutputRows, add_run_options, embedded_checkpoint, encode_reply, load_base, lr_at, reply_logits  # noqa: E402
+from train.finetune import (  # noqa: E402
+    Encoded,
+    OutputRows,
+    add_run_options,
+    embedded_checkpoint,
+    encode_reply,
+    evaluating,
+    load_base,
+    lr_at,
+    optimizer_step,
+    reply_logits,
+)
 
 log = logging.getLogger("train")
 
@@ -113,32 +124,26 @@ def pair_loss(model: Any, pairs: list[tuple[Encoded, Encoded]], reference: torch
 @torch.no_grad()
 def reference_logprobs(model: Any, pairs: list[tuple[Encoded, Encoded]], pad_id: int, rows: OutputRows,
                        autocast: bool) -> torch.Tensor:
-    model.eval()
     out = []
-    try:
+    with evaluating(model):
         for i in range(0, len(pairs), 8):
             chunk = pairs[i:i + 8]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 logp, _ = reply_logprobs(model, [c for c, _ in chunk] + [r for _, r in chunk], pad_id, rows)
             out.append(torch.stack([logp[: len(chunk)], logp[len(chunk):]], 1))
-    finally:
-        model.train()
     return torch.cat(out)
 
 
 @torch.no_grad()
 def validate(model: Any, pairs: list[tuple[Encoded, Encoded]], reference: torch.Tensor, pad_id: int,
              rows: OutputRows, beta: float, autocast: bool) -> dict[str, float]:
-    model.eval()
     totals: dict[str, float] = {}
-    try:
+    with evaluating(model):
         for i in range(0, len(pairs), 8):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 _, stats = pair_loss(model, pairs[i:i + 8], reference[i:i + 8], pad_id, rows, beta, 0.0)
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + value * len(pairs[i:i + 8])
-    finally:
-        model.train()
     return {key: round(value / max(1, len(pairs)), 4) for key, value in totals.items()}
 
 
@@ -222,10 +227,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             loss, stats = pair_loss(model, [train_pairs[i] for i in chosen], ref_train[chosen], pad_id, rows,
                                     args.beta, args.sft)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimizer_step(opt, loss, params)
         step += 1
         if args.measure:
             log.info("step %d: %.2f s %s", step, time.perf_counter() - t0, json.dumps(stats))
