@@ -89,6 +89,39 @@ def test_a_replacement_file_that_does_not_fit_the_data_is_refused(
             "empty": "no rows", "not json": "not valid JSON"}[change] in err
 
 
+def test_added_replies_join_the_reply_data(tmp_path: Path) -> None:
+    import json
+
+    extra = tmp_path / "extra.jsonl"
+    row = {"id": "added-1", "lang": "en", "strategy": "plain", "message": "bot, tea or coffee for the meeting?",
+           "reply": "Tea, so nobody is jittery by the end.", "history": [], "knowledge": []}
+    extra.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    before, _, _ = _training_data([])
+    replies, _, _ = _training_data(["--add-replies", str(extra)])
+    assert replies[:-1] == before
+    assert (replies[-1].id, replies[-1].reply) == ("added-1", row["reply"])
+
+
+@pytest.mark.parametrize("change", ["known id", "same id twice", "empty", "no reply"])
+def test_an_added_reply_file_that_does_not_fit_is_refused(
+        change: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from train import data as tdata
+
+    first = json.loads(tdata.REPLIES.read_text(encoding="utf-8").splitlines()[0])
+    new = {**first, "id": "added-1"}
+    rows = {"known id": [first], "same id twice": [new, {**new, "reply": "another"}], "empty": [],
+            "no reply": [{k: v for k, v in new.items() if k != "reply"}]}[change]
+    extra = tmp_path / "extra.jsonl"
+    extra.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(SystemExit):
+        _training_data(["--add-replies", str(extra)])
+    err = capsys.readouterr().err
+    assert "--add-replies" in err
+    assert {"known id": first["id"], "same id twice": "added-1", "empty": "no rows", "no reply": "lacks"}[change] in err
+
+
 def test_crisis_files_select_their_rows_only() -> None:
     _, _, rows = _training_data(["--crisis-files", "crisis_more_en.jsonl"])
     assert rows and {r.extra["file"] for r in rows} == {"crisis_more_en.jsonl"}

@@ -277,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--replace-replies", type=Path,
                         help="a reply file whose rows replace the rows of train/data/replies.jsonl with the same id "
                              "(e.g. train/data/replies_comfort_v2.jsonl, the fifth adapter's comfort replies)")
+    parser.add_argument("--add-replies", type=Path,
+                        help="a reply file whose rows (new ids) are trained on beside train/data/replies.jsonl's; "
+                             "one row in ten, by hash, is validation as there")
     # float32: on the 2-core AMD EPYC of 2026-11-23 (torch 2.13) bf16 matmuls in the backward pass
     # ran ~50x slower than float32; the Intel Xeon with AMX of 2026-11-25 runs bf16 faster
     add_run_options(parser, dtype="float32")
@@ -394,6 +397,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "steps": args.steps, "stopped_at": step, "best": best,
         "reply_batch": args.reply_batch, "rank": args.rank, "lr": args.lr, "reply_examples": len(reply_train),
         "replaced_replies": f"{replaced} from {args.replace_replies}" if replaced else None,
+        "added_replies": str(args.add_replies) if args.add_replies else None,
         "mood_rows": len(mood_train), "crisis_rows": len(crisis_train),
         "crisis_files": sorted({r.extra["file"] for r in crisis_train}), "head_layers": list(layers),
         "minutes": round((time.perf_counter() - started) / 60, 1), "base": str(model_dir),
@@ -404,7 +408,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def training_replies_and_crisis(parser: argparse.ArgumentParser,
                                 args: argparse.Namespace) -> tuple[list[tdata.ReplyExample], int, list[tdata.MoodRow]]:
-    """The reply examples (with --replace-replies' rows swapped in by id), how many were swapped,
+    """The reply examples (with --replace-replies' rows swapped in by id and --add-replies' rows
+    appended), how many were swapped,
     and the crisis training rows (of --crisis-files only, where given)."""
     replies = tdata.reply_examples()
     replaced = 0
@@ -430,6 +435,8 @@ def training_replies_and_crisis(parser: argparse.ArgumentParser,
             parser.error(f"--replace-replies: {len(held)} replies are held-out or scored texts, e.g. {', '.join(held[:3])}")
         swap = {r.id: r for r in rows}
         replies, replaced = [swap.get(r.id, r) for r in replies], len(swap)
+    if args.add_replies:
+        replies = replies + added_replies(parser, args.add_replies, {r.id for r in replies})
     crisis_train = tdata.crisis_rows("train")
     if args.crisis_files:
         wanted = {name.strip() for name in args.crisis_files.split(",") if name.strip()}
@@ -466,6 +473,26 @@ def check_resume(parser: argparse.ArgumentParser, out: Path, recipe: dict[str, A
         changed = sorted(k for k in set(recipe) | set(saved or {}) if (saved or {}).get(k) != recipe.get(k))
         why = "no recipe.json" if saved is None else "changed: " + ", ".join(changed)
         parser.error(f"{out} holds checkpoints of another run ({why}); give a new --out or delete that folder")
+
+
+def added_replies(parser: argparse.ArgumentParser, path: Path, known: set[str]) -> list[tdata.ReplyExample]:
+    """--add-replies' rows: readable, with ids of their own, and none of them held out (the check
+    replies.jsonl gets from train/check_data.py and tdata.reply_examples)."""
+    try:
+        rows = [tdata.ReplyExample.from_row(r) for r in tdata.load_jsonl(path)]
+    except (OSError, ValueError, KeyError) as exc:
+        parser.error(f"--add-replies: {exc}")
+    if not rows:
+        parser.error(f"--add-replies: {path} holds no rows")
+    counts = Counter(r.id for r in rows)
+    clash = sorted(i for i in counts if counts[i] > 1 or i in known)
+    if clash:
+        parser.error(f"--add-replies: ids used twice or already in the reply data: {', '.join(clash[:3])}")
+    drop = tdata.banned()
+    held = sorted(r.id for r in rows if tdata.digest(r.message) in drop or tdata.digest(r.reply) in drop)
+    if held:
+        parser.error(f"--add-replies: {len(held)} rows are held-out or scored texts, e.g. {', '.join(held[:3])}")
+    return rows
 
 
 def _prompt_of(example: tdata.ReplyExample) -> tuple[Any, ...]:
