@@ -281,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a reply file whose rows (new ids) are trained on beside train/data/replies.jsonl's; "
                              "one row in ten, by hash, is validation as there")
     # float32: on the 2-core AMD EPYC of 2026-11-23 (torch 2.13) bf16 matmuls in the backward pass
-    # ran ~50x slower than float32; the Intel Xeon with AMX of 2026-11-25 runs bf16 faster
+    # ran ~50x slower than float32; on the Intel Xeon with AMX of 2026-11-25 bf16 steps took 3.5-4.8 s
+    # against float32's 4.3 (make train's recipe, --measure 5), too little to change the recipe
     add_run_options(parser, dtype="float32")
     return parser
 
