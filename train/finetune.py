@@ -410,34 +410,24 @@ def main(argv: Sequence[str] | None = None) -> None:
 def training_replies_and_crisis(parser: argparse.ArgumentParser,
                                 args: argparse.Namespace) -> tuple[list[tdata.ReplyExample], int, list[tdata.MoodRow]]:
     """The reply examples (with --replace-replies' rows swapped in by id and --add-replies' rows
-    appended), how many were swapped,
-    and the crisis training rows (of --crisis-files only, where given)."""
+    appended), how many were swapped, and the crisis training rows (of --crisis-files only, where given)."""
     replies = tdata.reply_examples()
     replaced = 0
     if args.replace_replies:
-        try:
-            rows = [tdata.ReplyExample.from_row(r) for r in tdata.load_jsonl(args.replace_replies)]
-        except (OSError, ValueError) as exc:
-            parser.error(f"--replace-replies: {exc}")
-        if not rows:
-            parser.error(f"--replace-replies: {args.replace_replies} holds no rows")
-        # (replies.jsonl's own ids are checked by train/check_data.py)
-        twice = sorted(i for i, n in Counter(r.id for r in rows).items() if n > 1)
-        if twice:
-            parser.error(f"--replace-replies: ids used twice: {', '.join(twice[:3])}")
+        rows = reply_file(parser, "--replace-replies", args.replace_replies)
         known = {r.id: r for r in replies}
         wrong = sorted(r.id for r in rows if r.id not in known or _prompt_of(known[r.id]) != _prompt_of(r))
         if wrong:
             parser.error(f"--replace-replies: {len(wrong)} rows match no row of the same id, message, strategy, "
                          f"language, history and knowledge, e.g. {', '.join(wrong[:3])}")
-        drop = tdata.banned()
-        held = sorted(r.id for r in rows if tdata.digest(r.reply) in drop)
-        if held:
-            parser.error(f"--replace-replies: {len(held)} replies are held-out or scored texts, e.g. {', '.join(held[:3])}")
         swap = {r.id: r for r in rows}
         replies, replaced = [swap.get(r.id, r) for r in replies], len(swap)
     if args.add_replies:
-        replies = replies + added_replies(parser, args.add_replies, {r.id for r in replies})
+        rows = reply_file(parser, "--add-replies", args.add_replies)
+        clash = sorted({r.id for r in rows} & {r.id for r in replies})
+        if clash:
+            parser.error(f"--add-replies: ids already in the reply data: {', '.join(clash[:3])}")
+        replies = replies + rows
     crisis_train = tdata.crisis_rows("train")
     if args.crisis_files:
         wanted = {name.strip() for name in args.crisis_files.split(",") if name.strip()}
@@ -476,23 +466,22 @@ def check_resume(parser: argparse.ArgumentParser, out: Path, recipe: dict[str, A
         parser.error(f"{out} holds checkpoints of another run ({why}); give a new --out or delete that folder")
 
 
-def added_replies(parser: argparse.ArgumentParser, path: Path, known: set[str]) -> list[tdata.ReplyExample]:
-    """--add-replies' rows: readable, with ids of their own, and none of them held out (the check
-    replies.jsonl gets from train/check_data.py and tdata.reply_examples)."""
+def reply_file(parser: argparse.ArgumentParser, option: str, path: Path) -> list[tdata.ReplyExample]:
+    """The rows of a reply file given to `option`: readable, not empty, each id once, and none of
+    them held out (the checks replies.jsonl gets from train/check_data.py and tdata.reply_examples)."""
     try:
         rows = [tdata.ReplyExample.from_row(r) for r in tdata.load_jsonl(path)]
     except (OSError, ValueError, KeyError) as exc:
-        parser.error(f"--add-replies: {exc}")
+        parser.error(f"{option}: {exc}")
     if not rows:
-        parser.error(f"--add-replies: {path} holds no rows")
-    counts = Counter(r.id for r in rows)
-    clash = sorted(i for i in counts if counts[i] > 1 or i in known)
-    if clash:
-        parser.error(f"--add-replies: ids used twice or already in the reply data: {', '.join(clash[:3])}")
+        parser.error(f"{option}: {path} holds no rows")
+    twice = sorted(i for i, n in Counter(r.id for r in rows).items() if n > 1)
+    if twice:
+        parser.error(f"{option}: ids used twice: {', '.join(twice[:3])}")
     drop = tdata.banned()
     held = sorted(r.id for r in rows if tdata.digest(r.message) in drop or tdata.digest(r.reply) in drop)
     if held:
-        parser.error(f"--add-replies: {len(held)} rows are held-out or scored texts, e.g. {', '.join(held[:3])}")
+        parser.error(f"{option}: {len(held)} rows are held-out or scored texts, e.g. {', '.join(held[:3])}")
     return rows
 
 
